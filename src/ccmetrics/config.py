@@ -1,0 +1,74 @@
+"""Every setting of ccmetrics, declared once.
+
+The CLI derives its flags (``--data-dir``) and environment variables (``CCMETRICS_DATA_DIR``) from this
+table, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    type: type = str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "CCMETRICS_" + self.name.upper()
+
+
+def default_data_dir() -> str:
+    return platformdirs.user_data_dir("ccmetrics", appauthor=False)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", None, "Where the database lives [default: the platform's user data dir].", Path),
+    Setting("host", "127.0.0.1", "Address every listener binds to; loopback keeps the data private.", str),
+    Setting("port", 3000, "Port of the web dashboard, JSON API and /metrics.", int),
+    Setting("otlp_http_port", 4318, "Port of the OTLP/HTTP receiver (/v1/metrics, /v1/logs, /v1/traces).", int),
+    Setting("otlp_grpc_port", 4317, "Port of the OTLP/gRPC receiver.", int),
+    Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP request accepted, after decompression.", int),
+    Setting("store_prompts", False, "Keep prompt text (only its length is kept otherwise).", bool),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _default(name: str) -> Any:
+    return SETTINGS_BY_NAME[name].default
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=lambda: Path(default_data_dir()))
+    host: str = _default("host")
+    port: int = _default("port")
+    otlp_http_port: int = _default("otlp_http_port")
+    otlp_grpc_port: int = _default("otlp_grpc_port")
+    max_body_bytes: int = _default("max_body_bytes")
+    store_prompts: bool = _default("store_prompts")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "ccmetrics.db"
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Config:
+        """Build from CLI options; ``None`` means 'not given', so the table's default applies."""
+        values = {}
+        for name, value in options.items():
+            if name in SETTINGS_BY_NAME and value is not None:
+                values[name] = Path(value).expanduser() if name == "data_dir" else value
+        return cls(**values)

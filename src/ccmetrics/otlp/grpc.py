@@ -1,0 +1,63 @@
+"""OTLP/gRPC receiver: the Metrics, Logs and Trace services of opentelemetry-proto on ``grpc.aio``.
+
+Requests reach the handlers as raw bytes and are parsed here, so a malformed message is answered with
+INVALID_ARGUMENT (a client error the exporter must not retry) instead of grpc's generic INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from ..store import Store, StoreUnavailable
+from .decode import PROTOBUF, DecodeError, Signal, parse
+from .receiver import ingest
+
+log = logging.getLogger(__name__)
+
+_SERVICES = {
+    Signal.METRICS: metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+    Signal.LOGS: logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name,
+    Signal.TRACES: trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name,
+}
+
+
+def _handler(store: Store, signal: Signal, store_prompts: bool) -> Callable[..., Awaitable[bytes]]:
+    async def export(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            message = parse(signal, raw, PROTOBUF)
+            response = await ingest(store, signal, message, store_prompts=store_prompts)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        except StoreUnavailable as exc:
+            log.warning("refusing an export: %s", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return response.SerializeToString()
+
+    return export
+
+
+async def start(store: Store, host: str, port: int, *, max_body_bytes: int, store_prompts: bool) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_body_bytes),
+            ("grpc.so_reuseport", 0),  # a port already taken must fail loudly, not be shared
+        ]
+    )
+    for signal, service in _SERVICES.items():
+        handler = grpc.unary_unary_rpc_method_handler(_handler(store, signal, store_prompts))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}: the port is in use or the address is wrong")
+    await server.start()
+    return server

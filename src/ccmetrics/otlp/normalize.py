@@ -1,0 +1,312 @@
+"""OTLP export requests to flat records the store can write: pure functions, no I/O.
+
+Every attribute is kept (resource attributes merged under point/record attributes), since nobody can know
+which one a user will filter on. Points that cannot be right (NaN, a negative monotonic sum, no timestamp)
+are rejected one by one and counted, so the rest of the export still lands.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from .decode import Signal
+
+MAX_TIME_NS = 2**63 - 1  # what SQLite's INTEGER holds; year 2262
+MAX_STRING = 16 * 1024  # longer attribute strings are cut, as OTel SDKs do with attribute limits
+EVENT_PREFIX = "claude_code."
+
+# Attributes Claude Code sends as numbers or as numeric strings, depending on the event.
+NUMERIC_KEYS = frozenset(
+    {
+        "prompt_length", "duration_ms", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "cost_usd", "status_code", "attempt", "tool_result_size_bytes",
+        "event.sequence", "ttft_ms", "tool_input_size_bytes", "decision_time_ms",
+    }
+)  # fmt: skip
+NUMERIC_SUFFIXES = ("_ms", "_tokens", "_bytes", "_usd", "_length", "_count")
+
+_TEMPORALITY = {
+    metrics_pb2.AGGREGATION_TEMPORALITY_DELTA: "delta",
+    metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE: "cumulative",
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    metric: str
+    unit: str
+    kind: str  # sum | gauge | histogram | exponential_histogram | summary
+    temporality: str | None  # delta | cumulative, for sums and histograms
+    monotonic: bool
+    scope: str
+    attrs: dict[str, Any]
+    start_ns: int
+    time_ns: int
+    value: float
+    extra: dict[str, Any] | None = None
+
+    @property
+    def series_key(self) -> bytes:
+        identity = [self.metric, self.unit, self.kind, self.temporality, self.scope, sorted(self.attrs.items())]
+        return hashlib.blake2b(json.dumps(identity, default=str).encode(), digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class Event:
+    key: bytes  # identical records (an exporter's retry) share it
+    name: str
+    time_ns: int
+    attrs: dict[str, Any]
+    body: str | None
+
+
+@dataclass(frozen=True)
+class Span:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    start_ns: int
+    end_ns: int
+    status_code: int
+    attrs: dict[str, Any]
+
+
+@dataclass
+class Batch:
+    """What one export request contributes, and what of it had to be rejected."""
+
+    signal: Signal
+    points: list[Point] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    rejected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def reject(self, count: int, why: str) -> None:
+        self.rejected += count
+        if why not in self.problems and len(self.problems) < 10:
+            self.problems.append(why)
+
+    def note(self, why: str) -> None:
+        if why not in self.problems and len(self.problems) < 10:
+            self.problems.append(why)
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.problems)
+
+
+def to_batch(signal: Signal, request: Message, *, store_prompts: bool = False, now_ns: int | None = None) -> Batch:
+    batch = Batch(signal)
+    if signal is Signal.METRICS:
+        _metrics(request, batch)
+    elif signal is Signal.LOGS:
+        _logs(request, batch, store_prompts, now_ns or time.time_ns())
+    else:
+        _traces(request, batch)
+    return batch
+
+
+# --- attributes ---------------------------------------------------------------------------------------
+
+
+def any_value(value: common_pb2.AnyValue, batch: Batch | None = None, depth: int = 0) -> Any:
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        text = value.string_value
+        if len(text) > MAX_STRING:
+            if batch is not None:
+                batch.note(f"attribute values longer than {MAX_STRING} characters were shortened")
+            return text[:MAX_STRING]
+        return text
+    if which == "bool_value":
+        return value.bool_value
+    if which == "int_value":
+        return value.int_value
+    if which == "double_value":
+        return _json_number(value.double_value)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if depth >= 8:
+        return None
+    if which == "array_value":
+        return [any_value(v, batch, depth + 1) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value, batch, depth + 1) for kv in value.kvlist_value.values}
+    return None
+
+
+def attributes(kvs: Iterable[common_pb2.KeyValue], batch: Batch | None = None) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value, batch) for kv in kvs if kv.key}
+
+
+def _json_number(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)  # JSON has no NaN; keep it readable
+
+
+def _numeric(key: str, value: Any) -> Any:
+    """Normalise numbers that arrive as strings (``"28"``) for keys that are numeric by nature."""
+    if isinstance(value, str) and (key in NUMERIC_KEYS or key.endswith(NUMERIC_SUFFIXES)):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if math.isfinite(number):
+            return int(number) if number.is_integer() and "." not in value else number
+    return value
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+
+def _metrics(request: Message, batch: Batch) -> None:
+    for rm in request.resource_metrics:
+        resource = attributes(rm.resource.attributes, batch)
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                _metric(metric, resource, sm.scope.name, batch)
+
+
+def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], scope: str, batch: Batch) -> None:
+    kind = metric.WhichOneof("data")
+    if kind is None:
+        return
+    data = getattr(metric, kind)
+    points = data.data_points
+    if not metric.name:
+        batch.reject(len(points), "a metric without a name was rejected")
+        return
+    temporality = _TEMPORALITY.get(getattr(data, "aggregation_temporality", 0))
+    if kind in ("sum", "histogram", "exponential_histogram") and temporality is None:
+        batch.reject(len(points), f"{metric.name}: aggregation temporality is unspecified")
+        return
+    monotonic = bool(getattr(data, "is_monotonic", False))
+    for dp in points:
+        if not 0 < dp.time_unix_nano <= MAX_TIME_NS or dp.start_time_unix_nano > MAX_TIME_NS:
+            batch.reject(1, f"{metric.name}: a data point without a valid time_unix_nano was rejected")
+            continue
+        value, extra = _point_value(kind, dp)
+        if not math.isfinite(value):
+            batch.reject(1, f"{metric.name}: a non-finite value was rejected")
+            continue
+        if monotonic and value < 0:
+            batch.reject(1, f"{metric.name}: a negative value of a monotonic sum was rejected")
+            continue
+        attrs = {**resource, **attributes(dp.attributes, batch)}
+        batch.points.append(
+            Point(
+                metric=metric.name,
+                unit=metric.unit,
+                kind=kind,
+                temporality=temporality,
+                monotonic=monotonic,
+                scope=scope,
+                attrs=attrs,
+                start_ns=dp.start_time_unix_nano,
+                time_ns=dp.time_unix_nano,
+                value=value,
+                extra=extra,
+            )
+        )
+
+
+def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any] | None]:
+    if kind in ("sum", "gauge"):
+        return (dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int)), None
+    if kind == "histogram":
+        extra = {
+            "count": dp.count,
+            "bounds": list(dp.explicit_bounds),
+            "buckets": list(dp.bucket_counts),
+        }
+        if dp.HasField("min"):
+            extra["min"] = dp.min
+        if dp.HasField("max"):
+            extra["max"] = dp.max
+        return dp.sum, extra
+    if kind == "exponential_histogram":
+        extra = {
+            "count": dp.count,
+            "scale": dp.scale,
+            "zero_count": dp.zero_count,
+            "positive": {"offset": dp.positive.offset, "buckets": list(dp.positive.bucket_counts)},
+            "negative": {"offset": dp.negative.offset, "buckets": list(dp.negative.bucket_counts)},
+        }
+        return dp.sum, extra
+    # summary
+    quantiles = {str(q.quantile): q.value for q in dp.quantile_values}
+    return dp.sum, {"count": dp.count, "quantiles": quantiles}
+
+
+# --- logs ---------------------------------------------------------------------------------------------
+
+
+def _logs(request: Message, batch: Batch, store_prompts: bool, now_ns: int) -> None:
+    for rl in request.resource_logs:
+        resource = attributes(rl.resource.attributes, batch)
+        resource_bytes = rl.resource.SerializeToString(deterministic=True)
+        for sl in rl.scope_logs:
+            for record in sl.log_records:
+                batch.events.append(_event(record, resource, resource_bytes, batch, store_prompts, now_ns))
+
+
+def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: Batch, store_prompts: bool,
+           now_ns: int) -> Event:  # fmt: skip
+    own = {key: _numeric(key, value) for key, value in attributes(record.attributes, batch).items()}
+    body = any_value(record.body, batch) if record.HasField("body") else None
+    name = str(own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown")
+    name = name.removeprefix(EVENT_PREFIX)
+    if "prompt" in own:
+        prompt = own["prompt"]
+        own.setdefault("prompt_length", len(prompt) if isinstance(prompt, str) else 0)
+        if not store_prompts:
+            del own["prompt"]
+    digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
+    return Event(
+        key=digest.digest(),
+        name=name,
+        time_ns=_valid_time(record.time_unix_nano) or _valid_time(record.observed_time_unix_nano) or now_ns,
+        attrs={**resource, **own},
+        body=body if isinstance(body, str) else (json.dumps(body) if body is not None else None),
+    )
+
+
+def _valid_time(ns: int) -> int:
+    return ns if 0 < ns <= MAX_TIME_NS else 0
+
+
+# --- traces -------------------------------------------------------------------------------------------
+
+
+def _traces(request: Message, batch: Batch) -> None:
+    for rs in request.resource_spans:
+        resource = attributes(rs.resource.attributes, batch)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    batch.reject(1, "a span without a valid trace_id and span_id was rejected")
+                    continue
+                batch.spans.append(
+                    Span(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex(),
+                        name=span.name,
+                        start_ns=_valid_time(span.start_time_unix_nano),
+                        end_ns=_valid_time(span.end_time_unix_nano),
+                        status_code=span.status.code,
+                        attrs={**resource, **attributes(span.attributes, batch)},
+                    )
+                )

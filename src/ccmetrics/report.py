@@ -1,0 +1,73 @@
+"""Terminal rendering of the answers (rich tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _money(value: float | None) -> str:
+    return "—" if value is None else f"${value:,.4f}"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def print_summary(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    tokens, lines, decisions, active = (
+        result["tokens"], result["lines_of_code"], result["edit_decisions"], result["active_time_seconds"],
+    )  # fmt: skip
+    totals = Table(title="Claude Code usage", show_header=False, title_justify="left")
+    totals.add_column(style="bold")
+    totals.add_column(justify="right")
+    for label, value in (
+        ("Sessions", _number(result["sessions"])),
+        ("Cost", _money(result["cost_usd"])),
+        ("Tokens in / out", f"{_number(tokens['input'])} / {_number(tokens['output'])}"),
+        ("Cache read / created", f"{_number(tokens['cache_read'])} / {_number(tokens['cache_creation'])}"),
+        ("Cache efficiency", _percent(result["cache_efficiency"])),
+        ("Cost per 1K output tokens", _money(result["cost_per_1k_output_tokens"])),
+        ("Lines added / removed", f"{_number(lines['added'])} / {_number(lines['removed'])}"),
+        ("Commits", _number(result["commits"])),
+        ("Pull requests", _number(result["pull_requests"])),
+        ("Edits accepted / rejected", f"{_number(decisions['accept'])} / {_number(decisions['reject'])}"),
+        ("Active time user / CLI (s)", f"{_number(active['user'])} / {_number(active['cli'])}"),
+        ("Productivity ratio (CLI/user)", _number(result["productivity_ratio"])),
+        ("Prompts", _number(result["prompts"])),
+        ("Average prompt length", _number(result["avg_prompt_length"])),
+        ("API requests / errors", f"{_number(result['api_requests'])} / {_number(result['api_errors'])}"),
+    ):
+        totals.add_row(label, value)
+    console.print(totals)
+
+    if result["by_model"]:
+        models = Table(title="By model", title_justify="left")
+        for column in ("model", "cost", "input", "output", "cache read", "cache created", "API requests"):
+            models.add_column(column, justify="left" if column == "model" else "right")
+        for row in result["by_model"]:
+            t = row["tokens"]
+            models.add_row(row["model"], _money(row["cost_usd"]), _number(t["input"]), _number(t["output"]),
+                           _number(t["cache_read"]), _number(t["cache_creation"]), _number(row["api_requests"]))  # fmt: skip
+        console.print(models)
+
+    if result["by_user"]:
+        users = Table(title="By user", title_justify="left")
+        for column in ("user", "sessions", "cost", "tokens", "lines +/-", "commits", "prompts"):
+            users.add_column(column, justify="left" if column == "user" else "right")
+        for row in result["by_user"]:
+            name = row["user_email"] or row["user_id"][:16]
+            lines_row = f"{_number(row['lines_of_code']['added'])} / {_number(row['lines_of_code']['removed'])}"
+            users.add_row(name, _number(row["sessions"]), _money(row["cost_usd"]),
+                          _number(sum(row["tokens"].values())), lines_row, _number(row["commits"]),
+                          _number(row["prompts"]))  # fmt: skip
+        console.print(users)

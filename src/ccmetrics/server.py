@@ -1,0 +1,92 @@
+"""``ccmetrics serve``: the OTLP receivers, the store and the web app in one process and one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from .config import Config
+from .otlp import grpc as otlp_grpc
+from .otlp import http as otlp_http
+from .store import Store
+from .web.app import create_app
+
+log = logging.getLogger("ccmetrics")
+
+
+class _Server(uvicorn.Server):
+    """Several uvicorn servers share this process, so signals are handled once, by ``serve``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    web_socket = _listen(config.host, config.port, "the dashboard")
+    otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
+    store = Store(config.db_path)
+    grpc_server = None
+    try:
+        grpc_server = await otlp_grpc.start(
+            store, config.host, config.otlp_grpc_port,
+            max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts,
+        )  # fmt: skip
+        otlp_app = otlp_http.create_app(
+            store, max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts
+        )
+        servers = [
+            _Server(uvicorn.Config(create_app(store, config), log_level="warning", lifespan="off",
+                                   access_log=False)),
+            _Server(uvicorn.Config(otlp_app, log_level="warning", lifespan="off", access_log=False)),
+        ]  # fmt: skip
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop)
+        tasks = [
+            asyncio.create_task(servers[0].serve(sockets=[web_socket])),
+            asyncio.create_task(servers[1].serve(sockets=[otlp_socket])),
+        ]
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.01)
+        log.info(
+            "ccmetrics is ready: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP/HTTP http://%s:%d  data %s",
+            config.host, config.port, config.host, config.otlp_grpc_port, config.host, config.otlp_http_port,
+            config.db_path,
+        )  # fmt: skip
+        if ready is not None:
+            ready.set()
+        await asyncio.gather(*tasks)
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
+        store.close()
+        web_socket.close()
+        otlp_socket.close()
