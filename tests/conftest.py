@@ -1,0 +1,141 @@
+"""Shared fixtures: a real ``ccmetrics serve`` process on free loopback ports, and the shared fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.332"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """``python -m ccmetrics serve`` on free ports with its own data directory."""
+
+    data_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    otlp_http_port: int = field(default_factory=free_port)
+    otlp_grpc_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def otlp_http(self) -> str:
+        return f"http://127.0.0.1:{self.otlp_http_port}"
+
+    @property
+    def otlp_grpc(self) -> str:
+        return f"127.0.0.1:{self.otlp_grpc_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "serve.log"
+
+    def start(self, timeout: float = 20) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
+             "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ccmetrics serve exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ccmetrics serve did not become ready:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def summary(self, **params: str | list[str]) -> dict:
+        response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, *extra_args: str) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / f"data{len(started)}", list(extra_args)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process is not None:
+            server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server(start_server) -> ServerProcess:
+    return start_server()
+
+
+@dataclass(frozen=True)
+class Export:
+    """One OTLP/HTTP request the real CLI sent, as captured in the shared fixtures."""
+
+    path: str
+    content_type: str
+    content_encoding: str | None
+    body: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": self.content_type}
+        if self.content_encoding:
+            headers["Content-Encoding"] = self.content_encoding
+        return headers
+
+
+def fixture_exports(capture: str) -> list[Export]:
+    folder = FIXTURES / capture
+    if not folder.is_dir():
+        pytest.fail(f"shared fixtures missing: {folder}")
+    exports = []
+    for meta_path in sorted(folder.glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        body = meta_path.with_suffix(".bin").read_bytes()
+        exports.append(Export(meta["path"], meta["ctype"], meta.get("enc"), body))
+    return exports
+
+
+def send(base_url: str, export: Export) -> httpx.Response:
+    return httpx.post(base_url + export.path, content=export.body, headers=export.headers, timeout=10)

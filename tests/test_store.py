@@ -1,0 +1,179 @@
+"""Exactly-once storage on a real SQLite file: temporalities, resets, late points, retries, filters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from ccmetrics.otlp.decode import Signal
+from ccmetrics.otlp.normalize import to_batch
+from ccmetrics.store import Store
+from ccmetrics.store.queries import Filters, QueryError, summary
+from ccmetrics.store.schema import SCHEMA_VERSION
+
+from .otlp_builders import CUMULATIVE, SECOND, T0, log_request, sum_request
+
+COST = "claude_code.cost.usage"
+TOKENS = "claude_code.token.usage"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = Store(tmp_path / "ccmetrics.db")
+    yield store
+    store.close()
+
+
+def ingest(store: Store, *requests, store_prompts: bool = False) -> None:
+    async def go():
+        for request in requests:
+            signal = Signal.METRICS if isinstance(request, ExportMetricsServiceRequest) else Signal.LOGS
+            await store.write(to_batch(signal, request, store_prompts=store_prompts))
+
+    asyncio.run(go())
+
+
+def totals(store: Store, **filters) -> dict:
+    return summary(store.reader(), Filters.parse(**filters))
+
+
+USER = {"user.id": "u1", "session.id": "s1", "model": "claude-opus-5-5"}
+
+
+def test_delta_points_add_up_and_an_identical_retry_counts_once(store):
+    first = sum_request(COST, [(T0, T0 + 60 * SECOND, 0.5, USER)], unit="USD")
+    second = sum_request(COST, [(T0 + 60 * SECOND, T0 + 120 * SECOND, 0.25, USER)], unit="USD")
+    ingest(store, first, first, second, first, second)
+    assert totals(store)["cost_usd"] == 0.75
+
+
+def test_cumulative_totals_become_increments(store):
+    points = [(T0, T0 + i * SECOND, v, USER) for i, v in enumerate([1.0, 1.5, 4.0], start=1)]
+    ingest(store, *(sum_request(COST, [p], temporality=CUMULATIVE) for p in points))
+    assert totals(store)["cost_usd"] == 4.0
+
+
+def test_cumulative_reset_by_lower_value_or_new_start_time_is_not_negative(store):
+    ingest(
+        store,
+        sum_request(COST, [(T0, T0 + 1 * SECOND, 3.0, USER)], temporality=CUMULATIVE),
+        sum_request(COST, [(T0, T0 + 2 * SECOND, 5.0, USER)], temporality=CUMULATIVE),
+        # The process restarted without a new start time: a lower total is a reset.
+        sum_request(COST, [(T0, T0 + 3 * SECOND, 1.0, USER)], temporality=CUMULATIVE),
+        sum_request(COST, [(T0, T0 + 4 * SECOND, 2.0, USER)], temporality=CUMULATIVE),
+        # A new start time is a new stream, counted from zero.
+        sum_request(COST, [(T0 + 10 * SECOND, T0 + 11 * SECOND, 0.5, USER)], temporality=CUMULATIVE),
+    )
+    assert totals(store)["cost_usd"] == 5.0 + 2.0 + 0.5
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2, 3, 1]])
+def test_cumulative_points_in_any_order_give_the_same_total(store, order):
+    values = [2.0, 3.0, 7.0, 7.5]
+    requests = [sum_request(TOKENS, [(T0, T0 + (i + 1) * SECOND, values[i], {**USER, "type": "input"})],
+                            temporality=CUMULATIVE) for i in range(4)]  # fmt: skip
+    ingest(store, *(requests[i] for i in order))
+    assert totals(store)["tokens"]["input"] == 7.5
+    rows = store.reader().execute("SELECT value FROM points ORDER BY time_ns").fetchall()
+    assert [r[0] for r in rows] == [2.0, 1.0, 4.0, 0.5]
+
+
+def test_time_range_counts_each_increment_once(store):
+    ingest(store, *(sum_request(COST, [(T0 + i * 60 * SECOND, T0 + (i + 1) * 60 * SECOND, 1.0, USER)])
+                    for i in range(10)))  # fmt: skip
+    since = "2026-09-21T14:16:40+00:00"  # T0 + 200 s, between the 3rd and 4th points
+    assert totals(store)["cost_usd"] == 10
+    assert totals(store, since=since)["cost_usd"] == 7
+    assert totals(store, until=since)["cost_usd"] == 3
+
+
+def test_filters_on_any_attribute_resource_or_point(store):
+    ingest(
+        store,
+        sum_request(COST, [(T0, T0 + SECOND, 1.0, {**USER, "effort": "high"})],
+                    resource={"service.name": "claude-code", "team.id": "platform", "cost_center": "cc-1"}),
+        sum_request(COST, [(T0, T0 + SECOND, 2.0, {**USER, "user.id": "u2", "effort": "low"})],
+                    resource={"service.name": "claude-code", "team.id": "web"}),
+    )  # fmt: skip
+    assert totals(store, filters=["team.id=platform"])["cost_usd"] == 1.0
+    assert totals(store, filters=["cost_center=cc-1"])["cost_usd"] == 1.0
+    assert totals(store, filters=["effort=low"])["cost_usd"] == 2.0
+    assert totals(store, filters=["user.id=u2", "team.id=platform"])["cost_usd"] == 0
+    assert [u["user_id"] for u in totals(store)["by_user"]] == ["u2", "u1"]
+
+
+def test_bad_filters_and_times_are_clear_errors():
+    with pytest.raises(QueryError, match="KEY=VALUE"):
+        Filters.parse(filters=["team.id"])
+    with pytest.raises(QueryError, match="7d"):
+        Filters.parse(since="last tuesday")
+
+
+def test_events_numbers_from_strings_prompt_text_dropped_and_unknown_events_kept(store):
+    ingest(
+        store,
+        log_request([
+            (T0, "user_prompt", {"prompt_length": "28", "prompt": "secret plans", "session.id": "s1"}),
+            (T0 + 1, "user_prompt", {"prompt_length": 18, "session.id": "s1"}),
+            (T0 + 2, "api_request", {"model": "m", "cost_usd": "0.5", "input_tokens": "100"}),
+            (T0 + 3, "brand_new_event", {"whatever": "x"}),
+        ]),
+    )  # fmt: skip
+    result = totals(store)
+    assert result["prompts"] == 2 and result["avg_prompt_length"] == 23
+    assert result["api_requests"] == 1 and result["cost_usd"] == 0  # cost comes from metrics only
+    rows = {name: json.loads(a) for name, a in store.reader().execute("SELECT name, attrs FROM events")}
+    assert "prompt" not in rows["user_prompt"] and rows["user_prompt"]["prompt_length"] in (28, 18)
+    assert rows["api_request"]["cost_usd"] == 0.5 and rows["api_request"]["input_tokens"] == 100
+    assert rows["brand_new_event"]["whatever"] == "x"
+    assert "secret plans" not in Path(store.path).read_bytes().decode("latin-1")
+
+
+def test_prompt_text_kept_only_when_asked(store):
+    ingest(store, log_request([(T0, "user_prompt", {"prompt": "keep me"})]), store_prompts=True)
+    (attrs,) = store.reader().execute("SELECT attrs FROM events").fetchone()
+    assert json.loads(attrs) | {} == {"service.name": "claude-code", "event.name": "user_prompt",
+                                      "prompt": "keep me", "prompt_length": 7}  # fmt: skip
+
+
+def test_gauges_histograms_and_unknown_metrics_are_kept(store):
+    request = sum_request("claude_code.future.metric", [(T0, T0 + SECOND, 3, USER)])
+    metrics = request.resource_metrics[0].scope_metrics[0].metrics
+    gauge = metrics.add(name="some.gauge", unit="1")
+    gauge.gauge.data_points.add(time_unix_nano=T0, as_double=0.75)
+    histogram = metrics.add(name="some.histogram", unit="ms")
+    histogram.histogram.aggregation_temporality = CUMULATIVE
+    histogram.histogram.data_points.add(time_unix_nano=T0, count=3, sum=12.5, explicit_bounds=[10],
+                                        bucket_counts=[2, 1])  # fmt: skip
+    ingest(store, request)
+    rows = store.reader().execute(
+        "SELECT s.metric, s.kind, p.value, p.extra FROM points p JOIN series s ON s.id = p.series_id ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("claude_code.future.metric", "sum", 3.0, None),
+        ("some.gauge", "gauge", 0.75, None),
+        ("some.histogram", "histogram", 12.5, '{"count":3,"bounds":[10.0],"buckets":[2,1]}'),
+    ]
+
+
+def test_data_survives_reopening_and_schema_is_versioned(tmp_path):
+    path = tmp_path / "ccmetrics.db"
+    store = Store(path)
+    ingest(store, sum_request(COST, [(T0, T0 + SECOND, 1.25, USER)]))
+    store.close()
+    store = Store(path)
+    try:
+        assert totals(store)["cost_usd"] == 1.25
+        assert store.reader().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.reader().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this ccmetrics"):
+        Store(path)
