@@ -128,17 +128,23 @@ def test_events_numbers_from_strings_prompt_text_dropped_and_unknown_events_kept
     assert result["prompts"] == 2 and result["avg_prompt_length"] == 23
     assert result["api_requests"] == 1 and result["cost_usd"] == 0  # cost comes from metrics only
     rows = {name: json.loads(a) for name, a in store.reader().execute("SELECT name, attrs FROM events")}
-    assert "prompt" not in rows["user_prompt"] and rows["user_prompt"]["prompt_length"] in (28, 18)
+    (first,) = store.reader().execute("SELECT attrs FROM events WHERE time_ns = ?", (T0,)).fetchone()
+    assert json.loads(first)["prompt"] == "<REDACTED>" and json.loads(first)["prompt_length"] == 28
     assert rows["api_request"]["cost_usd"] == 0.5 and rows["api_request"]["input_tokens"] == 100
     assert rows["brand_new_event"]["whatever"] == "x"
     assert "secret plans" not in Path(store.path).read_bytes().decode("latin-1")
 
 
-def test_prompt_text_kept_only_when_asked(store):
-    ingest(store, log_request([(T0, "user_prompt", {"prompt": "keep me"})]), store_prompts=True)
-    (attrs,) = store.reader().execute("SELECT attrs FROM events").fetchone()
-    assert json.loads(attrs) | {} == {"service.name": "claude-code", "event.name": "user_prompt",
-                                      "prompt": "keep me", "prompt_length": 7}  # fmt: skip
+@pytest.mark.parametrize("store_prompts", [False, True])
+def test_conversation_text_kept_only_when_asked(store, store_prompts):
+    ingest(store, log_request([(T0, "user_prompt", {"prompt_text": "keep me"}),
+                               (T0 + 1, "assistant_response", {"response": "a reply"})]),
+           store_prompts=store_prompts)  # fmt: skip
+    rows = {name: json.loads(a) for name, a in store.reader().execute("SELECT name, attrs FROM events")}
+    assert rows["user_prompt"]["prompt_text"] == ("keep me" if store_prompts else "<REDACTED>")
+    assert rows["user_prompt"]["prompt_length"] == 7
+    assert rows["assistant_response"]["response"] == ("a reply" if store_prompts else "<REDACTED>")
+    assert rows["assistant_response"]["response_length"] == 7
 
 
 def test_gauges_histograms_and_unknown_metrics_are_kept(store):

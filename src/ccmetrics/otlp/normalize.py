@@ -34,6 +34,9 @@ NUMERIC_KEYS = frozenset(
         "event.sequence", "ttft_ms", "tool_input_size_bytes", "decision_time_ms",
     }
 )  # fmt: skip
+# Conversation text Claude Code sends when OTEL_LOG_USER_PROMPTS=1: only its length is kept by default.
+TEXT_KEYS = {"prompt": "prompt_length", "prompt_text": "prompt_length", "response": "response_length"}
+REDACTED = "<REDACTED>"
 NUMERIC_SUFFIXES = ("_ms", "_tokens", "_bytes", "_usd", "_length", "_count")
 
 _TEMPORALITY = {
@@ -268,11 +271,12 @@ def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: 
     body = any_value(record.body, batch) if record.HasField("body") else None
     name = str(own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown")
     name = name.removeprefix(EVENT_PREFIX)
-    if "prompt" in own:
-        prompt = own["prompt"]
-        own.setdefault("prompt_length", len(prompt) if isinstance(prompt, str) else 0)
-        if not store_prompts:
-            del own["prompt"]
+    for text_key, length_key in TEXT_KEYS.items():
+        text = own.get(text_key)
+        if isinstance(text, str) and text != REDACTED:
+            own.setdefault(length_key, len(text))
+            if not store_prompts:
+                own[text_key] = REDACTED
     digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
     return Event(
         key=digest.digest(),
