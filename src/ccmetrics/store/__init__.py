@@ -38,6 +38,11 @@ class Store:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be."""
         return await asyncio.wrap_future(self._writer.submit(batch))
 
+    @property
+    def version(self) -> int:
+        """Changes whenever new data has been committed."""
+        return self._writer.commits
+
     def reader(self) -> sqlite3.Connection:
         """A read-only connection for the calling thread, reused across calls."""
         conn = getattr(self._readers, "conn", None)

@@ -50,6 +50,7 @@ class Writer:
         self._conn = connect(path)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._series_ids: dict[bytes, int] = {}
+        self.commits = 0  # bumped after every commit that stored something; watched by live dashboards
         self._thread = threading.Thread(target=self._run, name="ccmetrics-writer", daemon=True)
         self._thread.start()
 
@@ -113,6 +114,8 @@ class Writer:
                 future.set_exception(failure)
             return
         self._series_ids.update(new_series)
+        if any(not isinstance(o, BaseException) and (o.points or o.events or o.spans) for _, o in outcomes):
+            self.commits += 1
         for future, outcome in outcomes:
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

@@ -1,17 +1,38 @@
-"""The web side of ``ccmetrics serve``: the JSON API (dashboard and /metrics grow here)."""
+"""The web side of ``ccmetrics serve``: the dashboard pages, the JSON API and the live update stream.
+
+Pages are static files: everything that came from a client reaches the browser as JSON and is put on the
+page as text, never as HTML, so an attribute value cannot inject markup.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import Config
+from ..panels import PANELS, PANELS_BY_ID, Panel, View
 from ..store import Store
+from ..store.facts import Facts, attribute_values, filter_options, session_timeline
 from ..store.queries import Filters, QueryError, summary
+
+STATIC = resources.files("ccmetrics.web") / "static"
+DAY_NS = 86_400 * 1_000_000_000
+LIVE_POLL_S = 0.25
+LIVE_HEARTBEAT_S = 15
 
 
 def filters_from(request: Request) -> Filters:
@@ -19,22 +40,156 @@ def filters_from(request: Request) -> Filters:
     return Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
 
 
+def view_from(request: Request, store: Store) -> View:
+    filters = filters_from(request)
+    facts = Facts(store.reader(), filters)
+    end = filters.until_ns or time.time_ns()
+    start = filters.since_ns or _first_data_ns(facts, end)
+    group_key = request.query_params.get("group_by") or "team.id"
+    return View(facts, start, end, group_key)
+
+
+def _first_data_ns(facts: Facts, end: int) -> int:
+    (first,) = facts.conn.execute("SELECT MIN(time_ns) FROM points").fetchone()
+    return min(first, end) if first else end - DAY_NS
+
+
+def panel_meta(panel: Panel) -> dict[str, Any]:
+    return {"id": panel.id, "title": panel.title, "description": panel.description, "row": panel.row,
+            "kind": panel.kind, "unit": panel.unit, "width": panel.width, "height": panel.height,
+            "options": panel.options}  # fmt: skip
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    """A panel's data as a CSV table, whatever its kind."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    if "rows" in data:
+        keys = [c["key"] for c in data["columns"]]
+        writer.writerow([c["label"] for c in data["columns"]])
+        writer.writerows([[row.get(k) for k in keys] for row in data["rows"]])
+    elif "items" in data:
+        writer.writerow(["label", "value"])
+        writer.writerows([[item["label"], item["value"]] for item in data["items"]])
+    elif "series" in data:
+        writer.writerow(["time", *(s["label"] for s in data["series"])])
+        for i, t in enumerate(data["times"]):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t / 1e9))
+            writer.writerow([stamp, *(s["values"][i] for s in data["series"])])
+    else:
+        writer.writerow(["value"])
+        writer.writerow([data.get("value")])
+    return out.getvalue()
+
+
 def create_app(store: Store, config: Config) -> Starlette:
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "version": __version__,
-                "otlp": {"grpc": f"{config.host}:{config.otlp_grpc_port}", "http": f"{config.host}:{config.otlp_http_port}"},
-            }
-        )
-
-    async def api_summary(request: Request) -> JSONResponse:
+    async def query(request: Request, work: Any) -> Response:
         try:
-            filters = filters_from(request)
-        except QueryError as exc:
+            return JSONResponse(await run_in_threadpool(work))
+        except (QueryError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        result = await run_in_threadpool(lambda: summary(store.reader(), filters))
-        return JSONResponse(result)
 
-    return Starlette(routes=[Route("/api/health", health), Route("/api/summary", api_summary)])
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({
+            "status": "ok", "version": __version__, "host": config.host,
+            "otlp": {"grpc_port": config.otlp_grpc_port, "http_port": config.otlp_http_port},
+        })  # fmt: skip
+
+    async def api_summary(request: Request) -> Response:
+        return await query(request, lambda: summary(store.reader(), filters_from(request)))
+
+    async def api_panels(request: Request) -> JSONResponse:
+        return JSONResponse({"panels": [panel_meta(p) for p in PANELS]})
+
+    async def api_dashboard(request: Request) -> Response:
+        def work() -> dict[str, Any]:
+            view = view_from(request, store)
+            (has_data,) = view.facts.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') "
+                "OR EXISTS (SELECT 1 FROM events)"
+            ).fetchone()
+            return {"start_ns": view.start_ns, "end_ns": view.end_ns, "version": store.version,
+                    "has_data": bool(has_data), "panels": {p.id: p.data(view) for p in PANELS}}  # fmt: skip
+
+        return await query(request, work)
+
+    async def api_panel(request: Request) -> Response:
+        panel = PANELS_BY_ID.get(request.path_params["panel_id"])
+        if panel is None:
+            return JSONResponse({"error": "no such panel"}, status_code=404)
+        if request.query_params.get("format") == "csv":
+            try:
+                text = await run_in_threadpool(lambda: to_csv(panel.data(view_from(request, store))))
+            except (QueryError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return Response(text, media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{panel.id}.csv"'})  # fmt: skip
+        return await query(request, lambda: {**panel_meta(panel), "data": panel.data(view_from(request, store))})
+
+    async def api_filters(request: Request) -> Response:
+        key = request.query_params.get("key")
+        if key:
+            return await query(request, lambda: {"key": key, "values": attribute_values(store.reader(), key)})
+        return await query(request, lambda: filter_options(store.reader()))
+
+    async def api_session(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+
+        def work() -> dict[str, Any]:
+            conn = store.reader()
+            totals = summary(conn, Filters(attrs=(("session.id", session_id),)))
+            sessions = Facts(conn, Filters(attrs=(("session.id", session_id),))).sessions(limit=1)
+            return {"session_id": session_id, "summary": totals, "session": sessions[0] if sessions else None,
+                    "timeline": session_timeline(conn, session_id)}  # fmt: skip
+
+        return await query(request, work)
+
+    async def live(request: Request) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            seen, quiet = store.version, 0.0
+            yield f"event: hello\ndata: {json.dumps({'version': seen})}\n\n"
+            while not await request.is_disconnected():
+                await asyncio.sleep(LIVE_POLL_S)
+                quiet += LIVE_POLL_S
+                if store.version != seen:
+                    seen, quiet = store.version, 0.0
+                    yield f"event: data\ndata: {json.dumps({'version': seen})}\n\n"
+                elif quiet >= LIVE_HEARTBEAT_S:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    def page(name: str):  # noqa: ANN202 - a Starlette endpoint
+        async def endpoint(request: Request) -> FileResponse:
+            return FileResponse(str(STATIC / name), headers=_SECURITY_HEADERS)
+
+        return endpoint
+
+    return Starlette(
+        routes=[
+            Route("/", page("index.html")),
+            Route("/favicon.ico", lambda request: Response(status_code=204)),
+            Route("/session/{session_id:path}", page("session.html")),
+            Route("/api/health", health),
+            Route("/api/summary", api_summary),
+            Route("/api/panels", api_panels),
+            Route("/api/panels/{panel_id}", api_panel),
+            Route("/api/dashboard", api_dashboard),
+            Route("/api/filters", api_filters),
+            Route("/api/sessions/{session_id:path}", api_session),
+            Route("/api/live", live),
+            *__import__("ccmetrics.web.status_api", fromlist=["routes"]).routes(store),
+            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        ]
+    )
+
+
+# The pages load only their own scripts and styles; nothing inline, nothing from elsewhere.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}

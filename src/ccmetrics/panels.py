@@ -1,0 +1,354 @@
+"""The panel catalogue: every panel of the dashboard, defined once.
+
+The built-in dashboard renders from this list, ``/api/panels/<id>`` answers from it, and the Grafana
+generator renders the same panels to PromQL/LogQL: titles, units and layout cannot drift apart.
+A panel's ``compute`` asks the store (through ``Facts``) and returns plain data in the shape of its kind:
+
+- ``stat``, ``gauge``: ``{"value": number | None}``
+- ``pie``, ``bar``: ``{"items": [{"label", "value"}]}``
+- ``timeseries``, ``stacked_bars``: ``{"times": [ns], "series": [{"label", "values"}], "bucket_ns"}``
+- ``table``: ``{"columns": [{"key", "label", "unit"}], "rows": [{...}]}``
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .store.facts import Facts
+
+SECOND = 1_000_000_000
+BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+MAX_BUCKETS = 120
+
+COST = "claude_code.cost.usage"
+TOKENS = "claude_code.token.usage"
+SESSIONS = "claude_code.session.count"
+LINES = "claude_code.lines_of_code.count"
+COMMITS = "claude_code.commit.count"
+PULL_REQUESTS = "claude_code.pull_request.count"
+DECISIONS = "claude_code.code_edit_tool.decision"
+ACTIVE = "claude_code.active_time.total"
+TOKEN_LABELS = {"input": "input", "output": "output", "cacheRead": "cache read", "cacheCreation": "cache creation"}
+
+
+@dataclass(frozen=True)
+class View:
+    """What a dashboard request looks at: the facts under its filters, and the time window to chart."""
+
+    facts: Facts
+    start_ns: int
+    end_ns: int
+    group_key: str = "team.id"  # the resource attribute the "by team" panels break down by
+
+    @property
+    def bucket_ns(self) -> int:
+        span_s = max(1, (self.end_ns - self.start_ns) // SECOND)
+        for bucket in BUCKETS_S:
+            if span_s / bucket <= MAX_BUCKETS:
+                return bucket * SECOND
+        return BUCKETS_S[-1] * SECOND
+
+    def times(self) -> list[int]:
+        bucket = self.bucket_ns
+        first = (self.start_ns // bucket) * bucket
+        return list(range(first, self.end_ns + 1, bucket)) or [first]
+
+
+@dataclass(frozen=True)
+class Panel:
+    id: str
+    title: str
+    description: str
+    row: str
+    kind: str  # stat | gauge | pie | bar | table | timeseries | stacked_bars
+    unit: str  # count | usd | tokens | seconds | percent | ratio | chars | ms | lines
+    compute: Callable[[View], dict[str, Any]]
+    width: int = 4  # of 24 columns
+    height: int = 4
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def data(self, view: View) -> dict[str, Any]:
+        return self.compute(view)
+
+
+# --- building blocks ----------------------------------------------------------------------------------
+
+
+def _stat(value: float | None) -> dict[str, Any]:
+    return {"value": value}
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _items(totals: dict[tuple, float], label: Callable[[tuple], str] = lambda k: str(k[0])) -> dict[str, Any]:
+    merged: dict[str, float] = defaultdict(float)
+    for key, value in totals.items():
+        merged[label(key) if key and key[0] is not None else "unknown"] += value
+    items = [{"label": k, "value": v} for k, v in merged.items() if v]
+    return {"items": sorted(items, key=lambda item: (-item["value"], item["label"]))}
+
+
+def _timeline(view: View, rows: dict[tuple, float], label: Callable[[tuple], str]) -> dict[str, Any]:
+    times = view.times()
+    index = {t: i for i, t in enumerate(times)}
+    series: dict[str, list[float]] = {}
+    for (bucket, *rest), value in rows.items():
+        if bucket not in index:
+            continue
+        name = label(tuple(rest)) if rest and rest[0] is not None else ("unknown" if rest else "total")
+        series.setdefault(name, [0.0] * len(times))[index[bucket]] += value
+    ordered = sorted(series.items(), key=lambda kv: -sum(kv[1]))
+    return {"times": times, "bucket_ns": view.bucket_ns,
+            "series": [{"label": name, "values": values} for name, values in ordered]}  # fmt: skip
+
+
+def _token_label(key: tuple) -> str:
+    return TOKEN_LABELS.get(key[0], str(key[0]))
+
+
+def _net_lines(v: View) -> dict[str, Any]:
+    f = v.facts
+    return _stat(f.metric_total(LINES, type="added") - f.metric_total(LINES, type="removed"))
+
+
+def _active_time(v: View) -> dict[str, Any]:
+    return _stat(v.facts.metric_total(ACTIVE))
+
+
+def _avg_prompt_length(v: View) -> dict[str, Any]:
+    stats = v.facts.event_stats("user_prompt", "prompt_length").get(())
+    return _stat(stats.mean if stats else None)
+
+
+def _cache_efficiency(v: View) -> dict[str, Any]:
+    tokens = v.facts.metric_totals(TOKENS, ("type",))
+    all_input = sum(tokens.get((t,), 0) for t in ("input", "cacheRead", "cacheCreation"))
+    return _stat(_ratio(tokens.get(("cacheRead",), 0), all_input))
+
+
+def _productivity(v: View) -> dict[str, Any]:
+    f = v.facts
+    return _stat(_ratio(f.metric_total(ACTIVE, type="cli"), f.metric_total(ACTIVE, type="user")))
+
+
+def _cost_per_1k_output(v: View) -> dict[str, Any]:
+    f = v.facts
+    return _stat(_ratio(f.metric_total(COST) * 1000, f.metric_total(TOKENS, type="output")))
+
+
+def _recent_sessions(v: View) -> dict[str, Any]:
+    return {
+        "columns": [
+            {"key": "start_ns", "label": "Start", "unit": "time"},
+            {"key": "user", "label": "User", "unit": "text"},
+            {"key": "models", "label": "Model(s)", "unit": "text"},
+            {"key": "prompts", "label": "Prompts", "unit": "count"},
+            {"key": "cost_usd", "label": "Cost", "unit": "usd"},
+            {"key": "tokens", "label": "Tokens", "unit": "tokens"},
+            {"key": "lines", "label": "Lines +/-", "unit": "text"},
+            {"key": "commits", "label": "Commits", "unit": "count"},
+            {"key": "duration_s", "label": "Duration", "unit": "seconds"},
+        ],
+        "rows": [
+            {**s, "user": s["user_email"] or s["user_id"], "models": ", ".join(s["models"]),
+             "lines": f"+{s['lines_added']:g} / -{s['lines_removed']:g}", "link": s["session_id"]}
+            for s in v.facts.sessions(limit=20)
+        ],
+    }  # fmt: skip
+
+
+def _edit_decisions(v: View) -> dict[str, Any]:
+    rows = v.facts.metric_totals(DECISIONS, ("decision", "tool_name", "language"))
+    return _items(rows, lambda k: " · ".join(str(part) for part in k if part is not None))
+
+
+def _api_errors_by_status(v: View) -> dict[str, Any]:
+    return _items(v.facts.event_counts("api_error", ("status_code",)), lambda k: f"HTTP {k[0]}")
+
+
+def _latency_by_model(v: View) -> dict[str, Any]:
+    latency = v.facts.event_stats("api_request", "duration_ms", ("model",))
+    ttft = v.facts.event_stats("api_request", "ttft_ms", ("model",))
+    errors = v.facts.event_counts("api_error", ("model",))
+    rows = []
+    for key in sorted(set(latency) | set(errors), key=lambda k: str(k[0])):
+        lat, first = latency.get(key), ttft.get(key)
+        rows.append({"model": key[0] or "unknown", "requests": lat.count if lat else 0,
+                     "errors": errors.get(key, 0), "p50_ms": lat and lat.p50, "p95_ms": lat and lat.p95,
+                     "ttft_p50_ms": first and first.p50, "ttft_p95_ms": first and first.p95})  # fmt: skip
+    return {
+        "columns": [
+            {"key": "model", "label": "Model", "unit": "text"},
+            {"key": "requests", "label": "Requests", "unit": "count"},
+            {"key": "errors", "label": "Errors", "unit": "count"},
+            {"key": "p50_ms", "label": "Latency p50", "unit": "ms"},
+            {"key": "p95_ms", "label": "Latency p95", "unit": "ms"},
+            {"key": "ttft_p50_ms", "label": "TTFT p50", "unit": "ms"},
+            {"key": "ttft_p95_ms", "label": "TTFT p95", "unit": "ms"},
+        ],
+        "rows": rows,
+    }
+
+
+def _tools(v: View) -> dict[str, Any]:
+    results = v.facts.event_counts("tool_result", ("tool_name", "success"))
+    durations = v.facts.event_stats("tool_result", "duration_ms", ("tool_name",))
+    per_tool: dict[str, dict[str, Any]] = {}
+    for (tool, success), count in results.items():
+        row = per_tool.setdefault(tool or "unknown", {"tool": tool or "unknown", "calls": 0, "succeeded": 0})
+        row["calls"] += count
+        if str(success).lower() == "true":
+            row["succeeded"] += count
+    rows = []
+    for tool, row in sorted(per_tool.items(), key=lambda kv: -kv[1]["calls"]):
+        stats = durations.get((tool,))
+        rows.append({**row, "success_rate": _ratio(row["succeeded"], row["calls"]),
+                     "p50_ms": stats and stats.p50, "p95_ms": stats and stats.p95})  # fmt: skip
+    return {
+        "columns": [
+            {"key": "tool", "label": "Tool", "unit": "text"},
+            {"key": "calls", "label": "Calls", "unit": "count"},
+            {"key": "success_rate", "label": "Success", "unit": "percent"},
+            {"key": "p50_ms", "label": "Duration p50", "unit": "ms"},
+            {"key": "p95_ms", "label": "Duration p95", "unit": "ms"},
+        ],
+        "rows": rows,
+    }
+
+
+def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
+    f = v.facts
+    board: dict[str, dict[str, Any]] = {}
+
+    def row(k: Any) -> dict[str, Any]:
+        name = "unknown" if k is None else str(k)
+        return board.setdefault(name, {"name": name, "cost_usd": 0.0, "tokens": 0.0, "sessions": 0.0,
+                                       "lines": 0.0, "commits": 0.0})  # fmt: skip
+
+    for (k,), value in f.metric_totals(COST, (key,)).items():
+        row(k)["cost_usd"] += value
+    for (k,), value in f.metric_totals(TOKENS, (key,)).items():
+        row(k)["tokens"] += value
+    for (k,), value in f.metric_totals(SESSIONS, (key,)).items():
+        row(k)["sessions"] += value
+    for (k, kind), value in f.metric_totals(LINES, (key, "type")).items():
+        if kind == "added":
+            row(k)["lines"] += value
+    for (k,), value in f.metric_totals(COMMITS, (key,)).items():
+        row(k)["commits"] += value
+    if key == "user.id":
+        for (k, email), _ in f.metric_totals(SESSIONS, ("user.id", "user.email")).items():
+            if email:
+                row(k)["name"] = email
+    return {
+        "columns": [
+            {"key": "name", "label": label, "unit": "text"},
+            {"key": "cost_usd", "label": "Cost", "unit": "usd"},
+            {"key": "tokens", "label": "Tokens", "unit": "tokens"},
+            {"key": "sessions", "label": "Sessions", "unit": "count"},
+            {"key": "lines", "label": "Lines added", "unit": "lines"},
+            {"key": "commits", "label": "Commits", "unit": "count"},
+        ],
+        "rows": sorted(board.values(), key=lambda r: (-r["cost_usd"], r["name"])),
+    }
+
+
+def _active_users(v: View) -> dict[str, Any]:
+    users = {k for k, value in v.facts.metric_totals(SESSIONS, ("user.id",)).items() if value}
+    users |= {k for k in v.facts.metric_totals(TOKENS, ("user.id",))}
+    return _stat(len({u for u in users if u[0] is not None}))
+
+
+P = Panel
+PANELS: tuple[Panel, ...] = (
+    # Row 1: key numbers
+    P("sessions", "Total sessions", "Claude Code sessions started.", "Overview", "stat", "count",
+      lambda v: _stat(v.facts.metric_total(SESSIONS))),
+    P("commits", "Total commits", "Git commits Claude Code made.", "Overview", "stat", "count",
+      lambda v: _stat(v.facts.metric_total(COMMITS))),
+    P("lines_net", "Lines of code changed (net)", "Lines added minus lines removed.", "Overview", "stat",
+      "lines", _net_lines),
+    P("cost", "Total cost", "Estimated cost in USD, as Claude Code reports it.", "Overview", "stat", "usd",
+      lambda v: _stat(v.facts.metric_total(COST))),
+    P("active_time", "Active time", "Time users and the CLI were active.", "Overview", "stat", "seconds",
+      _active_time),
+    P("avg_prompt_length", "Average prompt length", "Characters per prompt.", "Overview", "stat", "chars",
+      _avg_prompt_length),
+    # Row 2: efficiency
+    P("cache_efficiency", "Cache efficiency", "Cache reads as a share of all input tokens.", "Efficiency",
+      "gauge", "percent", _cache_efficiency, width=8, options={"min": 0, "max": 1}),
+    P("productivity_ratio", "Productivity ratio", "CLI active time per second of user active time.",
+      "Efficiency", "gauge", "ratio", _productivity, width=8, options={"min": 0, "max": 10}),
+    P("cost_per_1k_output", "Cost per 1K output tokens", "Total cost per thousand output tokens.",
+      "Efficiency", "gauge", "usd", _cost_per_1k_output, width=8, options={"min": 0, "max": 1}),
+    # Row 3: distributions
+    P("tokens_by_type", "Tokens by type", "Input, output, cache read and cache creation tokens.",
+      "Distribution", "pie", "tokens", lambda v: _items(v.facts.metric_totals(TOKENS, ("type",)), _token_label),
+      width=8, height=8),
+    P("tokens_by_model", "Tokens by model", "All tokens, by model.", "Distribution", "pie", "tokens",
+      lambda v: _items(v.facts.metric_totals(TOKENS, ("model",))), width=8, height=8),
+    P("active_time_split", "Active time: user vs CLI", "Where the active time went.", "Distribution", "pie",
+      "seconds", lambda v: _items(v.facts.metric_totals(ACTIVE, ("type",))), width=8, height=8),
+    # Row 4: cost
+    P("cost_by_model", "Cost by model", "USD by model.", "Cost", "bar", "usd",
+      lambda v: _items(v.facts.metric_totals(COST, ("model",))), width=8, height=8),
+    P("recent_sessions", "Recent sessions", "The latest sessions; click one for its timeline.", "Cost",
+      "table", "count", _recent_sessions, width=16, height=8),
+    # Row 5: trends
+    P("tokens_over_time", "Token usage over time", "Tokens per interval, stacked by type.", "Trends",
+      "timeseries", "tokens",
+      lambda v: _timeline(v, v.facts.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
+      width=8, height=8, options={"stacked": True}),
+    P("cost_over_time", "Cost over time", "USD per interval, by model.", "Trends", "timeseries", "usd",
+      lambda v: _timeline(v, v.facts.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])),
+      width=8, height=8),
+    P("active_time_over_time", "Active time patterns", "User and CLI active time per interval.", "Trends",
+      "stacked_bars", "seconds",
+      lambda v: _timeline(v, v.facts.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])),
+      width=8, height=8),
+    # Row 6: code
+    P("pull_requests", "Pull requests", "Pull requests Claude Code created.", "Code", "stat", "count",
+      lambda v: _stat(v.facts.metric_total(PULL_REQUESTS)), width=6),
+    P("edit_decisions", "Code edit decisions", "Accepted and rejected edits, by tool and language.", "Code",
+      "bar", "count", _edit_decisions, width=6),
+    P("lines_added", "Lines added", "Lines of code added.", "Code", "stat", "lines",
+      lambda v: _stat(v.facts.metric_total(LINES, type="added")), width=6),
+    P("lines_removed", "Lines removed", "Lines of code removed.", "Code", "stat", "lines",
+      lambda v: _stat(v.facts.metric_total(LINES, type="removed")), width=6),
+    # Row 7: API
+    P("api_requests", "API requests", "Requests to the model API.", "API", "stat", "count",
+      lambda v: _stat(sum(v.facts.event_counts("api_request").values()))),
+    P("api_errors", "API errors", "Failed requests to the model API.", "API", "stat", "count",
+      lambda v: _stat(sum(v.facts.event_counts("api_error").values()))),
+    P("api_errors_by_status", "API errors by status", "Failed requests by HTTP status.", "API", "bar",
+      "count", _api_errors_by_status, width=6, height=8),
+    P("api_latency", "API latency by model", "Requests, errors, latency and time to first token.", "API",
+      "table", "ms", _latency_by_model, width=10, height=8),
+    # Row 8: tools
+    P("tools", "Tools", "Calls, success rate and duration by tool.", "Tools", "table", "count", _tools,
+      width=12, height=8),
+    P("tool_decisions_by_source", "Tool decisions by source", "Who decided: config, user, hook...", "Tools",
+      "bar", "count",
+      lambda v: _items(v.facts.event_counts("tool_decision", ("decision", "source")), lambda k: " · ".join(
+          str(p) for p in k if p is not None)), width=12, height=8),
+    # Row 9: people
+    P("active_users", "Active users", "People who used Claude Code.", "People", "stat", "count", _active_users),
+    P("leaderboard_users", "Leaderboard: users", "Cost, tokens, sessions, lines and commits per user.",
+      "People", "table", "usd", lambda v: _leaderboard(v, "user.id", "User"), width=10, height=8),
+    P("leaderboard_groups", "Leaderboard: teams", "The same per team (or any attribute you choose).",
+      "People", "table", "usd", lambda v: _leaderboard(v, v.group_key, v.group_key), width=10, height=8),
+    # Row 10: cost breakdowns
+    P("cost_by_query_source", "Cost by query source", "USD by what made the request (main loop, agents...).",
+      "Cost breakdown", "pie", "usd", lambda v: _items(v.facts.metric_totals(COST, ("query_source",))),
+      width=12, height=8),
+    P("cost_by_effort", "Cost by effort", "USD by reasoning effort.", "Cost breakdown", "pie", "usd",
+      lambda v: _items(v.facts.metric_totals(COST, ("effort",))), width=12, height=8),
+)  # fmt: skip
+
+PANELS_BY_ID = {panel.id: panel for panel in PANELS}
+assert len(PANELS_BY_ID) == len(PANELS), "panel ids must be unique"

@@ -1,0 +1,83 @@
+// Shared by the pages: formatting by unit, DOM helpers that only ever set text, theme.
+"use strict";
+
+const ccm = (() => {
+  const nf = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+
+  function compact(n) {
+    const a = Math.abs(n);
+    if (a >= 1e9) return nf.format(n / 1e9) + "B";
+    if (a >= 1e6) return nf.format(n / 1e6) + "M";
+    if (a >= 1e4) return nf.format(n / 1e3) + "K";
+    return nf.format(n);
+  }
+
+  function duration(seconds) {
+    const s = Math.round(seconds);
+    if (Math.abs(seconds) < 60) return nf.format(seconds) + " s";
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (h >= 24) return `${Math.floor(h / 24)}d ${h % 24}h`;
+    return h ? `${h}h ${m}m` : `${m}m ${r}s`;
+  }
+
+  function format(value, unit) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "—";
+    if (typeof value !== "number") return String(value);
+    switch (unit) {
+      case "usd": return Math.abs(value) < 10 ? "$" + value.toFixed(4) : "$" + nf.format(value);
+      case "percent": return (value * 100).toFixed(1) + "%";
+      case "ratio": return value.toFixed(2) + "×";
+      case "seconds": return duration(value);
+      case "ms": return nf.format(value) + " ms";
+      case "time": return new Date(value / 1e6).toLocaleString();
+      default: return compact(value);
+    }
+  }
+
+  // Build an element; children are nodes or strings (always text nodes, never parsed as HTML).
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function theme() {
+    return document.documentElement.dataset.theme ||
+      (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
+  }
+
+  function initTheme(button) {
+    const saved = localStorage.getItem("ccmetrics-theme");
+    if (saved) document.documentElement.dataset.theme = saved;
+    if (button) button.addEventListener("click", () => {
+      const next = theme() === "dark" ? "light" : "dark";
+      document.documentElement.dataset.theme = next;
+      localStorage.setItem("ccmetrics-theme", next);
+      document.dispatchEvent(new Event("themechange"));
+    });
+  }
+
+  function css(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  const palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+                   "#9c755f", "#bab0ac"];
+
+  async function getJSON(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+    return body;
+  }
+
+  return { format, compact, duration, el, initTheme, theme, css, palette, getJSON };
+})();

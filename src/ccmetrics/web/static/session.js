@@ -1,0 +1,57 @@
+// One session: its totals, then everything that happened in order.
+"use strict";
+
+(() => {
+  const { el, format, getJSON } = ccm;
+  const $ = (id) => document.getElementById(id);
+  const sessionId = decodeURIComponent(location.pathname.replace(/^\/session\//, ""));
+
+  const LABELS = {
+    user_prompt: "Prompt", api_request: "API request", api_error: "API error", tool_decision: "Tool decision",
+    tool_result: "Tool result", assistant_response: "Response",
+  };
+  const UNITS = { cost_usd: "usd", duration_ms: "ms", ttft_ms: "ms" };
+
+  function card(label, value, unit) {
+    return el("div", { class: "card" }, el("div", { class: "label" }, label),
+      el("div", { class: "stat-value", "data-value": value === null ? "" : String(value) }, format(value, unit)));
+  }
+
+  function describe(fields) {
+    return Object.entries(fields).filter(([k]) => k !== "prompt.id").map(([k, v]) =>
+      el("span", {}, el("b", {}, k.replace(/_/g, " ") + " "), UNITS[k] ? format(Number(v), UNITS[k]) : String(v)));
+  }
+
+  async function main() {
+    ccm.initTheme($("theme"));
+    $("session-id").textContent = sessionId;
+    let data;
+    try {
+      data = await getJSON("/api/sessions/" + encodeURIComponent(sessionId));
+    } catch (error) {
+      $("error").textContent = "Could not load the session: " + error.message;
+      $("error").hidden = false;
+      return;
+    }
+    const s = data.summary, info = data.session;
+    $("facts").replaceChildren(
+      card("User", info ? info.user_email || info.user_id : null, "text"),
+      card("Started", info ? info.start_ns : null, "time"),
+      card("Duration", info ? info.duration_s : null, "seconds"),
+      card("Cost", s.cost_usd, "usd"),
+      card("Tokens", s.tokens.input + s.tokens.output + s.tokens.cache_read + s.tokens.cache_creation, "tokens"),
+      card("Prompts", s.prompts, "count"),
+      card("API requests", s.api_requests, "count"),
+      card("API errors", s.api_errors, "count"),
+      card("Lines +/−", `+${s.lines_of_code.added} / −${s.lines_of_code.removed}`, "text"),
+      card("Commits", s.commits, "count"),
+    );
+    const items = data.timeline.map((e) => el("li", { class: "ev-" + e.name, "data-event": e.name },
+      el("span", { class: "when" }, new Date(e.time_ns / 1e6).toLocaleTimeString(undefined, { hour12: false, fractionalSecondDigits: 3 })),
+      el("span", { class: "what" }, LABELS[e.name] || e.name),
+      el("span", { class: "fields" }, describe(e.fields))));
+    $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No events recorded for this session.")]));
+  }
+
+  main();
+})();
