@@ -227,8 +227,8 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
 
     def row(k: Any) -> dict[str, Any]:
         name = "unknown" if k is None else str(k)
-        return board.setdefault(name, {"name": name, "cost_usd": 0.0, "tokens": 0.0, "sessions": 0.0,
-                                       "lines": 0.0, "commits": 0.0})  # fmt: skip
+        return board.setdefault(name, {"key": name, "name": name, "cost_usd": 0.0, "tokens": 0.0,
+                                       "sessions": 0.0, "lines": 0.0, "commits": 0.0})  # fmt: skip
 
     for (k,), value in f.metric_totals(COST, (key,)).items():
         row(k)["cost_usd"] += value

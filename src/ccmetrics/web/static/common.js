@@ -29,7 +29,7 @@ const ccm = (() => {
       case "ratio": return value.toFixed(2) + "×";
       case "seconds": return duration(value);
       case "ms": return nf.format(value) + " ms";
-      case "time": return new Date(value / 1e6).toLocaleString();
+      case "time": return new Date(value / 1e6).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
       default: return compact(value);
     }
   }

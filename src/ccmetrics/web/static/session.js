@@ -12,14 +12,19 @@
   };
   const UNITS = { cost_usd: "usd", duration_ms: "ms", ttft_ms: "ms" };
 
-  function card(label, value, unit) {
-    return el("div", { class: "card" }, el("div", { class: "label" }, label),
+  function clock(ns) {
+    const d = new Date(ns / 1e6), two = (n) => String(n).padStart(2, "0");
+    return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+  }
+
+  function card(label, value, unit, title) {
+    return el("div", { class: "card", title: title || label }, el("div", { class: "label" }, label),
       el("div", { class: "stat-value", "data-value": value === null ? "" : String(value) }, format(value, unit)));
   }
 
   function describe(fields) {
     return Object.entries(fields).filter(([k]) => k !== "prompt.id").map(([k, v]) =>
-      el("span", {}, el("b", {}, k.replace(/_/g, " ") + " "), UNITS[k] ? format(Number(v), UNITS[k]) : String(v)));
+      el("span", {}, el("b", {}, k.replace(/_(ms|usd)$/, "").replace(/_/g, " ") + " "), UNITS[k] ? format(Number(v), UNITS[k]) : String(v)));
   }
 
   async function main() {
@@ -35,7 +40,7 @@
     }
     const s = data.summary, info = data.session;
     $("facts").replaceChildren(
-      card("User", info ? info.user_email || info.user_id : null, "text"),
+      card("User", info ? info.user_email || info.user_id : null, "text", info && info.user_id),
       card("Started", info ? info.start_ns : null, "time"),
       card("Duration", info ? info.duration_s : null, "seconds"),
       card("Cost", s.cost_usd, "usd"),
@@ -47,7 +52,7 @@
       card("Commits", s.commits, "count"),
     );
     const items = data.timeline.map((e) => el("li", { class: "ev-" + e.name, "data-event": e.name },
-      el("span", { class: "when" }, new Date(e.time_ns / 1e6).toLocaleTimeString(undefined, { hour12: false, fractionalSecondDigits: 3 })),
+      el("span", { class: "when", title: new Date(e.time_ns / 1e6).toString() }, clock(e.time_ns)),
       el("span", { class: "what" }, LABELS[e.name] || e.name),
       el("span", { class: "fields" }, describe(e.fields))));
     $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No events recorded for this session.")]));

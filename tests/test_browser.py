@@ -1,0 +1,157 @@
+"""The dashboard in a real browser (Playwright driving Debian's Chromium) over real data."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import IN_CI, fixture_exports, send
+from .otlp_builders import SECOND, log_request, sum_request
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail("CI=true and Chromium is required for the browser tests")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.on("dialog", lambda dialog: (page.errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def stat(page, panel_id: str) -> str:
+    return page.locator(f'[data-panel="{panel_id}"] .stat-value').inner_text()
+
+
+def wait_stat(page, panel_id: str, text: str, timeout: float = 5000) -> None:
+    page.wait_for_function(
+        "([id, text]) => { const n = document.querySelector(`[data-panel=\"${id}\"] .stat-value`);"
+        " return n && n.textContent === text; }",
+        arg=[panel_id, text], timeout=timeout,
+    )  # fmt: skip
+
+
+def hostile_exports(now_ns: int):
+    """A session whose every client-chosen string is markup."""
+    attrs = {"user.id": XSS, "user.email": XSS, "session.id": XSS, "model": XSS, "type": "input"}
+    resource = {"service.name": "claude-code", "team.id": XSS}
+    return (
+        sum_request("claude_code.token.usage", [(now_ns - SECOND, now_ns, 5, attrs)], resource=resource),
+        log_request([(now_ns, "tool_result", {"tool_name": XSS, "success": "true", "duration_ms": 5,
+                                              "session.id": XSS})], resource=resource),  # fmt: skip
+    )
+
+
+def post(server, request) -> None:
+    kind = "metrics" if type(request).__name__.startswith("ExportMetrics") else "logs"
+    import httpx
+
+    response = httpx.post(f"{server.otlp_http}/v1/{kind}", content=request.SerializeToString(),
+                          headers={"Content-Type": "application/x-protobuf"}, timeout=10)  # fmt: skip
+    assert response.status_code == 200
+
+
+def test_dashboard_shows_filters_drills_down_and_updates_live(server, page):
+    # Empty first: the page says exactly how to send data here.
+    page.goto(server.url + "/")
+    page.wait_for_selector("#empty:not([hidden])")
+    env = page.locator("#empty-env").inner_text()
+    assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{server.otlp_grpc_port}" in env
+    assert f":{server.otlp_http_port}" in page.locator("#empty-env-http").inner_text()
+    shot(page, "dashboard-empty")
+
+    for capture in ("http-protobuf-delta", "http-json-cumulative"):
+        for export in fixture_exports(capture):
+            assert send(server.otlp_http, export).status_code == 200
+    # Live: the open page notices the data without a reload.
+    page.evaluate("window.__sameDocument = true")
+    wait_stat(page, "sessions", "2")
+    assert page.evaluate("window.__sameDocument") is True
+    page.goto(server.url + "/?range=all")
+    wait_stat(page, "sessions", "2")
+    assert stat(page, "cost") == "$0.0973"
+    assert stat(page, "commits") == "1"
+    assert stat(page, "lines_net") == "7"
+    assert page.locator(".panel-error").count() == 0
+    assert page.locator(".panel").count() == len(page.evaluate("fetch('/api/panels').then(r => r.json())")["panels"])
+    shot(page, "dashboard")
+
+    # A filter changes the numbers and lands in the URL.
+    page.select_option("#group-value", "web")
+    wait_stat(page, "cost", "$0.0447")
+    assert stat(page, "sessions") == "1"
+    assert "filter=team.id%3Dweb" in page.url
+    page.reload()
+    wait_stat(page, "cost", "$0.0447")
+    shot(page, "dashboard-filtered")
+
+    # Drill down into the session.
+    page.locator('[data-panel="recent_sessions"] td a').first.click()
+    page.wait_for_url("**/session/**")
+    page.wait_for_selector("#timeline li[data-event]")
+    events = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.event)")
+    assert events[0] in ("managed_settings_resolved", "plugin_loaded", "user_prompt")
+    assert "api_request" in events and "tool_result" in events
+    shot(page, "session")
+
+    # Live again, on a filtered view: a new export appears within 2 s.
+    page.goto(server.url + "/?range=all")
+    wait_stat(page, "sessions", "2")
+    page.evaluate("window.__sameDocument = true")
+    now = time.time_ns()
+    post(server, sum_request("claude_code.session.count", [(now - SECOND, now, 1, {"user.id": "new", "session.id": "live-1"})]))
+    started = time.monotonic()
+    wait_stat(page, "sessions", "3", timeout=2000)
+    assert time.monotonic() - started < 2.0
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.errors == []
+
+
+def test_client_strings_are_shown_as_text_never_as_markup(server, page):
+    for request in hostile_exports(time.time_ns()):
+        post(server, request)
+    page.goto(server.url + "/?range=all&group_by=team.id")
+    page.wait_for_selector('[data-panel="leaderboard_users"] tbody tr')
+    page.wait_for_timeout(500)
+    assert page.locator("img").count() == 0
+    assert page.errors == []
+    board = page.locator('[data-panel="leaderboard_users"] tbody').inner_text()
+    assert XSS in board
+    assert XSS in page.locator('[data-panel="tools"] tbody').inner_text()
+    assert XSS in page.locator('[data-panel="recent_sessions"] tbody').inner_text()
+    assert XSS in [o for o in page.locator("#model option").all_inner_texts()]
+    shot(page, "dashboard-hostile-strings")
+    page.locator('[data-panel="recent_sessions"] td a').first.click()
+    page.wait_for_selector("#timeline li[data-event]")
+    assert page.locator("#session-id").inner_text() == XSS
+    assert page.locator("img").count() == 0 and page.errors == []

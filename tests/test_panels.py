@@ -1,0 +1,108 @@
+"""Every catalogue panel, over the real CLI's captures, shows what the raw exports say; every panel renders."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from ccmetrics.panels import PANELS
+
+from .conftest import fixture_exports, send
+from .e2e.ground_truth import flatten
+from .panel_truth import check_panels, expected_panels
+
+CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A captured export in the shape ``ground_truth`` reads."""
+
+    signal: str
+    body: bytes
+    content_type: str
+    content_encoding: str | None
+    transport: str = "http"
+    acknowledged: bool = True
+
+
+def captured_records() -> list[Record]:
+    return [Record(e.path.rsplit("/", 1)[1], e.body, e.content_type, e.content_encoding)
+            for capture in CAPTURES for e in fixture_exports(capture)]  # fmt: skip
+
+
+@pytest.fixture
+def loaded(server):
+    for capture in CAPTURES:
+        for export in fixture_exports(capture):
+            assert send(server.otlp_http, export).status_code == 200
+    return server
+
+
+def dashboard(server, **params) -> dict:
+    response = httpx.get(f"{server.url}/api/dashboard", params=params, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def panel_list(server) -> list[dict]:
+    return httpx.get(f"{server.url}/api/panels", timeout=10).json()["panels"]
+
+
+def test_every_panel_equals_the_raw_exports(loaded):
+    points, events = flatten(captured_records())
+    check_panels(dashboard(loaded), expected_panels(points, events), panel_list(loaded))
+
+
+def test_panels_follow_filters(loaded):
+    points, events = flatten(captured_records())
+    web = lambda attrs: attrs.get("team.id") == "web"  # noqa: E731
+    expected = expected_panels([p for p in points if web(p.attrs)], [e for e in events if web(e.attrs)])
+    check_panels(dashboard(loaded, filter="team.id=web"), expected, panel_list(loaded))
+    # Group the team leaderboard by another attribute.
+    by_terminal = dashboard(loaded, group_by="terminal.type")["panels"]["leaderboard_groups"]
+    assert by_terminal["columns"][0]["label"] == "terminal.type"
+    assert {row["key"] for row in by_terminal["rows"]} == {p.attrs.get("terminal.type") for p in points}
+
+
+def test_every_panel_answers_alone_in_json_and_csv(loaded):
+    assert [p["id"] for p in panel_list(loaded)] == [p.id for p in PANELS]
+    full = dashboard(loaded)
+    for panel in PANELS:
+        one = httpx.get(f"{loaded.url}/api/panels/{panel.id}", timeout=10)
+        assert one.status_code == 200, panel.id
+        assert one.json()["data"]["series" if "series" in full["panels"][panel.id] else "items"
+                                  if "items" in full["panels"][panel.id] else "rows"
+                                  if "rows" in full["panels"][panel.id] else "value"] is not None or panel.kind in ("stat", "gauge")  # fmt: skip
+        table = httpx.get(f"{loaded.url}/api/panels/{panel.id}", params={"format": "csv"}, timeout=10)
+        assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv"), panel.id
+        rows = list(csv.reader(io.StringIO(table.text)))
+        assert len(rows) >= 2 or panel.kind in ("table", "bar", "pie"), (panel.id, rows)
+    assert httpx.get(f"{loaded.url}/api/panels/nope", timeout=10).status_code == 404
+    cost = list(csv.reader(io.StringIO(httpx.get(f"{loaded.url}/api/panels/cost?format=csv").text)))
+    assert cost[0] == ["value"] and float(cost[1][0]) == pytest.approx(0.044672 + 0.052602)
+
+
+def test_empty_store_says_so_and_bad_filters_are_400(server):
+    empty = dashboard(server)
+    assert empty["has_data"] is False
+    assert all(v is not None for v in empty["panels"].values())
+    bad = httpx.get(f"{server.url}/api/dashboard", params={"since": "yesterday-ish"}, timeout=10)
+    assert bad.status_code == 400 and "7d" in bad.json()["error"]
+
+
+def test_session_page_data_is_the_session_in_order(loaded):
+    points, events = flatten(captured_records())
+    session_id = next(p.attrs["session.id"] for p in points if p.attrs.get("team.id") == "web")
+    detail = httpx.get(f"{loaded.url}/api/sessions/{session_id}", timeout=10).json()
+    own = [e for e in events if e.attrs.get("session.id") == session_id]
+    assert [e["name"] for e in detail["timeline"]] == [
+        e.name for e in sorted(own, key=lambda e: (e.attrs["event.timestamp"], int(e.attrs["event.sequence"])))
+    ]
+    assert detail["summary"]["cost_usd"] == pytest.approx(0.044672)
+    assert detail["session"]["user_id"] == next(p.attrs["user.id"] for p in points)
+    assert all("prompt" not in e["fields"] for e in detail["timeline"])
