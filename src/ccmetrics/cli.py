@@ -91,3 +91,108 @@ def report_summary(data_dir: str | None, since: str | None, until: str | None, f
         from .report import print_summary
 
         print_summary(result)
+
+
+@main.command()
+@click.option("--scope", type=click.Choice(["user", "project", "shell", "managed"]), default="user", show_default=True,
+              help="user: ~/.claude/settings.json (every shell and IDE); project: .claude/settings.json here; "
+                   "shell: your rc file; managed: print a managed settings file for admins to deploy.")  # fmt: skip
+@click.option("--shell", type=click.Choice(["bash", "zsh", "fish"]), help="With --scope shell [default: from $SHELL].")
+@click.option("--file", "path", type=click.Path(dir_okay=False), help="Edit this file instead of the scope's own.")
+@click.option("--protocol", default="grpc", show_default=True, help="grpc, http/protobuf or http/json.")
+@click.option("--endpoint", metavar="URL", help="The ccmetrics OTLP receiver [default: this machine's, by protocol].")
+@click.option("--team", help="Adds team.id=TEAM to OTEL_RESOURCE_ATTRIBUTES.")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="A resource attribute (repeatable).")
+@click.option("--token", help="Sends OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer TOKEN.")
+@click.option("--backend", type=click.Choice(["ccmetrics", "stack"]), default="ccmetrics", show_default=True,
+              help="stack: the Prometheus stack, which needs cumulative temporality.")  # fmt: skip
+@click.option("--metric-interval", type=int, default=10_000, show_default=True, help="Metrics export interval, ms.")
+@click.option("--logs-interval", type=int, default=5_000, show_default=True, help="Events export interval, ms.")
+@click.option("--project-dir", type=click.Path(file_okay=False), help="With --scope project [default: here].")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
+@click.option("--dry-run", is_flag=True, help="Show what would change and stop.")
+@click.option("--undo", is_flag=True, help="Take out exactly what setup added (restoring replaced values).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def setup(scope: str, shell: str | None, path: str | None, protocol: str, endpoint: str | None, team: str | None,
+          attrs: tuple[str, ...], token: str | None, backend: str, metric_interval: int, logs_interval: int,
+          project_dir: str | None, yes: bool, dry_run: bool, undo: bool, as_json: bool) -> None:  # fmt: skip
+    """Point Claude Code's telemetry at ccmetrics: idempotent, shows a diff, keeps a backup, undoable."""
+    import os
+    from pathlib import Path
+
+    from . import setup as setup_mod
+
+    try:
+        env = setup_mod.telemetry_env(protocol=protocol, endpoint=endpoint, team=team, attrs=attrs, token=token,
+                                      backend=backend, metric_interval_ms=metric_interval,
+                                      logs_interval_ms=logs_interval)  # fmt: skip
+        tgt = setup_mod.target(scope, home=Path.home(), project_dir=Path(project_dir or os.getcwd()),
+                               environ=os.environ, shell=shell, path=Path(path).expanduser() if path else None)  # fmt: skip
+        if tgt.kind == "managed":
+            if as_json:
+                click.echo(json.dumps({"path": str(tgt.path), "document": {"env": env}}, indent=2))
+            else:
+                click.echo(f"# Deploy as {tgt.path} (it overrides every user's own settings):", err=True)
+                click.echo(setup_mod.managed_document(env), nl=False)
+            return
+        plan = setup_mod.plan_undo(tgt.path) if undo else setup_mod.plan_for(tgt, env)
+    except setup_mod.SetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({**plan.as_dict(), "scope": scope, "undo": undo, "dry_run": dry_run,
+                               "warning": tgt.warning}, indent=2))  # fmt: skip
+    else:
+        if tgt.warning and not undo:
+            click.secho(f"Note: {tgt.warning}.", fg="yellow", err=True)
+        if not plan.changed:
+            click.echo(f"{plan.path}: nothing to {'undo' if undo else 'change'}; it is already as it should be.")
+        else:
+            click.echo(f"{'Undo in' if undo else 'Changes to'} {plan.path}" + (f" ({plan.note})" if plan.note else ""))
+            for line in plan.diff().splitlines():
+                color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+                click.secho(line, fg=color)
+    if not plan.changed and not (undo and setup_mod.read_manifest(plan.path)):
+        return
+    if dry_run:
+        if not as_json:
+            click.echo("Dry run: nothing was written.")
+        return
+    if not yes and not click.confirm("Write this?", default=True, err=True):
+        raise click.ClickException("nothing was written")
+    if undo:
+        setup_mod.apply_undo(plan)
+        if not as_json:
+            click.echo(f"Done: ccmetrics' telemetry settings are gone from {plan.path}.")
+        return
+    backup = setup_mod.apply(plan)
+    if not as_json:
+        click.echo(f"Written. Backup: {backup}" if backup else f"Written: {plan.path} (new file).")
+        click.echo("New Claude Code sessions now send telemetry; check that it arrives with `ccmetrics doctor`.")
+
+
+@main.command()
+@click.option("--server", default="http://127.0.0.1:3000", show_default=True, envvar="CCMETRICS_SERVER",
+              show_envvar=True, help="The ccmetrics API, asked whether the test export was stored.")  # fmt: skip
+@click.option("--backend", type=click.Choice(["ccmetrics", "stack"]), default="ccmetrics", show_default=True,
+              help="What receives the data (the Prometheus stack needs cumulative temporality).")  # fmt: skip
+@click.option("--project-dir", type=click.Path(file_okay=False), help="The project Claude Code runs in [default: here].")
+@click.option("--managed-settings", type=click.Path(dir_okay=False), hidden=True, envvar="CCMETRICS_MANAGED_SETTINGS")
+@click.option("--no-probe", is_flag=True, help="Do not send a test export.")
+@click.option("--wait", type=float, default=10.0, show_default=True, help="Seconds to wait for the test export to land.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(server: str, backend: str, project_dir: str | None, managed_settings: str | None, no_probe: bool,
+           wait: float, as_json: bool) -> None:  # fmt: skip
+    """Check the telemetry settings, send a test export, and show what the server has seen. Exit 0: data flows."""
+    import os
+    from pathlib import Path
+
+    from . import doctor as doctor_mod
+
+    result = doctor_mod.run(server=server, backend=backend, project_dir=Path(project_dir) if project_dir else None,
+                            managed_path=Path(managed_settings) if managed_settings else None, environ=os.environ,
+                            probe=not no_probe, wait_s=wait)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        doctor_mod.render(result)
+    raise SystemExit(0 if result.ok else 1)

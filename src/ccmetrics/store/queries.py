@@ -206,8 +206,8 @@ def summary(conn: sqlite3.Connection, filters: Filters = Filters()) -> dict[str,
         model_row(model)["api_requests"] += count
     for user, email, count in conn.execute(
         f"""SELECT e.user_id, MAX(e.user_email), SUM(e.name = 'user_prompt') FROM events e
-        WHERE {ev_where} GROUP BY e.user_id""",
-        ev_params,
+        WHERE e.name IN ({", ".join("?" * len(COUNTED_EVENTS))}) AND {ev_where} GROUP BY e.user_id""",
+        [*COUNTED_EVENTS, *ev_params],
     ):
         row = user_row(user)
         row["prompts"] += count

@@ -28,6 +28,7 @@ from ..panels import PANELS, PANELS_BY_ID, Panel, View
 from ..store import Store
 from ..store.facts import Facts, attribute_values, filter_options, session_timeline
 from ..store.queries import Filters, QueryError, summary
+from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
 DAY_NS = 86_400 * 1_000_000_000
@@ -180,7 +181,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             Route("/api/filters", api_filters),
             Route("/api/sessions/{session_id:path}", api_session),
             Route("/api/live", live),
-            *__import__("ccmetrics.web.status_api", fromlist=["routes"]).routes(store),
+            *status_routes(store),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]
     )

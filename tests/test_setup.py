@@ -1,0 +1,277 @@
+"""``ccmetrics setup``: real files in temporary HOMEs, through the real command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ccmetrics import setup as s
+from ccmetrics.claude_settings import TELEMETRY_VARS
+from ccmetrics.cli import main
+
+EXISTING = '{\n    "model": "opus",\n    "permissions": {\n        "allow": ["Bash(git:*)"]\n    },\n    "env": {\n        "FOO": "bär"\n    }\n}\n'  # fmt: skip
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+def ccm(home: Path, *args: str, shell: str = "/bin/bash", input: str | None = None):  # noqa: A002
+    env = {"HOME": str(home), "SHELL": shell, "CLAUDE_CONFIG_DIR": None, "ZDOTDIR": None, "XDG_CONFIG_HOME": None,
+           **dict.fromkeys(TELEMETRY_VARS)}  # fmt: skip
+    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+
+def settings(home: Path) -> Path:
+    return home / ".claude" / "settings.json"
+
+
+def backups(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + ".ccmetrics-backup-*"))
+
+
+# --- Claude Code's settings file --------------------------------------------------------------------------
+
+
+def test_no_settings_file_is_created_and_undo_deletes_it(home: Path) -> None:
+    result = ccm(home, "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    env = json.loads(settings(home).read_text())["env"]
+    assert env == {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000", "OTEL_LOGS_EXPORT_INTERVAL": "5000",
+    }  # fmt: skip
+    assert backups(settings(home)) == []  # nothing to back up
+
+    assert ccm(home, "setup", "--undo", "--yes").exit_code == 0
+    assert not settings(home).exists()
+    assert not s.manifest_path(settings(home)).exists()
+
+
+def test_existing_file_keeps_other_keys_order_and_indent_and_undo_is_byte_exact(home: Path) -> None:
+    settings(home).parent.mkdir()
+    settings(home).write_text(EXISTING, encoding="utf-8")
+    result = ccm(home, "setup", "--team", "platform", "--attr", "department=eng", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "+        \"OTEL_EXPORTER_OTLP_PROTOCOL\": \"grpc\"," in result.output  # the diff was shown
+    text = settings(home).read_text(encoding="utf-8")
+    document = json.loads(text)
+    assert list(document) == ["model", "permissions", "env"]
+    assert document["permissions"] == {"allow": ["Bash(git:*)"]}
+    assert list(document["env"])[0] == "FOO" and document["env"]["FOO"] == "bär"
+    assert document["env"]["OTEL_RESOURCE_ATTRIBUTES"] == "team.id=platform,department=eng"
+    assert '\n    "model": "opus",' in text and "bär" in text and text.endswith("}\n")
+    [backup] = backups(settings(home))
+    assert backup.read_text(encoding="utf-8") == EXISTING
+
+    assert ccm(home, "setup", "--undo", "--yes").exit_code == 0
+    assert settings(home).read_bytes() == EXISTING.encode()
+
+
+def test_running_twice_changes_nothing(home: Path) -> None:
+    settings(home).parent.mkdir()
+    settings(home).write_text(EXISTING)
+    assert ccm(home, "setup", "--yes").exit_code == 0
+    first = settings(home).read_bytes()
+    manifest = s.manifest_path(settings(home)).read_bytes()
+    second = ccm(home, "setup", "--yes")
+    assert second.exit_code == 0 and "nothing to change" in second.output
+    assert settings(home).read_bytes() == first
+    assert s.manifest_path(settings(home)).read_bytes() == manifest
+    assert len(backups(settings(home))) == 1
+
+
+def test_a_replaced_value_comes_back_on_undo(home: Path) -> None:
+    original = '{"env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "X": "1"}}'
+    settings(home).parent.mkdir()
+    settings(home).write_text(original)
+    assert ccm(home, "setup", "--yes").exit_code == 0
+    assert json.loads(settings(home).read_text())["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
+    assert ccm(home, "setup", "--protocol", "http/protobuf", "--yes").exit_code == 0  # a second, different run
+    assert json.loads(settings(home).read_text())["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert ccm(home, "setup", "--undo", "--yes").exit_code == 0
+    assert settings(home).read_text() == original
+
+
+def test_undo_after_the_user_edited_the_file_removes_only_ours(home: Path) -> None:
+    settings(home).parent.mkdir()
+    settings(home).write_text('{\n  "env": {\n    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://old:4317"\n  }\n}\n')
+    assert ccm(home, "setup", "--yes").exit_code == 0
+    document = json.loads(settings(home).read_text())
+    document["theme"] = "light"  # the user's own edit, after setup
+    document["env"]["OTEL_LOGS_EXPORT_INTERVAL"] = "2000"  # and a change to one of our values: now theirs
+    settings(home).write_text(json.dumps(document, indent=2) + "\n")
+    result = ccm(home, "setup", "--undo", "--yes")
+    assert result.exit_code == 0 and "edited since setup" in result.output
+    assert json.loads(settings(home).read_text()) == {
+        "env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://old:4317", "OTEL_LOGS_EXPORT_INTERVAL": "2000"},
+        "theme": "light",
+    }
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"model": "opus",\n  "env": {', "not valid JSON (line 2"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"env": "CLAUDE_CODE_ENABLE_TELEMETRY=1"}', '"env" must be an object'),
+])  # fmt: skip
+def test_a_settings_file_that_cannot_be_parsed_is_never_overwritten(home: Path, content: str, why: str) -> None:
+    settings(home).parent.mkdir()
+    settings(home).write_text(content)
+    result = ccm(home, "setup", "--yes")
+    assert result.exit_code == 1
+    assert why in result.output and "nothing was changed" in result.output
+    assert settings(home).read_text() == content
+    assert backups(settings(home)) == [] and not s.manifest_path(settings(home)).exists()
+
+
+def test_dry_run_and_declining_write_nothing(home: Path) -> None:
+    dry = ccm(home, "setup", "--dry-run")
+    assert dry.exit_code == 0 and "Dry run" in dry.output and "CLAUDE_CODE_ENABLE_TELEMETRY" in dry.output
+    assert not settings(home).exists()
+    declined = ccm(home, "setup", input="n\n")
+    assert declined.exit_code == 1 and "nothing was written" in declined.output
+    assert not settings(home).exists()
+    accepted = ccm(home, "setup", input="y\n")
+    assert accepted.exit_code == 0 and settings(home).exists()
+
+
+def test_json_plan(home: Path) -> None:
+    result = ccm(home, "setup", "--dry-run", "--json")
+    plan = json.loads(result.output)
+    assert plan["changed"] and plan["dry_run"] and plan["path"] == str(settings(home))
+    assert {"key": "OTEL_EXPORTER_OTLP_PROTOCOL", "old": None, "new": "grpc"} in plan["changes"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attr", "team.name=Platform Team"], "has a space"),
+    (["--team", "data science"], "has a space"),
+    (["--attr", "novalue"], "use KEY=VALUE"),
+    (["--protocol", "http"], "use http/protobuf or http/json"),
+    (["--endpoint", "127.0.0.1:4317"], "endpoint must look like http://host:port"),
+    (["--token", "a b"], "may not be empty or hold spaces"),
+])  # fmt: skip
+def test_bad_values_are_refused(home: Path, args: list[str], message: str) -> None:
+    result = ccm(home, "setup", "--yes", *args)
+    assert result.exit_code == 1 and message in result.output
+    assert not settings(home).exists()
+
+
+def test_stack_backend_token_and_http_protocol(home: Path) -> None:
+    result = ccm(home, "setup", "--yes", "--backend", "stack", "--protocol", "http/protobuf", "--token", "s3cret")
+    assert result.exit_code == 0, result.output
+    env = json.loads(settings(home).read_text())["env"]
+    assert env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] == "cumulative"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "Authorization=Bearer s3cret"
+
+
+def test_claude_config_dir_moves_the_user_file(home: Path, tmp_path: Path) -> None:
+    config_dir = tmp_path / "claude-config"
+    env = {"HOME": str(home), "CLAUDE_CONFIG_DIR": str(config_dir), **dict.fromkeys(TELEMETRY_VARS)}
+    result = CliRunner().invoke(main, ["setup", "--yes"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (config_dir / "settings.json").exists() and not settings(home).exists()
+
+
+def test_project_scope_writes_the_project_file_and_says_it_may_be_ignored(home: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    result = ccm(home, "setup", "--scope", "project", "--project-dir", str(project), "--yes")
+    assert result.exit_code == 0
+    assert "ignores telemetry variables" in result.output
+    assert json.loads((project / ".claude" / "settings.json").read_text())["env"]["OTEL_LOGS_EXPORTER"] == "otlp"
+
+
+def test_managed_scope_prints_a_document_and_writes_nothing(home: Path) -> None:
+    result = ccm(home, "setup", "--scope", "managed", "--team", "platform")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["env"]["OTEL_RESOURCE_ATTRIBUTES"] == "team.id=platform"
+    assert "managed-settings.json" in result.stderr
+    assert not (home / ".claude").exists()
+
+
+# --- shell rc files ---------------------------------------------------------------------------------------
+
+RC_BEFORE = "# my rc\nalias ll='ls -l'\nexport EDITOR=vim"  # no final newline on purpose
+
+
+@pytest.mark.parametrize("shell, rc, line", [
+    ("/bin/bash", ".bashrc", "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+    ("/usr/bin/zsh", ".zshrc", "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+    ("/usr/local/bin/fish", ".config/fish/config.fish", "set -gx OTEL_EXPORTER_OTLP_PROTOCOL 'grpc'"),
+])  # fmt: skip
+def test_shell_rc_detected_idempotent_and_undone_byte_for_byte(home: Path, shell: str, rc: str, line: str) -> None:
+    path = home / rc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(RC_BEFORE)
+    result = ccm(home, "setup", "--scope", "shell", "--team", "platform", "--yes", shell=shell)
+    assert result.exit_code == 0, result.output
+    text = path.read_text()
+    assert text.startswith(RC_BEFORE + "\n") and s.BEGIN in text and s.END in text and line in text
+    assert ccm(home, "setup", "--scope", "shell", "--team", "platform", "--yes", shell=shell).output.count(
+        "nothing to change") == 1  # fmt: skip
+    assert path.read_text() == text
+    assert ccm(home, "setup", "--scope", "shell", "--undo", "--yes", shell=shell).exit_code == 0
+    assert path.read_bytes() == RC_BEFORE.encode()
+
+
+def test_shell_rc_created_and_undo_deletes(home: Path) -> None:
+    assert ccm(home, "setup", "--scope", "shell", "--shell", "zsh", "--yes").exit_code == 0
+    assert (home / ".zshrc").exists()
+    assert ccm(home, "setup", "--scope", "shell", "--shell", "zsh", "--undo", "--yes").exit_code == 0
+    assert not (home / ".zshrc").exists()
+
+
+def test_shell_rc_undo_after_edits_keeps_theirs(home: Path) -> None:
+    (home / ".bashrc").write_text("A=1\n")
+    assert ccm(home, "setup", "--scope", "shell", "--yes").exit_code == 0
+    with (home / ".bashrc").open("a") as f:
+        f.write("B=2\n")
+    assert ccm(home, "setup", "--scope", "shell", "--undo", "--yes").exit_code == 0
+    assert (home / ".bashrc").read_text() == "A=1\nB=2\n"
+
+
+def test_shell_rc_block_is_valid_shell(home: Path) -> None:
+    assert ccm(home, "setup", "--scope", "shell", "--token", "t0k'en", "--yes").exit_code == 0
+    out = subprocess.run(["bash", "-c", f"source {home / '.bashrc'}; echo \"$OTEL_EXPORTER_OTLP_HEADERS|"
+                          "$OTEL_EXPORTER_OTLP_ENDPOINT|$CLAUDE_CODE_ENABLE_TELEMETRY\""],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "Authorization=Bearer t0k'en|http://127.0.0.1:4317|1"
+    fish = shutil.which("fish")
+    if fish:
+        ccm(home, "setup", "--scope", "shell", "--shell", "fish", "--token", "t0k'en", "--yes")
+        rc = home / ".config" / "fish" / "config.fish"
+        out = subprocess.run([fish, "-c", f"source {rc}; echo $OTEL_EXPORTER_OTLP_HEADERS"], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        assert out.stdout.strip() == "Authorization=Bearer t0k'en"
+
+
+# --- the pure parts ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, indent", [
+    ('{\n  "a": 1\n}', 2), ('{\n    "a": 1\n}', 4), ('{\n\t"a": 1\n}', "\t"), ('{"a": 1}', 2),
+])  # fmt: skip
+def test_detect_indent(text: str, indent: int | str) -> None:
+    assert s.detect_indent(text) == indent
+
+
+def test_set_env_json_is_a_no_op_when_everything_is_set() -> None:
+    text = '{"env":{"A":"1"}}'  # compact, no newline: left exactly as it is
+    assert s.set_env_json(text, {"A": "1"}, Path("x")) == (text, [])
+
+
+def test_detect_shell() -> None:
+    assert s.detect_shell({"SHELL": "/usr/bin/zsh"}) == "zsh"
+    assert s.detect_shell({"SHELL": "/opt/homebrew/bin/fish"}) == "fish"
+    assert s.detect_shell({}) == "bash"
