@@ -147,7 +147,7 @@ def _count(events: list[Event], label) -> dict[str, int]:
     return out
 
 
-def _approx(value: Any) -> Any:
+def _approx(value: Any, field: str = "") -> Any:
     return pytest.approx(value, rel=1e-9, abs=1e-9) if isinstance(value, float | int) else value
 
 
@@ -172,7 +172,7 @@ def check_panels(dashboard: dict[str, Any], expected: dict[str, Any], panels: li
         elif pid in ("api_latency", "tools"):
             first = "model" if pid == "api_latency" else "tool"
             got = {r[first]: {k: v for k, v in r.items() if k != first and k != "succeeded"} for r in data["rows"]}
-            assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid
+            assert got == {k: {f: _approx(v, f) for f, v in row.items()} for k, row in want.items()}, pid
         elif pid.startswith("leaderboard"):
             got = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in data["rows"]}
             assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid

@@ -13,7 +13,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
 from ccmetrics.store import Store
-from ccmetrics.store.queries import Filters, QueryError, summary
+from ccmetrics.store.queries import Filters, QueryError
+from ccmetrics.store.summary import summary
 from ccmetrics.store.schema import SCHEMA_VERSION
 
 from .otlp_builders import CUMULATIVE, SECOND, T0, log_request, sum_request
@@ -183,3 +184,37 @@ def test_data_survives_reopening_and_schema_is_versioned(tmp_path):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match="newer than this ccmetrics"):
         Store(path)
+
+
+def test_any_time_range_is_exact_across_rollup_hours_and_raw_edges(store):
+    """Whole hours come from rollups, partial hours from raw points: every range must still add up exactly."""
+    import random
+
+    rng = random.Random(3)
+    points = []
+    for i in range(400):
+        end = T0 + rng.randint(0, 10 * 3600) * SECOND
+        points.append((end - SECOND, end, float(rng.randint(1, 100)), {**USER, "session.id": f"s{i % 7}"}))
+    ingest(store, *(sum_request(COST, [p]) for p in points))
+    cumulative = [(T0, T0 + (i + 1) * 900 * SECOND, float(10 * (i + 1)), {**USER, "type": "input"}) for i in range(30)]
+    rng.shuffle(cumulative)  # late points: the increments after them are corrected, in the rollup too
+    ingest(store, *(sum_request(TOKENS, [p], temporality=CUMULATIVE) for p in cumulative))
+    for _ in range(40):
+        lo = T0 + rng.randint(-3600, 11 * 3600) * SECOND + rng.randint(0, SECOND)
+        hi = lo + rng.randint(0, 6 * 3600) * SECOND
+        since, until = _iso(lo), _iso(hi)
+        lo, hi = Filters.parse(since=since).since_ns, Filters.parse(until=until).until_ns
+        expected = sum(v for _, end, v, _ in points if lo <= end < hi)
+        result = totals(store, since=since, until=until)
+        assert result["cost_usd"] == pytest.approx(expected), (since, until)
+        in_range = sorted(end for _, end, _, _ in cumulative if lo <= end < hi)
+        tokens = sum(10.0 for _ in in_range)  # each cumulative step adds 10
+        assert result["tokens"]["input"] == pytest.approx(tokens), (since, until)
+        one = totals(store, since=since, until=until, filters=["session.id=s3"])["cost_usd"]
+        assert one == pytest.approx(sum(v for _, end, v, a in points if lo <= end < hi and a["session.id"] == "s3"))
+
+
+def _iso(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()

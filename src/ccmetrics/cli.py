@@ -14,7 +14,8 @@ import click
 from . import __version__
 from .config import SETTINGS_BY_NAME, Config
 from .store import open_reader
-from .store.queries import Filters, QueryError, summary
+from .store.queries import Filters, QueryError
+from .store.summary import summary
 
 
 def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -192,6 +192,7 @@ def _latency_by_model(v: View) -> dict[str, Any]:
             {"key": "ttft_p95_ms", "label": "TTFT p95", "unit": "ms"},
         ],
         "rows": rows,
+        "sampled": any(s.sampled for s in (*latency.values(), *ttft.values())),
     }
 
 
@@ -218,6 +219,7 @@ def _tools(v: View) -> dict[str, Any]:
             {"key": "p95_ms", "label": "Duration p95", "unit": "ms"},
         ],
         "rows": rows,
+        "sampled": any(s.sampled for s in durations.values()),
     }
 
 

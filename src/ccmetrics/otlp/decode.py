@@ -82,16 +82,23 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS  # zlib-wrapped or raw
     else:
         raise DecodeError(415, f"unsupported content encoding {encoding!r}: use gzip, deflate or none")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise DecodeError(400, f"body is not valid {encoding}: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise DecodeError(413, f"body inflates past the limit of {limit} bytes")
-    if not inflater.eof:
-        raise DecodeError(400, f"body is truncated {encoding} data")
-    return out
+    # Concatenated gzip members are one valid stream (``cat a.gz b.gz``): inflate them all, within the limit.
+    out, rest = b"", body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise DecodeError(400, f"body is not valid {encoding}: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise DecodeError(413, f"body inflates past the limit of {limit} bytes")
+        if not inflater.eof:
+            raise DecodeError(400, f"body is truncated {encoding} data")
+        rest = inflater.unused_data
+        if not rest:
+            return out
+        if encoding != "gzip":
+            raise DecodeError(400, f"body has {len(rest)} bytes after the end of the {encoding} data")
 
 
 def parse(signal: Signal, body: bytes, media: str) -> Message:
@@ -105,8 +112,8 @@ def parse(signal: Signal, body: bytes, media: str) -> Message:
         return request
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DecodeError(400, f"body is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DecodeError(400, f"body is not valid JSON: {str(exc) or 'it nests too deeply'}") from None
     if not isinstance(document, dict):
         raise DecodeError(400, "body must be a JSON object")
     try:

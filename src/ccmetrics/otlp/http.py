@@ -17,7 +17,7 @@ from .receiver import ingest
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "2"
-_GRPC_CODE = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.INVALID_ARGUMENT, 415: code_pb2.INVALID_ARGUMENT,
+_GRPC_CODE = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT,
               503: code_pb2.UNAVAILABLE, 500: code_pb2.INTERNAL}  # fmt: skip
 
 

@@ -59,11 +59,6 @@ class Point:
     value: float
     extra: dict[str, Any] | None = None
 
-    @property
-    def series_key(self) -> bytes:
-        identity = [self.metric, self.unit, self.kind, self.temporality, self.scope, sorted(self.attrs.items())]
-        return hashlib.blake2b(json.dumps(identity, default=str).encode(), digest_size=16).digest()
-
 
 @dataclass(frozen=True)
 class Event:
@@ -72,6 +67,7 @@ class Event:
     time_ns: int
     attrs: dict[str, Any]
     body: str | None
+    resource_keys: frozenset[str] = frozenset()  # which of attrs came from the resource
 
 
 @dataclass(frozen=True)
@@ -271,12 +267,9 @@ def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: 
     body = any_value(record.body, batch) if record.HasField("body") else None
     name = str(own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown")
     name = name.removeprefix(EVENT_PREFIX)
-    for text_key, length_key in TEXT_KEYS.items():
-        text = own.get(text_key)
-        if isinstance(text, str) and text != REDACTED:
-            own.setdefault(length_key, len(text))
-            if not store_prompts:
-                own[text_key] = REDACTED
+    _redact(own, store_prompts)
+    if not TEXT_KEYS.keys().isdisjoint(resource):
+        resource = _redact(dict(resource), store_prompts)
     digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
     return Event(
         key=digest.digest(),
@@ -284,7 +277,21 @@ def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: 
         time_ns=_valid_time(record.time_unix_nano) or _valid_time(record.observed_time_unix_nano) or now_ns,
         attrs={**resource, **own},
         body=body if isinstance(body, str) else (json.dumps(body) if body is not None else None),
+        resource_keys=frozenset(resource),
     )
+
+
+def _redact(attrs: dict[str, Any], store_prompts: bool) -> dict[str, Any]:
+    """Keep the length of conversation text; keep the text only when asked (a list of strings is text too)."""
+    for text_key, length_key in TEXT_KEYS.items():
+        text = attrs.get(text_key)
+        if text is None or text == REDACTED:
+            continue
+        if isinstance(text, str):
+            attrs.setdefault(length_key, len(text))
+        if not store_prompts:
+            attrs[text_key] = REDACTED
+    return attrs
 
 
 def _valid_time(ns: int) -> int:

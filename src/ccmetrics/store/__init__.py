@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from ..otlp.normalize import Batch
+from .facts import FamilyCache
 from .schema import migrate
 from .writer import StoreUnavailable, WriteResult, Writer, connect
 
@@ -33,6 +34,7 @@ class Store:
         self.path = path
         self._writer = Writer(path)
         self._readers = threading.local()
+        self.family_cache = FamilyCache()
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be."""

@@ -1,154 +1,313 @@
-"""The few primitive questions every panel is built from, asked of the store under one set of filters.
+"""The few primitive questions every panel and summary is built from, asked under one set of filters.
 
-Panels never write SQL; they combine these. Each primitive is memoised for the life of a ``Facts``, so a
-dashboard that shows the same numbers in several panels computes them once.
+Answers come from the hourly rollups wherever whole hours are asked for, and from the raw points and
+events only for the partial hours at the edges of the range (or for one session), so they are exact and
+cheap at once. Everything is totalled per family first (a series without its session: a few per person);
+grouping by any attribute then happens on those few rows. Each primitive is memoised for the life of a
+``Facts``, so a dashboard that shows one number in several panels computes it once.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sqlite3
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .queries import Filters, _json_path, events_where, series_where
-from .schema import COMMON_COLUMNS, EVENT_COLUMNS
+from .queries import Filters
+from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, HOUR_NS, NOT_IN_FAMILY
 
 Key = tuple[Any, ...]
-
-
-def _series_expr(attr: str) -> str:
-    column = COMMON_COLUMNS.get(attr)
-    return f"s.{column}" if column else f"json_extract(s.attrs, '{_json_path(attr)}')"
-
-
-def _event_expr(attr: str) -> str:
-    column = EVENT_COLUMNS.get(attr)
-    return f"e.{column}" if column else f"json_extract(e.attrs, '{_json_path(attr)}')"
-
-
-def _check_key(attr: str) -> str:
-    if "'" in attr or '"' in attr:
-        raise ValueError(f"attribute key {attr!r} may not contain quotes")
-    return attr
+SAMPLE_TARGET = 20_000  # events read at most (about) for one percentile
+PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")
+Span = tuple[str, int | None, int | None]  # ("rollup" | "raw", from, to)
 
 
 @dataclass(frozen=True)
 class Stats:
-    count: int
+    count: int  # events that carry the measure
     total: float
     p50: float | None
     p95: float | None
+    sampled: bool = False  # percentiles read from an even sample of the events
 
     @property
     def mean(self) -> float | None:
         return self.total / self.count if self.count else None
 
 
+@dataclass
+class EventTotals:
+    count: int = 0
+    sums: dict[str, float] | None = None
+    counts: dict[str, int] | None = None
+
+    def add(self, count: int, sums: Iterable[float], counts: Iterable[int]) -> None:
+        self.count += count
+        self.sums = self.sums or dict.fromkeys(EVENT_MEASURES, 0.0)
+        self.counts = self.counts or dict.fromkeys(EVENT_MEASURES, 0)
+        for measure, s, n in zip(EVENT_MEASURES, sums, counts, strict=True):
+            self.sums[measure] += s or 0.0
+            self.counts[measure] += n or 0
+
+
 def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least q of the values at or below it."""
+    """Nearest rank: the smallest value with at least a share q of all values at or below it."""
     if not sorted_values:
         return None
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
+    return sorted_values[max(1, math.ceil(q * len(sorted_values))) - 1]
+
+
+class FamilyCache:
+    """Attributes of families, by id: families never change once written, so they are cached for good."""
+
+    def __init__(self) -> None:
+        self._attrs: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def attrs(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        missing = [i for i in set(ids) if (table, i) not in self._attrs]
+        for chunk in range(0, len(missing), 500):
+            part = missing[chunk : chunk + 500]
+            for family_id, attrs in conn.execute(
+                f"SELECT id, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})", part
+            ):
+                self._attrs[(table, family_id)] = json.loads(attrs)
+        return {i: self._attrs.get((table, i), {}) for i in ids}
+
+
+def _on(where: str, family_column: str) -> str:
+    """Filter conditions, aimed at the family id column of the table being read."""
+    return where.replace("{fid}", family_column)
+
+
+def json_path(key: str) -> str:
+    return '$."' + key.replace('"', "") + '"'
+
+
+def _group(totals: dict[int, Any], attrs: dict[int, dict[str, Any]], by: tuple[str, ...]) -> dict[Key, list[Any]]:
+    groups: dict[Key, list[Any]] = defaultdict(list)
+    for family_id, value in totals.items():
+        family = attrs.get(family_id, {})
+        groups[tuple(family.get(key) for key in by)].append(value)
+    return groups
 
 
 class Facts:
-    def __init__(self, conn: sqlite3.Connection, filters: Filters = Filters()) -> None:
+    def __init__(self, conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None):
         self.conn = conn
         self.filters = filters
+        self.cache = cache or FamilyCache()
+
+    # --- where to read from ---------------------------------------------------------------------------
+
+    def _spans(self, raw_only: bool) -> list[Span]:
+        lo, hi = self.filters.since_ns, self.filters.until_ns
+        if raw_only:
+            return [("raw", lo, hi)]
+        first = -(-lo // HOUR_NS) * HOUR_NS if lo is not None else None  # first whole hour
+        last = hi // HOUR_NS * HOUR_NS if hi is not None else None  # end of the last whole hour
+        if first is not None and last is not None and first >= last:
+            return [("raw", lo, hi)]
+        spans: list[Span] = []
+        if lo is not None and first is not None and lo < first:
+            spans.append(("raw", lo, first))
+        spans.append(("rollup", first, last))
+        if hi is not None and last is not None and last < hi:
+            spans.append(("raw", last, hi))
+        return spans
+
+    @staticmethod
+    def _time(column: str, lo: int | None, hi: int | None) -> tuple[str, list[int]]:
+        clauses, params = [], []
+        if lo is not None:
+            clauses.append(f"{column} >= ?")
+            params.append(lo)
+        if hi is not None:
+            clauses.append(f"{column} < ?")
+            params.append(hi)
+        return " AND ".join(clauses) or "1", params
+
+    @functools.cached_property
+    def _metric_filter(self) -> tuple[str, list[Any], bool]:
+        """Conditions on ``family_id`` (and ``s.session_id``), and whether only raw points can answer."""
+        clauses, params, raw_only = [], [], False
+        for key, value in self.filters.attrs:
+            if key == "session.id":
+                clauses.append("s.session_id = ?")
+                raw_only = True
+            elif key in NOT_IN_FAMILY:
+                clauses.append("CAST(json_extract(s.attrs, ?) AS TEXT) = ?")
+                params.append(json_path(key))
+                raw_only = True
+            else:
+                clauses.append("{fid} IN (SELECT family_id FROM family_attrs WHERE key = ? AND value = ?)")
+                params.append(key)
+            params.append(value)
+        return " AND ".join(clauses) or "1", params, raw_only
+
+    @functools.cached_property
+    def _event_filter(self) -> tuple[str, list[Any], bool]:
+        clauses, params, raw_only = [], [], False
+        for key, value in self.filters.attrs:
+            if key not in NOT_IN_FAMILY and (key in EVENT_DIMENSIONS or self._is_event_dimension(key)):
+                clauses.append("{fid} IN (SELECT family_id FROM event_family_attrs WHERE key = ? AND value = ?)")
+                params += [key, value]
+            elif key in EVENT_COLUMNS:
+                clauses.append(f"e.{EVENT_COLUMNS[key]} = ?")
+                params.append(value)
+                raw_only = True
+            else:
+                clauses.append("CAST(json_extract(e.attrs, ?) AS TEXT) = ?")
+                params += [json_path(key), value]
+                raw_only = True
+        return " AND ".join(clauses) or "1", params, raw_only
+
+    def _is_event_dimension(self, key: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1", (key,)).fetchone() is not None
 
     # --- metrics --------------------------------------------------------------------------------------
 
     @functools.cache  # noqa: B019 - a Facts lives for one request
+    def family_totals(self, metric: str, bucket_ns: int | None = None) -> dict[Key, float]:
+        """A counter's increments per family (and per time bucket, when asked): ``{(family_id[, bucket]): sum}``."""
+        where, params, raw_only = self._metric_filter
+        raw_only = raw_only or bool(bucket_ns and bucket_ns % HOUR_NS)
+        out: dict[Key, float] = defaultdict(float)
+        for source, lo, hi in self._spans(raw_only):
+            if source == "rollup":
+                time_sql, time_params = self._time("r.hour_ns", lo, hi)
+                bucket = f", r.hour_ns - r.hour_ns % {int(bucket_ns)}" if bucket_ns else ""
+                sql = (f"SELECT r.family_id{bucket}, SUM(r.value) FROM rollup r "
+                       f"WHERE r.family_id IN (SELECT id FROM families WHERE metric = ? AND kind = 'sum') "
+                       f"AND {time_sql} AND {_on(where, 'r.family_id')} GROUP BY 1{', 2' if bucket else ''}")  # fmt: skip
+            else:
+                time_sql, time_params = self._time("p.time_ns", lo, hi)
+                bucket = f", p.time_ns - p.time_ns % {int(bucket_ns)}" if bucket_ns else ""
+                sql = (f"SELECT s.family_id{bucket}, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
+                       f"WHERE s.metric = ? AND s.kind = 'sum' AND {time_sql} AND {_on(where, 's.family_id')} "
+                       f"GROUP BY 1{', 2' if bucket else ''}")  # fmt: skip
+            for *key, value in self.conn.execute(sql, [metric, *time_params, *params]):
+                out[tuple(key)] += value
+        return dict(out)
+
+    def _metric_attrs(self, totals: dict[Key, Any]) -> dict[int, dict[str, Any]]:
+        return self.cache.attrs(self.conn, "families", {key[0] for key in totals})
+
+    @functools.cache  # noqa: B019
     def metric_totals(self, metric: str, by: tuple[str, ...] = ()) -> dict[Key, float]:
         """Sum of a counter's increments, grouped by attributes."""
-        return self._metric(metric, by, None)
+        totals = {k[0]: v for k, v in self.family_totals(metric).items()}
+        groups = _group(totals, self._metric_attrs(self.family_totals(metric)), by)
+        return {key: sum(values) for key, values in groups.items()}
 
     @functools.cache  # noqa: B019
     def metric_timeline(self, metric: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
         """Like ``metric_totals``, with the start of the time bucket as the key's first element."""
-        return self._metric(metric, by, bucket_ns)
-
-    def _metric(self, metric: str, by: tuple[str, ...], bucket_ns: int | None) -> dict[Key, float]:
-        where, params = series_where(self.filters)
-        groups = [_series_expr(_check_key(attr)) for attr in by]
-        if bucket_ns:
-            groups.insert(0, f"(p.time_ns / {int(bucket_ns)}) * {int(bucket_ns)}")
-        select = ", ".join(groups) or "NULL"
-        rows = self.conn.execute(
-            f"""
-            SELECT {select}, SUM(p.value)
-            FROM series s JOIN points p ON p.series_id = s.id
-            WHERE s.metric = ? AND s.kind = 'sum' AND {where}
-            GROUP BY {", ".join(groups) or "1"}
-            """,
-            [metric, *params],
-        ).fetchall()
-        if not groups:
-            return {(): rows[0][1] or 0.0} if rows else {}
-        return {tuple(row[:-1]): row[-1] for row in rows}
+        totals = self.family_totals(metric, bucket_ns)
+        attrs = self._metric_attrs(totals)
+        out: dict[Key, float] = defaultdict(float)
+        for (family_id, bucket), value in totals.items():
+            out[(bucket, *(attrs.get(family_id, {}).get(key) for key in by))] += value
+        return dict(out)
 
     def metric_total(self, metric: str, **where: str) -> float:
         """One number: the counter's total, optionally only where attributes have the given values."""
-        keys = tuple(where)
-        totals = self.metric_totals(metric, keys)
-        wanted = tuple(where.values())
-        return sum(v for k, v in totals.items() if k == wanted) if keys else sum(totals.values())
+        totals = self.metric_totals(metric, tuple(where))
+        return totals.get(tuple(where.values()), 0.0) if where else sum(totals.values())
 
     # --- events ---------------------------------------------------------------------------------------
 
     @functools.cache  # noqa: B019
+    def event_family_totals(self, name: str) -> dict[int, EventTotals]:
+        where, params, raw_only = self._event_filter
+        sums = ", ".join(f"SUM({{t}}.{m}_sum), SUM({{t}}.{m}_count)" for m in EVENT_MEASURES)
+        raw_sums = ", ".join(f"SUM(coalesce(e.{m}, 0)), SUM(e.{m} IS NOT NULL)" for m in EVENT_MEASURES)
+        out: dict[int, EventTotals] = defaultdict(EventTotals)
+        for source, lo, hi in self._spans(raw_only):
+            if source == "rollup":
+                time_sql, time_params = self._time("r.hour_ns", lo, hi)
+                sql = (f"SELECT r.family_id, SUM(r.count), {sums.format(t='r')} FROM event_rollup r "
+                       f"WHERE r.family_id IN (SELECT id FROM event_families WHERE name = ?) AND {time_sql} "
+                       f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
+            else:
+                time_sql, time_params = self._time("e.time_ns", lo, hi)
+                sql = (f"SELECT e.family_id, COUNT(*), {raw_sums} FROM events e WHERE e.name = ? AND {time_sql} "
+                       f"AND {_on(where, 'e.family_id')} GROUP BY 1")  # fmt: skip
+            for family_id, count, *values in self.conn.execute(sql, [name, *time_params, *params]):
+                out[family_id].add(count, values[0::2], values[1::2])
+        return dict(out)
+
+    @functools.cache  # noqa: B019
+    def event_values(self, name: str, measure: str) -> tuple[list[tuple[int, float]], bool]:
+        """``(family_id, value)`` of a measure for percentiles, and whether they are an even sample.
+
+        Past SAMPLE_TARGET events, only the events of a high enough sample level are read: a uniform
+        sample of a known fraction, so a month of a large team costs no more than a busy hour.
+        """
+        total = sum(t.count for t in self.event_family_totals(name).values())
+        level = math.ceil(math.log2(total / SAMPLE_TARGET)) if total > SAMPLE_TARGET else 0
+        where, params, _ = self._event_filter
+        time_sql, time_params = self._time("e.time_ns", self.filters.since_ns, self.filters.until_ns)
+        rows = self.conn.execute(
+            f"SELECT e.family_id, e.{measure} FROM events e WHERE e.name = ? AND e.sample >= ? AND {time_sql} "
+            f"AND e.{measure} IS NOT NULL AND {_on(where, 'e.family_id')}",
+            [name, level, *time_params, *params],
+        ).fetchall()
+        return rows, level > 0
+
+    def _event_attrs(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        return self.cache.attrs(self.conn, "event_families", ids)
+
+    @functools.cache  # noqa: B019
     def event_counts(self, name: str, by: tuple[str, ...] = ()) -> dict[Key, int]:
-        where, params = events_where(self.filters)
-        groups = [_event_expr(_check_key(attr)) for attr in by]
-        select = ", ".join(groups) or "NULL"
-        rows = self.conn.execute(
-            f"SELECT {select}, COUNT(*) FROM events e WHERE e.name = ? AND {where} "
-            f"GROUP BY {', '.join(groups) or '1'}",
-            [name, *params],
-        ).fetchall()
-        if not groups:
-            return {(): rows[0][1]} if rows else {}
-        return {tuple(row[:-1]): row[-1] for row in rows}
+        totals = self.event_family_totals(name)
+        groups = _group({k: v.count for k, v in totals.items()}, self._event_attrs(totals), by)
+        return {key: sum(values) for key, values in groups.items()}
 
     @functools.cache  # noqa: B019
-    def event_timeline(self, name: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, int]:
-        where, params = events_where(self.filters)
-        groups = [f"(e.time_ns / {int(bucket_ns)}) * {int(bucket_ns)}"]
-        groups += [_event_expr(_check_key(attr)) for attr in by]
-        rows = self.conn.execute(
-            f"SELECT {', '.join(groups)}, COUNT(*) FROM events e WHERE e.name = ? AND {where} "
-            f"GROUP BY {', '.join(groups)}",
-            [name, *params],
-        ).fetchall()
-        return {tuple(row[:-1]): row[-1] for row in rows}
-
-    @functools.cache  # noqa: B019
-    def event_stats(self, name: str, value: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:
-        """Count, sum and percentiles of a numeric event attribute (latency, duration, length)."""
-        where, params = events_where(self.filters)
-        groups = [_event_expr(_check_key(attr)) for attr in by]
-        number = f"CAST(json_extract(e.attrs, '{_json_path(_check_key(value))}') AS REAL)"
-        rows = self.conn.execute(
-            f"SELECT {', '.join(groups) or 'NULL'}, {number} AS v FROM events e "
-            f"WHERE e.name = ? AND {where} AND v IS NOT NULL ORDER BY v",
-            [name, *params],
-        ).fetchall()
-        values: dict[Key, list[float]] = defaultdict(list)
-        for row in rows:
-            values[tuple(row[:-1]) if groups else ()].append(row[-1])
-        return {
-            key: Stats(len(vs), sum(vs), percentile(vs, 0.5), percentile(vs, 0.95)) for key, vs in values.items()
-        }
+    def event_stats(self, name: str, measure: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:
+        """Count, sum and percentiles of an event measure (latency, duration, length), grouped by attributes."""
+        totals = self.event_family_totals(name)
+        values, sampled = self.event_values(name, measure) if measure in PERCENTILE_MEASURES else ([], False)
+        attrs = self._event_attrs(set(totals) | {family_id for family_id, _ in values})
+        per_group: dict[Key, list[float]] = defaultdict(list)
+        for family_id, value in values:
+            per_group[tuple(attrs[family_id].get(k) for k in by)].append(value)
+        out = {}
+        for key, family_totals in _group(totals, attrs, by).items():
+            count = sum(t.counts[measure] for t in family_totals if t.counts)
+            total = sum(t.sums[measure] for t in family_totals if t.sums)
+            ordered = sorted(per_group.get(key, ()))
+            if count:
+                out[key] = Stats(count, total, percentile(ordered, 0.5), percentile(ordered, 0.95), sampled)
+        return out
 
     # --- sessions -------------------------------------------------------------------------------------
 
     def sessions(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The most recent sessions with their totals."""
-        where, params = series_where(self.filters)
+        """The most recently active sessions (under the filters), with their totals in the range."""
+        where, params, _ = self._metric_filter
+        lo, hi = self.filters.since_ns, self.filters.until_ns
+        clauses, args = [], []
+        if lo is not None:
+            clauses.append("t.last_ns >= ?")
+            args.append(lo)
+        if hi is not None:
+            clauses.append("t.first_ns < ?")
+            args.append(hi)
+        if self.filters.attrs:
+            clauses.append(f"t.session_id IN (SELECT s.session_id FROM series s WHERE {_on(where, 's.family_id')})")
+            args += params
+        ids = [row[0] for row in self.conn.execute(
+            f"SELECT t.session_id FROM sessions t WHERE {' AND '.join(clauses) or '1'} ORDER BY t.last_ns DESC LIMIT ?",
+            [*args, limit])]  # fmt: skip
+        if not ids:
+            return []
+        time_sql, time_params = self._time("p.time_ns", lo, hi)
         rows = self.conn.execute(
             f"""
             SELECT s.session_id, MIN(p.start_ns), MAX(p.time_ns), MAX(s.user_id), MAX(s.user_email),
@@ -159,14 +318,14 @@ class Facts:
                    SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'removed' THEN p.value END),
                    SUM(CASE WHEN s.metric = 'claude_code.commit.count' THEN p.value END)
             FROM series s JOIN points p ON p.series_id = s.id
-            WHERE s.session_id IS NOT NULL AND s.metric LIKE 'claude_code.%' AND {where}
+            WHERE s.session_id IN ({", ".join("?" * len(ids))}) AND s.kind = 'sum' AND s.metric LIKE 'claude_code.%'
+              AND {time_sql} AND {_on(where, 's.family_id')}
             GROUP BY s.session_id
             ORDER BY MAX(p.time_ns) DESC
-            LIMIT ?
             """,
-            [*params, limit],
+            [*ids, *time_params, *params],
         ).fetchall()
-        prompts = self._prompts_per_session([row[0] for row in rows])
+        prompts = self._prompts_per_session(ids)
         return [
             {
                 "session_id": sid, "start_ns": start or end, "end_ns": end, "user_id": user, "user_email": email,
@@ -179,48 +338,40 @@ class Facts:
         ]  # fmt: skip
 
     def _prompts_per_session(self, session_ids: list[str]) -> dict[str, int]:
-        if not session_ids:
-            return {}
-        marks = ", ".join("?" * len(session_ids))
-        where, params = events_where(self.filters)
+        where, params, _ = self._event_filter
+        time_sql, time_params = self._time("e.time_ns", self.filters.since_ns, self.filters.until_ns)
         return dict(
             self.conn.execute(
                 f"SELECT e.session_id, COUNT(*) FROM events e WHERE e.name = 'user_prompt' "
-                f"AND e.session_id IN ({marks}) AND {where} GROUP BY e.session_id",
-                [*session_ids, *params],
+                f"AND e.session_id IN ({', '.join('?' * len(session_ids))}) AND {time_sql} "
+                f"AND {_on(where, 'e.family_id')} GROUP BY e.session_id",
+                [*session_ids, *time_params, *params],
             ).fetchall()
         )
 
 
 # --- what there is to filter on, and one session in detail -------------------------------------------
 
-# Attributes that identify one thing (a session, a prompt) or vary with every point: no use as a filter menu.
-NOT_DIMENSIONS = frozenset({"session.id", "prompt.id", "user.account_uuid", "event.sequence", "event.timestamp"})
-
 
 def filter_options(conn: sqlite3.Connection, limit: int = 200) -> dict[str, Any]:
     users = conn.execute(
-        "SELECT user_id, MAX(user_email) FROM series WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY 2, 1 LIMIT ?",
+        "SELECT user_id, MAX(user_email) FROM families WHERE user_id IS NOT NULL GROUP BY user_id "
+        "ORDER BY 2, 1 LIMIT ?",
         (limit,),
     ).fetchall()
     models = [row[0] for row in conn.execute(
-        "SELECT DISTINCT model FROM series WHERE model IS NOT NULL ORDER BY model LIMIT ?", (limit,))]  # fmt: skip
+        "SELECT DISTINCT model FROM families WHERE model IS NOT NULL ORDER BY model LIMIT ?", (limit,))]  # fmt: skip
     keys = [row[0] for row in conn.execute(
-        "SELECT key FROM (SELECT key, COUNT(DISTINCT value) AS n FROM series_attrs GROUP BY key) "
-        "WHERE n BETWEEN 1 AND ? ORDER BY key", (limit,))]  # fmt: skip
-    return {
-        "users": [{"id": user, "email": email} for user, email in users],
-        "models": models,
-        "keys": [key for key in keys if key not in NOT_DIMENSIONS],
-    }
+        "SELECT key FROM (SELECT key, COUNT(DISTINCT value) AS n FROM family_attrs GROUP BY key) "
+        "WHERE n <= ? ORDER BY key", (limit,))]  # fmt: skip
+    return {"users": [{"id": user, "email": email} for user, email in users], "models": models, "keys": keys}
 
 
 def attribute_values(conn: sqlite3.Connection, key: str, limit: int = 200) -> list[str]:
     return [row[0] for row in conn.execute(
-        "SELECT DISTINCT value FROM series_attrs WHERE key = ? ORDER BY value LIMIT ?", (key, limit))]  # fmt: skip
+        "SELECT DISTINCT value FROM family_attrs WHERE key = ? ORDER BY value LIMIT ?", (key, limit))]  # fmt: skip
 
 
-TIMELINE_EVENTS = ("user_prompt", "api_request", "api_error", "tool_decision", "tool_result", "assistant_response")
 TIMELINE_FIELDS = (
     "prompt.id", "prompt_length", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_creation_tokens", "cost_usd", "duration_ms", "ttft_ms", "tool_name", "decision", "source", "success",
@@ -230,8 +381,6 @@ TIMELINE_FIELDS = (
 
 def session_timeline(conn: sqlite3.Connection, session_id: str, limit: int = 5000) -> list[dict[str, Any]]:
     """What happened in a session, in order. Only whitelisted fields: never conversation text."""
-    import json
-
     rows = conn.execute(
         "SELECT time_ns, name, attrs FROM events WHERE session_id = ? ORDER BY time_ns, "
         "CAST(json_extract(attrs, '$.\"event.sequence\"') AS INTEGER) LIMIT ?",
@@ -240,6 +389,6 @@ def session_timeline(conn: sqlite3.Connection, session_id: str, limit: int = 500
     timeline = []
     for time_ns, name, attrs in rows:
         values = json.loads(attrs)
-        fields = {k: values[k] for k in TIMELINE_FIELDS if k in values}
-        timeline.append({"time_ns": time_ns, "name": name, "fields": fields})
+        timeline.append({"time_ns": time_ns, "name": name,
+                         "fields": {k: values[k] for k in TIMELINE_FIELDS if k in values}})  # fmt: skip
     return timeline

@@ -20,34 +20,73 @@ COMMON_COLUMNS = {
 }
 EVENT_COLUMNS = {**COMMON_COLUMNS, "prompt.id": "prompt_id"}
 
-_common = ", ".join(f"{column} TEXT" for column in COMMON_COLUMNS.values())
-_event_common = ", ".join(f"{column} TEXT" for column in EVENT_COLUMNS.values())
+# Attributes that single out one session or prompt: a family (what dashboards group by) leaves them out.
+NOT_IN_FAMILY = frozenset({"session.id", "prompt.id", "event.sequence", "event.timestamp", "message.uuid",
+                           "tool_use_id"})  # fmt: skip
+# Event attributes that describe a kind of event rather than one event: with the resource's, they make
+# an event's family. Everything else about an event (ids, measurements, messages) stays on its row.
+EVENT_DIMENSIONS = frozenset({
+    "user.id", "user.email", "user.account_uuid", "organization.id", "terminal.type", "service.version",
+    "app.version", "model", "tool_name", "success", "decision", "source", "status_code", "query_source",
+    "effort", "speed", "tool_source", "permission_mode",
+})  # fmt: skip
+FAMILY_COLUMNS = {k: v for k, v in COMMON_COLUMNS.items() if k != "session.id"}
+EVENT_FAMILY_COLUMNS = {k: v for k, v in EVENT_COLUMNS.items() if k not in ("session.id", "prompt.id")}
+# Event attributes that are measurements: kept as columns so rollups can add them up.
+EVENT_MEASURES = ("prompt_length", "duration_ms", "ttft_ms")
+HOUR_NS = 3_600_000_000_000
 
+
+def _columns(columns: dict[str, str]) -> str:
+    return ", ".join(f"{column} TEXT" for column in columns.values())
+
+
+def _measures() -> str:
+    return ", ".join(f"{m} REAL" for m in EVENT_MEASURES)
+
+
+def _measure_sums() -> str:
+    return ", ".join(f"{m}_sum REAL NOT NULL DEFAULT 0, {m}_count INTEGER NOT NULL DEFAULT 0" for m in EVENT_MEASURES)
+
+
+_hour = f"NEW.time_ns - NEW.time_ns % {HOUR_NS}"
 MIGRATIONS: tuple[str, ...] = (
-    # 1: metrics as series + points, events, spans.
+    # 1: metrics as families, series and points; events; spans; hourly rollups kept by triggers.
     f"""
+    -- A family is a series without its session: what dashboards group and filter by, a few per person.
+    CREATE TABLE families (
+        id INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,
+        metric TEXT NOT NULL,
+        kind TEXT NOT NULL,                -- sum | gauge | histogram | exponential_histogram | summary
+        {_columns(FAMILY_COLUMNS)},
+        attrs TEXT NOT NULL                -- JSON: every attribute but session.id
+    );
+    CREATE INDEX families_metric ON families (metric);
+
+    -- Every attribute of every family, for filters on keys nobody could predict (team.id, cost_center...).
+    CREATE TABLE family_attrs (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        family_id INTEGER NOT NULL,
+        PRIMARY KEY (key, value, family_id)
+    ) WITHOUT ROWID;
+
     CREATE TABLE series (
         id INTEGER PRIMARY KEY,
         key BLOB NOT NULL UNIQUE,          -- hash of name, unit, kind, temporality, scope, attributes
+        family_id INTEGER NOT NULL,
         metric TEXT NOT NULL,
         unit TEXT NOT NULL,
-        kind TEXT NOT NULL,                -- sum | gauge | histogram | exponential_histogram | summary
+        kind TEXT NOT NULL,
         temporality TEXT,                  -- delta | cumulative
         monotonic INTEGER NOT NULL,
         scope TEXT NOT NULL,
-        {_common},
+        {_columns(COMMON_COLUMNS)},
         attrs TEXT NOT NULL                -- JSON: resource attributes, overridden by point attributes
     );
-    CREATE INDEX series_metric ON series (metric);
+    CREATE INDEX series_family ON series (family_id);
     CREATE INDEX series_session ON series (session_id);
-
-    -- Every attribute of every series, for filters on keys nobody could predict (team.id, cost_center...).
-    CREATE TABLE series_attrs (
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        series_id INTEGER NOT NULL,
-        PRIMARY KEY (key, value, series_id)
-    ) WITHOUT ROWID;
 
     CREATE TABLE points (
         series_id INTEGER NOT NULL,
@@ -60,18 +99,86 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX points_time ON points (time_ns);
 
+    -- Sums per family and hour, kept exact by the triggers below (late points and corrections included).
+    CREATE TABLE rollup (
+        family_id INTEGER NOT NULL,
+        hour_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (family_id, hour_ns)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollup_hour ON rollup (hour_ns);
+
+    -- When each session was active, to find recent sessions without scanning points.
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_last ON sessions (last_ns);
+
+    CREATE TRIGGER points_rollup_insert AFTER INSERT ON points BEGIN
+        INSERT INTO rollup (family_id, hour_ns, value)
+            SELECT family_id, {_hour}, NEW.value FROM series WHERE id = NEW.series_id AND kind = 'sum'
+            ON CONFLICT (family_id, hour_ns) DO UPDATE SET value = value + excluded.value;
+        INSERT INTO sessions (session_id, first_ns, last_ns)
+            SELECT session_id, NEW.time_ns, NEW.time_ns FROM series WHERE id = NEW.series_id AND session_id IS NOT NULL
+            ON CONFLICT (session_id) DO UPDATE SET first_ns = min(first_ns, excluded.first_ns),
+                                                   last_ns = max(last_ns, excluded.last_ns);
+    END;
+    CREATE TRIGGER points_rollup_update AFTER UPDATE OF value ON points BEGIN
+        UPDATE rollup SET value = value + NEW.value - OLD.value
+            WHERE family_id = (SELECT family_id FROM series WHERE id = NEW.series_id) AND hour_ns = {_hour};
+    END;
+
+    CREATE TABLE event_families (
+        id INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        {_columns(EVENT_FAMILY_COLUMNS)},
+        attrs TEXT NOT NULL                -- JSON: resource attributes and the record's dimensions
+    );
+    CREATE TABLE event_family_attrs (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        family_id INTEGER NOT NULL,
+        PRIMARY KEY (key, value, family_id)
+    ) WITHOUT ROWID;
+
     CREATE TABLE events (
         id INTEGER PRIMARY KEY,
         key BLOB NOT NULL UNIQUE,          -- hash of the whole record and its resource
+        family_id INTEGER NOT NULL,
         name TEXT NOT NULL,                -- user_prompt, api_request, ... (without the claude_code. prefix)
         time_ns INTEGER NOT NULL,
-        {_event_common},
+        {_columns(EVENT_COLUMNS)},
+        {_measures()},
+        sample INTEGER NOT NULL,           -- 0, 1, 2... with odds 1/2, 1/4, 1/8...: sampling for percentiles
         attrs TEXT NOT NULL,
         body TEXT
     );
     CREATE INDEX events_name_time ON events (name, time_ns);
     CREATE INDEX events_time ON events (time_ns);
     CREATE INDEX events_session ON events (session_id, time_ns);
+    -- Covers the percentile queries: an even sample of one event's measures, read from the index alone.
+    CREATE INDEX events_sample ON events (name, sample, time_ns, family_id, duration_ms, ttft_ms);
+
+    CREATE TABLE event_rollup (
+        family_id INTEGER NOT NULL,
+        hour_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        {_measure_sums()},
+        PRIMARY KEY (family_id, hour_ns)
+    ) WITHOUT ROWID;
+    CREATE INDEX event_rollup_hour ON event_rollup (hour_ns);
+    CREATE TRIGGER events_rollup_insert AFTER INSERT ON events BEGIN
+        INSERT INTO event_rollup (family_id, hour_ns, count,
+                                  {", ".join(f"{m}_sum, {m}_count" for m in EVENT_MEASURES)})
+            VALUES (NEW.family_id, {_hour}, 1,
+                    {", ".join(f"coalesce(NEW.{m}, 0), NEW.{m} IS NOT NULL" for m in EVENT_MEASURES)})
+            ON CONFLICT (family_id, hour_ns) DO UPDATE SET count = count + 1,
+                {", ".join(f"{m}_sum = {m}_sum + excluded.{m}_sum, {m}_count = {m}_count + excluded.{m}_count"
+                           for m in EVENT_MEASURES)};
+    END;
 
     CREATE TABLE spans (
         trace_id TEXT NOT NULL,
@@ -116,8 +223,13 @@ def migrate(conn: sqlite3.Connection) -> int:
 def _statements(script: str) -> list[str]:
     statements, pending = [], ""
     for line in script.splitlines(keepends=True):
+        if not pending and line.strip().startswith("--"):
+            continue
         pending += line
-        if sqlite3.complete_statement(pending):
+        # A trigger body holds statements of its own: only its END closes it.
+        if sqlite3.complete_statement(pending) and (
+            "CREATE TRIGGER" not in pending or pending.rstrip().rstrip(";").rstrip().endswith("END")
+        ):
             statements.append(pending.strip())
             pending = ""
     return [s for s in statements if s]

@@ -109,7 +109,7 @@ def probe(conn: sqlite3.Connection, probe_id: str) -> dict[str, Any]:
     """Whether the doctor's test export with ``probe_id`` was stored: its metric point and its event."""
     (metric_ns,) = conn.execute(
         """
-        SELECT MAX(p.time_ns) FROM series_attrs a JOIN series s ON s.id = a.series_id
+        SELECT MAX(p.time_ns) FROM family_attrs a JOIN series s ON s.family_id = a.family_id
         JOIN points p ON p.series_id = s.id
         WHERE a.key = ? AND a.value = ? AND s.metric = ?
         """,

@@ -8,7 +8,9 @@ without weakening that promise.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import queue
 import sqlite3
 import threading
@@ -17,8 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..otlp.normalize import Batch, Event, Point, Span
-from .schema import COMMON_COLUMNS, EVENT_COLUMNS
+from ..otlp.normalize import Batch, Event, Point
+from .schema import (
+    COMMON_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_DIMENSIONS,
+    EVENT_FAMILY_COLUMNS,
+    EVENT_MEASURES,
+    FAMILY_COLUMNS,
+    NOT_IN_FAMILY,
+)
 
 MAX_GROUP = 256  # batches per transaction
 
@@ -49,7 +59,7 @@ class Writer:
     def __init__(self, path: Path, queue_size: int = 4096) -> None:
         self._conn = connect(path)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._series_ids: dict[bytes, int] = {}
+        self._ids: dict[bytes, int] = {}
         self.commits = 0  # bumped after every commit that stored something; watched by live dashboards
         self._thread = threading.Thread(target=self._run, name="ccmetrics-writer", daemon=True)
         self._thread.start()
@@ -86,15 +96,15 @@ class Writer:
 
     def _commit(self, work: list[tuple[Batch, Future[WriteResult]]]) -> None:
         outcomes: list[tuple[Future[WriteResult], WriteResult | BaseException]] = []
-        new_series: dict[bytes, int] = {}
+        new_ids: dict[bytes, int] = {}
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for batch, future in work:
                 # A savepoint per batch: one batch that fails cannot take the others down with it.
                 self._conn.execute("SAVEPOINT batch")
-                known = set(new_series)
+                known = set(new_ids)
                 try:
-                    result = self._apply(batch, new_series)
+                    result = self._apply(batch, new_ids)
                     self._conn.execute("RELEASE batch")
                     outcomes.append((future, result))
                 except Exception as exc:
@@ -102,8 +112,8 @@ class Writer:
                         raise  # disk full, I/O error, locked: the whole transaction is lost, handled below
                     self._conn.execute("ROLLBACK TO batch")
                     self._conn.execute("RELEASE batch")
-                    for key in set(new_series) - known:
-                        del new_series[key]
+                    for key in set(new_ids) - known:
+                        del new_ids[key]
                     outcomes.append((future, exc))
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -113,7 +123,7 @@ class Writer:
             for _, future in work:
                 future.set_exception(failure)
             return
-        self._series_ids.update(new_series)
+        self._ids.update(new_ids)
         if any(not isinstance(o, BaseException) and (o.points or o.events or o.spans) for _, o in outcomes):
             self.commits += 1
         for future, outcome in outcomes:
@@ -122,53 +132,101 @@ class Writer:
             else:
                 future.set_result(outcome)
 
-    def _apply(self, batch: Batch, new_series: dict[bytes, int]) -> WriteResult:
+    def _apply(self, batch: Batch, new_ids: dict[Any, int]) -> WriteResult:
         result = WriteResult()
+        plain, cumulative = [], []
         for point in batch.points:
-            series_id = self._series_id(point, new_series)
+            series_id = self._series_id(point, new_ids)
             if point.kind == "sum" and point.temporality == "cumulative":
-                result.points += self._insert_cumulative(series_id, point)
+                cumulative.append((series_id, point))
             else:
-                result.points += self._insert_point(series_id, point, point.value, None)
-        for event in batch.events:
-            result.events += self._insert_event(event)
-        for span in batch.spans:
-            result.spans += self._insert_span(span)
+                plain.append((series_id, point.start_ns, point.time_ns, point.value, None,
+                              _json(point.extra) if point.extra is not None else None))  # fmt: skip
+        if plain:
+            result.points += self._conn.executemany(
+                "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative, extra) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                plain,
+            ).rowcount
+        for series_id, point in cumulative:
+            result.points += self._insert_cumulative(series_id, point)
+        if batch.events:
+            rows = [self._event_row(event, new_ids) for event in batch.events]
+            result.events += self._conn.executemany(_INSERT_EVENT, rows).rowcount
+        if batch.spans:
+            result.spans += self._conn.executemany(
+                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, start_ns, end_ns, "
+                "status_code, session_id, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.trace_id, s.span_id, s.parent_span_id, s.name, s.start_ns, s.end_ns, s.status_code,
+                  _text(s.attrs.get("session.id")), _json(s.attrs)) for s in batch.spans],
+            ).rowcount  # fmt: skip
         return result
 
-    def _series_id(self, point: Point, new_series: dict[bytes, int]) -> int:
-        key = point.series_key
-        known = self._series_ids.get(key) or new_series.get(key)
+    # --- identities: series, their families, event families --------------------------------------------
+    # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
+
+    def _series_id(self, point: Point, new_ids: dict[Any, int]) -> int:
+        identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
+        known = self._ids.get(identity) or new_ids.get(identity)
         if known is not None:
             return known
+        key = _digest(identity)
         row = self._conn.execute("SELECT id FROM series WHERE key = ?", (key,)).fetchone()
         if row is None:
+            family_id = self._family_id(point, new_ids)
             common = [_text(point.attrs.get(attr)) for attr in COMMON_COLUMNS]
             cursor = self._conn.execute(
-                f"INSERT INTO series (key, metric, unit, kind, temporality, monotonic, scope, "
+                f"INSERT INTO series (key, family_id, metric, unit, kind, temporality, monotonic, scope, "
                 f"{', '.join(COMMON_COLUMNS.values())}, attrs) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(COMMON_COLUMNS))}, ?)",
-                (key, point.metric, point.unit, point.kind, point.temporality, point.monotonic, point.scope,
-                 *common, _json(point.attrs)),
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(COMMON_COLUMNS))}, ?)",
+                (key, family_id, point.metric, point.unit, point.kind, point.temporality, point.monotonic,
+                 point.scope, *common, _json(point.attrs)),
             )  # fmt: skip
-            series_id = int(cursor.lastrowid or 0)
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO series_attrs (key, value, series_id) VALUES (?, ?, ?)",
-                [(k, _text(v), series_id) for k, v in point.attrs.items()],
-            )
-        else:
-            series_id = row[0]
-        new_series[key] = series_id
-        return series_id
+            row = (int(cursor.lastrowid or 0),)
+        new_ids[identity] = row[0]
+        return row[0]
 
-    def _insert_point(self, series_id: int, point: Point, value: float, cumulative: float | None) -> int:
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (series_id, point.start_ns, point.time_ns, value, cumulative,
-             _json(point.extra) if point.extra is not None else None),
-        )  # fmt: skip
-        return cursor.rowcount
+    def _family_id(self, point: Point, new_ids: dict[Any, int]) -> int:
+        attrs = {k: v for k, v in point.attrs.items() if k not in NOT_IN_FAMILY}
+        identity = ("family", point.metric, point.kind, _frozen(attrs))
+        return self._identity(identity, new_ids, "families", "metric", point.metric, point.kind,
+                              FAMILY_COLUMNS, attrs, "family_attrs")  # fmt: skip
+
+    def _event_row(self, event: Event, new_ids: dict[Any, int]) -> tuple[Any, ...]:
+        dims = {k: v for k, v in event.attrs.items()
+                if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY}  # fmt: skip
+        identity = ("event", event.name, _frozen(dims))
+        family_id = self._identity(identity, new_ids, "event_families", "name", event.name, None,
+                                   EVENT_FAMILY_COLUMNS, dims, "event_family_attrs")  # fmt: skip
+        measures = [_number(event.attrs.get(m)) for m in EVENT_MEASURES]
+        common = [_text(event.attrs.get(attr)) for attr in EVENT_COLUMNS]
+        return (event.key, family_id, event.name, event.time_ns, *common, *measures, sample_level(event.key),
+                _json(event.attrs), event.body)  # fmt: skip
+
+    def _identity(self, identity: tuple[Any, ...], new_ids: dict[Any, int], table: str, name_column: str,
+                  name: str, kind: str | None, columns: dict[str, str], attrs: dict[str, Any],
+                  attrs_table: str) -> int:  # fmt: skip
+        known = self._ids.get(identity) or new_ids.get(identity)
+        if known is not None:
+            return known
+        key = _digest(identity)
+        row = self._conn.execute(f"SELECT id FROM {table} WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            kind_column, kind_value = (", kind", (kind,)) if kind is not None else ("", ())
+            values = [_text(attrs.get(attr)) for attr in columns]
+            cursor = self._conn.execute(
+                f"INSERT INTO {table} (key, {name_column}{kind_column}, {', '.join(columns.values())}, attrs) "
+                f"VALUES (?, ?{', ?' * len(kind_value)}, {', '.join('?' * len(columns))}, ?)",
+                (key, name, *kind_value, *values, _json(attrs)),
+            )
+            family_id = int(cursor.lastrowid or 0)
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO {attrs_table} (key, value, family_id) VALUES (?, ?, ?)",
+                [(k, _text(v), family_id) for k, v in attrs.items() if v is not None],
+            )
+            row = (family_id,)
+        new_ids[identity] = row[0]
+        return row[0]
 
     def _insert_cumulative(self, series_id: int, point: Point) -> int:
         """Store a running total as the increment since the stream's previous point.
@@ -183,7 +241,11 @@ class Writer:
             "ORDER BY time_ns DESC LIMIT 1",
             (*key, point.time_ns),
         ).fetchone()
-        if not self._insert_point(series_id, point, _increment(previous, point.value), point.value):
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative) VALUES (?, ?, ?, ?, ?)",
+            (*key, point.time_ns, _increment(previous, point.value), point.value),
+        ).rowcount
+        if not inserted:
             return 0  # already stored: a retry
         following = conn.execute(
             "SELECT time_ns, cumulative FROM points WHERE series_id = ? AND start_ns = ? AND time_ns > ? "
@@ -197,23 +259,37 @@ class Writer:
             )
         return 1
 
-    def _insert_event(self, event: Event) -> int:
-        common = [_text(event.attrs.get(attr)) for attr in EVENT_COLUMNS]
-        cursor = self._conn.execute(
-            f"INSERT OR IGNORE INTO events (key, name, time_ns, {', '.join(EVENT_COLUMNS.values())}, attrs, body) "
-            f"VALUES (?, ?, ?, {', '.join('?' * len(EVENT_COLUMNS))}, ?, ?)",
-            (event.key, event.name, event.time_ns, *common, _json(event.attrs), event.body),
-        )
-        return cursor.rowcount
 
-    def _insert_span(self, span: Span) -> int:
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, start_ns, end_ns, "
-            "status_code, session_id, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (span.trace_id, span.span_id, span.parent_span_id, span.name, span.start_ns, span.end_ns,
-             span.status_code, _text(span.attrs.get("session.id")), _json(span.attrs)),
-        )  # fmt: skip
-        return cursor.rowcount
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events (key, family_id, name, time_ns, {', '.join(EVENT_COLUMNS.values())}, "
+    f"{', '.join(EVENT_MEASURES)}, sample, attrs, body) "
+    f"VALUES ({', '.join('?' * (4 + len(EVENT_COLUMNS) + len(EVENT_MEASURES) + 3))})"
+)
+
+
+def sample_level(key: bytes) -> int:
+    """Trailing zero bits of the event's hash: level L or above holds 1 in 2**L events, chosen evenly."""
+    number = int.from_bytes(key[:8], "little")
+    return (number & -number).bit_length() - 1 if number else 64
+
+
+def _frozen(attrs: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        return tuple(sorted(attrs.items()))
+    except TypeError:  # lists or maps among the values: compare their JSON instead
+        return tuple(sorted((k, _json(v)) for k, v in attrs.items()))
+
+
+def _digest(identity: tuple[Any, ...]) -> bytes:
+    return hashlib.blake2b(_json(identity).encode(), digest_size=16).digest()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    return None
 
 
 def _store_level(exc: sqlite3.Error) -> bool:

@@ -27,7 +27,8 @@ from ..config import Config
 from ..panels import PANELS, PANELS_BY_ID, Panel, View
 from ..store import Store
 from ..store.facts import Facts, attribute_values, filter_options, session_timeline
-from ..store.queries import Filters, QueryError, summary
+from ..store.queries import Filters, QueryError
+from ..store.summary import summary
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
@@ -43,7 +44,7 @@ def filters_from(request: Request) -> Filters:
 
 def view_from(request: Request, store: Store) -> View:
     filters = filters_from(request)
-    facts = Facts(store.reader(), filters)
+    facts = Facts(store.reader(), filters, store.family_cache)
     end = filters.until_ns or time.time_ns()
     start = filters.since_ns or _first_data_ns(facts, end)
     group_key = request.query_params.get("group_by") or "team.id"
@@ -97,7 +98,7 @@ def create_app(store: Store, config: Config) -> Starlette:
         })  # fmt: skip
 
     async def api_summary(request: Request) -> Response:
-        return await query(request, lambda: summary(store.reader(), filters_from(request)))
+        return await query(request, lambda: summary(store.reader(), filters_from(request), store.family_cache))
 
     async def api_panels(request: Request) -> JSONResponse:
         return JSONResponse({"panels": [panel_meta(p) for p in PANELS]})
@@ -138,8 +139,9 @@ def create_app(store: Store, config: Config) -> Starlette:
 
         def work() -> dict[str, Any]:
             conn = store.reader()
-            totals = summary(conn, Filters(attrs=(("session.id", session_id),)))
-            sessions = Facts(conn, Filters(attrs=(("session.id", session_id),))).sessions(limit=1)
+            only = Filters(attrs=(("session.id", session_id),))
+            totals = summary(conn, only, store.family_cache)
+            sessions = Facts(conn, only, store.family_cache).sessions(limit=1)
             return {"session_id": session_id, "summary": totals, "session": sessions[0] if sessions else None,
                     "timeline": session_timeline(conn, session_id)}  # fmt: skip
 

@@ -266,7 +266,8 @@
     })));
     const table = el("table", {}, el("thead", {}, head), el("tbody", {}, rows.length ? rows :
       [el("tr", {}, el("td", { colspan: String(data.columns.length), class: "none" }, "Nothing in this range"))]));
-    bodies[panel.id].replaceChildren(el("div", { class: "table-box" }, table));
+    const note = data.sampled ? el("div", { class: "note" }, "Percentiles from an even sample of the events in range") : null;
+    bodies[panel.id].replaceChildren(el("div", { class: "table-box" }, table), note);
   }
 
   function render(panel, data) {
