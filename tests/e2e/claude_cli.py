@@ -12,9 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+GRPC_ENCODING_HINT = "x-ccmetrics-e2e-grpc-encoding"  # must match otlp_tee.GRPC_ENCODING_HINT
 CLAUDE_VERSION = "2.1.332"
 DEFAULT_CLAUDE_DIR = Path.home() / ".cache" / "ccmetrics" / f"claude-code-{CLAUDE_VERSION}"
 _BINARY_IN_DIR = Path("node_modules/@anthropic-ai/claude-code-linux-x64/claude")
+FAKE_API_KEY = "sk-ant-api03-fake-key-for-ccmetrics-e2e-tests-0000000000"
 INSTALL_HINT = (
     f"npm install --prefix ~/.cache/ccmetrics/claude-code-{CLAUDE_VERSION} @anthropic-ai/claude-code@{CLAUDE_VERSION}"
 )
@@ -55,6 +57,10 @@ def trust_projects(home: Path, project_dirs: list[Path]) -> None:
     cfg_path = home / ".claude.json"
     cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     cfg.update({"hasCompletedOnboarding": True, "theme": "dark"})
+    # Interactive mode asks once whether to use ANTHROPIC_API_KEY; pre-approve ours (last 20 characters).
+    responses = cfg.setdefault("customApiKeyResponses", {"approved": [], "rejected": []})
+    if FAKE_API_KEY[-20:] not in responses.setdefault("approved", []):
+        responses["approved"].append(FAKE_API_KEY[-20:])
     projects = cfg.setdefault("projects", {})
     for d in project_dirs:
         projects.setdefault(str(Path(d).resolve()), {}).update(
@@ -104,8 +110,12 @@ class Telemetry:
             env["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip"
         if self.resource_attributes:
             env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(f"{k}={v}" for k, v in self.resource_attributes.items())
-        if self.headers:
-            env["OTEL_EXPORTER_OTLP_HEADERS"] = self.headers
+        headers = [self.headers] if self.headers else []
+        if self.gzip and self.protocol == "grpc":
+            # Lets the tee know (gRPC hides grpc-encoding from it) so it can forward gzip-compressed too.
+            headers.append(f"{GRPC_ENCODING_HINT}=gzip")
+        if headers:
+            env["OTEL_EXPORTER_OTLP_HEADERS"] = ",".join(headers)
         return env
 
 
@@ -119,10 +129,14 @@ def cli_env(home: Path, api_base_url: str, telemetry: Telemetry | None) -> dict[
         "USER": "root",
         "SHELL": "/bin/bash",
         "ANTHROPIC_BASE_URL": api_base_url,
-        "ANTHROPIC_API_KEY": "sk-ant-fake-key-for-tests",
+        "ANTHROPIC_API_KEY": FAKE_API_KEY,
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
         "DISABLE_AUTOUPDATER": "1",
+        # Without this the CLI resolves outside hosts (feature flags, error reporting); with it the only
+        # connections are to ANTHROPIC_BASE_URL and the OTLP endpoint (checked with strace).  OTel export
+        # and the events/metrics it carries are unaffected.
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
     }
     if telemetry is not None:
@@ -154,11 +168,15 @@ def run_print(binary: Path, *, home: Path, cwd: Path, prompt: str, api_base_url:
 
 
 class Tmux:
+    """One detached session on a private tmux server socket (never the user's own tmux server)."""
+
+    SOCKET = "ccmetrics-e2e"
+
     def __init__(self, session: str) -> None:
         self.session = session
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=check)
+        return subprocess.run(["tmux", "-L", self.SOCKET, *args], capture_output=True, text=True, check=check)
 
     def capture(self) -> str:
         return self.run("capture-pane", "-p", "-t", self.session, check=False).stdout
@@ -215,7 +233,7 @@ def run_interactive(binary: Path, *, home: Path, cwd: Path, prompt: str, answer_
     t0 = time.monotonic()
     if shutil.which("tmux") is None:
         raise RuntimeError("tmux is not installed")
-    tmux.run("new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(cwd), cmd)
+    tmux.run("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(cwd), cmd)
     try:
         deadline = t0 + timeout
         # Ready when the input box shows (the CLI draws a "> " / "❯" prompt line).
@@ -225,6 +243,7 @@ def run_interactive(binary: Path, *, home: Path, cwd: Path, prompt: str, answer_
         for chunk in _chunks(prompt, 4):
             tmux.send_text(chunk)
             time.sleep(0.08)
+        screens.append(tmux.wait_for(lambda s: prompt in s, timeout=10, what="the typed prompt to show"))
         time.sleep(think_time_s / 2)
         tmux.send_key("Enter")
         screens.append(tmux.wait_for(lambda s: answer_marker in s, timeout=max(1, deadline - time.monotonic()),

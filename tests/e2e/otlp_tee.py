@@ -26,6 +26,8 @@ GRPC_METHODS = {
     "/opentelemetry.proto.collector.logs.v1.LogsService/Export": "logs",
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export": "traces",
 }
+# Header the harness adds (through OTEL_EXPORTER_OTLP_HEADERS) when the CLI compresses gRPC with gzip.
+GRPC_ENCODING_HINT = "x-ccmetrics-e2e-grpc-encoding"
 HTTP_PATHS = {"/v1/metrics": "metrics", "/v1/logs": "logs", "/v1/traces": "traces"}
 
 _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
@@ -41,7 +43,7 @@ class Recorded:
     path: str  # HTTP path or gRPC method
     signal: str | None  # "metrics" | "logs" | "traces" | None (unknown path)
     content_type: str | None
-    content_encoding: str | None  # HTTP Content-Encoding; for gRPC the grpc-encoding seen (if any)
+    content_encoding: str | None  # HTTP Content-Encoding; for gRPC the encoding the harness announced
     body: bytes  # HTTP: the raw body (still compressed). gRPC: the serialized request message.
     status: int | str  # HTTP status code, or the gRPC status code name ("OK", "UNAVAILABLE", ...)
     received_at: float
@@ -137,9 +139,12 @@ class OtlpTee:
     # -- gRPC forwarding
     def forward_grpc(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
         md = list(context.invocation_metadata() or ())
-        encoding = next((v for k, v in md if k == "grpc-encoding"), None)
+        # grpc hides the request's grpc-encoding from handlers, so the CLI's gzip cannot be seen here.  The
+        # harness therefore announces it in a header of its own (see claude_cli.Telemetry) and the tee
+        # forwards the call gzip-compressed too.
+        encoding = next((v for k, v in md if k in ("grpc-encoding", GRPC_ENCODING_HINT)), None)
         fwd_md = [(k, v) for k, v in md
-                  if not k.startswith(":") and not k.startswith("grpc-")
+                  if not k.startswith(":") and not k.startswith("grpc-") and k != GRPC_ENCODING_HINT
                   and k not in ("user-agent", "te", "content-type")]
         compression = grpc.Compression.Gzip if encoding == "gzip" else None
         assert self._channel is not None

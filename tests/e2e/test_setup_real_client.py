@@ -1,0 +1,87 @@
+"""The real Claude Code CLI, configured only by ``ccmetrics setup``, sends a session that ``ccmetrics serve`` stores.
+
+The CLI's environment carries no telemetry variable at all: whatever arrives, arrives because the CLI honoured
+the settings file setup wrote. After ``setup --undo`` the next session sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from claude_cli import cli_env, make_home, run_print
+from conftest import CcmetricsServer
+
+TELEMETRY_PREFIXES = ("OTEL_", "CLAUDE_CODE_ENABLE_TELEMETRY")
+
+
+def ccmetrics(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(TELEMETRY_PREFIXES + ("CCMETRICS_",))}
+    env.pop("CLAUDE_CONFIG_DIR", None)
+    return subprocess.run([sys.executable, "-m", "ccmetrics", *args], capture_output=True, text=True,
+                          env={**env, "HOME": str(home)}, timeout=60)  # fmt: skip
+
+
+def sessions(server: CcmetricsServer) -> list[dict]:
+    return httpx.get(f"{server.base_url}/api/status", timeout=10).json()["sessions"]
+
+
+def wait_for_sessions(server: CcmetricsServer, count: int, timeout: float = 20) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sessions(server)
+        if len(found) >= count and all(s["signals"] == "both" for s in found):
+            return found
+        time.sleep(0.3)
+    return sessions(server)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, tmp_path: Path, protocol: str,
+                                                ccmetrics_server: CcmetricsServer) -> None:  # fmt: skip
+    server = ccmetrics_server
+    already = len(sessions(server))
+    project = tmp_path / "project"
+    project.mkdir()
+    home = make_home(tmp_path, "setup-user", [project])
+    port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
+    setup = ccmetrics(home, "setup", "--yes", "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
+                      "--metric-interval", "1000", "--logs-interval", "1000", "--team", "e2e")  # fmt: skip
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    written = json.loads((home / ".claude" / "settings.json").read_text())["env"]
+    assert written["OTEL_EXPORTER_OTLP_PROTOCOL"] == protocol
+
+    fake = fake_api(final_text="All done.")
+    env = cli_env(home, fake.base_url, telemetry=None)
+    assert not [k for k in env if k.startswith(TELEMETRY_PREFIXES)]  # only the settings file configures it
+    result = run_print(claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url,
+                       telemetry=None)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+    found = wait_for_sessions(server, already + 1)
+    assert len(found) == already + 1, found
+    newest = found[0]
+    assert newest["signals"] == "both" and newest["version"] == "2.1.332"
+    summary = httpx.get(f"{server.base_url}/api/summary", params={"filter": "team.id=e2e"}, timeout=10).json()
+    assert summary["api_requests"] >= 1 and summary["sessions"] >= 1
+
+    doctor = ccmetrics(home, "doctor", "--server", server.base_url, "--json", "--project-dir", str(project),
+                       "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
+    report = json.loads(doctor.stdout)
+    assert doctor.returncode == 0, report["findings"]
+    assert newest["session_id"] in {s["session_id"] for s in report["status"]["sessions"]}
+
+    undo = ccmetrics(home, "setup", "--undo", "--yes")
+    assert undo.returncode == 0, undo.stderr
+    assert not (home / ".claude" / "settings.json").exists()
+    again = run_print(claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url,
+                      telemetry=None)  # fmt: skip
+    assert again.returncode == 0
+    time.sleep(3)
+    assert len(sessions(server)) == already + 1  # nothing more arrived
