@@ -139,3 +139,13 @@ def fixture_exports(capture: str) -> list[Export]:
 
 def send(base_url: str, export: Export) -> httpx.Response:
     return httpx.post(base_url + export.path, content=export.body, headers=export.headers, timeout=10)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true every test is required: a skip there is a failure (a missing package, browser or CLI)."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test is required: {report.longrepr}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -241,19 +242,19 @@ def test_shell_rc_undo_after_edits_keeps_theirs(home: Path) -> None:
     assert (home / ".bashrc").read_text() == "A=1\nB=2\n"
 
 
-def test_shell_rc_block_is_valid_shell(home: Path) -> None:
-    assert ccm(home, "setup", "--scope", "shell", "--token", "t0k'en", "--yes").exit_code == 0
-    out = subprocess.run(["bash", "-c", f"source {home / '.bashrc'}; echo \"$OTEL_EXPORTER_OTLP_HEADERS|"
-                          "$OTEL_EXPORTER_OTLP_ENDPOINT|$CLAUDE_CODE_ENABLE_TELEMETRY\""],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+@pytest.mark.parametrize("shell, rc", [("bash", ".bashrc"), ("zsh", ".zshrc"), ("fish", ".config/fish/config.fish")])
+def test_shell_rc_block_is_valid_shell(home: Path, shell: str, rc: str) -> None:
+    """The block setup writes is sourced by the real shell and sets the values, quoting included."""
+    binary = shutil.which(shell)
+    if binary is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and {shell} is required")
+        pytest.skip(f"{shell} is not installed")
+    assert ccm(home, "setup", "--scope", "shell", "--shell", shell, "--token", "t0k'en", "--yes").exit_code == 0
+    echo = "echo \"$OTEL_EXPORTER_OTLP_HEADERS|$OTEL_EXPORTER_OTLP_ENDPOINT|$CLAUDE_CODE_ENABLE_TELEMETRY\""
+    out = subprocess.run([binary, "-c", f"source {home / rc}; {echo}"], capture_output=True, text=True,
+                         check=True, env={"HOME": str(home), "PATH": os.environ["PATH"]})  # fmt: skip
     assert out.stdout.strip() == "Authorization=Bearer t0k'en|http://127.0.0.1:4317|1"
-    fish = shutil.which("fish")
-    if fish:
-        ccm(home, "setup", "--scope", "shell", "--shell", "fish", "--token", "t0k'en", "--yes")
-        rc = home / ".config" / "fish" / "config.fish"
-        out = subprocess.run([fish, "-c", f"source {rc}; echo $OTEL_EXPORTER_OTLP_HEADERS"], capture_output=True,
-                             text=True, check=True)  # fmt: skip
-        assert out.stdout.strip() == "Authorization=Bearer t0k'en"
 
 
 # --- the pure parts ---------------------------------------------------------------------------------------

@@ -59,11 +59,21 @@ def serve(**options: Any) -> None:
     config = Config.from_options(**options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        asyncio.run(run(config))
+        _run_event_loop(run(config))
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+def _run_event_loop(coro: Any) -> None:
+    """uvloop where it is installed: the receiver's hot path is network I/O."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 @main.group()

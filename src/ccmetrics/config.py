@@ -41,6 +41,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("otlp_grpc_port", 4317, "Port of the OTLP/gRPC receiver.", int),
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP request accepted, after decompression.", int),
     Setting("store_prompts", False, "Keep prompt text (only its length is kept otherwise).", bool),
+    Setting("metrics_labels", "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
+            "query_source,effort,service.version",
+            "Attributes that become labels on /metrics (comma-separated); each one multiplies the series.", str),
+    Setting("metrics_session_labels", False, "Add a session_id label on /metrics: one series per session.", bool),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -59,6 +63,8 @@ class Config:
     otlp_grpc_port: int = _default("otlp_grpc_port")
     max_body_bytes: int = _default("max_body_bytes")
     store_prompts: bool = _default("store_prompts")
+    metrics_labels: str = _default("metrics_labels")
+    metrics_session_labels: bool = _default("metrics_session_labels")
 
     @property
     def db_path(self) -> Path:

@@ -8,6 +8,7 @@ are rejected one by one and counted, so the rest of the export still lands.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -45,7 +46,7 @@ _TEMPORALITY = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Point:
     metric: str
     unit: str
@@ -60,7 +61,7 @@ class Point:
     extra: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     key: bytes  # identical records (an exporter's retry) share it
     name: str
@@ -122,6 +123,9 @@ def to_batch(signal: Signal, request: Message, *, store_prompts: bool = False, n
 
 
 def any_value(value: common_pb2.AnyValue, batch: Batch | None = None, depth: int = 0) -> Any:
+    text = value.string_value
+    if text and len(text) <= MAX_STRING:
+        return text  # by far the most common case: skip the oneof lookup
     which = value.WhichOneof("value")
     if which == "string_value":
         text = value.string_value
@@ -148,16 +152,26 @@ def any_value(value: common_pb2.AnyValue, batch: Batch | None = None, depth: int
 
 
 def attributes(kvs: Iterable[common_pb2.KeyValue], batch: Batch | None = None) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value, batch) for kv in kvs if kv.key}
+    out = {}
+    for kv in kvs:
+        key = kv.key
+        if key:
+            out[key] = any_value(kv.value, batch)
+    return out
 
 
 def _json_number(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)  # JSON has no NaN; keep it readable
 
 
+@functools.lru_cache(maxsize=4096)
+def _numeric_key(key: str) -> bool:
+    return key in NUMERIC_KEYS or key.endswith(NUMERIC_SUFFIXES)
+
+
 def _numeric(key: str, value: Any) -> Any:
     """Normalise numbers that arrive as strings (``"28"``) for keys that are numeric by nature."""
-    if isinstance(value, str) and (key in NUMERIC_KEYS or key.endswith(NUMERIC_SUFFIXES)):
+    if isinstance(value, str) and _numeric_key(key):
         try:
             number = float(value)
         except ValueError:

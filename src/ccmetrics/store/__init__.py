@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from ..otlp.normalize import Batch
 from .facts import FamilyCache
@@ -14,12 +17,16 @@ from .writer import StoreUnavailable, WriteResult, Writer, connect
 
 __all__ = ["Store", "StoreUnavailable", "WriteResult", "open_reader"]
 
+T = TypeVar("T")
+READERS = 4  # queries run on this many threads, each with its own connection: bounded memory
+
 
 def open_reader(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise FileNotFoundError(f"no ccmetrics database at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA cache_size = -8000")  # KiB
     return conn
 
 
@@ -34,6 +41,7 @@ class Store:
         self.path = path
         self._writer = Writer(path)
         self._readers = threading.local()
+        self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
         self.family_cache = FamilyCache()
 
     async def write(self, batch: Batch) -> WriteResult:
@@ -45,6 +53,10 @@ class Store:
         """Changes whenever new data has been committed."""
         return self._writer.commits
 
+    async def read(self, query: Callable[[], T]) -> T:
+        """Run a query (which calls ``reader()``) on one of the reader threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, query)
+
     def reader(self) -> sqlite3.Connection:
         """A read-only connection for the calling thread, reused across calls."""
         conn = getattr(self._readers, "conn", None)
@@ -53,4 +65,5 @@ class Store:
         return conn
 
     def close(self) -> None:
+        self._read_pool.shutdown(wait=True)
         self._writer.close()

@@ -16,7 +16,6 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -87,7 +86,7 @@ def to_csv(data: dict[str, Any]) -> str:
 def create_app(store: Store, config: Config) -> Starlette:
     async def query(request: Request, work: Any) -> Response:
         try:
-            return JSONResponse(await run_in_threadpool(work))
+            return JSONResponse(await store.read(work))
         except (QueryError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -121,7 +120,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             return JSONResponse({"error": "no such panel"}, status_code=404)
         if request.query_params.get("format") == "csv":
             try:
-                text = await run_in_threadpool(lambda: to_csv(panel.data(view_from(request, store))))
+                text = await store.read(lambda: to_csv(panel.data(view_from(request, store))))
             except (QueryError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             return Response(text, media_type="text/csv",
@@ -164,6 +163,15 @@ def create_app(store: Store, config: Config) -> Starlette:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
+    metrics_cache: dict = {}
+
+    async def metrics(request: Request) -> Response:
+        from ..prometheus import CONTENT_TYPE_LATEST, exposition
+
+        body = await store.read(lambda: exposition(store.reader(), config.metrics_labels,
+                                                   config.metrics_session_labels, metrics_cache))  # fmt: skip
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     def page(name: str):  # noqa: ANN202 - a Starlette endpoint
         async def endpoint(request: Request) -> FileResponse:
             return FileResponse(str(STATIC / name), headers=_SECURITY_HEADERS)
@@ -183,6 +191,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             Route("/api/filters", api_filters),
             Route("/api/sessions/{session_id:path}", api_session),
             Route("/api/live", live),
+            Route("/metrics", metrics),
             *status_routes(store),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,12 +21,12 @@ def routes(store: Store) -> list[Route]:
         except ValueError:
             return JSONResponse({"error": "limit must be a whole number"}, status_code=400)
         limit = max(1, min(limit, 1000))
-        return JSONResponse(await run_in_threadpool(lambda: status(store.reader(), limit)))
+        return JSONResponse(await store.read(lambda: status(store.reader(), limit)))
 
     async def api_probe(request: Request) -> JSONResponse:
         probe_id = request.path_params["probe_id"]
         if not _PROBE_ID.match(probe_id):
             return JSONResponse({"error": "a probe id is a UUID"}, status_code=400)
-        return JSONResponse(await run_in_threadpool(lambda: probe(store.reader(), probe_id)))
+        return JSONResponse(await store.read(lambda: probe(store.reader(), probe_id)))
 
     return [Route("/api/status", api_status), Route("/api/probes/{probe_id}", api_probe)]
