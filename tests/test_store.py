@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
 from ccmetrics.store import Store
-from ccmetrics.store.queries import Filters, QueryError
+from ccmetrics.store.filters import Filters, QueryError
 from ccmetrics.store.summary import summary
 from ccmetrics.store.schema import SCHEMA_VERSION
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .queries import Filters
+from .filters import Filters
 from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, HOUR_NS, NOT_IN_FAMILY
 
 Key = tuple[Any, ...]

@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 from .facts import Facts, FamilyCache
-from .queries import Filters
+from .filters import Filters
 
 TOKEN_TYPES = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
 COST = "claude_code.cost.usage"
