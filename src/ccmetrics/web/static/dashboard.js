@@ -173,6 +173,13 @@
     };
   }
 
+  // A bar chart stays readable with a dozen bars: the rest are added up as "other" (downloads keep them all).
+  function topItems(data, n) {
+    if (data.items.length <= n) return data;
+    const rest = data.items.slice(n - 1).reduce((sum, i) => sum + i.value, 0);
+    return { items: [...data.items.slice(0, n - 1), { label: `other (${data.items.length - n + 1})`, value: rest }] };
+  }
+
   function chartConfig(panel, data) {
     if (panel.kind === "pie") {
       return { type: "doughnut",
@@ -181,6 +188,7 @@
           tooltip: { callbacks: { label: (c) => `${c.label}: ${format(c.parsed, panel.unit)}` } } } } };
     }
     if (panel.kind === "bar") {
+      data = topItems(data, 12);
       const opts = chartOptions(panel, { indexAxis: "y" });
       opts.plugins.legend.display = false;
       opts.plugins.tooltip.callbacks.label = (c) => `${c.label}: ${format(c.parsed.x, panel.unit)}`;
@@ -267,7 +275,7 @@
     const table = el("table", {}, el("thead", {}, head), el("tbody", {}, rows.length ? rows :
       [el("tr", {}, el("td", { colspan: String(data.columns.length), class: "none" }, "Nothing in this range"))]));
     const note = data.sampled ? el("div", { class: "note" }, "Percentiles from an even sample of the events in range") : null;
-    bodies[panel.id].replaceChildren(el("div", { class: "table-box" }, table), note);
+    bodies[panel.id].replaceChildren(...[el("div", { class: "table-box" }, table), note].filter(Boolean));
   }
 
   function render(panel, data) {
