@@ -1,4 +1,4 @@
-"""The embedded database: one writer thread, any number of reader connections (SQLite in WAL mode)."""
+"""The embedded database: one writer process, a few reader connections (SQLite in WAL mode)."""
 
 from __future__ import annotations
 

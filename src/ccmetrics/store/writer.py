@@ -1,21 +1,29 @@
-"""The only code that writes to the database: one thread, fed by a bounded queue, committing in groups.
+"""The only code that writes to the database: one process of its own, committing in groups.
 
 A caller hands a batch over and waits for its future; the future resolves only once the transaction that
 holds the batch is committed (and fsynced), so an acknowledgement always means "on disk". Batches that
 arrive while a commit is under way share the next transaction (group commit), which keeps throughput high
 without weakening that promise.
+
+The writer runs in a child process so that storing (SQLite, triggers, identity lookups) and receiving
+(HTTP, protobuf, normalising) use both cores instead of taking turns on one interpreter lock. It exits when
+the server does, even when the server is killed: its end of the pipe closes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import multiprocessing
 import queue
+import signal
 import sqlite3
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,7 @@ from .schema import (
 )
 
 MAX_GROUP = 256  # batches per transaction
+MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the client is asked to retry
 
 
 class StoreUnavailable(Exception):
@@ -43,6 +52,10 @@ class WriteResult:
     events: int = 0
     spans: int = 0
 
+    @property
+    def stored_anything(self) -> bool:
+        return bool(self.points or self.events or self.spans)
+
 
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
@@ -52,61 +65,139 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-_STOP = object()
-
-
 class Writer:
-    def __init__(self, path: Path, queue_size: int = 4096) -> None:
-        self._conn = connect(path)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._ids: dict[bytes, int] = {}
+    """The server's handle on the writer process: ``submit`` returns a future resolved after the commit."""
+
+    def __init__(self, path: Path) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads and grpc
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(target=_writer_main, args=(str(path), child_end), name="ccmetrics-writer",
+                                        daemon=True)  # fmt: skip
+        self._process.start()
+        child_end.close()
+        if not self._pipe.poll(60) or self._pipe.recv() != "ready":
+            raise RuntimeError("the writer process did not start")
+        self._pending: dict[int, Future[WriteResult]] = {}
+        self._outbox: queue.Queue[Any] = queue.Queue(maxsize=MAX_IN_FLIGHT)
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
         self.commits = 0  # bumped after every commit that stored something; watched by live dashboards
-        self._thread = threading.Thread(target=self._run, name="ccmetrics-writer", daemon=True)
-        self._thread.start()
+        # Sending can block while the writer is busy: a thread of its own does it, never the event loop.
+        self._threads = [threading.Thread(target=self._send, name="ccmetrics-writer-send", daemon=True),
+                         threading.Thread(target=self._receive, name="ccmetrics-writer-results", daemon=True)]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, batch: Batch) -> Future[WriteResult]:
         future: Future[WriteResult] = Future()
+        with self._lock:
+            batch_id = next(self._ids)
+            self._pending[batch_id] = future
         try:
-            self._queue.put_nowait((batch, future))
+            self._outbox.put_nowait((batch_id, batch))
         except queue.Full:
+            with self._lock:
+                del self._pending[batch_id]
             raise StoreUnavailable("the store is busy; retry shortly") from None
         return future
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join()
-        self._conn.close()
+        self._outbox.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._process.join(timeout=30)
+        self._pipe.close()
 
-    # --- the writer thread ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
+    def _send(self) -> None:
         while True:
-            group = [self._queue.get()]
-            while len(group) < MAX_GROUP and group[-1] is not _STOP:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = group[-1] is _STOP
-            work = [item for item in group if item is not _STOP]
-            if work:
-                self._commit(work)
-            if stop:
+            item = self._outbox.get()
+            try:
+                self._pipe.send(item)
+            except (OSError, ValueError):
+                return  # the writer is gone; _receive fails what is pending
+            if item is None:
                 return
 
-    def _commit(self, work: list[tuple[Batch, Future[WriteResult]]]) -> None:
-        outcomes: list[tuple[Future[WriteResult], WriteResult | BaseException]] = []
-        new_ids: dict[bytes, int] = {}
+    def _receive(self) -> None:
+        while True:
+            try:
+                message = self._pipe.recv()
+            except (EOFError, OSError):
+                break
+            if message is None:
+                break
+            stored = False
+            with self._lock:
+                futures = [(self._pending.pop(batch_id), outcome) for batch_id, outcome in message]
+            for future, outcome in futures:
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    stored = stored or outcome.stored_anything
+                    future.set_result(outcome)
+            if stored:
+                self.commits += 1
+        with self._lock:
+            orphans, self._pending = list(self._pending.values()), {}
+        for future in orphans:
+            future.set_exception(StoreUnavailable("the writer stopped"))
+
+
+def _writer_main(path: str, pipe: Connection) -> None:
+    """The writer process: take what has arrived (up to MAX_GROUP batches), commit it, report, repeat."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop, and says so on the pipe
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    committer = Committer(Path(path))
+    pipe.send("ready")
+    try:
+        while True:
+            try:
+                group = [pipe.recv()]
+                while group[-1] is not None and len(group) < MAX_GROUP and pipe.poll():
+                    group.append(pipe.recv())
+            except (EOFError, OSError):
+                return  # the server is gone
+            stop = group[-1] is None
+            work = [item for item in group if item is not None]
+            if work:
+                outcomes = committer.commit([batch for _, batch in work])
+                pipe.send([(batch_id, _portable(outcome)) for (batch_id, _), outcome in zip(work, outcomes, strict=True)])
+            if stop:
+                pipe.send(None)
+                return
+    finally:
+        committer.close()
+
+
+def _portable(outcome: WriteResult | BaseException) -> WriteResult | BaseException:
+    """Exceptions cross the pipe as themselves when they can, as their message when they cannot."""
+    if isinstance(outcome, BaseException) and not isinstance(outcome, StoreUnavailable):
+        return RuntimeError(f"{type(outcome).__name__}: {outcome}")
+    return outcome
+
+
+class Committer:
+    """Writes groups of batches in one transaction each, every batch in a savepoint of its own."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path)
+        self._ids: dict[Any, int] = {}
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def commit(self, work: list[Batch]) -> list[WriteResult | BaseException]:
+        outcomes: list[WriteResult | BaseException] = []
+        new_ids: dict[Any, int] = {}
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            for batch, future in work:
+            for batch in work:
                 # A savepoint per batch: one batch that fails cannot take the others down with it.
                 self._conn.execute("SAVEPOINT batch")
                 known = set(new_ids)
                 try:
-                    result = self._apply(batch, new_ids)
+                    outcomes.append(self._apply(batch, new_ids))
                     self._conn.execute("RELEASE batch")
-                    outcomes.append((future, result))
                 except Exception as exc:
                     if isinstance(exc, sqlite3.Error) and _store_level(exc):
                         raise  # disk full, I/O error, locked: the whole transaction is lost, handled below
@@ -114,23 +205,14 @@ class Writer:
                     self._conn.execute("RELEASE batch")
                     for key in set(new_ids) - known:
                         del new_ids[key]
-                    outcomes.append((future, exc))
+                    outcomes.append(exc)
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"the store could not commit: {exc}")
-            for _, future in work:
-                future.set_exception(failure)
-            return
+            return [StoreUnavailable(f"the store could not commit: {exc}")] * len(work)
         self._ids.update(new_ids)
-        if any(not isinstance(o, BaseException) and (o.points or o.events or o.spans) for _, o in outcomes):
-            self.commits += 1
-        for future, outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        return outcomes
 
     def _apply(self, batch: Batch, new_ids: dict[Any, int]) -> WriteResult:
         result = WriteResult()
