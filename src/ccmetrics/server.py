@@ -58,7 +58,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         servers = [
             _Server(uvicorn.Config(create_app(store, config), log_level="warning", lifespan="off",
                                    access_log=False)),
-            _Server(uvicorn.Config(otlp_app, log_level="warning", lifespan="off", access_log=False)),
+            _Server(uvicorn.Config(otlp_app, log_level="warning", lifespan="off", access_log=False,
+                                   proxy_headers=False, server_header=False, date_header=False)),
         ]  # fmt: skip
         loop = asyncio.get_running_loop()
 

@@ -1,14 +1,15 @@
-"""OTLP/HTTP receiver: ``POST /v1/metrics``, ``/v1/logs``, ``/v1/traces`` (protobuf or JSON, gzip or deflate)."""
+"""OTLP/HTTP receiver: ``POST /v1/metrics``, ``/v1/logs``, ``/v1/traces`` (protobuf or JSON, gzip or deflate).
+
+A bare ASGI application: this is the hot path of the server, and three routes need no framework.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from google.rpc import code_pb2
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from ..store import Store, StoreUnavailable
 from .decode import PROTOBUF, DecodeError, Signal, decompress, encode, media_type, parse, status_body
@@ -18,48 +19,82 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "2"
 _GRPC_CODE = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT,
-              503: code_pb2.UNAVAILABLE, 500: code_pb2.INTERNAL}  # fmt: skip
+              503: code_pb2.UNAVAILABLE}  # fmt: skip
+_ROUTES = {f"/v1/{signal.value}": signal for signal in Signal}
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def create_app(store: Store, *, max_body_bytes: int, store_prompts: bool) -> Starlette:
-    def endpoint(signal: Signal):  # noqa: ANN202 - a Starlette endpoint
-        async def export(request: Request) -> Response:
-            media = PROTOBUF
-            try:
-                media = media_type(request.headers.get("content-type"))
-                body = await _read_body(request, max_body_bytes)
-                raw = decompress(body, request.headers.get("content-encoding"), max_body_bytes)
-                message = parse(signal, raw, media)
-                response = await ingest(store, signal, message, store_prompts=store_prompts)
-            except DecodeError as exc:
-                return _error(exc.status, exc.message, media)
-            except StoreUnavailable as exc:
-                log.warning("refusing an export: %s", exc)
-                return _error(503, str(exc), media, {"Retry-After": RETRY_AFTER_SECONDS})
-            except ClientDisconnect:
-                return Response(status_code=400)
-            return Response(encode(response, media), media_type=media)
-
-        return export
-
-    routes = [Route(f"/v1/{signal.value}", endpoint(signal), methods=["POST"]) for signal in Signal]
-    return Starlette(routes=routes)
+class _Disconnected(Exception):
+    pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes off the wire; a longer body is refused before it fills memory."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise DecodeError(413, f"body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise DecodeError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class OtlpHttpApp:
+    def __init__(self, store: Store, *, max_body_bytes: int, store_prompts: bool) -> None:
+        self.store = store
+        self.max_body_bytes = max_body_bytes
+        self.store_prompts = store_prompts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        signal = _ROUTES.get(scope["path"].rstrip("/") or "/")
+        if signal is None:
+            await _respond(send, 404, b"not found: OTLP/HTTP serves /v1/metrics, /v1/logs and /v1/traces", "text/plain")
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"use POST", "text/plain", {"allow": "POST"})
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        media = PROTOBUF
+        try:
+            media = media_type(headers.get("content-type"))
+            body = await self._read_body(receive, headers.get("content-length"))
+            raw = decompress(body, headers.get("content-encoding"), self.max_body_bytes)
+            message = parse(signal, raw, media)
+            response = await ingest(self.store, signal, message, store_prompts=self.store_prompts)
+        except DecodeError as exc:
+            await _error(send, exc.status, exc.message, media)
+        except StoreUnavailable as exc:
+            log.warning("refusing an export: %s", exc)
+            await _error(send, 503, str(exc), media, {"retry-after": RETRY_AFTER_SECONDS})
+        except _Disconnected:
+            return
+        else:
+            await _respond(send, 200, encode(response, media), media)
+
+    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
+        """Read at most the limit off the wire; a longer body is refused before it fills memory."""
+        limit = self.max_body_bytes
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise DecodeError(413, f"body of {declared} bytes is over the limit of {limit} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise DecodeError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
-def _error(status: int, message: str, media: str, headers: dict[str, str] | None = None) -> Response:
+def create_app(store: Store, *, max_body_bytes: int, store_prompts: bool) -> OtlpHttpApp:
+    return OtlpHttpApp(store, max_body_bytes=max_body_bytes, store_prompts=store_prompts)
+
+
+async def _respond(send: Send, status: int, body: bytes, media: str, extra: dict[str, str] | None = None) -> None:
+    headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, status: int, message: str, media: str, extra: dict[str, str] | None = None) -> None:
     body = status_body(_GRPC_CODE.get(status, code_pb2.INVALID_ARGUMENT), message, media)
-    return Response(body, status_code=status, media_type=media, headers=headers)
+    await _respond(send, status, body, media, extra)
