@@ -82,6 +82,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             config.host, config.port, config.host, config.otlp_grpc_port, config.host, config.otlp_http_port,
             config.db_path,
         )  # fmt: skip
+        log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
         if ready is not None:
             ready.set()
         await asyncio.gather(*tasks)
