@@ -63,20 +63,31 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 class FamilyCache:
-    """Attributes of families, by id: families never change once written, so they are cached for good."""
+    """Name and attributes of families, by id: families never change once written, so they are cached for good."""
+
+    _NAME = {"families": "metric", "event_families": "name"}
 
     def __init__(self) -> None:
-        self._attrs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._known: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
-    def attrs(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        missing = [i for i in set(ids) if (table, i) not in self._attrs]
+    def _load(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> None:
+        missing = [i for i in set(ids) if (table, i) not in self._known]
         for chunk in range(0, len(missing), 500):
             part = missing[chunk : chunk + 500]
-            for family_id, attrs in conn.execute(
-                f"SELECT id, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})", part
+            for family_id, name, attrs in conn.execute(
+                f"SELECT id, {self._NAME[table]}, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})", part
             ):
-                self._attrs[(table, family_id)] = json.loads(attrs)
-        return {i: self._attrs.get((table, i), {}) for i in ids}
+                self._known[(table, family_id)] = (name, json.loads(attrs))
+
+    def attrs(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        ids = list(ids)
+        self._load(conn, table, ids)
+        return {i: self._known.get((table, i), ("", {}))[1] for i in ids}
+
+    def names(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, str]:
+        ids = list(ids)
+        self._load(conn, table, ids)
+        return {i: self._known.get((table, i), ("", {}))[0] for i in ids}
 
 
 def _on(where: str, family_column: str) -> str:
@@ -175,6 +186,10 @@ class Facts:
     def family_totals(self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()) -> dict[Key, float]:
         """A counter's increments per family, or per value of common ``columns`` (grouped in SQL, for big
         groupings such as timelines), and per time bucket when asked: ``{(family_id | *values[, bucket]): sum}``."""
+        if bucket_ns is None and not columns:
+            sums = self._all_metric_sums()
+            names = self.cache.names(self.conn, "families", sums)
+            return {(family_id,): value for family_id, value in sums.items() if names[family_id] == metric}
         where, params, raw_only = self._metric_filter
         raw_only = raw_only or bool(bucket_ns and bucket_ns % HOUR_NS)
         out: dict[Key, float] = defaultdict(float)
@@ -196,6 +211,24 @@ class Facts:
                        f"GROUP BY {group}")  # fmt: skip
             for *key, value in self.conn.execute(sql, [metric, *time_params, *params]):
                 out[tuple(key)] += value
+        return dict(out)
+
+    @functools.cache  # noqa: B019
+    def _all_metric_sums(self) -> dict[int, float]:
+        """Every counter's increments per family in one pass: the panels then pick the metrics they show."""
+        where, params, raw_only = self._metric_filter
+        out: dict[int, float] = defaultdict(float)
+        for source, lo, hi in self._spans(raw_only):
+            if source == "rollup":
+                time_sql, time_params = self._time("r.hour_ns", lo, hi)
+                sql = (f"SELECT r.family_id, SUM(r.value) FROM rollup r WHERE {time_sql} "
+                       f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
+            else:
+                time_sql, time_params = self._time("p.time_ns", lo, hi)
+                sql = (f"SELECT s.family_id, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
+                       f"WHERE s.kind = 'sum' AND {time_sql} AND {_on(where, 's.family_id')} GROUP BY 1")  # fmt: skip
+            for family_id, value in self.conn.execute(sql, [*time_params, *params]):
+                out[family_id] += value
         return dict(out)
 
     def _metric_attrs(self, totals: dict[Key, Any]) -> dict[int, dict[str, Any]]:
@@ -227,23 +260,28 @@ class Facts:
 
     # --- events ---------------------------------------------------------------------------------------
 
-    @functools.cache  # noqa: B019
     def event_family_totals(self, name: str) -> dict[int, EventTotals]:
+        totals = self._all_event_totals()
+        names = self.cache.names(self.conn, "event_families", totals)
+        return {family_id: t for family_id, t in totals.items() if names[family_id] == name}
+
+    @functools.cache  # noqa: B019
+    def _all_event_totals(self) -> dict[int, EventTotals]:
+        """Counts and measure sums of every event family in one pass."""
         where, params, raw_only = self._event_filter
-        sums = ", ".join(f"SUM({{t}}.{m}_sum), SUM({{t}}.{m}_count)" for m in EVENT_MEASURES)
+        sums = ", ".join(f"SUM(r.{m}_sum), SUM(r.{m}_count)" for m in EVENT_MEASURES)
         raw_sums = ", ".join(f"SUM(coalesce(e.{m}, 0)), SUM(e.{m} IS NOT NULL)" for m in EVENT_MEASURES)
         out: dict[int, EventTotals] = defaultdict(EventTotals)
         for source, lo, hi in self._spans(raw_only):
             if source == "rollup":
                 time_sql, time_params = self._time("r.hour_ns", lo, hi)
-                sql = (f"SELECT r.family_id, SUM(r.count), {sums.format(t='r')} FROM event_rollup r "
-                       f"WHERE r.family_id IN (SELECT id FROM event_families WHERE name = ?) AND {time_sql} "
+                sql = (f"SELECT r.family_id, SUM(r.count), {sums} FROM event_rollup r WHERE {time_sql} "
                        f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
             else:
                 time_sql, time_params = self._time("e.time_ns", lo, hi)
-                sql = (f"SELECT e.family_id, COUNT(*), {raw_sums} FROM events e WHERE e.name = ? AND {time_sql} "
+                sql = (f"SELECT e.family_id, COUNT(*), {raw_sums} FROM events e WHERE {time_sql} "
                        f"AND {_on(where, 'e.family_id')} GROUP BY 1")  # fmt: skip
-            for family_id, count, *values in self.conn.execute(sql, [name, *time_params, *params]):
+            for family_id, count, *values in self.conn.execute(sql, [*time_params, *params]):
                 out[family_id].add(count, values[0::2], values[1::2])
         return dict(out)
 
