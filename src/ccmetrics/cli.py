@@ -14,7 +14,7 @@ import click
 from . import __version__
 from .config import SETTINGS_BY_NAME, Config
 from .store import open_reader
-from .store.queries import Filters, QueryError
+from .store.filters import Filters, QueryError
 from .store.summary import summary
 
 
@@ -207,3 +207,75 @@ def doctor(server: str, backend: str, project_dir: str | None, managed_settings:
     else:
         doctor_mod.render(result)
     raise SystemExit(0 if result.ok else 1)
+
+
+@main.group()
+def stack() -> None:
+    """The distributed design: OpenTelemetry Collector, Prometheus, Loki and Grafana in Docker Compose."""
+
+
+@stack.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--lite", is_flag=True, help="Prometheus scrapes `ccmetrics serve`'s /metrics: no Collector, no Loki.")
+@click.option("--ccmetrics-target", default="host.docker.internal:3000", show_default=True,
+              help="With --lite: host:port of ccmetrics serve, as the Prometheus container sees it.")  # fmt: skip
+@click.option("--retention", default="30d", show_default=True, help="How long Prometheus keeps metrics.")
+@click.option("--loki-retention", default="30d", show_default=True, help="How long Loki keeps events.")
+@click.option("--remote-write", "remote_write", metavar="URL", help="Also send everything to this remote_write URL.")
+@click.option("--scrape-interval", default="15s", show_default=True)
+@click.option("--metric-expiration", default="168h", show_default=True,
+              help="How long the Collector keeps exposing a counter that stopped moving.")  # fmt: skip
+@click.option("--grafana-port", type=int, help="Grafana's port on the host [default: 3000; 3001 with --lite].")
+@click.option("--hourly-cost-alert", type=float, default=10.0, show_default=True, help="USD per hour, all users.")
+@click.option("--daily-budget", type=float, default=25.0, show_default=True, help="USD per user and day.")
+@click.option("--no-telemetry-minutes", type=int, default=60, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite the stack's files (.env and its password are kept).")
+def stack_init(directory: str, lite: bool, ccmetrics_target: str, retention: str, loki_retention: str,
+               remote_write: str | None, scrape_interval: str, metric_expiration: str, grafana_port: int | None,
+               hourly_cost_alert: float, daily_budget: float, no_telemetry_minutes: int, force: bool) -> None:  # fmt: skip
+    """Write a ready stack directory: Compose file, configs, rules, Grafana dashboard, Makefile, README."""
+    from pathlib import Path
+
+    from .stack import StackOptions, write
+
+    opts = StackOptions(lite=lite, ccmetrics_target=ccmetrics_target, prometheus_retention=retention,
+                        loki_retention=loki_retention, remote_write_url=remote_write, scrape_interval=scrape_interval,
+                        metric_expiration=metric_expiration, grafana_port=grafana_port or (3001 if lite else 3000),
+                        hourly_cost_alert_usd=hourly_cost_alert, daily_budget_usd=daily_budget,
+                        no_telemetry_minutes=no_telemetry_minutes)  # fmt: skip
+    try:
+        written = write(Path(directory), opts, force=force)
+    except (FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"\nNext: cd {directory} && make start && make health  (Grafana's password is in .env)")
+
+
+@main.command()
+@click.option("--ccmetrics", "ccmetrics_url", metavar="URL", help="A ccmetrics serve [default, if nothing else "
+              "is given: http://127.0.0.1:3000].")  # fmt: skip
+@click.option("--collector", metavar="URL", help="The Collector's health_check extension (port 13133).")
+@click.option("--prometheus", metavar="URL", help="Prometheus (asks /-/ready).")
+@click.option("--loki", metavar="URL", help="Loki (asks /ready).")
+@click.option("--grafana", metavar="URL", help="Grafana (asks /api/health).")
+@click.option("--stack", "whole_stack", is_flag=True, help="All four of a stack on this machine, default ports.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds per check.")
+@click.option("--json", "as_json", is_flag=True)
+def health(ccmetrics_url: str | None, collector: str | None, prometheus: str | None, loki: str | None,
+           grafana: str | None, whole_stack: bool, timeout: float, as_json: bool) -> None:  # fmt: skip
+    """Check that each service is up; exit 1 when one is down."""
+    from . import health as health_mod
+
+    targets = dict(health_mod.STACK_DEFAULTS) if whole_stack else {}
+    given = {"ccmetrics": ccmetrics_url, "collector": collector, "prometheus": prometheus, "loki": loki,
+             "grafana": grafana}  # fmt: skip
+    targets.update({k: v for k, v in given.items() if v})
+    if not targets:
+        targets = {"ccmetrics": "http://127.0.0.1:3000"}
+    checks = health_mod.run(targets, timeout)
+    if as_json:
+        click.echo(json.dumps(health_mod.as_dicts(checks), indent=2))
+    else:
+        health_mod.render(checks)
+    raise SystemExit(0 if health_mod.all_ok(checks) else 1)

@@ -26,7 +26,7 @@ from ..config import Config
 from ..panels import PANELS, PANELS_BY_ID, Panel, View
 from ..store import Store
 from ..store.facts import Facts, attribute_values, filter_options, session_timeline
-from ..store.queries import Filters, QueryError
+from ..store.filters import Filters, QueryError
 from ..store.summary import summary
 from .status_api import routes as status_routes
 
