@@ -416,5 +416,16 @@ def test_report_cli_json_equals_api(scenario: Scenario) -> None:
     assert json.loads(out.stdout) == approx_tree(get_summary(scenario.server, {"filter": "team.id=platform"}))
 
 
-def test_wall_time_is_modest(scenario: Scenario) -> None:
-    assert scenario.wall_s < 150, f"the e2e scenario took {scenario.wall_s:.1f}s"
+def test_every_dashboard_panel_matches_ground_truth(scenario: Scenario) -> None:
+    """The built-in dashboard over real-client data: every catalogue panel equals the raw exports."""
+    from tests.panel_truth import check_panels, expected_panels
+
+    settled_summary(scenario, scenario.truth)
+    panels = httpx.get(f"{scenario.server.base_url}/api/panels", timeout=10).json()["panels"]
+    dashboard = httpx.get(f"{scenario.server.base_url}/api/dashboard", timeout=30).json()
+    check_panels(dashboard, expected_panels(scenario.points, scenario.events), panels)
+    team = lambda a: a.get("team.id") == "platform"  # noqa: E731
+    filtered = httpx.get(f"{scenario.server.base_url}/api/dashboard", params={"filter": "team.id=platform"},
+                         timeout=30).json()  # fmt: skip
+    check_panels(filtered, expected_panels([p for p in scenario.points if team(p.attrs)],
+                                           [e for e in scenario.events if team(e.attrs)]), panels)  # fmt: skip
