@@ -187,21 +187,21 @@ def test_data_survives_reopening_and_schema_is_versioned(tmp_path):
 
 
 def test_any_time_range_is_exact_across_rollup_hours_and_raw_edges(store):
-    """Whole hours come from rollups, partial hours from raw points: every range must still add up exactly."""
+    """Whole days and hours come from rollups, partial hours from raw points: every range adds up exactly."""
     import random
 
     rng = random.Random(3)
     points = []
     for i in range(400):
-        end = T0 + rng.randint(0, 10 * 3600) * SECOND
+        end = T0 + rng.randint(0, 3 * 86400) * SECOND
         points.append((end - SECOND, end, float(rng.randint(1, 100)), {**USER, "session.id": f"s{i % 7}"}))
     ingest(store, *(sum_request(COST, [p]) for p in points))
     cumulative = [(T0, T0 + (i + 1) * 900 * SECOND, float(10 * (i + 1)), {**USER, "type": "input"}) for i in range(30)]
     rng.shuffle(cumulative)  # late points: the increments after them are corrected, in the rollup too
     ingest(store, *(sum_request(TOKENS, [p], temporality=CUMULATIVE) for p in cumulative))
     for _ in range(40):
-        lo = T0 + rng.randint(-3600, 11 * 3600) * SECOND + rng.randint(0, SECOND)
-        hi = lo + rng.randint(0, 6 * 3600) * SECOND
+        lo = T0 + rng.randint(-3600, 3 * 86400) * SECOND + rng.randint(0, SECOND)
+        hi = lo + rng.randint(0, 2 * 86400) * SECOND
         since, until = _iso(lo), _iso(hi)
         lo, hi = Filters.parse(since=since).since_ns, Filters.parse(until=until).until_ns
         expected = sum(v for _, end, v, _ in points if lo <= end < hi)
@@ -218,3 +218,19 @@ def _iso(ns: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
+
+
+def test_ranges_split_into_days_hours_and_raw_edges():
+    from ccmetrics.store.facts import _split
+
+    hour, day = 3600 * SECOND, 86400 * SECOND
+    tiers = [("day", day), ("hour", hour)]
+    lo, hi = 3 * day - 90 * 60 * SECOND, 6 * day + 2 * hour + 5 * SECOND
+    assert _split(lo, hi, tiers) == [
+        ("raw", lo, 3 * day - hour), ("hour", 3 * day - hour, 3 * day), ("day", 3 * day, 6 * day),
+        ("hour", 6 * day, 6 * day + 2 * hour), ("raw", 6 * day + 2 * hour, hi),
+    ]  # fmt: skip
+    assert _split(None, None, tiers) == [("day", None, None)]
+    assert _split(None, 2 * day + 5, tiers) == [("day", None, 2 * day), ("raw", 2 * day, 2 * day + 5)]
+    assert _split(hour + 1, hour + 2, tiers) == [("raw", hour + 1, hour + 2)]
+    assert _split(5, 5, tiers) == []

@@ -128,7 +128,7 @@ class StoreCollector:
             sql = ("SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM series s "
                    "JOIN points p ON p.series_id = s.id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id")  # fmt: skip
         else:
-            sql = "SELECT family_id, '', SUM(value) FROM rollup GROUP BY family_id"
+            sql = "SELECT family_id, '', SUM(value) FROM rollup_day GROUP BY family_id"
         return {(fid, sid): value for fid, sid, value in self.conn.execute(sql)}
 
     def collect(self) -> Iterator[Metric]:

@@ -18,7 +18,7 @@ from .writer import StoreUnavailable, WriteResult, Writer, connect
 __all__ = ["Store", "StoreUnavailable", "WriteResult", "open_reader"]
 
 T = TypeVar("T")
-READERS = 4  # queries run on this many threads, each with its own connection: bounded memory
+READERS = 2  # queries run on this many threads, each with its own connection: bounded memory
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
@@ -26,7 +26,7 @@ def open_reader(path: Path) -> sqlite3.Connection:
         raise FileNotFoundError(f"no ccmetrics database at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA cache_size = -8000")  # KiB
+    conn.execute("PRAGMA cache_size = -4000")  # KiB
     return conn
 
 

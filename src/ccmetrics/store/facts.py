@@ -14,17 +14,18 @@ import json
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .filters import Filters
-from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, HOUR_NS, NOT_IN_FAMILY
+from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, NOT_IN_FAMILY, TIERS
 
 Key = tuple[Any, ...]
+T = TypeVar("T")
 SAMPLE_TARGET = 10_000  # events read at most (about) for one percentile
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")
-Span = tuple[str, int | None, int | None]  # ("rollup" | "raw", from, to)
+Span = tuple[str, int | None, int | None]  # ("day" | "hour" | "raw", from, to)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,20 @@ class EventTotals:
         for measure, s, n in zip(EVENT_MEASURES, sums, counts, strict=True):
             self.sums[measure] += s or 0.0
             self.counts[measure] += n or 0
+
+
+def memoized(method: Callable[..., T]) -> Callable[..., T]:
+    """Remember a method's answers on its instance (functools.cache would keep every instance alive)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any) -> T:
+        key = (method.__name__, args)
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = method(self, *args)
+        return memo[key]
+
+    return wrapper
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -90,6 +105,22 @@ class FamilyCache:
         return {i: self._known.get((table, i), ("", {}))[0] for i in ids}
 
 
+def _split(lo: int | None, hi: int | None, tiers: list[tuple[str, int]]) -> list[Span]:
+    """Cut [lo, hi) into the largest whole units of the first tier, the remainders into the next ones."""
+    if lo is not None and hi is not None and lo >= hi:
+        return []
+    if not tiers:
+        return [("raw", lo, hi)]
+    (tier, size), finer = tiers[0], tiers[1:]
+    first = -(-lo // size) * size if lo is not None else None
+    last = hi // size * size if hi is not None else None
+    if first is not None and last is not None and first >= last:
+        return _split(lo, hi, finer)
+    head = _split(lo, first, finer) if lo is not None else []
+    tail = _split(last, hi, finer) if hi is not None else []
+    return [*head, (tier, first, last), *tail]
+
+
 def _on(where: str, family_column: str) -> str:
     """Filter conditions, aimed at the family id column of the table being read."""
     return where.replace("{fid}", family_column)
@@ -115,21 +146,13 @@ class Facts:
 
     # --- where to read from ---------------------------------------------------------------------------
 
-    def _spans(self, raw_only: bool) -> list[Span]:
-        lo, hi = self.filters.since_ns, self.filters.until_ns
+    def _spans(self, raw_only: bool, bucket_ns: int | None = None) -> list[Span]:
+        """Pieces of the time range and where each is read: whole days from the daily rollups, whole hours
+        from the hourly ones, the rest from raw rows; a chart's buckets must be whole units of the tier."""
         if raw_only:
-            return [("raw", lo, hi)]
-        first = -(-lo // HOUR_NS) * HOUR_NS if lo is not None else None  # first whole hour
-        last = hi // HOUR_NS * HOUR_NS if hi is not None else None  # end of the last whole hour
-        if first is not None and last is not None and first >= last:
-            return [("raw", lo, hi)]
-        spans: list[Span] = []
-        if lo is not None and first is not None and lo < first:
-            spans.append(("raw", lo, first))
-        spans.append(("rollup", first, last))
-        if hi is not None and last is not None and last < hi:
-            spans.append(("raw", last, hi))
-        return spans
+            return [("raw", self.filters.since_ns, self.filters.until_ns)]
+        tiers = [(tier, size) for tier, size in TIERS.items() if not bucket_ns or bucket_ns % size == 0]
+        return _split(self.filters.since_ns, self.filters.until_ns, sorted(tiers, key=lambda t: -t[1]))
 
     @staticmethod
     def _time(column: str, lo: int | None, hi: int | None) -> tuple[str, list[int]]:
@@ -182,7 +205,7 @@ class Facts:
 
     # --- metrics --------------------------------------------------------------------------------------
 
-    @functools.cache  # noqa: B019 - a Facts lives for one request
+    @memoized
     def family_totals(self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()) -> dict[Key, float]:
         """A counter's increments per family, or per value of common ``columns`` (grouped in SQL, for big
         groupings such as timelines), and per time bucket when asked: ``{(family_id | *values[, bucket]): sum}``."""
@@ -191,20 +214,20 @@ class Facts:
             names = self.cache.names(self.conn, "families", sums)
             return {(family_id,): value for family_id, value in sums.items() if names[family_id] == metric}
         where, params, raw_only = self._metric_filter
-        raw_only = raw_only or bool(bucket_ns and bucket_ns % HOUR_NS)
         out: dict[Key, float] = defaultdict(float)
-        for source, lo, hi in self._spans(raw_only):
-            table, time_column = ("r", "r.hour_ns") if source == "rollup" else ("p", "p.time_ns")
-            owner = "f" if source == "rollup" else "s"
-            keys = [f"{owner}.{FAMILY_COLUMNS[c]}" for c in columns] or [f"{owner}.{'id' if owner == 'f' else 'family_id'}"]
+        for source, lo, hi in self._spans(raw_only, bucket_ns):
+            rollup = source != "raw"
+            time_column = "r.start_ns" if rollup else "p.time_ns"
+            owner = "f" if rollup else "s"
+            keys = [f"{owner}.{FAMILY_COLUMNS[c]}" for c in columns] or [f"{owner}.{'id' if rollup else 'family_id'}"]
             if bucket_ns:
                 keys.append(f"{time_column} - {time_column} % {int(bucket_ns)}")
             group = ", ".join(str(i + 1) for i in range(len(keys)))
             time_sql, time_params = self._time(time_column, lo, hi)
-            if source == "rollup":
-                sql = (f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup r JOIN families f ON f.id = r.family_id "
-                       f"WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} AND {_on(where, 'r.family_id')} "
-                       f"GROUP BY {group}")  # fmt: skip
+            if rollup:
+                sql = (f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup_{source} r "
+                       f"JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
+                       f"AND {_on(where, 'r.family_id')} GROUP BY {group}")  # fmt: skip
             else:
                 sql = (f"SELECT {', '.join(keys)}, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
                        f"WHERE s.metric = ? AND s.kind = 'sum' AND {time_sql} AND {_on(where, 's.family_id')} "
@@ -213,15 +236,15 @@ class Facts:
                 out[tuple(key)] += value
         return dict(out)
 
-    @functools.cache  # noqa: B019
+    @memoized
     def _all_metric_sums(self) -> dict[int, float]:
         """Every counter's increments per family in one pass: the panels then pick the metrics they show."""
         where, params, raw_only = self._metric_filter
         out: dict[int, float] = defaultdict(float)
         for source, lo, hi in self._spans(raw_only):
-            if source == "rollup":
-                time_sql, time_params = self._time("r.hour_ns", lo, hi)
-                sql = (f"SELECT r.family_id, SUM(r.value) FROM rollup r WHERE {time_sql} "
+            if source != "raw":
+                time_sql, time_params = self._time("r.start_ns", lo, hi)
+                sql = (f"SELECT r.family_id, SUM(r.value) FROM rollup_{source} r WHERE {time_sql} "
                        f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
             else:
                 time_sql, time_params = self._time("p.time_ns", lo, hi)
@@ -234,14 +257,14 @@ class Facts:
     def _metric_attrs(self, totals: dict[Key, Any]) -> dict[int, dict[str, Any]]:
         return self.cache.attrs(self.conn, "families", {key[0] for key in totals})
 
-    @functools.cache  # noqa: B019
+    @memoized
     def metric_totals(self, metric: str, by: tuple[str, ...] = ()) -> dict[Key, float]:
         """Sum of a counter's increments, grouped by attributes."""
         totals = {k[0]: v for k, v in self.family_totals(metric).items()}
         groups = _group(totals, self._metric_attrs(self.family_totals(metric)), by)
         return {key: sum(values) for key, values in groups.items()}
 
-    @functools.cache  # noqa: B019
+    @memoized
     def metric_timeline(self, metric: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
         """Like ``metric_totals``, with the start of the time bucket as the key's first element."""
         if all(key in FAMILY_COLUMNS for key in by):
@@ -265,7 +288,7 @@ class Facts:
         names = self.cache.names(self.conn, "event_families", totals)
         return {family_id: t for family_id, t in totals.items() if names[family_id] == name}
 
-    @functools.cache  # noqa: B019
+    @memoized
     def _all_event_totals(self) -> dict[int, EventTotals]:
         """Counts and measure sums of every event family in one pass."""
         where, params, raw_only = self._event_filter
@@ -273,9 +296,9 @@ class Facts:
         raw_sums = ", ".join(f"SUM(coalesce(e.{m}, 0)), SUM(e.{m} IS NOT NULL)" for m in EVENT_MEASURES)
         out: dict[int, EventTotals] = defaultdict(EventTotals)
         for source, lo, hi in self._spans(raw_only):
-            if source == "rollup":
-                time_sql, time_params = self._time("r.hour_ns", lo, hi)
-                sql = (f"SELECT r.family_id, SUM(r.count), {sums} FROM event_rollup r WHERE {time_sql} "
+            if source != "raw":
+                time_sql, time_params = self._time("r.start_ns", lo, hi)
+                sql = (f"SELECT r.family_id, SUM(r.count), {sums} FROM event_rollup_{source} r WHERE {time_sql} "
                        f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
             else:
                 time_sql, time_params = self._time("e.time_ns", lo, hi)
@@ -285,7 +308,7 @@ class Facts:
                 out[family_id].add(count, values[0::2], values[1::2])
         return dict(out)
 
-    @functools.cache  # noqa: B019
+    @memoized
     def event_values(self, name: str, measure: str) -> tuple[list[tuple[int, float]], bool]:
         """``(family_id, value)`` of a measure for percentiles, and whether they are an even sample.
 
@@ -306,13 +329,13 @@ class Facts:
     def _event_attrs(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         return self.cache.attrs(self.conn, "event_families", ids)
 
-    @functools.cache  # noqa: B019
+    @memoized
     def event_counts(self, name: str, by: tuple[str, ...] = ()) -> dict[Key, int]:
         totals = self.event_family_totals(name)
         groups = _group({k: v.count for k, v in totals.items()}, self._event_attrs(totals), by)
         return {key: sum(values) for key, values in groups.items()}
 
-    @functools.cache  # noqa: B019
+    @memoized
     def event_stats(self, name: str, measure: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:
         """Count, sum and percentiles of an event measure (latency, duration, length), grouped by attributes."""
         totals = self.event_family_totals(name)

@@ -35,6 +35,7 @@ EVENT_FAMILY_COLUMNS = {k: v for k, v in EVENT_COLUMNS.items() if k not in ("ses
 # Event attributes that are measurements: kept as columns so rollups can add them up.
 EVENT_MEASURES = ("prompt_length", "duration_ms", "ttft_ms")
 HOUR_NS = 3_600_000_000_000
+DAY_NS = 24 * HOUR_NS
 
 
 def _columns(columns: dict[str, str]) -> str:
@@ -49,7 +50,35 @@ def _measure_sums() -> str:
     return ", ".join(f"{m}_sum REAL NOT NULL DEFAULT 0, {m}_count INTEGER NOT NULL DEFAULT 0" for m in EVENT_MEASURES)
 
 
-_hour = f"NEW.time_ns - NEW.time_ns % {HOUR_NS}"
+TIERS = {"hour": HOUR_NS, "day": DAY_NS}
+
+
+def _start(size: int) -> str:
+    return f"NEW.time_ns - NEW.time_ns % {size}"
+
+
+_metric_upserts = "\n".join(
+    f"""        INSERT INTO rollup_{tier} (family_id, start_ns, value)
+            SELECT family_id, {_start(size)}, NEW.value FROM series WHERE id = NEW.series_id AND kind = 'sum'
+            ON CONFLICT (family_id, start_ns) DO UPDATE SET value = value + excluded.value;"""
+    for tier, size in TIERS.items()
+)
+_metric_corrections = "\n".join(
+    f"""        UPDATE rollup_{tier} SET value = value + NEW.value - OLD.value
+            WHERE family_id = (SELECT family_id FROM series WHERE id = NEW.series_id) AND start_ns = {_start(size)};"""
+    for tier, size in TIERS.items()
+)
+_event_upserts = "\n".join(
+    f"""        INSERT INTO event_rollup_{tier} (family_id, start_ns, count,
+                                       {", ".join(f"{m}_sum, {m}_count" for m in EVENT_MEASURES)})
+            VALUES (NEW.family_id, {_start(size)}, 1,
+                    {", ".join(f"coalesce(NEW.{m}, 0), NEW.{m} IS NOT NULL" for m in EVENT_MEASURES)})
+            ON CONFLICT (family_id, start_ns) DO UPDATE SET count = count + 1,
+                {", ".join(f"{m}_sum = {m}_sum + excluded.{m}_sum, {m}_count = {m}_count + excluded.{m}_count"
+                           for m in EVENT_MEASURES)};"""
+    for tier, size in TIERS.items()
+)
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: metrics as families, series and points; events; spans; hourly rollups kept by triggers.
     f"""
@@ -99,14 +128,20 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX points_time ON points (time_ns);
 
-    -- Sums per family and hour, kept exact by the triggers below (late points and corrections included).
-    CREATE TABLE rollup (
+    -- Sums per family and hour, and per family and day, kept exact by the triggers below (late points and
+    -- corrections included): long ranges read days, their edges hours, and only partial hours read points.
+    CREATE TABLE rollup_hour (
         family_id INTEGER NOT NULL,
-        hour_ns INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
         value REAL NOT NULL,
-        PRIMARY KEY (family_id, hour_ns)
+        PRIMARY KEY (family_id, start_ns)
     ) WITHOUT ROWID;
-    CREATE INDEX rollup_hour ON rollup (hour_ns);
+    CREATE TABLE rollup_day (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;
 
     -- When each session was active, to find recent sessions without scanning points.
     CREATE TABLE sessions (
@@ -117,17 +152,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sessions_last ON sessions (last_ns);
 
     CREATE TRIGGER points_rollup_insert AFTER INSERT ON points BEGIN
-        INSERT INTO rollup (family_id, hour_ns, value)
-            SELECT family_id, {_hour}, NEW.value FROM series WHERE id = NEW.series_id AND kind = 'sum'
-            ON CONFLICT (family_id, hour_ns) DO UPDATE SET value = value + excluded.value;
+{_metric_upserts}
         INSERT INTO sessions (session_id, first_ns, last_ns)
             SELECT session_id, NEW.time_ns, NEW.time_ns FROM series WHERE id = NEW.series_id AND session_id IS NOT NULL
             ON CONFLICT (session_id) DO UPDATE SET first_ns = min(first_ns, excluded.first_ns),
                                                    last_ns = max(last_ns, excluded.last_ns);
     END;
     CREATE TRIGGER points_rollup_update AFTER UPDATE OF value ON points BEGIN
-        UPDATE rollup SET value = value + NEW.value - OLD.value
-            WHERE family_id = (SELECT family_id FROM series WHERE id = NEW.series_id) AND hour_ns = {_hour};
+{_metric_corrections}
     END;
 
     CREATE TABLE event_families (
@@ -162,22 +194,23 @@ MIGRATIONS: tuple[str, ...] = (
     -- Covers the percentile queries: an even sample of one event's measures, read from the index alone.
     CREATE INDEX events_sample ON events (name, sample, time_ns, family_id, duration_ms, ttft_ms);
 
-    CREATE TABLE event_rollup (
+    CREATE TABLE event_rollup_hour (
         family_id INTEGER NOT NULL,
-        hour_ns INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
         count INTEGER NOT NULL,
         {_measure_sums()},
-        PRIMARY KEY (family_id, hour_ns)
+        PRIMARY KEY (family_id, start_ns)
     ) WITHOUT ROWID;
-    CREATE INDEX event_rollup_hour ON event_rollup (hour_ns);
+    CREATE TABLE event_rollup_day (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        {_measure_sums()},
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;
+
     CREATE TRIGGER events_rollup_insert AFTER INSERT ON events BEGIN
-        INSERT INTO event_rollup (family_id, hour_ns, count,
-                                  {", ".join(f"{m}_sum, {m}_count" for m in EVENT_MEASURES)})
-            VALUES (NEW.family_id, {_hour}, 1,
-                    {", ".join(f"coalesce(NEW.{m}, 0), NEW.{m} IS NOT NULL" for m in EVENT_MEASURES)})
-            ON CONFLICT (family_id, hour_ns) DO UPDATE SET count = count + 1,
-                {", ".join(f"{m}_sum = {m}_sum + excluded.{m}_sum, {m}_count = {m}_count + excluded.{m}_count"
-                           for m in EVENT_MEASURES)};
+{_event_upserts}
     END;
 
     CREATE TABLE spans (
