@@ -234,3 +234,13 @@ def test_ranges_split_into_days_hours_and_raw_edges():
     assert _split(None, 2 * day + 5, tiers) == [("day", None, 2 * day), ("raw", 2 * day, 2 * day + 5)]
     assert _split(hour + 1, hour + 2, tiers) == [("raw", hour + 1, hour + 2)]
     assert _split(5, 5, tiers) == []
+
+
+def test_an_export_that_repeats_some_points_adds_only_the_new_ones(store):
+    hour = 3600 * SECOND
+    p1, p2, p3 = ((T0 + i * hour, T0 + i * hour + SECOND, float(i + 1), USER) for i in range(3))
+    ingest(store, sum_request(COST, [p1, p2]), sum_request(COST, [p2, p3]), sum_request(COST, [p3, p1, p2]))
+    assert totals(store)["cost_usd"] == 6.0  # rollups (whole range)
+    assert totals(store, filters=["session.id=s1"])["cost_usd"] == 6.0  # raw points
+    (events,) = store.reader().execute("SELECT COUNT(*) FROM points").fetchone()
+    assert events == 3

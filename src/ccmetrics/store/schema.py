@@ -50,37 +50,10 @@ def _measure_sums() -> str:
     return ", ".join(f"{m}_sum REAL NOT NULL DEFAULT 0, {m}_count INTEGER NOT NULL DEFAULT 0" for m in EVENT_MEASURES)
 
 
-TIERS = {"hour": HOUR_NS, "day": DAY_NS}
-
-
-def _start(size: int) -> str:
-    return f"NEW.time_ns - NEW.time_ns % {size}"
-
-
-_metric_upserts = "\n".join(
-    f"""        INSERT INTO rollup_{tier} (family_id, start_ns, value)
-            SELECT family_id, {_start(size)}, NEW.value FROM series WHERE id = NEW.series_id AND kind = 'sum'
-            ON CONFLICT (family_id, start_ns) DO UPDATE SET value = value + excluded.value;"""
-    for tier, size in TIERS.items()
-)
-_metric_corrections = "\n".join(
-    f"""        UPDATE rollup_{tier} SET value = value + NEW.value - OLD.value
-            WHERE family_id = (SELECT family_id FROM series WHERE id = NEW.series_id) AND start_ns = {_start(size)};"""
-    for tier, size in TIERS.items()
-)
-_event_upserts = "\n".join(
-    f"""        INSERT INTO event_rollup_{tier} (family_id, start_ns, count,
-                                       {", ".join(f"{m}_sum, {m}_count" for m in EVENT_MEASURES)})
-            VALUES (NEW.family_id, {_start(size)}, 1,
-                    {", ".join(f"coalesce(NEW.{m}, 0), NEW.{m} IS NOT NULL" for m in EVENT_MEASURES)})
-            ON CONFLICT (family_id, start_ns) DO UPDATE SET count = count + 1,
-                {", ".join(f"{m}_sum = {m}_sum + excluded.{m}_sum, {m}_count = {m}_count + excluded.{m}_count"
-                           for m in EVENT_MEASURES)};"""
-    for tier, size in TIERS.items()
-)
+TIERS = {"hour": HOUR_NS, "day": DAY_NS}  # rollup tables: rollup_hour, rollup_day, event_rollup_hour, ...
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: metrics as families, series and points; events; spans; hourly rollups kept by triggers.
+    # 1: metrics as families, series and points; events; spans; hourly and daily rollups.
     f"""
     -- A family is a series without its session: what dashboards group and filter by, a few per person.
     CREATE TABLE families (
@@ -128,8 +101,9 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX points_time ON points (time_ns);
 
-    -- Sums per family and hour, and per family and day, kept exact by the triggers below (late points and
-    -- corrections included): long ranges read days, their edges hours, and only partial hours read points.
+    -- Sums per family and hour, and per family and day, kept exact by the writer in the same transaction as
+    -- the points (late points and corrections included): long ranges read days, their edges hours, and
+    -- only partial hours read points.
     CREATE TABLE rollup_hour (
         family_id INTEGER NOT NULL,
         start_ns INTEGER NOT NULL,
@@ -150,17 +124,6 @@ MIGRATIONS: tuple[str, ...] = (
         last_ns INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX sessions_last ON sessions (last_ns);
-
-    CREATE TRIGGER points_rollup_insert AFTER INSERT ON points BEGIN
-{_metric_upserts}
-        INSERT INTO sessions (session_id, first_ns, last_ns)
-            SELECT session_id, NEW.time_ns, NEW.time_ns FROM series WHERE id = NEW.series_id AND session_id IS NOT NULL
-            ON CONFLICT (session_id) DO UPDATE SET first_ns = min(first_ns, excluded.first_ns),
-                                                   last_ns = max(last_ns, excluded.last_ns);
-    END;
-    CREATE TRIGGER points_rollup_update AFTER UPDATE OF value ON points BEGIN
-{_metric_corrections}
-    END;
 
     CREATE TABLE event_families (
         id INTEGER PRIMARY KEY,
@@ -209,10 +172,6 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (family_id, start_ns)
     ) WITHOUT ROWID;
 
-    CREATE TRIGGER events_rollup_insert AFTER INSERT ON events BEGIN
-{_event_upserts}
-    END;
-
     CREATE TABLE spans (
         trace_id TEXT NOT NULL,
         span_id TEXT NOT NULL,
@@ -259,10 +218,7 @@ def _statements(script: str) -> list[str]:
         if not pending and line.strip().startswith("--"):
             continue
         pending += line
-        # A trigger body holds statements of its own: only its END closes it.
-        if sqlite3.complete_statement(pending) and (
-            "CREATE TRIGGER" not in pending or pending.rstrip().rstrip(";").rstrip().endswith("END")
-        ):
+        if sqlite3.complete_statement(pending):
             statements.append(pending.strip())
             pending = ""
     return [s for s in statements if s]
