@@ -57,9 +57,16 @@ def session(dev: dict[str, str], start_ns: int, minutes: int, rng: random.Random
             "terminal.type": "vscode", "anthropic.provider": "firstParty"}  # fmt: skip
     batch = Batch(Signal.METRICS)
 
+    points: dict[tuple, Point] = {}
+
     def point(metric: str, unit: str, t0: int, t1: int, value: float, **attrs: str) -> None:
-        batch.points.append(Point(metric, unit, "sum", "delta", True, "com.anthropic.claude_code",
-                                  {**base, **attrs}, t0, t1, value))  # fmt: skip
+        # One delta point per series and export window, as the SDK sends it: repeats within a minute add up.
+        key = (metric, t0, tuple(sorted(attrs.items())))
+        if key in points:
+            points[key].value += value
+        else:
+            points[key] = Point(metric, unit, "sum", "delta", True, "com.anthropic.claude_code",
+                                {**base, **attrs}, t0, t1, value)  # fmt: skip
 
     def event(t: int, name: str, **attrs: object) -> None:
         batch.events.append(Event(uuid.UUID(int=rng.getrandbits(128)).bytes, name, t,
@@ -108,6 +115,7 @@ def session(dev: dict[str, str], start_ns: int, minutes: int, rng: random.Random
             point("claude_code.commit.count", "", t0, t1, 1)
         if rng.random() < 0.004:
             point("claude_code.pull_request.count", "", t0, t1, 1)
+    batch.points = list(points.values())
     return batch
 
 

@@ -56,11 +56,12 @@ class ServerProcess:
     def start(self, timeout: float = 20) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETRICS_")}  # only the flags count
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir),
              "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
              "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

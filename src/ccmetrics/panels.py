@@ -18,19 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .store.facts import Facts
+from .store.summary import ACTIVE, COMMITS, COST, DECISIONS, LINES, PULL_REQUESTS, SESSIONS, TOKENS
 
 SECOND = 1_000_000_000
 BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 120
 
-COST = "claude_code.cost.usage"
-TOKENS = "claude_code.token.usage"
-SESSIONS = "claude_code.session.count"
-LINES = "claude_code.lines_of_code.count"
-COMMITS = "claude_code.commit.count"
-PULL_REQUESTS = "claude_code.pull_request.count"
-DECISIONS = "claude_code.code_edit_tool.decision"
-ACTIVE = "claude_code.active_time.total"
 TOKEN_LABELS = {"input": "input", "output": "output", "cacheRead": "cache read", "cacheCreation": "cache creation"}
 
 

@@ -19,7 +19,8 @@ sys.path.insert(0, str(HERE))  # the helper modules below live beside this file,
 from claude_cli import find_claude  # noqa: E402
 from fake_anthropic import FakeAnthropic  # noqa: E402
 from otlp_tee import OtlpTee  # noqa: E402
-from server_process import CcmetricsServer, start_ccmetrics, stop_ccmetrics  # noqa: E402
+
+from tests.conftest import ServerProcess  # noqa: E402
 
 
 def _in_ci() -> bool:
@@ -52,16 +53,16 @@ def fake_api() -> Iterator[Callable[..., FakeAnthropic]]:
 
 
 @pytest.fixture(scope="module")
-def ccmetrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CcmetricsServer]:
-    server = start_ccmetrics(tmp_path_factory.mktemp("ccmetrics") / "data")
+def ccmetrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("ccmetrics") / "data").start()
     try:
         yield server
     finally:
-        stop_ccmetrics(server)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
-def otlp_tee(ccmetrics_server: CcmetricsServer) -> Iterator[OtlpTee]:
+def otlp_tee(ccmetrics_server: ServerProcess) -> Iterator[OtlpTee]:
     """Recording proxy in front of the ccmetrics OTLP receivers (both HTTP and gRPC)."""
-    with OtlpTee(ccmetrics_server.otlp_http_url, ccmetrics_server.otlp_grpc_target) as tee:
+    with OtlpTee(ccmetrics_server.otlp_http, ccmetrics_server.otlp_grpc) as tee:
         yield tee

@@ -35,7 +35,7 @@ from claude_cli import (
 from fake_anthropic import FakeAnthropic, edit, git_commit, read, reply, write
 from ground_truth import TOKEN_TYPES, Event, Point, Totals, by_attr, event_counts_by_attr, flatten, totals
 from otlp_tee import OtlpTee, Recorded
-from server_process import CcmetricsServer
+from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ class Scenario:
     events: list[Event]
     truth: Totals
     user_ids: dict[str, str]  # simulated user name -> the user.id the CLI derived
-    server: CcmetricsServer
+    server: ServerProcess
     wall_s: float
     summaries: dict[str, Any] = field(default_factory=dict)
 
@@ -90,7 +90,7 @@ def _wait_until_quiet(tee: OtlpTee, quiet_s: float = 1.5, timeout: float = 20) -
 
 
 @pytest.fixture(scope="module")
-def scenario(claude_binary: Path, otlp_tee: OtlpTee, ccmetrics_server: CcmetricsServer,
+def scenario(claude_binary: Path, otlp_tee: OtlpTee, ccmetrics_server: ServerProcess,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     t0 = time.monotonic()
     root = tmp_path_factory.mktemp("e2e-users")
@@ -228,14 +228,14 @@ def _dump_artifacts(sc: Scenario) -> None:
         "by_model": {str(k): v for k, v in by_attr(sc.points, "model").items()},
         "server_summaries": summaries,
     }, indent=2, default=str))
-    (out / "server.log").write_text(sc.server.log())
+    (out / "server.log").write_text(sc.server.log_path.read_text(errors="replace"))
 
 
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def get_summary(server: CcmetricsServer, params: dict[str, str] | None = None) -> dict[str, Any]:
-    resp = httpx.get(f"{server.base_url}/api/summary", params=params, timeout=10)
+def get_summary(server: ServerProcess, params: dict[str, str] | None = None) -> dict[str, Any]:
+    resp = httpx.get(f"{server.url}/api/summary", params=params, timeout=10)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -421,11 +421,11 @@ def test_every_dashboard_panel_matches_ground_truth(scenario: Scenario) -> None:
     from tests.panel_truth import check_panels, expected_panels
 
     settled_summary(scenario, scenario.truth)
-    panels = httpx.get(f"{scenario.server.base_url}/api/panels", timeout=10).json()["panels"]
-    dashboard = httpx.get(f"{scenario.server.base_url}/api/dashboard", timeout=30).json()
+    panels = httpx.get(f"{scenario.server.url}/api/panels", timeout=10).json()["panels"]
+    dashboard = httpx.get(f"{scenario.server.url}/api/dashboard", timeout=30).json()
     check_panels(dashboard, expected_panels(scenario.points, scenario.events), panels)
     team = lambda a: a.get("team.id") == "platform"  # noqa: E731
-    filtered = httpx.get(f"{scenario.server.base_url}/api/dashboard", params={"filter": "team.id=platform"},
+    filtered = httpx.get(f"{scenario.server.url}/api/dashboard", params={"filter": "team.id=platform"},
                          timeout=30).json()  # fmt: skip
     check_panels(filtered, expected_panels([p for p in scenario.points if team(p.attrs)],
                                            [e for e in scenario.events if team(e.attrs)]), panels)  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from claude_cli import cli_env, make_home, run_print
-from conftest import CcmetricsServer
+from tests.conftest import ServerProcess
 
 TELEMETRY_PREFIXES = ("OTEL_", "CLAUDE_CODE_ENABLE_TELEMETRY")
 
@@ -28,11 +28,11 @@ def ccmetrics(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**env, "HOME": str(home)}, timeout=60)  # fmt: skip
 
 
-def sessions(server: CcmetricsServer) -> list[dict]:
-    return httpx.get(f"{server.base_url}/api/status", timeout=10).json()["sessions"]
+def sessions(server: ServerProcess) -> list[dict]:
+    return httpx.get(f"{server.url}/api/status", timeout=10).json()["sessions"]
 
 
-def wait_for_sessions(server: CcmetricsServer, count: int, timeout: float = 20) -> list[dict]:
+def wait_for_sessions(server: ServerProcess, count: int, timeout: float = 20) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = sessions(server)
@@ -44,7 +44,7 @@ def wait_for_sessions(server: CcmetricsServer, count: int, timeout: float = 20) 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, tmp_path: Path, protocol: str,
-                                                ccmetrics_server: CcmetricsServer) -> None:  # fmt: skip
+                                                ccmetrics_server: ServerProcess) -> None:  # fmt: skip
     server = ccmetrics_server
     already = len(sessions(server))
     project = tmp_path / "project"
@@ -68,10 +68,10 @@ def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, t
     assert len(found) == already + 1, found
     newest = found[0]
     assert newest["signals"] == "both" and newest["version"] == "2.1.332"
-    summary = httpx.get(f"{server.base_url}/api/summary", params={"filter": "team.id=e2e"}, timeout=10).json()
+    summary = httpx.get(f"{server.url}/api/summary", params={"filter": "team.id=e2e"}, timeout=10).json()
     assert summary["api_requests"] >= 1 and summary["sessions"] >= 1
 
-    doctor = ccmetrics(home, "doctor", "--server", server.base_url, "--json", "--project-dir", str(project),
+    doctor = ccmetrics(home, "doctor", "--server", server.url, "--json", "--project-dir", str(project),
                        "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
     report = json.loads(doctor.stdout)
     assert doctor.returncode == 0, report["findings"]
