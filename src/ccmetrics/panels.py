@@ -23,6 +23,7 @@ from .store.summary import ACTIVE, COMMITS, COST, DECISIONS, LINES, PULL_REQUEST
 SECOND = 1_000_000_000
 BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 120
+DAY_S = 86400
 
 TOKEN_LABELS = {"input": "input", "output": "output", "cacheRead": "cache read", "cacheCreation": "cache creation"}
 
@@ -38,8 +39,10 @@ class View:
 
     @property
     def bucket_ns(self) -> int:
+        """Up to MAX_BUCKETS per chart; two weeks and more are charted by the day (read from daily rollups)."""
         span_s = max(1, (self.end_ns - self.start_ns) // SECOND)
-        for bucket in BUCKETS_S:
+        choices = [b for b in BUCKETS_S if b >= DAY_S] if span_s >= 14 * DAY_S else BUCKETS_S
+        for bucket in choices:
             if span_s / bucket <= MAX_BUCKETS:
                 return bucket * SECOND
         return BUCKETS_S[-1] * SECOND
