@@ -633,8 +633,6 @@ def free_port() -> int:
 class LocalServer:
     data_dir: Path
     extra_args: list[str]
-    variant: dict[str, str] = field(default_factory=dict)  # BENCH_* knobs of serve_variant.py
-    extra_path: str | None = None  # prepended to PYTHONPATH of the server only
     port: int = field(default_factory=free_port)
     otlp_http_port: int = field(default_factory=free_port)
     otlp_grpc_port: int = field(default_factory=free_port)
@@ -655,13 +653,9 @@ class LocalServer:
     def start(self, timeout: float = 30) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        env = dict(os.environ)
-        env.update({f"BENCH_{k.upper()}": v for k, v in self.variant.items()})
-        if self.extra_path:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.extra_path, env.get("PYTHONPATH")]))
-        entry = ([str(Path(__file__).with_name("serve_variant.py"))] if self.variant else ["-m", "ccmetrics"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETRICS_")}
         self.process = subprocess.Popen(
-            [sys.executable, *entry, "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+            [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
              "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
              "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -828,11 +822,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, help="with --url: the server's data dir, for the DB size")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dir of the started server")
     p.add_argument("--serve-arg", action="append", default=[], help="extra argument for `ccmetrics serve`")
-    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
-                   help="start the server through benchmarks/serve_variant.py with BENCH_KEY=VALUE "
-                        "(synchronous=NORMAL, switch_interval=0.0005, uvloop=1, commit_stats=1, max_group=N, ...)")
-    p.add_argument("--server-path", help="directory prepended to the server's PYTHONPATH (e.g. where "
-                   "httptools/uvloop were pip-installed with --target), to try them without touching the venv")
     p.add_argument("--py-spy", metavar="OUT", help="profile the server with `py-spy record` during the run; "
                    "OUT ending .svg = flamegraph, .txt = collapsed stacks, .json = speedscope")
     p.add_argument("--py-spy-args", default="--rate 200 --threads",
@@ -862,8 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tmp = tempfile.mkdtemp(prefix="ccmetrics-bench-")
         data_dir = Path(tmp) / "data"
-        variant = dict(item.split("=", 1) for item in args.variant)
-        server = LocalServer(data_dir, args.serve_arg, variant, args.server_path)
+        server = LocalServer(data_dir, args.serve_arg)
         server.start()
         url, api, pid = server.otlp, server.api, server.process.pid
 
@@ -886,8 +874,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(proc)
         print(f"ccmetrics ingest benchmark: {args.clients} clients in {args.procs} generator process(es), "
               f"driver={args.driver}, {args.seconds:g}s, seed={seed}"
-              + (f", server variant {args.variant}" if args.variant else "")
-              + (f", server path {args.server_path}" if args.server_path else ""))  # fmt: skip
+              )  # fmt: skip
         print(f"  target OTLP/HTTP {url}" + (f" (server pid {pid}, data {data_dir})" if pid else ""))
         built_bytes = 0
         for _ in procs:
@@ -1081,10 +1068,6 @@ def main(argv: list[str] | None = None) -> int:
             rc = server.stop()
             if rc not in (0, None, -signal.SIGTERM):
                 print(f"  (server exited with {rc}; log {server.log_path})")
-            if server.variant and server.log_path.exists():
-                for line in server.log_path.read_text().splitlines():
-                    if line.startswith("[bench]"):
-                        print("  server " + line)
         if tmp is not None:
             if args.keep:
                 print(f"  data kept in {tmp}")

@@ -112,13 +112,19 @@ class Writer:
         self._pipe.close()
 
     def _send(self) -> None:
+        """Hand batches over in bundles: whatever waits in the outbox goes in one message."""
         while True:
-            item = self._outbox.get()
+            bundle = [self._outbox.get()]
+            while bundle[-1] is not None and len(bundle) < MAX_GROUP:
+                try:
+                    bundle.append(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                self._pipe.send(item)
+                self._pipe.send(bundle)
             except (OSError, ValueError):
                 return  # the writer is gone; _receive fails what is pending
-            if item is None:
+            if bundle[-1] is None:
                 return
 
     def _receive(self) -> None:
@@ -155,12 +161,12 @@ def _writer_main(path: str, pipe: Connection) -> None:
     try:
         while True:
             try:
-                group = [pipe.recv()]
+                group = pipe.recv()
                 while group[-1] is not None and len(group) < MAX_GROUP and pipe.poll():
-                    group.append(pipe.recv())
+                    group += pipe.recv()
             except (EOFError, OSError):
                 return  # the server is gone
-            stop = group[-1] is None
+            stop = None in group
             work = [item for item in group if item is not None]
             if work:
                 outcomes = committer.commit([batch for _, batch in work])
