@@ -46,6 +46,7 @@ def loaded(server):
 def dashboard(server, **params) -> dict:
     response = httpx.get(f"{server.url}/api/dashboard", params=params, timeout=30)
     response.raise_for_status()
+    assert float(response.headers["server-timing"].removeprefix("store;dur=")) >= 0
     return response.json()
 
 
