@@ -207,9 +207,9 @@ def main() -> None:
             for name, url in pages.items():
                 _, cold, size_b = timed(client, url)
                 warm = [timed(client, url) for _ in range(args.repeat)]
-                server = [w[1] for w in warm]
+                server_ms = [w[1] for w in warm]
                 trip = statistics.median(w[0] for w in warm)
-                print(f"{name:34} {cold:15.0f} {statistics.median(server):9.0f} {max(server):9.0f}   {trip:14.0f} "
+                print(f"{name:34} {cold:15.0f} {statistics.median(server_ms):9.0f} {max(server_ms):9.0f}   {trip:14.0f} "
                       f"{size_b / 1024:5.0f}")
             rss, peak = rss_mb(pid)
             print(f"\nserve RSS now {rss:.0f} MB, peak {peak:.0f} MB")
