@@ -623,67 +623,6 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
 # =====================================================================================================
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class LocalServer:
-    data_dir: Path
-    extra_args: list[str]
-    port: int = field(default_factory=free_port)
-    otlp_http_port: int = field(default_factory=free_port)
-    otlp_grpc_port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def otlp(self) -> str:
-        return f"http://127.0.0.1:{self.otlp_http_port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "serve.log"
-
-    def start(self, timeout: float = 30) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETRICS_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-             "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
-             "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ccmetrics serve exited early:\n{self.log_path.read_text()}")
-            try:
-                if http_get_json(f"{self.api}/api/health", 1) is not None:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"ccmetrics serve did not become ready:\n{self.log_path.read_text()}")
-
-    def stop(self, timeout: float = 30) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
 def http_get_json(url: str, timeout: float) -> Any:
     import urllib.request
 
@@ -842,7 +781,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    server: LocalServer | None = None
+    server: ServerProcess | None = None
     tmp: str | None = None
     data_dir: Path | None = args.data_dir
     pid = args.server_pid
@@ -851,9 +790,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tmp = tempfile.mkdtemp(prefix="ccmetrics-bench-")
         data_dir = Path(tmp) / "data"
-        server = LocalServer(data_dir, args.serve_arg)
-        server.start()
-        url, api, pid = server.otlp, server.api, server.process.pid
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.conftest import ServerProcess  # the same real-server harness the tests use
+
+        server = ServerProcess(data_dir, list(args.serve_arg)).start(timeout=30)
+        url, api, pid = server.otlp_http, server.url, server.process.pid
 
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
