@@ -26,6 +26,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    pass
+
+
 @dataclass
 class ServerProcess:
     """``python -m ccmetrics serve`` on free ports with its own data directory."""
@@ -53,20 +57,36 @@ class ServerProcess:
     def log_path(self) -> Path:
         return self.data_dir / "serve.log"
 
-    def start(self, timeout: float = 20) -> ServerProcess:
+    def start(self, timeout: float = 20, tries: int = 3) -> ServerProcess:
+        """Start and wait until healthy. A free port can be taken by someone else before the server binds it
+        (the price of picking ports up front): then new ports are picked and the start tried again."""
+        for attempt in range(tries):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if attempt == tries - 1:
+                    raise
+                self.port, self.otlp_http_port, self.otlp_grpc_port = free_port(), free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETRICS_")}  # only the flags count
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir),
-             "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
-             "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+        with self.log_path.open("ab") as log:
+            offset = log.tell()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir),
+                 "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
+                 "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ccmetrics serve exited early:\n{self.log_path.read_text()}")
+                output = self.log_path.read_bytes()[offset:].decode(errors="replace")
+                if "cannot listen" in output:
+                    raise PortTaken(output)
+                raise RuntimeError(f"ccmetrics serve exited early:\n{output}")
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
                     return self
