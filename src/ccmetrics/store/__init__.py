@@ -13,7 +13,7 @@ from typing import TypeVar
 from ..otlp.normalize import Batch
 from .facts import FamilyCache
 from .schema import migrate
-from .writer import StoreUnavailable, WriteResult, Writer, connect
+from .writer import StoreUnavailable, Writer, WriteResult, connect
 
 __all__ = ["Store", "StoreUnavailable", "WriteResult", "open_reader"]
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 
-
 class QueryError(ValueError):
     """A filter or time the user gave cannot be understood."""
 

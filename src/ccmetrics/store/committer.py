@@ -1,0 +1,377 @@
+"""Writing batches to SQLite: identities, points, events, spans and the rollups, in one transaction per group.
+
+Runs inside the writer process (see writer.py); nothing else writes to the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..otlp.normalize import Batch, Event, Point
+from .schema import (
+    COMMON_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_DIMENSIONS,
+    EVENT_FAMILY_COLUMNS,
+    EVENT_MEASURES,
+    FAMILY_COLUMNS,
+    HOUR_NS,
+    NOT_IN_FAMILY,
+    TIERS,
+)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot take data now (queue full, disk full, database locked): the client should retry."""
+
+
+@dataclass
+class WriteResult:
+    points: int = 0  # new points stored (a retried point is not new)
+    events: int = 0
+    spans: int = 0
+
+    @property
+    def stored_anything(self) -> bool:
+        return bool(self.points or self.events or self.spans)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")  # an acknowledged export survives power loss, not just a crash
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+class Committer:
+    """Writes groups of batches in one transaction each, every batch in a savepoint of its own."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path)
+        self._ids: dict[Any, int] = {}
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def commit(self, work: list[Batch]) -> list[WriteResult | BaseException]:
+        outcomes: list[WriteResult | BaseException] = []
+        new_ids: dict[Any, Any] = {}
+        rollups = Rollups()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for batch in work:
+                # A savepoint per batch: one batch that fails cannot take the others down with it.
+                self._conn.execute("SAVEPOINT batch")
+                known = set(new_ids)
+                batch_rollups = Rollups()
+                try:
+                    outcomes.append(self._apply(batch, new_ids, batch_rollups))
+                    self._conn.execute("RELEASE batch")
+                    rollups.merge(batch_rollups)
+                except Exception as exc:
+                    if isinstance(exc, sqlite3.Error) and _store_level(exc):
+                        raise  # disk full, I/O error, locked: the whole transaction is lost, handled below
+                    self._conn.execute("ROLLBACK TO batch")
+                    self._conn.execute("RELEASE batch")
+                    for key in set(new_ids) - known:
+                        del new_ids[key]
+                    outcomes.append(exc)
+            rollups.flush(self._conn)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            return [StoreUnavailable(f"the store could not commit: {exc}")] * len(work)
+        self._ids.update(new_ids)
+        return outcomes
+
+    def _apply(self, batch: Batch, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:
+        result = WriteResult()
+        plain, plain_meta, cumulative = [], [], []
+        for point in batch.points:
+            series_id, family_id = self._series_id(point, new_ids)
+            session_id = _text(point.attrs.get("session.id"))
+            if point.kind == "sum" and point.temporality == "cumulative":
+                cumulative.append((series_id, family_id, session_id, point))
+            else:
+                plain.append((series_id, point.start_ns, point.time_ns, point.value, None,
+                              _json(point.extra) if point.extra is not None else None))  # fmt: skip
+                plain_meta.append((family_id, session_id, point.kind == "sum"))
+        if plain:
+            inserted = self._insert_new(_INSERT_POINT, plain)
+            result.points += len(inserted)
+            for i in inserted:
+                family_id, session_id, is_sum = plain_meta[i]
+                rollups.point(family_id, session_id, plain[i][2], plain[i][3] if is_sum else None)
+        for series_id, family_id, session_id, point in cumulative:
+            changes = self._insert_cumulative(series_id, point)
+            result.points += bool(changes)
+            for time_ns, delta in changes:
+                rollups.point(family_id, session_id, time_ns, delta)
+        if batch.events:
+            rows = [self._event_row(event, new_ids) for event in batch.events]
+            inserted = self._insert_new(_INSERT_EVENT, rows)
+            result.events += len(inserted)
+            for i in inserted:
+                rollups.event(rows[i][1], rows[i][3], rows[i][_MEASURES_AT : _MEASURES_AT + len(EVENT_MEASURES)])
+        if batch.spans:
+            result.spans += self._conn.executemany(
+                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, start_ns, end_ns, "
+                "status_code, session_id, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.trace_id, s.span_id, s.parent_span_id, s.name, s.start_ns, s.end_ns, s.status_code,
+                  _text(s.attrs.get("session.id")), _json(s.attrs)) for s in batch.spans],
+            ).rowcount  # fmt: skip
+        return result
+
+    def _insert_new(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        """INSERT OR IGNORE the rows; which of them were new (a retry's rows are not)."""
+        self._conn.execute("SAVEPOINT rows")
+        count = self._conn.executemany(sql, rows).rowcount
+        if count in (0, len(rows)):  # the usual cases: all new, or an exporter's retry of all of them
+            self._conn.execute("RELEASE rows")
+            return list(range(len(rows))) if count else []
+        self._conn.execute("ROLLBACK TO rows")  # some of each: find out row by row
+        new = [i for i, row in enumerate(rows) if self._conn.execute(sql, row).rowcount]
+        self._conn.execute("RELEASE rows")
+        return new
+
+    # --- identities: series, their families, event families --------------------------------------------
+    # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
+
+    def _series_id(self, point: Point, new_ids: dict[Any, Any]) -> tuple[int, int]:
+        """The point's series and family ids, creating them when new."""
+        identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
+        known = self._ids.get(identity) or new_ids.get(identity)
+        if known is not None:
+            return known
+        key = _digest(identity)
+        row = self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            family_id = self._family_id(point, new_ids)
+            common = [_text(point.attrs.get(attr)) for attr in COMMON_COLUMNS]
+            cursor = self._conn.execute(
+                f"INSERT INTO series (key, family_id, metric, unit, kind, temporality, monotonic, scope, "
+                f"{', '.join(COMMON_COLUMNS.values())}, attrs) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(COMMON_COLUMNS))}, ?)",
+                (key, family_id, point.metric, point.unit, point.kind, point.temporality, point.monotonic,
+                 point.scope, *common, _json(point.attrs)),
+            )  # fmt: skip
+            row = (int(cursor.lastrowid or 0), family_id)
+        new_ids[identity] = (row[0], row[1])
+        return row[0], row[1]
+
+    def _family_id(self, point: Point, new_ids: dict[Any, int]) -> int:
+        attrs = {k: v for k, v in point.attrs.items() if k not in NOT_IN_FAMILY}
+        identity = ("family", point.metric, point.kind, _frozen(attrs))
+        return self._identity(identity, new_ids, "families", "metric", point.metric, point.kind,
+                              FAMILY_COLUMNS, attrs, "family_attrs")  # fmt: skip
+
+    def _event_row(self, event: Event, new_ids: dict[Any, int]) -> tuple[Any, ...]:
+        dims = {k: v for k, v in event.attrs.items()
+                if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY}  # fmt: skip
+        identity = ("event", event.name, _frozen(dims))
+        family_id = self._identity(identity, new_ids, "event_families", "name", event.name, None,
+                                   EVENT_FAMILY_COLUMNS, dims, "event_family_attrs")  # fmt: skip
+        measures = [_number(event.attrs.get(m)) for m in EVENT_MEASURES]
+        common = [_text(event.attrs.get(attr)) for attr in EVENT_COLUMNS]
+        return (event.key, family_id, event.name, event.time_ns, *common, *measures, sample_level(event.key),
+                _json(event.attrs), event.body)  # fmt: skip
+
+    def _identity(self, identity: tuple[Any, ...], new_ids: dict[Any, int], table: str, name_column: str,
+                  name: str, kind: str | None, columns: dict[str, str], attrs: dict[str, Any],
+                  attrs_table: str) -> int:  # fmt: skip
+        known = self._ids.get(identity) or new_ids.get(identity)
+        if known is not None:
+            return known
+        key = _digest(identity)
+        row = self._conn.execute(f"SELECT id FROM {table} WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            kind_column, kind_value = (", kind", (kind,)) if kind is not None else ("", ())
+            values = [_text(attrs.get(attr)) for attr in columns]
+            cursor = self._conn.execute(
+                f"INSERT INTO {table} (key, {name_column}{kind_column}, {', '.join(columns.values())}, attrs) "
+                f"VALUES (?, ?{', ?' * len(kind_value)}, {', '.join('?' * len(columns))}, ?)",
+                (key, name, *kind_value, *values, _json(attrs)),
+            )
+            family_id = int(cursor.lastrowid or 0)
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO {attrs_table} (key, value, family_id) VALUES (?, ?, ?)",
+                [(k, _text(v), family_id) for k, v in attrs.items() if v is not None],
+            )
+            row = (family_id,)
+        new_ids[identity] = row[0]
+        return row[0]
+
+    def _insert_cumulative(self, series_id: int, point: Point) -> list[tuple[int, float]]:
+        """Store a running total as the increment since the stream's previous point.
+
+        A stream is a series with one start time; a new start time, or a total lower than the one before,
+        means the counter restarted, so the whole total is new. A point that arrives late is slotted in
+        and the increment of the point after it corrected, so totals never depend on arrival order.
+        Returns what changed, as (time, change of increment) pairs for the rollups; nothing for a retry.
+        """
+        conn, key = self._conn, (series_id, point.start_ns)
+        previous = conn.execute(
+            "SELECT cumulative FROM points WHERE series_id = ? AND start_ns = ? AND time_ns < ? "
+            "ORDER BY time_ns DESC LIMIT 1",
+            (*key, point.time_ns),
+        ).fetchone()
+        increment = _increment(previous, point.value)
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative) VALUES (?, ?, ?, ?, ?)",
+            (*key, point.time_ns, increment, point.value),
+        ).rowcount
+        if not inserted:
+            return []  # already stored: a retry
+        changes = [(point.time_ns, increment)]
+        following = conn.execute(
+            "SELECT time_ns, cumulative, value FROM points WHERE series_id = ? AND start_ns = ? AND time_ns > ? "
+            "ORDER BY time_ns LIMIT 1",
+            (*key, point.time_ns),
+        ).fetchone()
+        if following is not None:
+            corrected = _increment((point.value,), following[1])
+            conn.execute(
+                "UPDATE points SET value = ? WHERE series_id = ? AND start_ns = ? AND time_ns = ?",
+                (corrected, *key, following[0]),
+            )
+            changes.append((following[0], corrected - following[2]))
+        return changes
+
+
+class Rollups:
+    """What a transaction adds to the hourly and daily rollups and to the sessions' activity, added up first
+    so each (family, hour) is written once per transaction however many points fall in it."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[tuple[int, int], float] = defaultdict(float)
+        self.events: dict[tuple[int, int], list[float]] = {}
+        self.sessions: dict[str, tuple[int, int]] = {}
+
+    def point(self, family_id: int, session_id: str | None, time_ns: int, increment: float | None) -> None:
+        if increment is not None:  # sums only: gauges and histograms are not added up
+            self.metrics[(family_id, time_ns - time_ns % HOUR_NS)] += increment
+        if session_id is not None:
+            first, last = self.sessions.get(session_id, (time_ns, time_ns))
+            self.sessions[session_id] = (min(first, time_ns), max(last, time_ns))
+
+    def event(self, family_id: int, time_ns: int, measures: tuple[float | None, ...]) -> None:
+        sums = self.events.setdefault((family_id, time_ns - time_ns % HOUR_NS), [0] * (1 + 2 * len(measures)))
+        sums[0] += 1
+        for i, value in enumerate(measures):
+            if value is not None:
+                sums[1 + 2 * i] += value
+                sums[2 + 2 * i] += 1
+
+    def merge(self, other: Rollups) -> None:
+        for key, value in other.metrics.items():
+            self.metrics[key] += value
+        for key, sums in other.events.items():
+            mine = self.events.setdefault(key, [0] * len(sums))
+            for i, value in enumerate(sums):
+                mine[i] += value
+        for session_id, (first, last) in other.sessions.items():
+            old_first, old_last = self.sessions.get(session_id, (first, last))
+            self.sessions[session_id] = (min(first, old_first), max(last, old_last))
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        for tier, size in TIERS.items():
+            metrics: dict[tuple[int, int], float] = defaultdict(float)
+            for (family_id, hour), value in self.metrics.items():
+                metrics[(family_id, hour - hour % size)] += value
+            conn.executemany(
+                f"INSERT INTO rollup_{tier} (family_id, start_ns, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (family_id, start_ns) DO UPDATE SET value = value + excluded.value",
+                [(*key, value) for key, value in metrics.items()],
+            )
+            events: dict[tuple[int, int], list[float]] = {}
+            for (family_id, hour), sums in self.events.items():
+                mine = events.setdefault((family_id, hour - hour % size), [0] * len(sums))
+                for i, value in enumerate(sums):
+                    mine[i] += value
+            conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), [(*key, *sums) for key, sums in events.items()])
+        conn.executemany(
+            "INSERT INTO sessions (session_id, first_ns, last_ns) VALUES (?, ?, ?) ON CONFLICT (session_id) "
+            "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)",
+            [(session_id, *span) for session_id, span in self.sessions.items()],
+        )
+
+
+_MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
+_UPSERT_EVENT_ROLLUP = (
+    f"INSERT INTO event_rollup_{{tier}} (family_id, start_ns, count, {', '.join(_MEASURE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (3 + len(_MEASURE_COLUMNS)))}) ON CONFLICT (family_id, start_ns) DO UPDATE SET "
+    f"count = count + excluded.count, " + ", ".join(f"{c} = {c} + excluded.{c}" for c in _MEASURE_COLUMNS)
+)
+_INSERT_POINT = (
+    "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative, extra) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_MEASURES_AT = 4 + len(EVENT_COLUMNS)  # where an event row's measures start
+
+
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events (key, family_id, name, time_ns, {', '.join(EVENT_COLUMNS.values())}, "
+    f"{', '.join(EVENT_MEASURES)}, sample, attrs, body) "
+    f"VALUES ({', '.join('?' * (4 + len(EVENT_COLUMNS) + len(EVENT_MEASURES) + 3))})"
+)
+
+
+def sample_level(key: bytes) -> int:
+    """Trailing zero bits of the event's hash: level L or above holds 1 in 2**L events, chosen evenly."""
+    number = int.from_bytes(key[:8], "little")
+    return (number & -number).bit_length() - 1 if number else 64
+
+
+def _frozen(attrs: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        return tuple(sorted(attrs.items()))
+    except TypeError:  # lists or maps among the values: compare their JSON instead
+        return tuple(sorted((k, _json(v)) for k, v in attrs.items()))
+
+
+def _digest(identity: tuple[Any, ...]) -> bytes:
+    return hashlib.blake2b(_json(identity).encode(), digest_size=16).digest()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
+def _store_level(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY",
+                            "SQLITE_CANTOPEN", "SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def _increment(previous: tuple[float] | None, total: float) -> float:
+    if previous is None or total < previous[0]:
+        return total  # first point of the stream, or the counter reset
+    return total - previous[0]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return _json(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
