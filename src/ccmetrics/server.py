@@ -42,7 +42,7 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+async def serve(config: Config) -> None:
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
     store = Store(config.db_path)
@@ -83,8 +83,6 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             config.db_path,
         )  # fmt: skip
         log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
-        if ready is not None:
-            ready.set()
         await asyncio.gather(*tasks)
     finally:
         if grpc_server is not None:

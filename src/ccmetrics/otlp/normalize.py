@@ -96,8 +96,7 @@ class Batch:
 
     def reject(self, count: int, why: str) -> None:
         self.rejected += count
-        if why not in self.problems and len(self.problems) < 10:
-            self.problems.append(why)
+        self.note(why)
 
     def note(self, why: str) -> None:
         if why not in self.problems and len(self.problems) < 10:

@@ -261,8 +261,8 @@ class Facts:
     @memoized
     def metric_totals(self, metric: str, by: tuple[str, ...] = ()) -> dict[Key, float]:
         """Sum of a counter's increments, grouped by attributes."""
-        totals = {k[0]: v for k, v in self.family_totals(metric).items()}
-        groups = _group(totals, self._metric_attrs(self.family_totals(metric)), by)
+        per_family = self.family_totals(metric)
+        groups = _group({k[0]: v for k, v in per_family.items()}, self._metric_attrs(per_family), by)
         return {key: sum(values) for key, values in groups.items()}
 
     @memoized

@@ -52,6 +52,19 @@ def _measure_sums() -> str:
 
 TIERS = {"hour": HOUR_NS, "day": DAY_NS}  # rollup tables: rollup_hour, rollup_day, event_rollup_hour, ...
 
+def _rollup_tables(prefix: str, columns: str) -> str:
+    """One table per tier (``rollup_hour``, ``rollup_day``...): the same columns, sums per family and period."""
+    return "\n".join(
+        f"""    CREATE TABLE {prefix}_{tier} (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        {columns},
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;"""
+        for tier in TIERS
+    )
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: metrics as families, series and points; events; spans; hourly and daily rollups.
     f"""
@@ -104,19 +117,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- Sums per family and hour, and per family and day, kept exact by the writer in the same transaction as
     -- the points (late points and corrections included): long ranges read days, their edges hours, and
     -- only partial hours read points.
-    CREATE TABLE rollup_hour (
-        family_id INTEGER NOT NULL,
-        start_ns INTEGER NOT NULL,
-        value REAL NOT NULL,
-        PRIMARY KEY (family_id, start_ns)
-    ) WITHOUT ROWID;
-    CREATE TABLE rollup_day (
-        family_id INTEGER NOT NULL,
-        start_ns INTEGER NOT NULL,
-        value REAL NOT NULL,
-        PRIMARY KEY (family_id, start_ns)
-    ) WITHOUT ROWID;
-
+{_rollup_tables("rollup", "value REAL NOT NULL")}
     -- When each session was active, to find recent sessions without scanning points.
     CREATE TABLE sessions (
         session_id TEXT PRIMARY KEY,
@@ -157,21 +158,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- Covers the percentile queries: an even sample of one event's measures, read from the index alone.
     CREATE INDEX events_sample ON events (name, sample, time_ns, family_id, duration_ms, ttft_ms);
 
-    CREATE TABLE event_rollup_hour (
-        family_id INTEGER NOT NULL,
-        start_ns INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        {_measure_sums()},
-        PRIMARY KEY (family_id, start_ns)
-    ) WITHOUT ROWID;
-    CREATE TABLE event_rollup_day (
-        family_id INTEGER NOT NULL,
-        start_ns INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        {_measure_sums()},
-        PRIMARY KEY (family_id, start_ns)
-    ) WITHOUT ROWID;
-
+{_rollup_tables("event_rollup", f"count INTEGER NOT NULL, {_measure_sums()}")}
     CREATE TABLE spans (
         trace_id TEXT NOT NULL,
         span_id TEXT NOT NULL,

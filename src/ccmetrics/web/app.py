@@ -27,11 +27,11 @@ from ..panels import PANELS, PANELS_BY_ID, Panel, View
 from ..store import Store
 from ..store.facts import Facts, attribute_values, filter_options, session_timeline
 from ..store.filters import Filters, QueryError
+from ..store.schema import DAY_NS
 from ..store.summary import summary
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
-DAY_NS = 86_400 * 1_000_000_000
 LIVE_POLL_S = 0.25
 LIVE_HEARTBEAT_S = 15
 
