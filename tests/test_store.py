@@ -244,3 +244,74 @@ def test_an_export_that_repeats_some_points_adds_only_the_new_ones(store):
     assert totals(store, filters=["session.id=s1"])["cost_usd"] == 6.0  # raw points
     (events,) = store.reader().execute("SELECT COUNT(*) FROM points").fetchone()
     assert events == 3
+
+
+def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(store):
+    """A month of history is read once; a late export into one of its hours makes it read again."""
+    hour, day = 3600 * SECOND, 86400 * SECOND
+    usage = [(T0 + d * day + hour, T0 + d * day + hour + SECOND, float(d + 1), USER) for d in range(5)]
+    ingest(store, *(sum_request(COST, [p]) for p in usage),
+           log_request([(T0 + hour, "api_request", {**USER, "duration_ms": 100})]))  # fmt: skip
+    since, until = _iso(T0 - day), _iso(T0 + 6 * day)
+    statements: list[str] = []
+    conn = store.reader()
+    conn.set_trace_callback(statements.append)
+
+    def ask(**filters) -> dict:
+        statements.clear()
+        return summary(conn, Filters.parse(since=since, until=until, **filters), store.family_cache, store.answers)
+
+    def rollups_read() -> int:
+        return sum("FROM rollup_" in s or "FROM event_rollup_" in s for s in statements)
+
+    try:
+        first = ask()
+        assert (first["cost_usd"], first["api_requests"]) == (15.0, 1)
+        assert rollups_read() > 0
+        again = ask()
+        assert again == first and rollups_read() == 0  # nothing changed: nothing read again
+        # A late export lands in the third day's hour, long after it was read.
+        ingest(store, sum_request(COST, [(T0 + 2 * day + hour, T0 + 2 * day + hour + 2 * SECOND, 0.5, USER)]),
+               log_request([(T0 + 2 * day + hour, "api_request", {**USER, "duration_ms": 300})]))  # fmt: skip
+        late = ask()
+        assert (late["cost_usd"], late["api_requests"]) == (15.5, 2)
+        assert rollups_read() > 0
+        assert ask(filters=["model=claude-opus-5-5"])["cost_usd"] == 15.5  # other filters, other answers
+    finally:
+        conn.set_trace_callback(None)
+
+
+def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
+    """A database written by the first schema (rollups keyed by family first) opens and answers the same."""
+    from ccmetrics.store.schema import MIGRATIONS, _statements
+
+    current = tmp_path / "current.db"
+    store = Store(current)
+    hour = 3600 * SECOND
+    ingest(store, *(sum_request(COST, [(T0 + i * hour, T0 + i * hour + SECOND, 0.25 * (i + 1), USER)])
+                    for i in range(30)),
+           log_request([(T0 + i * hour, "api_request", {**USER, "duration_ms": 10 * i}) for i in range(30)]))  # fmt: skip
+    expected = totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour))
+    store.close()
+
+    old = tmp_path / "old" / "ccmetrics.db"
+    old.parent.mkdir()
+    with sqlite3.connect(old, isolation_level=None) as conn:
+        for statement in _statements(MIGRATIONS[0]):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(f"ATTACH DATABASE '{current}' AS current")
+        tables = [name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            conn.execute(f"INSERT INTO main.{table} SELECT * FROM current.{table}")
+        conn.execute("DETACH DATABASE current")
+    store = Store(old)
+    try:
+        assert store.reader().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour)) == expected
+        assert expected["cost_usd"] == sum(0.25 * (i + 1) for i in range(2, 27))
+        (key,) = store.reader().execute(
+            "SELECT group_concat(name) FROM pragma_index_info('sqlite_autoindex_rollup_hour_1')").fetchone()
+        assert key == "start_ns,family_id"
+    finally:
+        store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..otlp.normalize import Batch
-from .facts import FamilyCache
+from .facts import AnswerCache, FamilyCache
 from .schema import migrate
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 
@@ -43,6 +43,7 @@ class Store:
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
         self.family_cache = FamilyCache()
+        self.answers = AnswerCache()
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be."""

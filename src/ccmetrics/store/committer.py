@@ -289,7 +289,7 @@ class Rollups:
                 metrics[(family_id, hour - hour % size)] += value
             conn.executemany(
                 f"INSERT INTO rollup_{tier} (family_id, start_ns, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (family_id, start_ns) DO UPDATE SET value = value + excluded.value",
+                "ON CONFLICT (start_ns, family_id) DO UPDATE SET value = value + excluded.value",
                 [(*key, value) for key, value in metrics.items()],
             )
             events: dict[tuple[int, int], list[float]] = {}
@@ -298,6 +298,12 @@ class Rollups:
                 for i, value in enumerate(sums):
                     mine[i] += value
             conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), [(*key, *sums) for key, sums in events.items()])
+        hours = {hour for _, hour in self.metrics} | {hour for _, hour in self.events}
+        conn.executemany(
+            "INSERT INTO hour_versions (start_ns, version) VALUES (?, 1) "
+            "ON CONFLICT (start_ns) DO UPDATE SET version = version + 1",
+            [(hour,) for hour in hours],
+        )
         conn.executemany(
             "INSERT INTO sessions (session_id, first_ns, last_ns) VALUES (?, ?, ?) ON CONFLICT (session_id) "
             "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)",
@@ -308,7 +314,7 @@ class Rollups:
 _MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
 _UPSERT_EVENT_ROLLUP = (
     f"INSERT INTO event_rollup_{{tier}} (family_id, start_ns, count, {', '.join(_MEASURE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (3 + len(_MEASURE_COLUMNS)))}) ON CONFLICT (family_id, start_ns) DO UPDATE SET "
+    f"VALUES ({', '.join('?' * (3 + len(_MEASURE_COLUMNS)))}) ON CONFLICT (start_ns, family_id) DO UPDATE SET "
     f"count = count + excluded.count, " + ", ".join(f"{c} = {c} + excluded.{c}" for c in _MEASURE_COLUMNS)
 )
 _INSERT_POINT = (

@@ -13,17 +13,20 @@ import functools
 import json
 import math
 import sqlite3
-from collections import defaultdict
+import threading
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .filters import Filters
-from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, NOT_IN_FAMILY, TIERS
+from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, HOUR_NS, NOT_IN_FAMILY, TIERS
 
 Key = tuple[Any, ...]
 T = TypeVar("T")
 SAMPLE_TARGET = 5_000  # events read (about, at most) for percentiles: p95 to within a fraction of a percent
+FEW_EVENTS = 4 * SAMPLE_TARGET  # under a filter, this many events are cheaper to read by family than sampled
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")
 Span = tuple[str, int | None, int | None]  # ("day" | "hour" | "raw", from, to)
 
@@ -41,19 +44,8 @@ class Stats:
         return self.total / self.count if self.count else None
 
 
-@dataclass
-class EventTotals:
-    count: int = 0
-    sums: dict[str, float] | None = None
-    counts: dict[str, int] | None = None
-
-    def add(self, count: int, sums: Iterable[float], counts: Iterable[int]) -> None:
-        self.count += count
-        self.sums = self.sums or dict.fromkeys(EVENT_MEASURES, 0.0)
-        self.counts = self.counts or dict.fromkeys(EVENT_MEASURES, 0)
-        for measure, s, n in zip(EVENT_MEASURES, sums, counts, strict=True):
-            self.sums[measure] += s or 0.0
-            self.counts[measure] += n or 0
+# An event family's totals as read: [count, then (sum, count) for each of EVENT_MEASURES], added up in place.
+_SUM_AT = {measure: 1 + 2 * i for i, measure in enumerate(EVENT_MEASURES)}
 
 
 def memoized(method: Callable[..., T]) -> Callable[..., T]:
@@ -78,31 +70,90 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 class FamilyCache:
-    """Name and attributes of families, by id: families never change once written, so they are cached for good."""
+    """Name, attributes and group keys of families, by id: families never change once written, so what is
+    learnt about them is kept for good. Group keys (the values of a tuple of attribute keys) are worked out
+    once per family and grouping, so grouping thousands of families is one dictionary lookup each."""
 
     _NAME = {"families": "metric", "event_families": "name"}
 
     def __init__(self) -> None:
-        self._known: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+        self._names: dict[str, dict[int, str]] = {table: {} for table in self._NAME}
+        self._attrs: dict[str, dict[int, dict[str, Any]]] = {table: {} for table in self._NAME}
+        self._keys: dict[tuple[str, tuple[str, ...]], dict[int, Key]] = {}
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> None:
-        missing = [i for i in set(ids) if (table, i) not in self._known]
+        names, attrs = self._names[table], self._attrs[table]
+        missing = list(set(ids).difference(names))
         for chunk in range(0, len(missing), 500):
             part = missing[chunk : chunk + 500]
-            for family_id, name, attrs in conn.execute(
+            for family_id, name, text in conn.execute(
                 f"SELECT id, {self._NAME[table]}, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})", part
             ):
-                self._known[(table, family_id)] = (name, json.loads(attrs))
+                attrs[family_id] = json.loads(text)
+                names[family_id] = name
 
     def attrs(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        ids = list(ids)
+        """Attributes of (at least) the families asked for."""
         self._load(conn, table, ids)
-        return {i: self._known.get((table, i), ("", {}))[1] for i in ids}
+        return self._attrs[table]
 
     def names(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, str]:
-        ids = list(ids)
         self._load(conn, table, ids)
-        return {i: self._known.get((table, i), ("", {}))[0] for i in ids}
+        return self._names[table]
+
+    def keys(self, conn: sqlite3.Connection, table: str, ids: Iterable[int], by: tuple[str, ...]) -> dict[int, Key]:
+        """``{family_id: (value of each key in by)}`` for (at least) the families asked for."""
+        ids = set(ids)
+        keys = self._keys.setdefault((table, by), {})
+        missing = ids.difference(keys)
+        if missing:
+            attrs = self.attrs(conn, table, missing)
+            shared: dict[Key, Key] = {}  # one tuple per distinct key, however many families share it
+            for family_id in missing:
+                family = attrs.get(family_id, {})
+                key = tuple(family.get(k) for k in by)
+                keys[family_id] = shared.setdefault(key, key)
+        return keys
+
+
+class AnswerCache:
+    """Answers read from the rollups, kept for as long as the hours they cover do not change.
+
+    Every transaction that adds to an hour bumps that hour's version (``hour_versions``), so an answer is
+    reused only while the versions of its hours are what they were when it was read: a month of history is
+    read once, and then only the hours still receiving data are read again. Bounded by the rows it holds.
+    """
+
+    def __init__(self, max_rows: int = 100_000) -> None:
+        self._answers: OrderedDict[Key, tuple[Key, list[tuple[Any, ...]]]] = OrderedDict()
+        self._rows = 0
+        self._max_rows = max_rows
+        self._lock = threading.Lock()
+
+    def rows(self, conn: sqlite3.Connection, sql: str, params: list[Any], lo: int | None,
+             hi: int | None) -> list[tuple[Any, ...]]:  # fmt: skip
+        # The versions are read before the answer: a commit landing in between can only make it look stale.
+        version = conn.execute(
+            "SELECT COUNT(*), TOTAL(version) FROM hour_versions WHERE start_ns >= ? AND start_ns < ?",
+            (-(2**63) if lo is None else lo, 2**63 - 1 if hi is None else hi),
+        ).fetchone()
+        key = (sql, *params)
+        with self._lock:
+            known = self._answers.get(key)
+            if known is not None and known[0] == version:
+                self._answers.move_to_end(key)
+                return known[1]
+        rows = conn.execute(sql, params).fetchall()
+        with self._lock:
+            old = self._answers.pop(key, None)
+            self._rows -= len(old[1]) if old else 0
+            if len(rows) <= self._max_rows // 4:
+                self._answers[key] = (version, rows)
+                self._rows += len(rows)
+            while self._rows > self._max_rows:
+                _, (_, dropped) = self._answers.popitem(last=False)
+                self._rows -= len(dropped)
+        return rows
 
 
 def _split(lo: int | None, hi: int | None, tiers: list[tuple[str, int]]) -> list[Span]:
@@ -131,29 +182,43 @@ def json_path(key: str) -> str:
     return '$."' + key.replace('"', "") + '"'
 
 
-def _group(totals: dict[int, Any], attrs: dict[int, dict[str, Any]], by: tuple[str, ...]) -> dict[Key, list[Any]]:
-    groups: dict[Key, list[Any]] = defaultdict(list)
+def _group(totals: dict[int, T], keys: dict[int, Key]) -> dict[Key, list[T]]:
+    groups: dict[Key, list[T]] = defaultdict(list)
     for family_id, value in totals.items():
-        family = attrs.get(family_id, {})
-        groups[tuple(family.get(key) for key in by)].append(value)
+        groups[keys[family_id]].append(value)
     return groups
 
 
 class Facts:
-    def __init__(self, conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None):
+    def __init__(self, conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None,
+                 answers: AnswerCache | None = None) -> None:  # fmt: skip
         self.conn = conn
         self.filters = filters
         self.cache = cache or FamilyCache()
+        self.answers = answers
 
     # --- where to read from ---------------------------------------------------------------------------
 
     def _spans(self, raw_only: bool, bucket_ns: int | None = None) -> list[Span]:
         """Pieces of the time range and where each is read: whole days from the daily rollups, whole hours
         from the hourly ones, the rest from raw rows; a chart's buckets must be whole units of the tier."""
+        lo, hi = self.filters.since_ns, self.filters.until_ns
         if raw_only:
-            return [("raw", self.filters.since_ns, self.filters.until_ns)]
+            return [("raw", lo, hi)]
         tiers = [(tier, size) for tier, size in TIERS.items() if not bucket_ns or bucket_ns % size == 0]
-        return _split(self.filters.since_ns, self.filters.until_ns, sorted(tiers, key=lambda t: -t[1]))
+        tiers.sort(key=lambda t: -t[1])
+        now_hour = time.time_ns() // HOUR_NS * HOUR_NS
+        if hi is None and (lo is None or lo < now_hour):
+            # Up to now: the hours before this one no longer receive data, so they are a piece of their own,
+            # whose answer can be kept (see AnswerCache); only this hour's piece is read every time.
+            return [*_split(lo, now_hour, tiers), *_split(now_hour, None, tiers)]
+        return _split(lo, hi, tiers)
+
+    def _read(self, source: str, lo: int | None, hi: int | None, sql: str, params: list[Any]) -> Iterable[Any]:
+        """Rows of a query on one piece of the range; answers from rollups are reused while still right."""
+        if source == "raw" or self.answers is None:
+            return self.conn.execute(sql, params)
+        return self.answers.rows(self.conn, sql, params, lo, hi)
 
     @staticmethod
     def _time(column: str, lo: int | None, hi: int | None) -> tuple[str, list[int]]:
@@ -210,10 +275,6 @@ class Facts:
     def family_totals(self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()) -> dict[Key, float]:
         """A counter's increments per family, or per value of common ``columns`` (grouped in SQL, for big
         groupings such as timelines), and per time bucket when asked: ``{(family_id | *values[, bucket]): sum}``."""
-        if bucket_ns is None and not columns:
-            sums = self._all_metric_sums()
-            names = self.cache.names(self.conn, "families", sums)
-            return {(family_id,): value for family_id, value in sums.items() if names[family_id] == metric}
         where, params, raw_only = self._metric_filter
         out: dict[Key, float] = defaultdict(float)
         for source, lo, hi in self._spans(raw_only, bucket_ns):
@@ -227,13 +288,13 @@ class Facts:
             time_sql, time_params = self._time(time_column, lo, hi)
             if rollup:
                 sql = (f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup_{source} r "
-                       f"JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
+                       f"CROSS JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
                        f"AND {_on(where, 'r.family_id')} GROUP BY {group}")  # fmt: skip
             else:
                 sql = (f"SELECT {', '.join(keys)}, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
                        f"WHERE s.metric = ? AND s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} "
                        f"GROUP BY {group}")  # fmt: skip
-            for *key, value in self.conn.execute(sql, [metric, *time_params, *params]):
+            for *key, value in self._read(source, lo, hi, sql, [metric, *time_params, *params]):
                 out[tuple(key)] += value
         return dict(out)
 
@@ -251,19 +312,29 @@ class Facts:
                 time_sql, time_params = self._time("p.time_ns", lo, hi)
                 sql = (f"SELECT s.family_id, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
                        f"WHERE s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} GROUP BY 1")  # fmt: skip
-            for family_id, value in self.conn.execute(sql, [*time_params, *params]):
+            for family_id, value in self._read(source, lo, hi, sql, [*time_params, *params]):
                 out[family_id] += value
         return dict(out)
 
-    def _metric_attrs(self, totals: dict[Key, Any]) -> dict[int, dict[str, Any]]:
-        return self.cache.attrs(self.conn, "families", {key[0] for key in totals})
+    @memoized
+    def _metric_sums_by_name(self) -> dict[str, dict[int, float]]:
+        sums = self._all_metric_sums()
+        names = self.cache.names(self.conn, "families", sums)
+        out: dict[str, dict[int, float]] = defaultdict(dict)
+        for family_id, value in sums.items():
+            out[names.get(family_id, "")][family_id] = value
+        return out
 
     @memoized
     def metric_totals(self, metric: str, by: tuple[str, ...] = ()) -> dict[Key, float]:
         """Sum of a counter's increments, grouped by attributes."""
-        per_family = self.family_totals(metric)
-        groups = _group({k[0]: v for k, v in per_family.items()}, self._metric_attrs(per_family), by)
-        return {key: sum(values) for key, values in groups.items()}
+        per_family = self._metric_sums_by_name().get(metric, {})
+        keys = self.cache.keys(self.conn, "families", per_family, by)
+        out: dict[Key, float] = {}
+        for family_id, value in per_family.items():
+            key = keys[family_id]
+            out[key] = out.get(key, 0.0) + value
+        return out
 
     @memoized
     def metric_timeline(self, metric: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
@@ -271,10 +342,10 @@ class Facts:
         if all(key in FAMILY_COLUMNS for key in by):
             return {(bucket, *values): v for (*values, bucket), v in self.family_totals(metric, bucket_ns, by).items()}
         totals = self.family_totals(metric, bucket_ns)
-        attrs = self._metric_attrs(totals)
+        keys = self.cache.keys(self.conn, "families", {family_id for family_id, _ in totals}, by)
         out: dict[Key, float] = defaultdict(float)
         for (family_id, bucket), value in totals.items():
-            out[(bucket, *(attrs.get(family_id, {}).get(key) for key in by))] += value
+            out[(bucket, *keys[family_id])] += value
         return dict(out)
 
     def metric_total(self, metric: str, **where: str) -> float:
@@ -284,18 +355,20 @@ class Facts:
 
     # --- events ---------------------------------------------------------------------------------------
 
-    def event_family_totals(self, name: str) -> dict[int, EventTotals]:
+    @memoized
+    def event_family_totals(self, name: str) -> dict[int, list[float]]:
+        """Each family's ``[count, then sum and count of each of EVENT_MEASURES]`` for one event name."""
         totals = self._all_event_totals()
         names = self.cache.names(self.conn, "event_families", totals)
-        return {family_id: t for family_id, t in totals.items() if names[family_id] == name}
+        return {family_id: t for family_id, t in totals.items() if names.get(family_id) == name}
 
     @memoized
-    def _all_event_totals(self) -> dict[int, EventTotals]:
+    def _all_event_totals(self) -> dict[int, list[float]]:
         """Counts and measure sums of every event family in one pass."""
         where, params, raw_only = self._event_filter
         sums = ", ".join(f"SUM(r.{m}_sum), SUM(r.{m}_count)" for m in EVENT_MEASURES)
-        raw_sums = ", ".join(f"SUM(coalesce(e.{m}, 0)), SUM(e.{m} IS NOT NULL)" for m in EVENT_MEASURES)
-        out: dict[int, EventTotals] = defaultdict(EventTotals)
+        raw_sums = ", ".join(f"TOTAL(e.{m}), COUNT(e.{m})" for m in EVENT_MEASURES)
+        out: dict[int, list[float]] = {}
         for source, lo, hi in self._spans(raw_only):
             if source != "raw":
                 time_sql, time_params = self._time("r.start_ns", lo, hi)
@@ -305,9 +378,14 @@ class Facts:
                 time_sql, time_params = self._time("e.time_ns", lo, hi)
                 sql = (f"SELECT e.family_id, COUNT(*), {raw_sums} FROM events e WHERE {time_sql} "
                        f"AND {_on(where, 'e.family_id')} GROUP BY 1")  # fmt: skip
-            for family_id, count, *values in self.conn.execute(sql, [*time_params, *params]):
-                out[family_id].add(count, values[0::2], values[1::2])
-        return dict(out)
+            for family_id, *values in self._read(source, lo, hi, sql, [*time_params, *params]):
+                mine = out.get(family_id)
+                if mine is None:
+                    out[family_id] = [v or 0 for v in values]
+                else:
+                    for i, value in enumerate(values):
+                        mine[i] += value or 0
+        return out
 
     def event_values(self, name: str, measure: str) -> tuple[list[tuple[int, float]], bool]:
         """``(family_id, value)`` of a measure for percentiles, and whether they are an even sample."""
@@ -317,47 +395,56 @@ class Facts:
 
     @memoized
     def _event_samples(self, name: str) -> tuple[list[tuple[Any, ...]], bool]:
-        """Every percentile measure of an event, read in one pass over the covering index.
+        """Every percentile measure of an event, read in one pass over a covering index.
 
         Past SAMPLE_TARGET events, only the events of a high enough sample level are read: a uniform
-        sample of a known fraction, so a month of a large team costs no more than a busy hour.
+        sample of a known fraction, so a month of a large team costs no more than a busy hour. When a
+        filter leaves only a few events, they are read family by family instead of picked out of all.
         """
-        total = sum(t.count for t in self.event_family_totals(name).values())
+        totals = self.event_family_totals(name)
+        total = sum(t[0] for t in totals.values())
         level = math.ceil(math.log2(total / SAMPLE_TARGET)) if total > SAMPLE_TARGET else 0
         where, params, _ = self._event_filter
         time_sql, time_params = self._time("e.time_ns", self.filters.since_ns, self.filters.until_ns)
-        rows = self.conn.execute(
-            f"SELECT e.family_id, {', '.join(f'e.{m}' for m in PERCENTILE_MEASURES)} FROM events e "
-            f"WHERE e.name = ? AND e.sample >= ? AND {time_sql} AND {_on(where, 'e.family_id')}",
-            [name, level, *time_params, *params],
-        ).fetchall()
-        return rows, level > 0
-
-    def _event_attrs(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        return self.cache.attrs(self.conn, "event_families", ids)
+        measures = ", ".join(f"e.{m}" for m in PERCENTILE_MEASURES)
+        if self.filters.attrs and total <= FEW_EVENTS:
+            sql = (f"SELECT e.family_id, {measures} FROM events e INDEXED BY events_family "
+                   f"WHERE e.family_id IN (SELECT value FROM json_each(?)) AND e.sample >= ? AND {time_sql} "
+                   f"AND {_on(where, 'e.family_id')}")  # fmt: skip
+            args = [json.dumps(list(totals)), level, *time_params, *params]
+        else:
+            sql = (f"SELECT e.family_id, {measures} FROM events e "
+                   f"WHERE e.name = ? AND e.sample >= ? AND {time_sql} AND {_on(where, 'e.family_id')}")  # fmt: skip
+            args = [name, level, *time_params, *params]
+        return self.conn.execute(sql, args).fetchall(), level > 0
 
     @memoized
     def event_counts(self, name: str, by: tuple[str, ...] = ()) -> dict[Key, int]:
         totals = self.event_family_totals(name)
-        groups = _group({k: v.count for k, v in totals.items()}, self._event_attrs(totals), by)
-        return {key: sum(values) for key, values in groups.items()}
+        keys = self.cache.keys(self.conn, "event_families", totals, by)
+        out: dict[Key, int] = {}
+        for family_id, t in totals.items():
+            key = keys[family_id]
+            out[key] = out.get(key, 0) + t[0]
+        return out
 
     @memoized
     def event_stats(self, name: str, measure: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:
         """Count, sum and percentiles of an event measure (latency, duration, length), grouped by attributes."""
         totals = self.event_family_totals(name)
         values, sampled = self.event_values(name, measure) if measure in PERCENTILE_MEASURES else ([], False)
-        attrs = self._event_attrs(set(totals) | {family_id for family_id, _ in values})
+        keys = self.cache.keys(self.conn, "event_families", set(totals).union(f for f, _ in values), by)
         per_group: dict[Key, list[float]] = defaultdict(list)
         for family_id, value in values:
-            per_group[tuple(attrs[family_id].get(k) for k in by)].append(value)
+            per_group[keys[family_id]].append(value)
+        at = _SUM_AT[measure]
         out = {}
-        for key, family_totals in _group(totals, attrs, by).items():
-            count = sum(t.counts[measure] for t in family_totals if t.counts)
-            total = sum(t.sums[measure] for t in family_totals if t.sums)
+        for key, family_totals in _group(totals, keys).items():
+            count = sum(t[at + 1] for t in family_totals)
+            total = sum(t[at] for t in family_totals)
             ordered = sorted(per_group.get(key, ()))
             if count:
-                out[key] = Stats(count, total, percentile(ordered, 0.5), percentile(ordered, 0.95), sampled)
+                out[key] = Stats(int(count), total, percentile(ordered, 0.5), percentile(ordered, 0.95), sampled)
         return out
 
     # --- sessions -------------------------------------------------------------------------------------

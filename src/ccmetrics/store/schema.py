@@ -52,17 +52,33 @@ def _measure_sums() -> str:
 
 TIERS = {"hour": HOUR_NS, "day": DAY_NS}  # rollup tables: rollup_hour, rollup_day, event_rollup_hour, ...
 
-def _rollup_tables(prefix: str, columns: str) -> str:
+ROLLUP_COLUMNS = {"rollup": "value REAL NOT NULL", "event_rollup": f"count INTEGER NOT NULL, {_measure_sums()}"}
+
+
+def _rollup_tables(prefix: str, key: str, suffix: str = "") -> str:
     """One table per tier (``rollup_hour``, ``rollup_day``...): the same columns, sums per family and period."""
     return "\n".join(
-        f"""    CREATE TABLE {prefix}_{tier} (
+        f"""    CREATE TABLE {prefix}_{tier}{suffix} (
         family_id INTEGER NOT NULL,
         start_ns INTEGER NOT NULL,
-        {columns},
-        PRIMARY KEY (family_id, start_ns)
+        {ROLLUP_COLUMNS[prefix]},
+        PRIMARY KEY ({key})
     ) WITHOUT ROWID;"""
         for tier in TIERS
     )
+
+
+def _rollups_by_time() -> str:
+    """Rebuild the rollup tables ordered by time first: a range of time is one stretch of the table to read,
+    and the hour being written is a few adjacent pages rather than one page per family."""
+    statements = []
+    for prefix in ROLLUP_COLUMNS:
+        statements.append(_rollup_tables(prefix, "start_ns, family_id", "_by_time"))
+        for tier in TIERS:
+            statements.append(f"""    INSERT INTO {prefix}_{tier}_by_time SELECT * FROM {prefix}_{tier};
+    DROP TABLE {prefix}_{tier};
+    ALTER TABLE {prefix}_{tier}_by_time RENAME TO {prefix}_{tier};""")
+    return "\n".join(statements)
 
 
 MIGRATIONS: tuple[str, ...] = (
@@ -117,7 +133,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- Sums per family and hour, and per family and day, kept exact by the writer in the same transaction as
     -- the points (late points and corrections included): long ranges read days, their edges hours, and
     -- only partial hours read points.
-{_rollup_tables("rollup", "value REAL NOT NULL")}
+{_rollup_tables("rollup", "family_id, start_ns")}
     -- When each session was active, to find recent sessions without scanning points.
     CREATE TABLE sessions (
         session_id TEXT PRIMARY KEY,
@@ -158,7 +174,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- Covers the percentile queries: an even sample of one event's measures, read from the index alone.
     CREATE INDEX events_sample ON events (name, sample, time_ns, family_id, duration_ms, ttft_ms);
 
-{_rollup_tables("event_rollup", f"count INTEGER NOT NULL, {_measure_sums()}")}
+{_rollup_tables("event_rollup", "family_id, start_ns")}
     CREATE TABLE spans (
         trace_id TEXT NOT NULL,
         span_id TEXT NOT NULL,
@@ -172,6 +188,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (trace_id, span_id)
     ) WITHOUT ROWID;
     CREATE INDEX spans_session ON spans (session_id, start_ns);
+    """,
+    # 2: rollups ordered by time; a version per hour of data, so answers about hours that did not change can
+    # be reused.
+    f"""
+{_rollups_by_time()}
+    -- Bumped by every transaction that adds to an hour (points or events timed in it): an answer read from
+    -- rollups stays right for as long as the versions of its hours stay the same.
+    -- Percentiles under a filter that leaves few families: their events, read from this index alone.
+    DROP INDEX events_name_time;
+    CREATE INDEX events_family ON events (family_id, time_ns, sample, duration_ms, ttft_ms);
+
+    CREATE TABLE hour_versions (
+        start_ns INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .facts import Facts, FamilyCache
+from .facts import AnswerCache, Facts, FamilyCache
 from .filters import Filters
 
 TOKEN_TYPES = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
@@ -35,8 +35,9 @@ def _round(value: float | None, places: int = 9) -> float | None:
     return None if value is None else round(value, places)
 
 
-def summary(conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None) -> dict[str, Any]:
-    f = Facts(conn, filters, cache)
+def summary(conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None,
+            answers: AnswerCache | None = None) -> dict[str, Any]:  # fmt: skip
+    f = Facts(conn, filters, cache, answers)
     by_model: dict[str, dict[str, Any]] = {}
     by_user: dict[str, dict[str, Any]] = {}
 

@@ -43,7 +43,7 @@ def filters_from(request: Request) -> Filters:
 
 def view_from(request: Request, store: Store) -> View:
     filters = filters_from(request)
-    facts = Facts(store.reader(), filters, store.family_cache)
+    facts = Facts(store.reader(), filters, store.family_cache, store.answers)
     end = filters.until_ns or time.time_ns()
     start = filters.since_ns or _first_data_ns(facts, end)
     group_key = request.query_params.get("group_by") or "team.id"
@@ -103,7 +103,9 @@ def create_app(store: Store, config: Config) -> Starlette:
         })  # fmt: skip
 
     async def api_summary(request: Request) -> Response:
-        return await query(request, lambda: summary(store.reader(), filters_from(request), store.family_cache))
+        return await query(
+            request, lambda: summary(store.reader(), filters_from(request), store.family_cache, store.answers)
+        )
 
     async def api_panels(request: Request) -> JSONResponse:
         return JSONResponse({"panels": [panel_meta(p) for p in PANELS]})
