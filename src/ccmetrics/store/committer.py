@@ -56,6 +56,7 @@ class Committer:
 
     def __init__(self, path: Path) -> None:
         self._conn = connect(path)
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
         self._ids: dict[Any, int] = {}
 
     def close(self) -> None:
