@@ -314,12 +314,13 @@ class LiveSession:
     variant: Variant
     blobs: dict[str, bytes]
     base_ns: int
+    length: int  # metric exports (one a minute) before the session ends
     metric_windows: int = 0
     log_windows: int = 0
 
 
 def build_client_requests(host_header: str, count: int, log_every: int, sessions_per_client: int,
-                          windows_per_session: int, seed: int) -> tuple[list[bytes], list[tuple], list[bool]]:  # fmt: skip
+                          windows_per_session: tuple[int, int], seed: int) -> tuple[list[bytes], list[tuple], list[bool]]:  # fmt: skip
     """``count`` complete HTTP requests for one client, with the totals each one carries."""
     rng = random.Random(seed)
     now = time.time_ns()
@@ -332,11 +333,13 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
         users.append(user_id)  # some users run several sessions
         variant = rng.choice(variants)
         # Windows run back from (about) now, so no timestamp is in the future.
-        base = now - (windows_per_session + 2) * WINDOW_NS - rng.randrange(0, 3600) * 1_000_000_000
-        return LiveSession(variant, variant.blobs(session_id, user_id), base)
+        base = now - (windows_per_session[1] + 2) * WINDOW_NS - rng.randrange(0, 3600) * 1_000_000_000
+        return LiveSession(variant, variant.blobs(session_id, user_id), base, rng.randint(*windows_per_session))
 
     users: list[bytes] = []
     live = [new_live() for _ in range(sessions_per_client)]
+    for ls in live:  # the first sessions end at random points, so sessions start and end staggered, as in life
+        ls.length = rng.randint(1, ls.length)
     requests, totals, is_log = [], [], []
     head_metrics = (f"POST /v1/metrics HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ccmetrics-bench\r\n"
                     "Content-Type: application/x-protobuf\r\nContent-Length: ").encode()  # fmt: skip
@@ -400,7 +403,7 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
             t[F["points"]] = len(tpl.slots)
             head = head_metrics
             is_log.append(False)
-            if ls.metric_windows >= windows_per_session:
+            if ls.metric_windows >= ls.length:
                 live[slot] = new_live()  # the session ends; a new one takes its place
         requests.append(head + str(len(blob)).encode() + b"\r\n\r\n" + bytes(blob))
         totals.append(tuple(t))
@@ -419,6 +422,7 @@ class ClientResult:
     statuses: dict[str, int] = field(default_factory=dict)
     indeterminate: list[int] = field(default_factory=list)  # sent, outcome unknown (timeout, reset)
     partial: int = 0
+    measured: int = 0  # acknowledged, and sent after the warm-up
     reconnects: int = 0
     exhausted: bool = False
 
@@ -482,7 +486,9 @@ async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[
             result.reconnects += 1
             continue
         elapsed = perf() - t0
-        lat_append(elapsed)
+        measured = mono() - elapsed >= t_start  # sent after the warm-up
+        if measured:
+            lat_append(elapsed)
         if 200 <= status < 300:
             if body and _rejected(body, is_log[i]):
                 result.partial += 1
@@ -490,9 +496,11 @@ async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[
             else:
                 ack_append(i)
                 _count(result, str(status))
-                second = int(mono() - t_start)
-                if second < len(buckets):
-                    buckets[second] += 1
+                if measured:
+                    result.measured += 1
+                    second = int(mono() - t_start)
+                    if second < len(buckets):
+                        buckets[second] += 1
         else:
             _count(result, str(status))
         if b"connection: close" in lower:
@@ -524,7 +532,10 @@ async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: l
             result.indeterminate.append(i)
             _count(result, type(exc).__name__)
             continue
-        result.latencies.append(perf() - t0)
+        elapsed = perf() - t0
+        measured = mono() - elapsed >= t_start  # sent after the warm-up
+        if measured:
+            result.latencies.append(elapsed)
         if 200 <= response.status_code < 300:
             if response.content and _rejected(response.content, is_log[i]):
                 result.partial += 1
@@ -532,9 +543,11 @@ async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: l
             else:
                 result.acked.append(i)
                 _count(result, str(response.status_code))
-                second = int(mono() - t_start)
-                if second < len(buckets):
-                    buckets[second] += 1
+                if measured:
+                    result.measured += 1
+                    second = int(mono() - t_start)
+                    if second < len(buckets):
+                        buckets[second] += 1
         else:
             _count(result, str(response.status_code))
     else:
@@ -583,7 +596,7 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
         indeterminate_totals = [0.0] * len(FIELDS)
         latencies = array.array("d")
         statuses: dict[str, int] = {}
-        acked = partial = reconnects = indeterminate = 0
+        acked = measured = partial = reconnects = indeterminate = 0
         exhausted = False
         for cid, res in results.items():
             totals = built[cid][1]
@@ -597,12 +610,13 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
             for key, n in res.statuses.items():
                 statuses[key] = statuses.get(key, 0) + n
             acked += len(res.acked)
+            measured += res.measured
             indeterminate += len(res.indeterminate)
             partial += res.partial
             reconnects += res.reconnects
             exhausted |= res.exhausted
         out.put({
-            "proc": proc_index, "ok": True, "t_end": t_end, "acked": acked, "acked_totals": acked_totals,
+            "proc": proc_index, "ok": True, "t_end": t_end, "acked": acked, "measured": measured, "acked_totals": acked_totals,
             "indeterminate": indeterminate, "indeterminate_totals": indeterminate_totals,
             "latencies": latencies.tobytes(), "statuses": statuses, "partial": partial, "reconnects": reconnects,
             "exhausted": exhausted, "buckets": list(buckets),
@@ -739,10 +753,21 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def _window_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    low, high = int(lo), int(hi or lo)
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError("expected N or LO-HI with 1 <= LO <= HI")
+    return low, high
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=16, help="concurrent clients, one request in flight each (16)")
-    p.add_argument("--seconds", type=float, default=20, help="how long to send (20)")
+    p.add_argument("--seconds", type=float, default=20, help="how long to measure, after the warm-up (20)")
+    p.add_argument("--warmup", type=float, default=3,
+                   help="seconds sent first and left out of the figures (3): every session is new to the server "
+                        "then, and the server's caches are cold; they still count in the zero-loss check")
     p.add_argument("--max-exports", type=int, default=80_000,
                    help="requests pre-built in total (bounds the run and memory; 80000 = ~350 MiB)")
     p.add_argument("--procs", type=int, default=1, help="generator processes (1; clients are spread over them)")
@@ -750,8 +775,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="raw: minimal asyncio HTTP/1.1 keep-alive client (cheap); httpx: httpx.AsyncClient")
     p.add_argument("--log-every", type=int, default=4, help="every Nth export is a log export (4; 0 = none)")
     p.add_argument("--sessions-per-client", type=int, default=4, help="sessions each client interleaves (4)")
-    p.add_argument("--windows-per-session", type=int, default=30,
-                   help="metric exports (60 s windows) per session before it ends and a new one starts (30); "
+    p.add_argument("--windows-per-session", type=_window_range, default=(10, 120), metavar="LO-HI",
+                   help="metric exports (60 s windows) per session before it ends and a new one starts, drawn "
+                        "at random per session (10-120: Claude Code's sessions of 10 to 120 minutes); "
                         "1 = every export creates new series (worst case)")
     p.add_argument("--timeout", type=float, default=30, help="per-request timeout in seconds (30)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, so reruns never collide)")
@@ -825,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
             built_bytes += nbytes
         print(f"  pre-built {per_client * args.clients:,} requests ({_fmt_bytes(built_bytes)}), "
               f"1 in {args.log_every or 'none'} a log export; {args.sessions_per_client} sessions/client, "
-              f"{args.windows_per_session} windows/session")  # fmt: skip
+              f"{args.windows_per_session[0]}-{args.windows_per_session[1]} windows/session, staggered")  # fmt: skip
 
         before = http_get_json(f"{api}/api/summary", 30) if api else None
         if data_dir is not None and (data_dir / "ccmetrics.db").exists():
@@ -833,8 +859,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows_before = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("points", "events")]
         else:
             rows_before = None
-        cpu_before = thread_cpu(pid) if pid else {}
-        machine_before = cpu_busy_seconds()
         if args.py_spy and pid:
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             fmt = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}.get(Path(args.py_spy).suffix, "flamegraph")
@@ -844,10 +868,14 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
             time.sleep(0.5)  # let it attach
-        t_start = time.monotonic()
+        t_go = time.monotonic()
+        t_start = t_go + args.warmup  # figures count what is sent from here on
         shared[0], shared[1] = t_start, t_start + args.seconds
         rss_samples = []
         go.set()
+        time.sleep(max(0.0, t_start - time.monotonic()))  # the warm-up: new sessions' series, cold caches
+        cpu_before = thread_cpu(pid) if pid else {}
+        machine_before = cpu_busy_seconds()
         results = []
         while len(results) < len(procs):
             try:
@@ -866,7 +894,8 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = t_end - t_start
 
         # --- figures ----------------------------------------------------------------------------------
-        acked = sum(r["acked"] for r in results)
+        acked = sum(r["acked"] for r in results)  # all of them, warm-up included: for the zero-loss check
+        measured = sum(r["measured"] for r in results)  # sent after the warm-up: for the figures
         totals = [sum(r["acked_totals"][k] for r in results) for k in range(len(FIELDS))]
         indeterminate = sum(r["indeterminate"] for r in results)
         ind_totals = [sum(r["indeterminate_totals"][k] for r in results) for k in range(len(FIELDS))]
@@ -881,9 +910,11 @@ def main(argv: list[str] | None = None) -> int:
         buckets = [sum(col) for col in zip(*(r["buckets"] for r in results), strict=True)]
         full_seconds = buckets[: int(elapsed)] if elapsed >= 1 else []
         gen_cpu = sum(r["cpu_s"] for r in results)
+        gen_cpu_measured = gen_cpu * measured / max(1, acked + indeterminate)
         exhausted = any(r["exhausted"] for r in results)
         points, events = totals[F["points"]], totals[F["events"]]
-        exports_s = acked / elapsed if elapsed > 0 else 0.0
+        exports_s = measured / elapsed if elapsed > 0 else 0.0
+        share = measured / acked if acked else 0.0  # points and events of the measured exports, about
         p50, p95, p99, pmax = (percentile(lat, q) * 1000 for q in (50, 95, 99, 100))
         mean = (sum(lat) / len(lat) * 1000) if lat else float("nan")
 
@@ -900,13 +931,13 @@ def main(argv: list[str] | None = None) -> int:
             return "ok  " if ok else "MISS"
 
         print()
-        print(f"  elapsed                {elapsed:8.2f} s" + ("   (stopped early: pre-built requests exhausted; raise --max-exports)" if exhausted else ""))
-        print(f"  acknowledged exports   {acked:8,d}   (metric points {int(points):,d}, log events {int(events):,d})")
+        print(f"  measured               {elapsed:8.2f} s   after a {args.warmup:g} s warm-up" + ("   (stopped early: pre-built requests exhausted; raise --max-exports)" if exhausted else ""))
+        print(f"  acknowledged exports   {acked:8,d}   ({measured:,d} measured; all: metric points {int(points):,d}, log events {int(events):,d})")
         print(f"  exports/s              {exports_s:8.1f}   target >= {TARGET_EXPORTS_PER_S:,.0f}   {mark(exports_s >= TARGET_EXPORTS_PER_S)}")
         if full_seconds:
             srt = sorted(full_seconds)
             print(f"    per second           min {srt[0]:,d} / median {srt[len(srt) // 2]:,d} / max {srt[-1]:,d}")
-        print(f"  points/s               {points / elapsed:8.1f}   (+ {events / elapsed:,.1f} events/s)")
+        print(f"  points/s               {points * share / elapsed:8.1f}   (+ {events * share / elapsed:,.1f} events/s)")
         print(f"  ack latency ms         p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {pmax:.2f}  mean {mean:.2f}"
               f"   p99 target <= {TARGET_P99_MS:g}   {mark(p99 <= TARGET_P99_MS)}")
         print(f"  responses by status    {json.dumps(dict(sorted(statuses.items())))}"
@@ -919,14 +950,14 @@ def main(argv: list[str] | None = None) -> int:
             top = sorted(server_cpu.items(), key=lambda kv: -kv[1])[:4]
             print(f"  server CPU             {total_cpu / elapsed * 100:5.1f}% of a core  ("
                   + ", ".join(f"{k} {v / elapsed * 100:.1f}%" for k, v in top if v > 0) + ")")
-            if acked:
+            if measured:
                 main_cpu = server_cpu.get("main (event loop)", 0.0)
-                print(f"    per acked export     {total_cpu / acked * 1e3:.2f} ms server CPU (event loop "
-                      f"{main_cpu / acked * 1e3:.2f} ms, other threads and the writer process "
-                      f"{(total_cpu - main_cpu) / acked * 1e3:.2f} ms)")  # fmt: skip
-        print(f"  generator CPU          {gen_cpu / elapsed * 100:5.1f}% of a core ({args.procs} process(es), "
+                print(f"    per acked export     {total_cpu / measured * 1e3:.2f} ms server CPU (event loop "
+                      f"{main_cpu / measured * 1e3:.2f} ms, other threads and the writer process "
+                      f"{(total_cpu - main_cpu) / measured * 1e3:.2f} ms)")  # fmt: skip
+        print(f"  generator CPU          {gen_cpu_measured / elapsed * 100:5.1f}% of a core ({args.procs} process(es), "
               f"{gen_cpu / max(1, acked + indeterminate) * 1e6:.0f} us/request)")  # fmt: skip
-        other = machine_busy - gen_cpu - sum(server_cpu.values())
+        other = machine_busy - gen_cpu_measured - sum(server_cpu.values())
         print(f"  other load on the box  {other / elapsed * 100:5.1f}% of a core busy outside server + generator "
               f"({os.cpu_count()} cores)" + ("   WARNING: not a quiet machine, figures are pessimistic"
                                                if other / elapsed > 0.25 else ""))  # fmt: skip
@@ -990,8 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps({
                 "clients": args.clients, "procs": args.procs, "driver": args.driver, "seconds": elapsed,
-                "acked": acked, "exports_per_s": exports_s, "points_per_s": points / elapsed,
-                "events_per_s": events / elapsed, "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": pmax, "mean": mean},
+                "acked": acked, "measured": measured, "warmup_s": args.warmup, "exports_per_s": exports_s,
+                "points_per_s": points * share / elapsed, "events_per_s": events * share / elapsed, "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": pmax, "mean": mean},
                 "per_second": full_seconds, "statuses": statuses, "indeterminate": indeterminate,
                 "rss_kib": status, "db_bytes": size, "server_cpu_s": server_cpu, "generator_cpu_s": gen_cpu,
                 "zero_loss": loss_ok, "seed": seed, "other_load_cores": other / elapsed,
