@@ -11,9 +11,9 @@ import math
 import zlib
 from typing import Any
 
+import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
-import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2

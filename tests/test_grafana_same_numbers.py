@@ -19,7 +19,7 @@ import pytest
 from ccmetrics.panels import PANELS_BY_ID
 from ccmetrics.stack.grafana import RENAMES, dashboard
 
-from .conftest import IN_CI, free_port, fixture_exports, send
+from .conftest import IN_CI, fixture_exports, free_port, send
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")  # delta and cumulative, mixed in one store
 STEP_S = 2

@@ -14,8 +14,8 @@ from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
 from ccmetrics.store import Store
 from ccmetrics.store.filters import Filters, QueryError
-from ccmetrics.store.summary import summary
 from ccmetrics.store.schema import SCHEMA_VERSION
+from ccmetrics.store.summary import summary
 
 from .otlp_builders import CUMULATIVE, SECOND, T0, log_request, sum_request
 

@@ -35,6 +35,7 @@ from claude_cli import (
 from fake_anthropic import FakeAnthropic, edit, git_commit, read, reply, write
 from ground_truth import TOKEN_TYPES, Event, Point, Totals, by_attr, event_counts_by_attr, flatten, totals
 from otlp_tee import OtlpTee, Recorded
+
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from claude_cli import cli_env, make_home, run_print
+
 from tests.conftest import ServerProcess
 
 TELEMETRY_PREFIXES = ("OTEL_", "CLAUDE_CODE_ENABLE_TELEMETRY")

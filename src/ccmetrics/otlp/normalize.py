@@ -59,6 +59,9 @@ class Point:
     time_ns: int
     value: float
     extra: dict[str, Any] | None = None
+    # What makes the series this point belongs to, as it came over the wire (resource, scope, metric and the
+    # point's attributes): equal keys, equal series. None when unknown; then the attributes say it.
+    key: Any = None
 
 
 @dataclass(slots=True)
@@ -183,15 +186,39 @@ def _numeric(key: str, value: Any) -> Any:
 # --- metrics ------------------------------------------------------------------------------------------
 
 
+class _AttributeMemo:
+    """The attributes of series seen recently, by series key: a client sends the same series every minute,
+    and converting its attributes again each time is most of the work of reading an export."""
+
+    LIMIT = 20_000  # series; forgotten all at once past this, to stay small
+
+    def __init__(self) -> None:
+        self._known: dict[Any, dict[str, Any]] = {}
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        return self._known.get(key)
+
+    def put(self, key: Any, attrs: dict[str, Any]) -> None:
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[key] = attrs
+
+
+_ATTRIBUTES = _AttributeMemo()
+
+
 def _metrics(request: Message, batch: Batch) -> None:
+    """Note: number data points are left without their times and values once read (see _series_key)."""
     for rm in request.resource_metrics:
         resource = attributes(rm.resource.attributes, batch)
+        resource_key = rm.resource.SerializeToString(deterministic=True)
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                _metric(metric, resource, sm.scope.name, batch)
+                _metric(metric, resource, resource_key, sm.scope.name, batch)
 
 
-def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], scope: str, batch: Batch) -> None:
+def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: bytes, scope: str,
+            batch: Batch) -> None:  # fmt: skip
     kind = metric.WhichOneof("data")
     if kind is None:
         return
@@ -216,7 +243,15 @@ def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], scope: str, ba
         if monotonic and value < 0:
             batch.reject(1, f"{metric.name}: a negative value of a monotonic sum was rejected")
             continue
-        attrs = {**resource, **attributes(dp.attributes, batch)}
+        start_ns, time_ns = dp.start_time_unix_nano, dp.time_unix_nano
+        key = _series_key(dp, (resource_key, scope, metric.name, metric.unit, kind, temporality, monotonic)) \
+            if extra is None else None  # fmt: skip
+        attrs = _ATTRIBUTES.get(key) if key is not None else None
+        if attrs is None:
+            notes = len(batch.problems)
+            attrs = {**resource, **attributes(dp.attributes, batch)}
+            if key is not None and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
+                _ATTRIBUTES.put(key, attrs)
         batch.points.append(
             Point(
                 metric=metric.name,
@@ -226,12 +261,22 @@ def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], scope: str, ba
                 monotonic=monotonic,
                 scope=scope,
                 attrs=attrs,
-                start_ns=dp.start_time_unix_nano,
-                time_ns=dp.time_unix_nano,
+                start_ns=start_ns,
+                time_ns=time_ns,
                 value=value,
                 extra=extra,
+                key=key,
             )
         )
+
+
+def _series_key(dp: metrics_pb2.NumberDataPoint, metric_key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The series a number data point belongs to, as bytes: what is left of it without its times and value
+    (its attributes, flags and exemplars), serialised by protobuf's C code. The point is read already, so it is
+    cleared rather than copied."""
+    for name in ("start_time_unix_nano", "time_unix_nano", "as_double", "as_int"):
+        dp.ClearField(name)
+    return (*metric_key, dp.SerializeToString(deterministic=True))
 
 
 def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any] | None]:

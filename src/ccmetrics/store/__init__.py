@@ -47,7 +47,7 @@ class Store:
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be."""
-        return await asyncio.wrap_future(self._writer.submit(batch))
+        return await self._writer.write(batch)
 
     @property
     def version(self) -> int:

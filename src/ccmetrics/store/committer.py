@@ -10,9 +10,9 @@ import json
 import math
 import sqlite3
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..otlp.normalize import Batch, Event, Point
 from .schema import (
@@ -32,11 +32,27 @@ class StoreUnavailable(Exception):
     """The store cannot take data now (queue full, disk full, database locked): the client should retry."""
 
 
+class SeriesPoint(NamedTuple):
+    """A point of a series the writer has stored before: the series' ids instead of its attributes."""
+
+    series_id: int
+    family_id: int
+    session_id: str | None
+    kind: str
+    temporality: str | None
+    start_ns: int
+    time_ns: int
+    value: float
+    extra: dict[str, Any] | None
+
+
 @dataclass
 class WriteResult:
     points: int = 0  # new points stored (a retried point is not new)
     events: int = 0
     spans: int = 0
+    # (index in the batch, series id, family id) of the points that came with their attributes
+    series: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def stored_anything(self) -> bool:
@@ -53,6 +69,8 @@ def connect(path: Path) -> sqlite3.Connection:
 
 class Committer:
     """Writes groups of batches in one transaction each, every batch in a savepoint of its own."""
+
+    KNOWN_LIMIT = 100_000  # identities remembered; forgotten all at once past this, to stay small
 
     def __init__(self, path: Path) -> None:
         self._conn = connect(path)
@@ -91,15 +109,21 @@ class Committer:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             return [StoreUnavailable(f"the store could not commit: {exc}")] * len(work)
+        if len(self._ids) + len(new_ids) > self.KNOWN_LIMIT:
+            self._ids.clear()
         self._ids.update(new_ids)
         return outcomes
 
     def _apply(self, batch: Batch, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:
         result = WriteResult()
         plain, plain_meta, cumulative = [], [], []
-        for point in batch.points:
-            series_id, family_id = self._series_id(point, new_ids)
-            session_id = _text(point.attrs.get("session.id"))
+        for i, point in enumerate(batch.points):
+            if isinstance(point, SeriesPoint):
+                series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
+            else:
+                series_id, family_id = self._series_id(point, new_ids)
+                session_id = _text(point.attrs.get("session.id"))
+                result.series.append((i, series_id, family_id))
             if point.kind == "sum" and point.temporality == "cumulative":
                 cumulative.append((series_id, family_id, session_id, point))
             else:
@@ -211,7 +235,7 @@ class Committer:
         new_ids[identity] = row[0]
         return row[0]
 
-    def _insert_cumulative(self, series_id: int, point: Point) -> list[tuple[int, float]]:
+    def _insert_cumulative(self, series_id: int, point: Point | SeriesPoint) -> list[tuple[int, float]]:
         """Store a running total as the increment since the stream's previous point.
 
         A stream is a series with one start time; a new start time, or a total lower than the one before,

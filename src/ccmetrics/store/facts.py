@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .filters import Filters
-from .schema import EVENT_COLUMNS, EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, HOUR_NS, NOT_IN_FAMILY, TIERS
+from .schema import (
+    EVENT_COLUMNS,
+    EVENT_DIMENSIONS,
+    EVENT_MEASURES,
+    FAMILY_COLUMNS,
+    HOUR_NS,
+    NOT_IN_FAMILY,
+    TIERS,
+)
 
 Key = tuple[Any, ...]
 T = TypeVar("T")

@@ -1,137 +1,270 @@
 """The only code that writes to the database: one process of its own, committing in groups.
 
-A caller hands a batch over and waits for its future; the future resolves only once the transaction that
-holds the batch is committed (and fsynced), so an acknowledgement always means "on disk". Batches that
-arrive while a commit is under way share the next transaction (group commit), which keeps throughput high
-without weakening that promise.
+A caller hands a batch over and awaits it; the answer comes only once the transaction that holds the batch
+is committed (and fsynced), so an acknowledgement always means "on disk". Batches that arrive while a
+commit is under way share the next transaction (group commit), which keeps throughput high without
+weakening that promise.
 
 The writer runs in a child process so that storing (SQLite, rollups, identity lookups) and receiving
-(HTTP, protobuf, normalising) use both cores instead of taking turns on one interpreter lock. It exits when
-the server does, even when the server is killed: its end of the pipe closes.
+(HTTP, protobuf, normalising) use both cores instead of taking turns on one interpreter lock. The two talk
+over a socket pair that the server's event loop reads and writes itself: no thread hops on the way. The
+writer exits when the server does, even when the server is killed: its end of the socket closes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import multiprocessing
+import pickle
 import queue
 import signal
+import socket
 import sqlite3
+import struct
 import threading
-from concurrent.futures import Future
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..otlp.normalize import Batch
-from .committer import Committer, StoreUnavailable, WriteResult, connect
+from .committer import Committer, SeriesPoint, StoreUnavailable, WriteResult, _text, connect
 
 __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
 
 MAX_GROUP = 256  # batches per transaction
 MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the client is asked to retry
+_HEADER = struct.Struct("!Q")  # each message: its length, then its pickle
+
+
+def _frame(message: Any) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _read_frame(stream: BinaryIO) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError
+    (size,) = _HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return pickle.loads(payload)
+
+
+class KnownSeries:
+    """Ids of the series the writer has stored, by series key (see ``Point.key``), so that a point of a known
+    series crosses to the writer as a few numbers instead of all its attributes. Series never change once
+    stored, so an id learnt from a committed write stays right."""
+
+    LIMIT = 50_000  # series; forgotten all at once past this, to stay small
+
+    def __init__(self) -> None:
+        self._ids: dict[Any, tuple[int, int]] = {}
+
+    def compact(self, batch: Batch) -> tuple[Batch, list[tuple[int, Any]]]:
+        """The batch as sent to the writer, and (index, key) of the points whose ids are still to learn."""
+        points: list[Any] = []
+        unknown = []
+        for index, point in enumerate(batch.points):
+            ids = self._ids.get(point.key) if point.key is not None else None
+            if ids is not None:
+                points.append(SeriesPoint(*ids, _text(point.attrs.get("session.id")), point.kind, point.temporality,
+                                          point.start_ns, point.time_ns, point.value, point.extra))  # fmt: skip
+            else:
+                if point.key is not None:
+                    unknown.append((index, point.key))
+                    point = dataclasses.replace(point, key=None)  # the key is for this side only
+                points.append(point)
+        return dataclasses.replace(batch, points=points), unknown
+
+    def learn(self, unknown: list[tuple[int, Any]], result: WriteResult) -> None:
+        if not unknown:
+            return
+        if len(self._ids) + len(unknown) > self.LIMIT:
+            self._ids.clear()
+        stored = {index: (series_id, family_id) for index, series_id, family_id in result.series}
+        for index, key in unknown:
+            if index in stored:
+                self._ids[key] = stored[index]
 
 
 class Writer:
-    """The server's handle on the writer process: ``submit`` returns a future resolved after the commit."""
+    """The server's handle on the writer process: ``await write(batch)`` returns after the commit."""
 
     def __init__(self, path: Path) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads and grpc
-        self._pipe, child_end = context.Pipe()
-        self._process = context.Process(target=_writer_main, args=(str(path), child_end), name="ccmetrics-writer",
+        self._sock, child_sock = socket.socketpair()
+        self._process = context.Process(target=_writer_main, args=(str(path), child_sock), name="ccmetrics-writer",
                                         daemon=True)  # fmt: skip
         self._process.start()
-        child_end.close()
-        if not self._pipe.poll(60) or self._pipe.recv() != "ready":
+        child_sock.close()
+        self._sock.settimeout(60)
+        with self._sock.makefile("rb") as stream:
+            try:
+                ready = _read_frame(stream)
+            except (EOFError, OSError):
+                ready = None
+        if ready != "ready":
             raise RuntimeError("the writer process did not start")
-        self._pending: dict[int, Future[WriteResult]] = {}
-        self._outbox: queue.Queue[Any] = queue.Queue(maxsize=MAX_IN_FLIGHT)
+        self._sock.setblocking(False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any]]]] = {}
+        self._queued: list[tuple[int, Batch]] = []  # handed over during this turn of the loop: one message
+        self._outgoing = bytearray()  # written as fast as the socket takes it
+        self._incoming = bytearray()
+        self._series = KnownSeries()
         self._ids = itertools.count()
-        self._lock = threading.Lock()
+        self._gone = False
         self.commits = 0  # bumped after every commit that stored something; watched by live dashboards
-        # Sending can block while the writer is busy: a thread of its own does it, never the event loop.
-        self._threads = [threading.Thread(target=self._send, name="ccmetrics-writer-send", daemon=True),
-                         threading.Thread(target=self._receive, name="ccmetrics-writer-results", daemon=True)]  # fmt: skip
-        for thread in self._threads:
-            thread.start()
 
-    def submit(self, batch: Batch) -> Future[WriteResult]:
-        future: Future[WriteResult] = Future()
-        with self._lock:
-            batch_id = next(self._ids)
-            self._pending[batch_id] = future
-        try:
-            self._outbox.put_nowait((batch_id, batch))
-        except queue.Full:
-            with self._lock:
-                del self._pending[batch_id]
-            raise StoreUnavailable("the store is busy; retry shortly") from None
-        return future
+    async def write(self, batch: Batch) -> WriteResult:
+        loop = self._attach()
+        if self._gone:
+            raise StoreUnavailable("the writer stopped")
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            raise StoreUnavailable("the store is busy; retry shortly")
+        wire, unknown = self._series.compact(batch)
+        batch_id = next(self._ids)
+        future: asyncio.Future[WriteResult] = loop.create_future()
+        self._pending[batch_id] = (future, unknown)
+        if not self._queued:
+            loop.call_soon(self._send_queued)
+        self._queued.append((batch_id, wire))
+        return await future
 
     def close(self) -> None:
-        self._outbox.put(None)
-        for thread in self._threads:
-            thread.join()
+        """Hand over what is left, wait until the writer has committed it, and let it stop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock)
+            self._loop.remove_writer(self._sock)
+        self._sock.setblocking(True)
+        try:
+            self._sock.sendall(bytes(self._outgoing) + _frame([*self._queued, None]))
+            self._queued, self._outgoing = [], bytearray()
+            for message in self._frames():
+                self._resolve(message)
+            with self._sock.makefile("rb") as stream:
+                while True:
+                    message = _read_frame(stream)
+                    if message is None:
+                        break
+                    self._resolve(message)
+        except (EOFError, OSError):
+            pass
+        self._fail_pending()
         self._process.join(timeout=30)
-        self._pipe.close()
+        self._sock.close()
 
-    def _send(self) -> None:
-        """Hand batches over in bundles: whatever waits in the outbox goes in one message."""
-        while True:
-            bundle = [self._outbox.get()]
-            while bundle[-1] is not None and len(bundle) < MAX_GROUP:
-                try:
-                    bundle.append(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._pipe.send(bundle)
-            except (OSError, ValueError):
-                return  # the writer is gone; _receive fails what is pending
-            if bundle[-1] is None:
-                return
+    # --- the event loop's side of the socket ---------------------------------------------------------
 
-    def _receive(self) -> None:
-        while True:
-            try:
-                message = self._pipe.recv()
-            except (EOFError, OSError):
+    def _attach(self) -> asyncio.AbstractEventLoop:
+        """Watch the socket from the running loop (a new one, in tests that run several)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock)
+                self._loop.remove_writer(self._sock)
+            self._loop = loop
+            loop.add_reader(self._sock, self._on_readable)
+            if self._outgoing:
+                loop.add_writer(self._sock, self._on_writable)
+        return loop
+
+    def _send_queued(self) -> None:
+        bundle, self._queued = self._queued, []
+        if bundle:
+            self._outgoing += _frame(bundle)
+            self._on_writable()
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self._sock.send(self._outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._writer_gone()
+            return
+        del self._outgoing[:sent]
+        assert self._loop is not None
+        if self._outgoing:
+            self._loop.add_writer(self._sock, self._on_writable)
+        else:
+            self._loop.remove_writer(self._sock)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._writer_gone()
+            return
+        self._incoming += data
+        for message in self._frames():
+            self._resolve(message)
+
+    def _frames(self) -> list[Any]:
+        """Whole messages received so far; a partial one stays for the next read."""
+        buffer = self._incoming
+        messages, at = [], 0
+        while len(buffer) - at >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, at)
+            if len(buffer) - at - _HEADER.size < size:
                 break
-            if message is None:
-                break
-            stored = False
-            with self._lock:
-                futures = [(self._pending.pop(batch_id), outcome) for batch_id, outcome in message]
-            for future, outcome in futures:
-                if isinstance(outcome, BaseException):
+            messages.append(pickle.loads(buffer[at + _HEADER.size : at + _HEADER.size + size]))
+            at += _HEADER.size + size
+        del buffer[:at]
+        return messages
+
+    def _resolve(self, message: list[tuple[int, WriteResult | BaseException]]) -> None:
+        stored = False
+        for batch_id, outcome in message:
+            future, unknown = self._pending.pop(batch_id)
+            if isinstance(outcome, BaseException):
+                if not future.done():
                     future.set_exception(outcome)
-                else:
-                    stored = stored or outcome.stored_anything
-                    future.set_result(outcome)
-            if stored:
-                self.commits += 1
-        with self._lock:
-            orphans, self._pending = list(self._pending.values()), {}
-        for future in orphans:
-            future.set_exception(StoreUnavailable("the writer stopped"))
+                continue
+            self._series.learn(unknown, outcome)
+            stored = stored or outcome.stored_anything
+            if not future.done():  # done: its request was cancelled (the client went away); stored all the same
+                future.set_result(outcome)
+        if stored:
+            self.commits += 1
+
+    def _writer_gone(self) -> None:
+        self._gone = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock)
+            self._loop.remove_writer(self._sock)
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        orphans, self._pending = list(self._pending.values()), {}
+        for future, _ in orphans:
+            if not future.done() and not future.get_loop().is_closed():
+                future.set_exception(StoreUnavailable("the writer stopped"))
 
 
-def _writer_main(path: str, pipe: Connection) -> None:
+def _writer_main(path: str, sock: socket.socket) -> None:
     """The writer process: take what has arrived (up to MAX_GROUP batches), commit it, report, repeat.
 
     Two threads help, so that committing is all the main thread does: one receives and unpickles the next
     batches while a commit runs (SQLite lets go of the interpreter lock while it works), and one copies the
     write-ahead log into the database file, so no commit waits for a checkpoint.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop, and says so on the pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop, and says so on the socket
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     committer = Committer(Path(path))
     arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
     checkpointer = Checkpointer(Path(path))
-    threading.Thread(target=_receive_batches, args=(pipe, arrived), name="ccmetrics-writer-receive",
+    threading.Thread(target=_receive_batches, args=(sock, arrived), name="ccmetrics-writer-receive",
                      daemon=True).start()  # fmt: skip
     checkpointer.start()
-    pipe.send("ready")
+    sock.sendall(_frame("ready"))
     try:
         while True:
             group = arrived.get()
@@ -147,25 +280,29 @@ def _writer_main(path: str, pipe: Connection) -> None:
             if work:
                 outcomes = committer.commit([batch for _, batch in work])
                 checkpointer.wake()
-                pipe.send([(batch_id, _portable(outcome)) for (batch_id, _), outcome in zip(work, outcomes, strict=True)])
+                sock.sendall(_frame([(batch_id, _portable(outcome))
+                                     for (batch_id, _), outcome in zip(work, outcomes, strict=True)]))  # fmt: skip
             if stop:
-                pipe.send(None)
+                sock.sendall(_frame(None))
                 return
+    except OSError:
+        return  # the server is gone
     finally:
         checkpointer.stop()
         committer.close()
 
 
-def _receive_batches(pipe: Connection, arrived: queue.SimpleQueue[Any]) -> None:
-    while True:
-        try:
-            bundle = pipe.recv()
-        except (EOFError, OSError):
-            arrived.put([])  # the server is gone
-            return
-        arrived.put(bundle)
-        if bundle[-1] is None:
-            return
+def _receive_batches(sock: socket.socket, arrived: queue.SimpleQueue[Any]) -> None:
+    with sock.makefile("rb") as stream:
+        while True:
+            try:
+                bundle = _read_frame(stream)
+            except (EOFError, OSError):
+                arrived.put([])  # the server is gone
+                return
+            arrived.put(bundle)
+            if bundle[-1] is None:
+                return
 
 
 class Checkpointer(threading.Thread):
