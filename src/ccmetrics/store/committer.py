@@ -45,6 +45,11 @@ class SeriesPoint(NamedTuple):
     value: float
     extra: dict[str, Any] | None
 
+    @classmethod
+    def of(cls, point: Point, series_id: int, family_id: int) -> SeriesPoint:
+        return cls(series_id, family_id, _text(point.attrs.get("session.id")), point.kind, point.temporality,
+                   point.start_ns, point.time_ns, point.value, point.extra)  # fmt: skip
+
 
 @dataclass
 class WriteResult:
@@ -57,6 +62,36 @@ class WriteResult:
     @property
     def stored_anything(self) -> bool:
         return bool(self.points or self.events or self.spans)
+
+
+@dataclass
+class Prepared:
+    """A batch with the work that needs no database done already: the writer does it on the thread that
+    receives batches, while the committing thread is inside SQLite (which lets go of the interpreter lock)."""
+
+    batch: Batch
+    identities: list[Any]  # per point: its series' identity (None for a SeriesPoint: its ids came along)
+    events: list[tuple[Any, dict[str, Any], tuple[Any, ...]]]  # per event: family identity, dimensions, row
+
+
+def prepare(batch: Batch) -> Prepared:
+    identities = [None if isinstance(point, SeriesPoint) else _series_identity(point) for point in batch.points]
+    return Prepared(batch, identities, [_event_parts(event) for event in batch.events])
+
+
+def _series_identity(point: Point) -> tuple[Any, ...]:
+    return (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
+
+
+def _event_parts(event: Event) -> tuple[Any, dict[str, Any], tuple[Any, ...]]:
+    """An event's family identity and dimensions, and its row without the family id (known later)."""
+    dims = {k: v for k, v in event.attrs.items()
+            if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY}  # fmt: skip
+    measures = [_number(event.attrs.get(m)) for m in EVENT_MEASURES]
+    common = [_text(event.attrs.get(attr)) for attr in EVENT_COLUMNS]
+    row = (event.key, event.name, event.time_ns, *common, *measures, sample_level(event.key), _json(event.attrs),
+           event.body)  # fmt: skip
+    return ("event", event.name, _frozen(dims)), dims, row
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -80,13 +115,18 @@ class Committer:
     def close(self) -> None:
         self._conn.close()
 
-    def commit(self, work: list[Batch]) -> list[WriteResult | BaseException]:
+    def commit(self, work: list[Prepared | BaseException]) -> list[WriteResult | BaseException]:
+        """One transaction for the group; each batch's outcome (an exception stands for a batch that could not
+        be prepared, and is its outcome)."""
         outcomes: list[WriteResult | BaseException] = []
         new_ids: dict[Any, Any] = {}
         rollups = Rollups()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for batch in work:
+                if isinstance(batch, BaseException):
+                    outcomes.append(batch)
+                    continue
                 # A savepoint per batch: one batch that fails cannot take the others down with it.
                 self._conn.execute("SAVEPOINT batch")
                 known = set(new_ids)
@@ -114,14 +154,15 @@ class Committer:
         self._ids.update(new_ids)
         return outcomes
 
-    def _apply(self, batch: Batch, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:
+    def _apply(self, prepared: Prepared, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:
+        batch = prepared.batch
         result = WriteResult()
         plain, plain_meta, cumulative = [], [], []
-        for i, point in enumerate(batch.points):
+        for i, (point, identity) in enumerate(zip(batch.points, prepared.identities, strict=True)):
             if isinstance(point, SeriesPoint):
                 series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
             else:
-                series_id, family_id = self._series_id(point, new_ids)
+                series_id, family_id = self._series_id(point, identity, new_ids)
                 session_id = _text(point.attrs.get("session.id"))
                 result.series.append((i, series_id, family_id))
             if point.kind == "sum" and point.temporality == "cumulative":
@@ -141,8 +182,8 @@ class Committer:
             result.points += bool(changes)
             for time_ns, delta in changes:
                 rollups.point(family_id, session_id, time_ns, delta)
-        if batch.events:
-            rows = [self._event_row(event, new_ids) for event in batch.events]
+        if prepared.events:
+            rows = [self._event_row(*parts, new_ids) for parts in prepared.events]
             inserted = self._insert_new(_INSERT_EVENT, rows)
             result.events += len(inserted)
             for i in inserted:
@@ -171,9 +212,8 @@ class Committer:
     # --- identities: series, their families, event families --------------------------------------------
     # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
 
-    def _series_id(self, point: Point, new_ids: dict[Any, Any]) -> tuple[int, int]:
+    def _series_id(self, point: Point, identity: tuple[Any, ...], new_ids: dict[Any, Any]) -> tuple[int, int]:
         """The point's series and family ids, creating them when new."""
-        identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
         known = self._ids.get(identity) or new_ids.get(identity)
         if known is not None:
             return known
@@ -199,16 +239,12 @@ class Committer:
         return self._identity(identity, new_ids, "families", "metric", point.metric, point.kind,
                               FAMILY_COLUMNS, attrs, "family_attrs")  # fmt: skip
 
-    def _event_row(self, event: Event, new_ids: dict[Any, int]) -> tuple[Any, ...]:
-        dims = {k: v for k, v in event.attrs.items()
-                if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY}  # fmt: skip
-        identity = ("event", event.name, _frozen(dims))
-        family_id = self._identity(identity, new_ids, "event_families", "name", event.name, None,
-                                   EVENT_FAMILY_COLUMNS, dims, "event_family_attrs")  # fmt: skip
-        measures = [_number(event.attrs.get(m)) for m in EVENT_MEASURES]
-        common = [_text(event.attrs.get(attr)) for attr in EVENT_COLUMNS]
-        return (event.key, family_id, event.name, event.time_ns, *common, *measures, sample_level(event.key),
-                _json(event.attrs), event.body)  # fmt: skip
+    def _event_row(self, identity: tuple[Any, ...], dims: dict[str, Any], row: tuple[Any, ...],
+                   new_ids: dict[Any, int]) -> tuple[Any, ...]:  # fmt: skip
+        name = row[1]
+        family_id = self._identity(identity, new_ids, "event_families", "name", name, None, EVENT_FAMILY_COLUMNS, dims,
+                                   "event_family_attrs")  # fmt: skip
+        return (row[0], family_id, *row[1:])
 
     def _identity(self, identity: tuple[Any, ...], new_ids: dict[Any, int], table: str, name_column: str,
                   name: str, kind: str | None, columns: dict[str, str], attrs: dict[str, Any],

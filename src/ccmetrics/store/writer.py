@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..otlp.normalize import Batch
-from .committer import Committer, SeriesPoint, StoreUnavailable, WriteResult, _text, connect
+from .committer import Committer, Prepared, SeriesPoint, StoreUnavailable, WriteResult, connect, prepare
 
 __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
 
@@ -70,8 +70,7 @@ class KnownSeries:
         for index, point in enumerate(batch.points):
             ids = self._ids.get(point.key) if point.key is not None else None
             if ids is not None:
-                points.append(SeriesPoint(*ids, _text(point.attrs.get("session.id")), point.kind, point.temporality,
-                                          point.start_ns, point.time_ns, point.value, point.extra))  # fmt: skip
+                points.append(SeriesPoint.of(point, *ids))
             else:
                 if point.key is not None:
                     unknown.append((index, point.key))
@@ -300,9 +299,16 @@ def _receive_batches(sock: socket.socket, arrived: queue.SimpleQueue[Any]) -> No
             except (EOFError, OSError):
                 arrived.put([])  # the server is gone
                 return
-            arrived.put(bundle)
+            arrived.put([item if item is None else (item[0], _prepared(item[1])) for item in bundle])
             if bundle[-1] is None:
                 return
+
+
+def _prepared(batch: Batch) -> Prepared | BaseException:
+    try:
+        return prepare(batch)
+    except Exception as exc:  # this batch alone fails; the others go on
+        return exc
 
 
 class Checkpointer(threading.Thread):
