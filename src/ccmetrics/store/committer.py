@@ -33,7 +33,8 @@ class StoreUnavailable(Exception):
 
 
 class SeriesPoint(NamedTuple):
-    """A point of a series the writer has stored before: the series' ids instead of its attributes."""
+    """A point of a series the writer has stored before: the series' ids instead of its attributes.
+    It crosses to the writer as a plain tuple (``wire``), the cheapest thing to pickle."""
 
     series_id: int
     family_id: int
@@ -45,10 +46,10 @@ class SeriesPoint(NamedTuple):
     value: float
     extra: dict[str, Any] | None
 
-    @classmethod
-    def of(cls, point: Point, series_id: int, family_id: int) -> SeriesPoint:
-        return cls(series_id, family_id, _text(point.attrs.get("session.id")), point.kind, point.temporality,
-                   point.start_ns, point.time_ns, point.value, point.extra)  # fmt: skip
+    @staticmethod
+    def wire(point: Point, series_id: int, family_id: int) -> tuple[Any, ...]:
+        return (series_id, family_id, _text(point.attrs.get("session.id")), point.kind, point.temporality,
+                point.start_ns, point.time_ns, point.value, point.extra)  # fmt: skip
 
 
 @dataclass
@@ -70,13 +71,15 @@ class Prepared:
     receives batches, while the committing thread is inside SQLite (which lets go of the interpreter lock)."""
 
     batch: Batch
+    points: list[Point | SeriesPoint]
     identities: list[Any]  # per point: its series' identity (None for a SeriesPoint: its ids came along)
     events: list[tuple[Any, dict[str, Any], tuple[Any, ...]]]  # per event: family identity, dimensions, row
 
 
 def prepare(batch: Batch) -> Prepared:
-    identities = [None if isinstance(point, SeriesPoint) else _series_identity(point) for point in batch.points]
-    return Prepared(batch, identities, [_event_parts(event) for event in batch.events])
+    points = [SeriesPoint._make(point) if type(point) is tuple else point for point in batch.points]
+    identities = [None if isinstance(point, SeriesPoint) else _series_identity(point) for point in points]
+    return Prepared(batch, points, identities, [_event_parts(event) for event in batch.events])
 
 
 def _series_identity(point: Point) -> tuple[Any, ...]:
@@ -158,7 +161,7 @@ class Committer:
         batch = prepared.batch
         result = WriteResult()
         plain, plain_meta, cumulative = [], [], []
-        for i, (point, identity) in enumerate(zip(batch.points, prepared.identities, strict=True)):
+        for i, (point, identity) in enumerate(zip(prepared.points, prepared.identities, strict=True)):
             if isinstance(point, SeriesPoint):
                 series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
             else:

@@ -70,7 +70,7 @@ class KnownSeries:
         for index, point in enumerate(batch.points):
             ids = self._ids.get(point.key) if point.key is not None else None
             if ids is not None:
-                points.append(SeriesPoint.of(point, *ids))
+                points.append(SeriesPoint.wire(point, *ids))
             else:
                 if point.key is not None:
                     unknown.append((index, point.key))
