@@ -10,6 +10,7 @@ import json
 import math
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -72,18 +73,54 @@ class Prepared:
 
     batch: Batch
     points: list[Point | SeriesPoint]
-    identities: list[Any]  # per point: its series' identity (None for a SeriesPoint: its ids came along)
+    series: list[NewSeries | None]  # per point: its series, should it be new (None for a SeriesPoint)
     events: list[tuple[Any, dict[str, Any], tuple[Any, ...]]]  # per event: family identity, dimensions, row
 
 
 def prepare(batch: Batch) -> Prepared:
     points = [SeriesPoint._make(point) if type(point) is tuple else point for point in batch.points]
-    identities = [None if isinstance(point, SeriesPoint) else _series_identity(point) for point in points]
-    return Prepared(batch, points, identities, [_event_parts(event) for event in batch.events])
+    series = [None if isinstance(point, SeriesPoint) else NewSeries.of(point) for point in points]
+    return Prepared(batch, points, series, [_event_parts(event) for event in batch.events])
 
 
-def _series_identity(point: Point) -> tuple[Any, ...]:
-    return (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
+_FAMILY_TABLES = {  # table: (name column, columns of common attributes, table of every attribute)
+    "families": ("metric, kind", FAMILY_COLUMNS, "family_attrs"),
+    "event_families": ("name", EVENT_FAMILY_COLUMNS, "event_family_attrs"),
+}
+
+
+@dataclass(slots=True)
+class NewFamily:
+    """What storing a family takes (its row, its attributes), worked out before it is known to be new."""
+
+    identity: tuple[Any, ...]
+    row: tuple[Any, ...]  # key, name (and kind), common attributes, every attribute as JSON
+    attrs: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, table: str, identity: tuple[Any, ...], names: tuple[str, ...], attrs: dict[str, Any]) -> NewFamily:
+        columns = _FAMILY_TABLES[table][1]
+        row = (_digest(identity), *names, *[_text(attrs.get(attr)) for attr in columns], _json(attrs))
+        return cls(identity, row, [(k, _text(v)) for k, v in attrs.items() if v is not None])
+
+
+@dataclass(slots=True)
+class NewSeries:
+    """The same for a series, with its family."""
+
+    identity: tuple[Any, ...]
+    row: tuple[Any, ...]  # key, then every column after family_id
+    family: NewFamily
+
+    @classmethod
+    def of(cls, point: Point) -> NewSeries:
+        identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
+        family_attrs = {k: v for k, v in point.attrs.items() if k not in NOT_IN_FAMILY}
+        family = NewFamily.of("families", ("family", point.metric, point.kind, _frozen(family_attrs)),
+                              (point.metric, point.kind), family_attrs)  # fmt: skip
+        row = (_digest(identity), point.metric, point.unit, point.kind, point.temporality, point.monotonic,
+               point.scope, *[_text(point.attrs.get(attr)) for attr in COMMON_COLUMNS], _json(point.attrs))  # fmt: skip
+        return cls(identity, row, family)
 
 
 def _event_parts(event: Event) -> tuple[Any, dict[str, Any], tuple[Any, ...]]:
@@ -161,11 +198,11 @@ class Committer:
         batch = prepared.batch
         result = WriteResult()
         plain, plain_meta, cumulative = [], [], []
-        for i, (point, identity) in enumerate(zip(prepared.points, prepared.identities, strict=True)):
+        for i, (point, new) in enumerate(zip(prepared.points, prepared.series, strict=True)):
             if isinstance(point, SeriesPoint):
                 series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
             else:
-                series_id, family_id = self._series_id(point, identity, new_ids)
+                series_id, family_id = self._series_id(new, new_ids)
                 session_id = _text(point.attrs.get("session.id"))
                 result.series.append((i, series_id, family_id))
             if point.kind == "sum" and point.temporality == "cumulative":
@@ -215,61 +252,42 @@ class Committer:
     # --- identities: series, their families, event families --------------------------------------------
     # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
 
-    def _series_id(self, point: Point, identity: tuple[Any, ...], new_ids: dict[Any, Any]) -> tuple[int, int]:
-        """The point's series and family ids, creating them when new."""
-        known = self._ids.get(identity) or new_ids.get(identity)
+    def _series_id(self, new: NewSeries, new_ids: dict[Any, Any]) -> tuple[int, int]:
+        """The series' and its family's ids, storing them when new."""
+        known = self._ids.get(new.identity) or new_ids.get(new.identity)
         if known is not None:
             return known
-        key = _digest(identity)
-        row = self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (key,)).fetchone()
+        row = self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (new.row[0],)).fetchone()
         if row is None:
-            family_id = self._family_id(point, new_ids)
-            common = [_text(point.attrs.get(attr)) for attr in COMMON_COLUMNS]
-            cursor = self._conn.execute(
-                f"INSERT INTO series (key, family_id, metric, unit, kind, temporality, monotonic, scope, "
-                f"{', '.join(COMMON_COLUMNS.values())}, attrs) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(COMMON_COLUMNS))}, ?)",
-                (key, family_id, point.metric, point.unit, point.kind, point.temporality, point.monotonic,
-                 point.scope, *common, _json(point.attrs)),
-            )  # fmt: skip
+            family_id = self._family_id("families", new.family.identity, new_ids, lambda: new.family)
+            cursor = self._conn.execute(_INSERT_SERIES, (new.row[0], family_id, *new.row[1:]))
             row = (int(cursor.lastrowid or 0), family_id)
-        new_ids[identity] = (row[0], row[1])
+        new_ids[new.identity] = (row[0], row[1])
         return row[0], row[1]
-
-    def _family_id(self, point: Point, new_ids: dict[Any, int]) -> int:
-        attrs = {k: v for k, v in point.attrs.items() if k not in NOT_IN_FAMILY}
-        identity = ("family", point.metric, point.kind, _frozen(attrs))
-        return self._identity(identity, new_ids, "families", "metric", point.metric, point.kind,
-                              FAMILY_COLUMNS, attrs, "family_attrs")  # fmt: skip
 
     def _event_row(self, identity: tuple[Any, ...], dims: dict[str, Any], row: tuple[Any, ...],
                    new_ids: dict[Any, int]) -> tuple[Any, ...]:  # fmt: skip
-        name = row[1]
-        family_id = self._identity(identity, new_ids, "event_families", "name", name, None, EVENT_FAMILY_COLUMNS, dims,
-                                   "event_family_attrs")  # fmt: skip
+        family_id = self._family_id("event_families", identity, new_ids,
+                                    lambda: NewFamily.of("event_families", identity, (row[1],), dims))  # fmt: skip
         return (row[0], family_id, *row[1:])
 
-    def _identity(self, identity: tuple[Any, ...], new_ids: dict[Any, int], table: str, name_column: str,
-                  name: str, kind: str | None, columns: dict[str, str], attrs: dict[str, Any],
-                  attrs_table: str) -> int:  # fmt: skip
+    def _family_id(self, table: str, identity: tuple[Any, ...], new_ids: dict[Any, Any],
+                   new: Callable[[], NewFamily]) -> int:  # fmt: skip
         known = self._ids.get(identity) or new_ids.get(identity)
         if known is not None:
             return known
-        key = _digest(identity)
-        row = self._conn.execute(f"SELECT id FROM {table} WHERE key = ?", (key,)).fetchone()
+        family = new()
+        row = self._conn.execute(f"SELECT id FROM {table} WHERE key = ?", (family.row[0],)).fetchone()
         if row is None:
-            kind_column, kind_value = (", kind", (kind,)) if kind is not None else ("", ())
-            values = [_text(attrs.get(attr)) for attr in columns]
+            names, columns, attrs_table = _FAMILY_TABLES[table]
             cursor = self._conn.execute(
-                f"INSERT INTO {table} (key, {name_column}{kind_column}, {', '.join(columns.values())}, attrs) "
-                f"VALUES (?, ?{', ?' * len(kind_value)}, {', '.join('?' * len(columns))}, ?)",
-                (key, name, *kind_value, *values, _json(attrs)),
+                f"INSERT INTO {table} (key, {names}, {', '.join(columns.values())}, attrs) "
+                f"VALUES ({', '.join('?' * len(family.row))})",
+                family.row,
             )
             family_id = int(cursor.lastrowid or 0)
-            self._conn.executemany(
-                f"INSERT OR IGNORE INTO {attrs_table} (key, value, family_id) VALUES (?, ?, ?)",
-                [(k, _text(v), family_id) for k, v in attrs.items() if v is not None],
-            )
+            self._conn.executemany(f"INSERT OR IGNORE INTO {attrs_table} (key, value, family_id) VALUES (?, ?, ?)",
+                                   [(k, v, family_id) for k, v in family.attrs])  # fmt: skip
             row = (family_id,)
         new_ids[identity] = row[0]
         return row[0]
@@ -380,6 +398,10 @@ _UPSERT_EVENT_ROLLUP = (
     f"INSERT INTO event_rollup_{{tier}} (family_id, start_ns, count, {', '.join(_MEASURE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (3 + len(_MEASURE_COLUMNS)))}) ON CONFLICT (start_ns, family_id) DO UPDATE SET "
     f"count = count + excluded.count, " + ", ".join(f"{c} = {c} + excluded.{c}" for c in _MEASURE_COLUMNS)
+)
+_INSERT_SERIES = (
+    f"INSERT INTO series (key, family_id, metric, unit, kind, temporality, monotonic, scope, "
+    f"{', '.join(COMMON_COLUMNS.values())}, attrs) VALUES ({', '.join('?' * (9 + len(COMMON_COLUMNS)))})"
 )
 _INSERT_POINT = (
     "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative, extra) VALUES (?, ?, ?, ?, ?, ?)"
