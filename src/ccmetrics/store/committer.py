@@ -72,15 +72,31 @@ class Prepared:
     receives batches, while the committing thread is inside SQLite (which lets go of the interpreter lock)."""
 
     batch: Batch
-    points: list[Point | SeriesPoint]
-    series: list[NewSeries | None]  # per point: its series, should it be new (None for a SeriesPoint)
+    # Points whose series ids came along and that are not cumulative: their rows, ready to insert, with
+    # (family id, session id, is a sum) for each, and what they add to the rollups should all be new.
+    rows: list[tuple[Any, ...]]
+    rows_meta: list[tuple[int, str | None, bool]]
+    rows_rollups: Rollups
+    # The other points, by index: those whose series is to be found (with the series, should it be new),
+    # and cumulative ones, which are turned into increments against what is stored.
+    others: list[tuple[int, Point | SeriesPoint, NewSeries | None]]
     events: list[tuple[Any, dict[str, Any], tuple[Any, ...]]]  # per event: family identity, dimensions, row
 
 
 def prepare(batch: Batch) -> Prepared:
-    points = [SeriesPoint._make(point) if type(point) is tuple else point for point in batch.points]
-    series = [None if isinstance(point, SeriesPoint) else NewSeries.of(point) for point in points]
-    return Prepared(batch, points, series, [_event_parts(event) for event in batch.events])
+    rows, rows_meta, rows_rollups, others = [], [], Rollups(), []
+    for index, point in enumerate(batch.points):
+        if type(point) is not tuple:
+            others.append((index, point, NewSeries.of(point)))
+            continue
+        series_id, family_id, session_id, kind, temporality, start_ns, time_ns, value, extra = point
+        if kind == "sum" and temporality == "cumulative":
+            others.append((index, SeriesPoint._make(point), None))
+            continue
+        rows.append((series_id, start_ns, time_ns, value, None, _json(extra) if extra is not None else None))
+        rows_meta.append((family_id, session_id, kind == "sum"))
+        rows_rollups.point(family_id, session_id, time_ns, value if kind == "sum" else None)
+    return Prepared(batch, rows, rows_meta, rows_rollups, others, [_event_parts(event) for event in batch.events])
 
 
 _FAMILY_TABLES = {  # table: (name column, columns of common attributes, table of every attribute)
@@ -197,8 +213,8 @@ class Committer:
     def _apply(self, prepared: Prepared, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:
         batch = prepared.batch
         result = WriteResult()
-        plain, plain_meta, cumulative = [], [], []
-        for i, (point, new) in enumerate(zip(prepared.points, prepared.series, strict=True)):
+        plain, plain_meta, cumulative = list(prepared.rows), list(prepared.rows_meta), []
+        for i, point, new in prepared.others:
             if isinstance(point, SeriesPoint):
                 series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
             else:
@@ -214,6 +230,9 @@ class Committer:
         if plain:
             inserted = self._insert_new(_INSERT_POINT, plain)
             result.points += len(inserted)
+            if len(inserted) == len(plain):  # the usual case: what prepare added up holds
+                rollups.merge(prepared.rows_rollups)
+                inserted = inserted[len(prepared.rows) :]
             for i in inserted:
                 family_id, session_id, is_sum = plain_meta[i]
                 rollups.point(family_id, session_id, plain[i][2], plain[i][3] if is_sum else None)
