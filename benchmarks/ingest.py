@@ -15,13 +15,15 @@ What it does
    built once as a protobuf template; the per-window fields (fixed64 timestamps, double values,
    fixed-width ISO timestamps and prompt ids) are then patched in place, so building 10^5 bodies
    takes about a second. The complete HTTP/1.1 request (head + body) is pre-serialised as bytes.
-   Every export has its own (session, time window), so none is a duplicate of another.
+   Every export has its own (session, time window), so none is a duplicate of another. Sessions last a
+   random 10-120 windows (``--windows-per-session``) and start staggered, as Claude Code's do.
 3. The generator sends them over keep-alive connections as fast as they are acknowledged: each client
    has exactly one request in flight (closed loop). The default driver ``raw`` is a minimal asyncio
    HTTP/1.1 client (write pre-built bytes, read status line + Content-Length body): it costs a few tens
    of microseconds per request, so the generator takes little CPU away from the server on a 2-core
    box. ``--driver httpx`` uses httpx.AsyncClient instead (heavier; for comparison).
-4. Prints throughput, ack latency percentiles, errors by status, server RSS (VmHWM/VmRSS) and CPU,
+4. Leaves the first ``--warmup`` seconds (every session new to the server, caches cold) out of the figures,
+   then prints throughput, ack latency percentiles, errors by status, server RSS (VmHWM/VmRSS) and CPU,
    DB size, and a zero-loss check: GET /api/summary before and after, compared with what was
    acknowledged (token, cost, session, line, decision, active-time totals and event counts; values
    are dyadic fractions so float sums are exact in any order). Exit status 1 on loss.

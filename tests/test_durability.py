@@ -174,6 +174,12 @@ def test_sigterm_restart_keeps_totals(start_server) -> None:
 
     restarted = start_server(server.data_dir)
     assert restarted.summary() == before
+    # The dashboard's first view is read as the server starts, from the store with data in it now.
+    deadline = time.monotonic() + 20
+    while restarted.log_path.read_text().count("dashboard warmed up") < 2:
+        assert "could not warm up" not in restarted.log_path.read_text()
+        assert time.monotonic() < deadline, restarted.log_path.read_text()
+        time.sleep(0.05)
     # Retries after the restart (the writer's caches are empty now) are still recognised as retries.
     for capture in ("http-protobuf-delta", "http-json-cumulative"):
         for export in fixture_exports(capture):

@@ -15,7 +15,7 @@ from .config import Config
 from .otlp import grpc as otlp_grpc
 from .otlp import http as otlp_http
 from .store import Store
-from .web.app import create_app
+from .web.app import create_app, warm_up
 
 log = logging.getLogger("ccmetrics")
 
@@ -83,7 +83,9 @@ async def serve(config: Config) -> None:
             config.db_path,
         )  # fmt: skip
         log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
+        warming = asyncio.create_task(warm_up(store))
         await asyncio.gather(*tasks)
+        warming.cancel()
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)

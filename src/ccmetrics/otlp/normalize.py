@@ -208,7 +208,6 @@ _ATTRIBUTES = _AttributeMemo()
 
 
 def _metrics(request: Message, batch: Batch) -> None:
-    """Note: number data points are left without their times and values once read (see _series_key)."""
     for rm in request.resource_metrics:
         resource = attributes(rm.resource.attributes, batch)
         resource_key = rm.resource.SerializeToString(deterministic=True)
@@ -272,11 +271,17 @@ def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: 
 
 def _series_key(dp: metrics_pb2.NumberDataPoint, metric_key: tuple[Any, ...]) -> tuple[Any, ...]:
     """The series a number data point belongs to, as bytes: what is left of it without its times and value
-    (its attributes, flags and exemplars), serialised by protobuf's C code. The point is read already, so it is
-    cleared rather than copied."""
+    (its attributes, flags and exemplars), serialised by protobuf's C code. Those fields are cleared for that
+    and put back, which is cheaper than a copy."""
+    start, end, which = dp.start_time_unix_nano, dp.time_unix_nano, dp.WhichOneof("value")
+    value = getattr(dp, which) if which else None
     for name in ("start_time_unix_nano", "time_unix_nano", "as_double", "as_int"):
         dp.ClearField(name)
-    return (*metric_key, dp.SerializeToString(deterministic=True))
+    key = dp.SerializeToString(deterministic=True)
+    dp.start_time_unix_nano, dp.time_unix_nano = start, end
+    if which:
+        setattr(dp, which, value)
+    return (*metric_key, key)
 
 
 def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any] | None]:

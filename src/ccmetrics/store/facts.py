@@ -34,6 +34,7 @@ from .schema import (
 Key = tuple[Any, ...]
 T = TypeVar("T")
 SAMPLE_TARGET = 5_000  # events read (about, at most) for percentiles: p95 to within a fraction of a percent
+MAX_GROUPINGS = 64  # group keys kept for this many (table, attribute keys) groupings
 FEW_EVENTS = 4 * SAMPLE_TARGET  # under a filter, this many events are cheaper to read by family than sampled
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")
 Span = tuple[str, int | None, int | None]  # ("day" | "hour" | "raw", from, to)
@@ -112,6 +113,8 @@ class FamilyCache:
     def keys(self, conn: sqlite3.Connection, table: str, ids: Iterable[int], by: tuple[str, ...]) -> dict[int, Key]:
         """``{family_id: (value of each key in by)}`` for (at least) the families asked for."""
         ids = set(ids)
+        if (table, by) not in self._keys and len(self._keys) >= MAX_GROUPINGS:
+            self._keys.clear()  # groupings come from requests too (group_by): keep a bounded few
         keys = self._keys.setdefault((table, by), {})
         missing = ids.difference(keys)
         if missing:
