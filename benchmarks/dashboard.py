@@ -222,7 +222,9 @@ def main() -> None:
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             dash = "/api/dashboard?since=30d"
-            session_id = client.get(dash).json()["panels"]["recent_sessions"]["rows"][0]["session_id"]
+            # A generated developer's latest session (not one the "data arriving" run below may have added).
+            first = client.get(dash + "&filter=user.email=dev001@example.com").json()
+            session_id = first["panels"]["recent_sessions"]["rows"][0]["session_id"]
             server.stop()
             server.start(timeout=120)
             pid = server.process.pid
