@@ -166,10 +166,23 @@ class Committer:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
+        self._conn.execute("PRAGMA journal_size_limit = 20000000")  # bytes the log file keeps once restarted
         self._ids: dict[Any, int] = {}
 
     def close(self) -> None:
         self._conn.close()
+
+    def restart_log(self) -> None:
+        """Have the next commit write the write-ahead log from its start, once what is left of it is copied
+        into the database: under a steady stream the log would otherwise never stop growing, as there is
+        always a commit or a checkpoint under way. Does not wait for readers: if one is busy, next time."""
+        self._conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error:
+            pass
+        finally:
+            self._conn.execute("PRAGMA busy_timeout = 10000")
 
     def commit(self, work: list[Prepared | BaseException]) -> list[WriteResult | BaseException]:
         """One transaction for the group; each batch's outcome (an exception stands for a batch that could not

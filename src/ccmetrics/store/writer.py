@@ -34,6 +34,7 @@ __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
 
 MAX_GROUP = 256  # batches per transaction
 MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the client is asked to retry
+RESTART_LOG_PAGES = 4096  # a write-ahead log longer than this (16 MiB) is started over
 _HEADER = struct.Struct("!Q")  # each message: its length, then its pickle
 
 
@@ -278,6 +279,9 @@ def _writer_main(path: str, sock: socket.socket) -> None:
             work = [item for item in group if item is not None]
             if work:
                 outcomes = committer.commit([batch for _, batch in work])
+                if checkpointer.log_pages > RESTART_LOG_PAGES:
+                    checkpointer.log_pages = 0
+                    committer.restart_log()
                 checkpointer.wake()
                 sock.sendall(_frame([(batch_id, _portable(outcome))
                                      for (batch_id, _), outcome in zip(work, outcomes, strict=True)]))  # fmt: skip
@@ -320,6 +324,7 @@ class Checkpointer(threading.Thread):
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="ccmetrics-checkpoint", daemon=True)
+        self.log_pages = 0  # in the log at the last checkpoint
         self._conn = connect(path)
         self._wake = threading.Event()
         self._stopping = False
@@ -338,7 +343,7 @@ class Checkpointer(threading.Thread):
             self._wake.wait()
             self._wake.clear()
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, self.log_pages, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error:
                 pass  # busy or full: the next round tries again, and commits go on either way
 
