@@ -157,6 +157,13 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def pss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def timed(client: httpx.Client, url: str) -> tuple[float, float, int]:
     """Round trip and server time (the Server-Timing header: the store's work for this request), in ms."""
     started = time.perf_counter()
@@ -256,7 +263,14 @@ def main() -> None:
                   f"{max(server_ms):9.0f}   {statistics.median(w[0] for w in warm):14.0f}   "
                   f"({exports} exports of metrics and events, 10/s)")  # fmt: skip
             rss, peak = rss_mb(pid)
-            print(f"\nserve RSS now {rss:.0f} MB, peak {peak:.0f} MB")
+            print(f"\nserve RSS now {rss:.0f} MB, peak {peak:.0f} MB (the process that answers the dashboard)")
+            children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            for child in children:  # the writer, and multiprocessing's resource tracker
+                child_rss, child_peak = rss_mb(child)
+                print(f"  child process {child}: RSS now {child_rss:.0f} MB, peak {child_peak:.0f} MB")
+            # Proportional set size counts pages the processes share (the interpreter, libraries) once.
+            pss = sum(pss_mb(p) for p in (pid, *children))
+            print(f"  all of serve, proportional set size: {pss:.0f} MB")
             print("targets: whole dashboard <= 250 ms server time (warm), serve RSS <= 100 MB")
     finally:
         server.stop()

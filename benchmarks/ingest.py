@@ -947,6 +947,10 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             print(f"  server RSS             peak (VmHWM) {_fmt_bytes(status.get('VmHWM', 0) * 1024)}, "
                   f"now (VmRSS) {_fmt_bytes(status.get('VmRSS', 0) * 1024)}, threads {status.get('Threads')}")
+            for child in child_pids(pid):  # the writer, and multiprocessing's resource tracker
+                child_status = proc_status(child)
+                print(f"    child process {child:<7d} peak (VmHWM) {_fmt_bytes(child_status.get('VmHWM', 0) * 1024)}, "
+                      f"now (VmRSS) {_fmt_bytes(child_status.get('VmRSS', 0) * 1024)}")
         if server_cpu:
             total_cpu = sum(server_cpu.values())
             top = sorted(server_cpu.items(), key=lambda kv: -kv[1])[:4]

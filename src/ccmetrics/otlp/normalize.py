@@ -190,7 +190,7 @@ class _AttributeMemo:
     """The attributes of series seen recently, by series key: a client sends the same series every minute,
     and converting its attributes again each time is most of the work of reading an export."""
 
-    LIMIT = 20_000  # series; forgotten all at once past this, to stay small
+    LIMIT = 10_000  # series; forgotten all at once past this, to stay small
 
     def __init__(self) -> None:
         self._known: dict[Any, dict[str, Any]] = {}

@@ -161,7 +161,7 @@ def connect(path: Path) -> sqlite3.Connection:
 class Committer:
     """Writes groups of batches in one transaction each, every batch in a savepoint of its own."""
 
-    KNOWN_LIMIT = 100_000  # identities remembered; forgotten all at once past this, to stay small
+    KNOWN_LIMIT = 30_000  # identities remembered; forgotten all at once past this, to stay small
 
     def __init__(self, path: Path) -> None:
         self._conn = connect(path)

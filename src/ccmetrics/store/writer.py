@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import multiprocessing
 import pickle
 import queue
 import signal
 import socket
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,7 +60,7 @@ class KnownSeries:
     series crosses to the writer as a few numbers instead of all its attributes. Series never change once
     stored, so an id learnt from a committed write stays right."""
 
-    LIMIT = 50_000  # series; forgotten all at once past this, to stay small
+    LIMIT = 10_000  # series (a large team's active ones); forgotten all at once past this, to stay small
 
     def __init__(self) -> None:
         self._ids: dict[Any, tuple[int, int]] = {}
@@ -94,11 +95,10 @@ class Writer:
     """The server's handle on the writer process: ``await write(batch)`` returns after the commit."""
 
     def __init__(self, path: Path) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads and grpc
         self._sock, child_sock = socket.socketpair()
-        self._process = context.Process(target=_writer_main, args=(str(path), child_sock), name="ccmetrics-writer",
-                                        daemon=True)  # fmt: skip
-        self._process.start()
+        # A fresh interpreter (never a fork of a process that runs threads and grpc), given its end of the pair.
+        code = f"from ccmetrics.store.writer import _writer_main; _writer_main({str(path)!r}, {child_sock.fileno()})"
+        self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child_sock.fileno()])
         child_sock.close()
         self._sock.settimeout(60)
         with self._sock.makefile("rb") as stream:
@@ -154,7 +154,10 @@ class Writer:
         except (EOFError, OSError):
             pass
         self._fail_pending()
-        self._process.join(timeout=30)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
         self._sock.close()
 
     # --- the event loop's side of the socket ---------------------------------------------------------
@@ -249,7 +252,7 @@ class Writer:
                 future.set_exception(StoreUnavailable("the writer stopped"))
 
 
-def _writer_main(path: str, sock: socket.socket) -> None:
+def _writer_main(path: str, fd: int) -> None:
     """The writer process: take what has arrived (up to MAX_GROUP batches), commit it, report, repeat.
 
     Two threads help, so that committing is all the main thread does: one receives and unpickles the next
@@ -258,6 +261,7 @@ def _writer_main(path: str, sock: socket.socket) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop, and says so on the socket
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
     committer = Committer(Path(path))
     arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
     checkpointer = Checkpointer(Path(path))
