@@ -4,7 +4,11 @@ nothing is lost once it can again. Also: traces are accepted and stored, ids in 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -42,6 +46,33 @@ def test_a_locked_store_answers_503_then_keeps_the_retry(start_server):
     for _ in range(2):
         assert httpx.post(f"{server.otlp_http}/v1/metrics", content=body, headers=headers, timeout=30).status_code == 200
     assert server.summary()["cost_usd"] == 1.5
+
+
+def test_a_writer_that_dies_is_started_again_and_nothing_acknowledged_is_lost(start_server):
+    server = start_server()
+    headers = {"Content-Type": "application/x-protobuf"}
+
+    def export(i: int) -> int:
+        body = sum_request(COST, [(T0 + i * SECOND, T0 + (i + 1) * SECOND, 0.25, {"user.id": "u", "session.id": "s"})])
+        response = httpx.post(f"{server.otlp_http}/v1/metrics", content=body.SerializeToString(), headers=headers,
+                              timeout=30)  # fmt: skip
+        return response.status_code
+
+    assert [export(i) for i in range(4)] == [200] * 4
+    (writer,) = [int(pid) for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+                 .read_text().split()]  # fmt: skip
+    os.kill(writer, signal.SIGKILL)
+    time.sleep(0.5)  # let its end of the socket close
+    statuses = []
+    for i in range(4, 8):
+        while (status := export(i)) != 200:  # as an exporter does: 503 means send it again
+            assert status == 503
+            statuses.append(status)
+            time.sleep(0.1)
+    assert len(statuses) <= 1  # at most the first export after the crash, which found the writer gone
+    assert server.summary()["cost_usd"] == 8 * 0.25
+    assert "starting it again" in server.log_path.read_text()
+    assert httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
 
 
 def test_traces_are_stored_with_hex_ids(server):

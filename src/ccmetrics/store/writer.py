@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import pickle
 import queue
 import signal
@@ -25,6 +26,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,9 +35,12 @@ from .committer import Committer, Prepared, SeriesPoint, StoreUnavailable, Write
 
 __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
 
+log = logging.getLogger("ccmetrics")
+
 MAX_GROUP = 256  # batches per transaction
 MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the client is asked to retry
 RESTART_LOG_PAGES = 4096  # a write-ahead log longer than this (16 MiB) is started over
+RESTART_INTERVAL_S = 5  # a writer that died is started again at most this often
 _HEADER = struct.Struct("!Q")  # each message: its length, then its pickle
 
 
@@ -95,20 +100,8 @@ class Writer:
     """The server's handle on the writer process: ``await write(batch)`` returns after the commit."""
 
     def __init__(self, path: Path) -> None:
-        self._sock, child_sock = socket.socketpair()
-        # A fresh interpreter (never a fork of a process that runs threads and grpc), given its end of the pair.
-        code = f"from ccmetrics.store.writer import _writer_main; _writer_main({str(path)!r}, {child_sock.fileno()})"
-        self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child_sock.fileno()])
-        child_sock.close()
-        self._sock.settimeout(60)
-        with self._sock.makefile("rb") as stream:
-            try:
-                ready = _read_frame(stream)
-            except (EOFError, OSError):
-                ready = None
-        if ready != "ready":
-            raise RuntimeError("the writer process did not start")
-        self._sock.setblocking(False)
+        self._path = path
+        self._sock, self._process = self._start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any]]]] = {}
         self._queued: list[tuple[int, Batch]] = []  # handed over during this turn of the loop: one message
@@ -117,12 +110,50 @@ class Writer:
         self._series = KnownSeries()
         self._ids = itertools.count()
         self._gone = False
+        self._next_start = 0.0
         self.commits = 0  # bumped after every commit that stored something; watched by live dashboards
 
+    def _start(self) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+        ours, theirs = socket.socketpair()
+        # A fresh interpreter (never a fork of a process that runs threads and grpc), given its end of the pair.
+        code = f"from ccmetrics.store.writer import _writer_main; _writer_main({str(self._path)!r}, {theirs.fileno()})"
+        process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()])
+        theirs.close()
+        ours.settimeout(60)
+        with ours.makefile("rb") as stream:
+            try:
+                ready = _read_frame(stream)
+            except (EOFError, OSError):
+                ready = None
+        if ready != "ready":
+            process.kill()
+            ours.close()
+            raise RuntimeError("the writer process did not start")
+        ours.setblocking(False)
+        return ours, process
+
+    def _restart(self) -> None:
+        """A writer that died (killed, out of memory) is started again: the exports it had not committed were
+        answered 503, and their exporters send them again."""
+        if time.monotonic() < self._next_start:
+            raise StoreUnavailable("the writer stopped; it is being started again")
+        self._next_start = time.monotonic() + RESTART_INTERVAL_S  # a writer that cannot start is not retried hot
+        log.warning("the writer process stopped (exit status %s); starting it again", self._process.poll())
+        self._sock.close()
+        if self._process.poll() is None:
+            self._process.kill()  # its socket failed: it cannot be reached anyway
+        self._process.wait()
+        try:
+            self._sock, self._process = self._start()
+        except (RuntimeError, OSError) as exc:
+            raise StoreUnavailable(f"the writer could not start again: {exc}") from None
+        self._outgoing, self._incoming, self._gone = bytearray(), bytearray(), False
+        self._loop = None  # watch the new socket
+
     async def write(self, batch: Batch) -> WriteResult:
-        loop = self._attach()
         if self._gone:
-            raise StoreUnavailable("the writer stopped")
+            self._restart()
+        loop = self._attach()
         if len(self._pending) >= MAX_IN_FLIGHT:
             raise StoreUnavailable("the store is busy; retry shortly")
         wire, unknown = self._series.compact(batch)
@@ -240,6 +271,7 @@ class Writer:
 
     def _writer_gone(self) -> None:
         self._gone = True
+        self._queued = []  # their futures are failed below: never hand them to a writer started again
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock)
             self._loop.remove_writer(self._sock)
