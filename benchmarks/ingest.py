@@ -447,13 +447,32 @@ def _rejected(body: bytes, is_log: bool) -> int:
     return message.partial_success.rejected_data_points or (1 if message.partial_success.error_message else 0)
 
 
+def _record(result: ClientResult, i: int, status: int, body: bytes, is_log: bool, elapsed: float, t_start: float,
+            buckets: array.array) -> None:  # fmt: skip
+    """One answer: its latency and its second when it was sent after the warm-up, whether it was acknowledged."""
+    measured = time.monotonic() - elapsed >= t_start
+    if measured:
+        result.latencies.append(elapsed)
+    if not 200 <= status < 300:
+        _count(result, str(status))
+    elif body and _rejected(body, is_log):
+        result.partial += 1
+        _count(result, f"{status}-partial")
+    else:
+        result.acked.append(i)
+        _count(result, str(status))
+        if measured:
+            result.measured += 1
+            second = int(time.monotonic() - t_start)
+            if second < len(buckets):
+                buckets[second] += 1
+
+
 async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[bool], deadline: float,
                       timeout: float, result: ClientResult, buckets: array.array, t_start: float) -> None:  # fmt: skip
     perf = time.perf_counter
     mono = time.monotonic
     reader = writer = None
-    lat_append = result.latencies.append
-    ack_append = result.acked.append
     for i, request in enumerate(requests):
         if mono() >= deadline:
             break
@@ -487,24 +506,7 @@ async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[
             reader = writer = None
             result.reconnects += 1
             continue
-        elapsed = perf() - t0
-        measured = mono() - elapsed >= t_start  # sent after the warm-up
-        if measured:
-            lat_append(elapsed)
-        if 200 <= status < 300:
-            if body and _rejected(body, is_log[i]):
-                result.partial += 1
-                _count(result, f"{status}-partial")
-            else:
-                ack_append(i)
-                _count(result, str(status))
-                if measured:
-                    result.measured += 1
-                    second = int(mono() - t_start)
-                    if second < len(buckets):
-                        buckets[second] += 1
-        else:
-            _count(result, str(status))
+        _record(result, i, status, body, is_log[i], perf() - t0, t_start, buckets)
         if b"connection: close" in lower:
             writer.close()
             reader = writer = None
@@ -534,24 +536,7 @@ async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: l
             result.indeterminate.append(i)
             _count(result, type(exc).__name__)
             continue
-        elapsed = perf() - t0
-        measured = mono() - elapsed >= t_start  # sent after the warm-up
-        if measured:
-            result.latencies.append(elapsed)
-        if 200 <= response.status_code < 300:
-            if response.content and _rejected(response.content, is_log[i]):
-                result.partial += 1
-                _count(result, f"{response.status_code}-partial")
-            else:
-                result.acked.append(i)
-                _count(result, str(response.status_code))
-                if measured:
-                    result.measured += 1
-                    second = int(mono() - t_start)
-                    if second < len(buckets):
-                        buckets[second] += 1
-        else:
-            _count(result, str(response.status_code))
+        _record(result, i, response.status_code, response.content, is_log[i], perf() - t0, t_start, buckets)
     else:
         result.exhausted = True
 

@@ -329,10 +329,13 @@ class Facts:
 
     @memoized
     def _metric_sums_by_name(self) -> dict[str, dict[int, float]]:
-        sums = self._all_metric_sums()
-        names = self.cache.names(self.conn, "families", sums)
-        out: dict[str, dict[int, float]] = defaultdict(dict)
-        for family_id, value in sums.items():
+        return self._by_name("families", self._all_metric_sums())
+
+    def _by_name(self, table: str, totals: dict[int, T]) -> dict[str, dict[int, T]]:
+        """Per-family totals split by the families' metric or event name, in one pass."""
+        names = self.cache.names(self.conn, table, totals)
+        out: dict[str, dict[int, T]] = defaultdict(dict)
+        for family_id, value in totals.items():
             out[names.get(family_id, "")][family_id] = value
         return out
 
@@ -366,12 +369,13 @@ class Facts:
 
     # --- events ---------------------------------------------------------------------------------------
 
-    @memoized
     def event_family_totals(self, name: str) -> dict[int, list[float]]:
         """Each family's ``[count, then sum and count of each of EVENT_MEASURES]`` for one event name."""
-        totals = self._all_event_totals()
-        names = self.cache.names(self.conn, "event_families", totals)
-        return {family_id: t for family_id, t in totals.items() if names.get(family_id) == name}
+        return self._event_totals_by_name().get(name, {})
+
+    @memoized
+    def _event_totals_by_name(self) -> dict[str, dict[int, list[float]]]:
+        return self._by_name("event_families", self._all_event_totals())
 
     @memoized
     def _all_event_totals(self) -> dict[int, list[float]]:

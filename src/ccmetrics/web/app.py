@@ -45,11 +45,13 @@ def filters_from(request: Request) -> Filters:
 
 
 def view_from(request: Request, store: Store) -> View:
-    filters = filters_from(request)
+    return view_for(store, filters_from(request), request.query_params.get("group_by") or "team.id")
+
+
+def view_for(store: Store, filters: Filters, group_key: str = "team.id") -> View:
     facts = Facts(store.reader(), filters, store.family_cache, store.answers)
     end = filters.until_ns or time.time_ns()
     start = filters.since_ns or _first_data_ns(facts, end)
-    group_key = request.query_params.get("group_by") or "team.id"
     return View(facts, start, end, group_key)
 
 
@@ -58,9 +60,7 @@ async def warm_up(store: Store) -> None:
     not wait for a cold store (families to load, history to read into the answer cache)."""
 
     def work() -> None:
-        filters = Filters.parse(since=DEFAULT_RANGE)
-        view = View(Facts(store.reader(), filters, store.family_cache, store.answers), filters.since_ns or 0,
-                    time.time_ns())  # fmt: skip
+        view = view_for(store, Filters.parse(since=DEFAULT_RANGE))
         for panel in PANELS:
             panel.data(view)
 
