@@ -241,6 +241,7 @@ def main() -> None:
                 "dashboard, 30 days, team=web": dash + "&filter=team.id=web",
                 "dashboard, 30 days, one user": dash + "&filter=user.email=dev001@example.com",
                 "session page": f"/api/sessions/{session_id}",
+                "doctor's status (every session)": "/api/status",
             }
             print(f"\n{'page':34} {'server ms: cold':>15} {'warm p50':>9} {'warm max':>9}   {'round trip p50':>14} {'KB':>5}")
             for name, url in pages.items():

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from ccmetrics.claude_settings import TELEMETRY_VARS
+from ccmetrics.store.status import iso
 
 from .conftest import ServerProcess, fixture_exports, free_port, send
 from .otlp_builders import log_request, sum_request
@@ -233,9 +234,13 @@ def test_sessions_with_one_signal_only_are_warned_about(start_server, home: Path
     metrics_only = sum_request("claude_code.session.count", [(now - 1000, now, 1, {"session.id": "s-metrics",
                                                                                     "user.id": "u2"})],
                                resource=resource)  # fmt: skip
-    both_logs = log_request([(now, "user_prompt", {"session.id": "s-both", "user.id": "u1"})], resource)
-    both_metrics = sum_request("claude_code.session.count", [(now - 1000, now, 1, {"session.id": "s-both",
-                                                                                    "user.id": "u1"})],
+    hour = 3600 * 10**9  # each signal's last time is its latest, not its last sent
+    both_logs = log_request([(now - 2 * hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
+                             (now - hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
+                             (now - 3 * hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"})], resource)
+    both_metrics = sum_request("claude_code.session.count",
+                               [(now - 1000, now, 1, {"session.id": "s-both", "user.id": "u1"}),
+                                (now - hour - 1000, now - hour, 1, {"session.id": "s-both", "user.id": "u1"})],
                                resource=resource)  # fmt: skip
     for path, request in (("logs", logs_only), ("metrics", metrics_only), ("logs", both_logs),
                           ("metrics", both_metrics)):  # fmt: skip
@@ -249,7 +254,11 @@ def test_sessions_with_one_signal_only_are_warned_about(start_server, home: Path
     hosts = {(u["user_id"], u["host"]) for u in status["users"]}
     assert hosts == {("u1", "amd64 linux"), ("u2", "amd64 linux")}
     both = next(s for s in status["sessions"] if s["session_id"] == "s-both")
-    assert both["signals"] == "both" and both["points"] == 1 and both["events"] == 1
+    assert both["signals"] == "both"
+    assert (both["last_metric"], both["last_event"]) == (iso(now), iso(now - hour))
+    u1 = next(u for u in status["users"] if u["user_id"] == "u1")
+    assert (u1["last_metric"], u1["last_event"]) == (iso(now), iso(now))  # s-events' prompt came at now
+    assert status["session_count"] == 3 and status["last_ns"] == now
 
     write_settings(home, configured(server))
     code, report = doctor(home, server.url)

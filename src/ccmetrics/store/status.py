@@ -1,5 +1,6 @@
-"""What the server has seen, for ``ccmetrics doctor``: who sent data last and when, which Claude Code versions,
-and sessions that sent only one of the two signals (the mark of a half-configured exporter).
+"""What the server has seen, for ``ccmetrics doctor``: who sent data last and when, which Claude Code
+versions, and sessions that sent only one of the two signals (the mark of a half-configured exporter).
+All of it is told per session: Claude Code marks every metric and event with its session.
 
 Doctor probes (resource attribute ``ccmetrics.test``) are left out of everything but :func:`probe`.
 """
@@ -27,81 +28,91 @@ def iso(ns: int | None) -> str | None:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _metric_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """Per series: (session, user, email, host, version, last time, points); MAX per series uses the key."""
-    return conn.execute(
-        f"""
-        SELECT s.session_id, s.user_id, s.user_email, {_HOST.format(t="s")}, s.service_version,
-               MAX(p.time_ns), COUNT(*)
-        FROM series s JOIN points p ON p.series_id = s.id
-        WHERE {_NOT_TEST.format(t="s")}
-        GROUP BY s.id
-        """
-    ).fetchall()
+# Sessions that sent metrics, from the sessions table, each with one of its series for who and where.
+_METRIC_SESSIONS = f"""
+    SELECT t.session_id, t.last_ns, s.user_id, s.user_email, {_HOST.format(t="s")}, s.service_version
+    FROM sessions t JOIN series s ON s.id = (SELECT id FROM series WHERE session_id = t.session_id LIMIT 1)
+    WHERE {_NOT_TEST.format(t="s")}
+"""
+# Sessions that sent events: the session index read one session at a time (a loose index scan), each with its
+# last event and one of its events for who and where.
+_EVENT_SESSIONS = f"""
+    WITH RECURSIVE ids(session_id) AS (
+        SELECT (SELECT MIN(session_id) FROM events)
+        UNION ALL
+        SELECT (SELECT MIN(session_id) FROM events WHERE session_id > ids.session_id) FROM ids
+        WHERE ids.session_id IS NOT NULL
+    )
+    SELECT ids.session_id, (SELECT MAX(time_ns) FROM events WHERE session_id = ids.session_id),
+           e.user_id, e.user_email, {_HOST.format(t="e")}, e.service_version
+    FROM ids JOIN events e ON e.id = (SELECT id FROM events WHERE session_id = ids.session_id LIMIT 1)
+    WHERE ids.session_id IS NOT NULL AND {_NOT_TEST.format(t="e")}
+"""
 
 
-def _event_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        f"""
-        SELECT e.session_id, e.user_id, MAX(e.user_email), {_HOST.format(t="e")} AS host, e.service_version,
-               MAX(e.time_ns), COUNT(*)
-        FROM events e
-        WHERE {_NOT_TEST.format(t="e")}
-        GROUP BY e.session_id, e.user_id, host, e.service_version
-        """
-    ).fetchall()
-
-
-def _fold(rows: list[tuple[Any, ...]], signal: str, into: dict[Any, dict[str, Any]], key_of: Any,
-          make: Any) -> None:  # fmt: skip
-    for session, user, email, host, version, last_ns, count in rows:
-        row = into.setdefault(key_of(session, user, host, version), make(session, user, host, version))
-        row[f"last_{signal}_ns"] = max(row[f"last_{signal}_ns"] or 0, last_ns or 0) or None
-        row[signal] += count
-        if email and not row.get("user_email"):
-            row["user_email"] = email
+def _sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Every session: who and where it ran, and when it last sent metrics and events. Read through indexes,
+    a few rows per session, so the answer takes milliseconds however much data the sessions sent."""
+    sessions: dict[str, dict[str, Any]] = {}
+    for signal, sql in (("metric", _METRIC_SESSIONS), ("event", _EVENT_SESSIONS)):
+        for session_id, last_ns, user, email, host, version in conn.execute(sql):
+            row = sessions.setdefault(session_id, _new(session_id=session_id, user_id=user, host=host,
+                                                       version=version))  # fmt: skip
+            row[f"last_{signal}_ns"] = last_ns
+            row["user_email"] = row["user_email"] or email
+    return sessions
 
 
 def _new(**fields: Any) -> dict[str, Any]:
-    return {**fields, "user_email": None, "last_metric_ns": None, "last_event_ns": None, "metric": 0, "event": 0}
+    return {**fields, "user_email": None, "last_metric_ns": None, "last_event_ns": None}
 
 
-def _finish(row: dict[str, Any]) -> dict[str, Any]:
-    last = max(row["last_metric_ns"] or 0, row["last_event_ns"] or 0) or None
-    return {
-        **{k: v for k, v in row.items() if k not in ("metric", "event")},
-        "points": row["metric"],
-        "events": row["event"],
-        "last_ns": last,
-        "last_seen": iso(last),
-        "last_metric": iso(row["last_metric_ns"]),
-        "last_event": iso(row["last_event_ns"]),
-    }
+def _latest(sessions: list[dict[str, Any]], key: Any, **fields: Any) -> list[dict[str, Any]]:
+    """Sessions folded by ``key``: the last metric and event time of each group, newest group first."""
+    groups: dict[Any, dict[str, Any]] = {}
+    for row in sessions:
+        group = groups.get(key(row))
+        if group is None:
+            group = groups[key(row)] = _new(**{name: row[column] for name, column in fields.items()})
+        for last in ("last_metric_ns", "last_event_ns"):
+            group[last] = max(group[last] or 0, row[last] or 0) or None
+        group["user_email"] = group["user_email"] or row["user_email"]
+    return [_times(group) for group in sorted(groups.values(), key=_newest)]
+
+
+def _newest(row: dict[str, Any]) -> int:
+    return -max(row["last_metric_ns"] or 0, row["last_event_ns"] or 0)
+
+
+def _times(row: dict[str, Any]) -> dict[str, Any]:
+    last = -_newest(row) or None
+    return {**row, "last_ns": last, "last_seen": iso(last), "last_metric": iso(row["last_metric_ns"]),
+            "last_event": iso(row["last_event_ns"])}  # fmt: skip
+
+
+def _signals(row: dict[str, Any]) -> str:
+    return "both" if row["last_metric_ns"] and row["last_event_ns"] else (
+        "metrics" if row["last_metric_ns"] else "events")  # fmt: skip
 
 
 def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
     """Last data per user/host and per session, versions seen, and one-signal sessions (newest first)."""
-    metric_rows, event_rows = _metric_rows(conn), _event_rows(conn)
-    users: dict[Any, dict[str, Any]] = {}
-    sessions: dict[Any, dict[str, Any]] = {}
-    versions: dict[Any, dict[str, Any]] = {}
-    for signal, rows in (("metric", metric_rows), ("event", event_rows)):
-        _fold(rows, signal, users, lambda s, u, h, v: (u, h), lambda s, u, h, v: _new(user_id=u, host=h))
-        _fold([r for r in rows if r[0]], signal, sessions, lambda s, u, h, v: s,
-              lambda s, u, h, v: _new(session_id=s, user_id=u, host=h, version=v))  # fmt: skip
-        _fold(rows, signal, versions, lambda s, u, h, v: v, lambda s, u, h, v: _new(version=v))
-    session_rows = sorted((_finish(r) for r in sessions.values()), key=lambda r: -(r["last_ns"] or 0))
-    for row in session_rows:
-        row["signals"] = "both" if row["points"] and row["events"] else ("metrics" if row["points"] else "events")
+    conn.execute("BEGIN")  # both signals from one snapshot
+    try:
+        sessions = sorted(_sessions(conn).values(), key=_newest)
+    finally:
+        conn.execute("COMMIT")
+    versions = _latest(sessions, lambda r: r["version"], version="version")
     return {
-        "users": sorted((_finish(r) for r in users.values()), key=lambda r: -(r["last_ns"] or 0)),
-        "sessions": session_rows[:limit],
-        "session_count": len(session_rows),
-        "versions": sorted(({"version": r["version"], "last_seen": r["last_seen"], "last_ns": r["last_ns"]}
-                            for r in map(_finish, versions.values())), key=lambda r: -(r["last_ns"] or 0)),  # fmt: skip
-        "sessions_events_only": [r["session_id"] for r in session_rows if r["signals"] == "events"][:limit],
-        "sessions_metrics_only": [r["session_id"] for r in session_rows if r["signals"] == "metrics"][:limit],
-        "last_ns": max((r["last_ns"] or 0 for r in session_rows), default=0) or None,
+        "users": _latest(sessions, lambda r: (r["user_id"], r["host"]), user_id="user_id", host="host"),
+        "sessions": [{**_times(row), "signals": _signals(row)} for row in sessions[:limit]],
+        "session_count": len(sessions),
+        "versions": [
+            {"version": r["version"], "last_seen": r["last_seen"], "last_ns": r["last_ns"]} for r in versions
+        ],
+        "sessions_events_only": [r["session_id"] for r in sessions if _signals(r) == "events"][:limit],
+        "sessions_metrics_only": [r["session_id"] for r in sessions if _signals(r) == "metrics"][:limit],
+        "last_ns": -_newest(sessions[0]) or None if sessions else None,
     }
 
 

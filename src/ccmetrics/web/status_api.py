@@ -21,7 +21,8 @@ def routes(store: Store) -> list[Route]:
         except ValueError:
             return JSONResponse({"error": "limit must be a whole number"}, status_code=400)
         limit = max(1, min(limit, 1000))
-        return JSONResponse(await store.read(lambda: status(store.reader(), limit)))
+        result, ms = await store.read_timed(lambda: status(store.reader(), limit))
+        return JSONResponse(result, headers={"Server-Timing": f"store;dur={ms:.1f}"})
 
     async def api_probe(request: Request) -> JSONResponse:
         probe_id = request.path_params["probe_id"]
