@@ -94,6 +94,7 @@ def test_doctor_is_not_counted_in_usage(start_server, home: Path) -> None:
     status_after = httpx.get(f"{server.url}/api/status").json()
     assert status_after["sessions"] == status_before["sessions"]  # a probe is no session and no user
     assert status_after["users"] == status_before["users"]
+    assert status_after["without_session"] == status_before["without_session"]  # nor data without a session
     assert after == before
 
 
@@ -195,6 +196,16 @@ def test_environment_alone_works(start_server, home: Path) -> None:
     server = start_server()
     code, report = doctor(home, server.url, env=configured(server))
     assert code == 0, report["findings"]
+
+
+@pytest.mark.parametrize(("value", "warned"), [("false", True), ("0", True), ("", True), ("TRUE", False),
+                                               ("1", False)])  # fmt: skip
+def test_telemetry_without_session_ids_is_warned_about(start_server, home: Path, value: str, warned: bool) -> None:
+    """Claude Code keeps session.id on its telemetry only for 1, true, yes or on (any case)."""
+    server = start_server()
+    code, report = doctor(home, server.url, env=configured(server, OTEL_METRICS_INCLUDE_SESSION_ID=value))
+    assert code == 0, report["findings"]  # data flows all the same
+    assert ("no_session_ids" in checks(report, "warn")) == warned
 
 
 def test_managed_settings_win(start_server, home: Path) -> None:

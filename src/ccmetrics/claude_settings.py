@@ -45,6 +45,7 @@ TELEMETRY_VARS: tuple[str, ...] = (
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_LOGS_EXPORT_INTERVAL",
     "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_METRICS_INCLUDE_SESSION_ID",
 )
 
 # Sources, highest precedence first. ``honored`` is False where Claude Code ignores telemetry variables.

@@ -72,6 +72,11 @@ class Destination:
         return self.url.startswith("https://")
 
 
+def _truthy(value: str) -> bool:
+    """A true value, as Claude Code reads its switches."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _value(variables: Mapping[str, Variable], name: str) -> str | None:
     var = variables.get(name)
     return var.value if var is not None and var.value not in (None, "") else None
@@ -170,6 +175,13 @@ def check_variables(variables: Mapping[str, Variable], backend: str = "ccmetrics
         add(Finding(ERROR, "headers_invalid", "OTEL_EXPORTER_OTLP_HEADERS is not a list of name=value pairs",
                     "e.g. Authorization=Bearer TOKEN"))  # fmt: skip
     findings += _check_temporality(_value(variables, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"), backend)
+    session_id = variables.get("OTEL_METRICS_INCLUDE_SESSION_ID")
+    if session_id is not None and session_id.value is not None and not _truthy(session_id.value):
+        add(Finding(WARN, "no_session_ids",
+                    f"OTEL_METRICS_INCLUDE_SESSION_ID={session_id.value!r}: Claude Code leaves session.id off "
+                    "its metrics and events, so sessions are counted but cannot be told apart (no recent "
+                    "sessions, no session pages)", "remove it: ccmetrics keeps session ids where they cost "
+                    "nothing"))  # fmt: skip
     for name, default_s in (("OTEL_METRIC_EXPORT_INTERVAL", 60), ("OTEL_LOGS_EXPORT_INTERVAL", 5)):
         value = _value(variables, name)
         if value is None:
@@ -514,20 +526,27 @@ def _probe_findings(probe: Mapping[str, Any]) -> list[Finding]:
 
 def status_findings(status: Mapping[str, Any]) -> list[Finding]:
     findings = []
-    if not status.get("sessions"):
+    unattributed = status.get("without_session") or {}
+    if not status.get("sessions") and unattributed.get("last_ns"):
+        findings.append(Finding(INFO, "last_data", f"last Claude Code data: {unattributed['last_seen']}, "
+                                "without session ids"))  # fmt: skip
+    elif not status.get("sessions"):
         findings.append(Finding(INFO, "no_sessions", "the server has no Claude Code sessions yet",
                                 "start a Claude Code session; data shows up within one export interval"))  # fmt: skip
     else:
         findings.append(Finding(INFO, "last_data", f"last Claude Code data: {status['sessions'][0]['last_seen']} "
                                 f"({status.get('session_count', 0)} sessions)"))  # fmt: skip
-    for key, sent, missing, var in (("sessions_events_only", "events", "metrics", "OTEL_METRICS_EXPORTER"),
-                                    ("sessions_metrics_only", "metrics", "events", "OTEL_LOGS_EXPORTER")):  # fmt: skip
+    for key, sent, missing, fix in (
+        ("sessions_events_only", "events", "metrics", "on that user's machine, check OTEL_METRICS_EXPORTER and "
+         "the metrics endpoint"),
+        ("sessions_metrics_only", "metrics", "events", "on that user's machine, check OTEL_LOGS_EXPORTER and "
+         "the events endpoint"),
+    ):  # fmt: skip
         ids = status.get(key) or []
         if ids:
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-            findings.append(Finding(WARN, key, f"{len(ids)} session(s) sent {sent} but no {missing}: {shown}",
-                                    f"that user's {missing} exporter is not working: check {var} and the "
-                                    f"{missing} endpoint on their machine"))  # fmt: skip
+            message = f"{len(ids)} session(s) sent {sent} but no {missing}: {shown}"
+            findings.append(Finding(WARN, key, message, fix))
     return findings
 
 

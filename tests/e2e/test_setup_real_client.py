@@ -86,3 +86,46 @@ def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, t
     assert again.returncode == 0
     time.sleep(3)
     assert len(sessions(server)) == already + 1  # nothing more arrived
+
+
+def test_telemetry_without_session_ids_is_explained(claude_binary: Path, fake_api, tmp_path: Path,
+                                                    ccmetrics_server: ServerProcess) -> None:  # fmt: skip
+    """With OTEL_METRICS_INCLUDE_SESSION_ID=false the real CLI names no session in its metrics nor its events:
+    the usage is counted, no session can be listed, and doctor says which setting did it."""
+    server = ccmetrics_server
+    before = httpx.get(f"{server.url}/api/status", timeout=10).json()
+    project = tmp_path / "project"
+    project.mkdir()
+    home = make_home(tmp_path, "no-session-user", [project])
+    setup = ccmetrics(home, "setup", "--yes", "--protocol", "http/protobuf", "--endpoint", server.otlp_http,
+                      "--metric-interval", "1000", "--logs-interval", "1000", "--team", "no-session")  # fmt: skip
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    settings = json.loads((home / ".claude" / "settings.json").read_text())
+    settings["env"]["OTEL_METRICS_INCLUDE_SESSION_ID"] = "false"
+    (home / ".claude" / "settings.json").write_text(json.dumps(settings))
+
+    fake = fake_api(final_text="All done.")
+    started_ns = time.time_ns()
+    result = run_print(claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url,
+                       telemetry=None)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+    team = {"filter": "team.id=no-session"}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        summary = httpx.get(f"{server.url}/api/summary", params=team, timeout=10).json()
+        status = httpx.get(f"{server.url}/api/status", timeout=10).json()
+        unattributed = status["without_session"]
+        if summary["cost_usd"] > 0 and summary["prompts"] >= 1 and unattributed["last_metric"] \
+                and unattributed["last_event"]:  # fmt: skip
+            break
+        time.sleep(0.3)
+    assert summary["sessions"] == 1 and summary["cost_usd"] > 0 and summary["prompts"] >= 1
+    assert status["sessions"] == before["sessions"]  # no session could be told apart
+    assert status["last_ns"] >= started_ns and unattributed["last_metric"] and unattributed["last_event"]
+
+    doctor = ccmetrics(home, "doctor", "--server", server.url, "--json", "--project-dir", str(project),
+                       "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
+    report = json.loads(doctor.stdout)
+    assert doctor.returncode == 0, report["findings"]
+    assert "no_session_ids" in {f["check"] for f in report["findings"] if f["level"] == "warn"}

@@ -50,6 +50,16 @@ _EVENT_SESSIONS = f"""
 """
 
 
+# Data that names no session (as with OTEL_METRICS_INCLUDE_SESSION_ID=false): its last point and last event.
+_WITHOUT_SESSION = f"""
+    SELECT (SELECT MAX((SELECT p.time_ns FROM points p WHERE p.series_id = s.id
+                        ORDER BY p.start_ns DESC, p.time_ns DESC LIMIT 1))
+            FROM series s WHERE s.session_id IS NULL AND {_NOT_TEST.format(t="s")}),
+           (SELECT e.time_ns FROM events e INDEXED BY events_session
+            WHERE e.session_id IS NULL AND {_NOT_TEST.format(t="e")} ORDER BY e.time_ns DESC LIMIT 1)
+"""
+
+
 def _sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Every session: who and where it ran, and when it last sent metrics and events. Read through indexes,
     a few rows per session, so the answer takes milliseconds however much data the sessions sent."""
@@ -97,11 +107,13 @@ def _signals(row: dict[str, Any]) -> str:
 
 def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
     """Last data per user/host and per session, versions seen, and one-signal sessions (newest first)."""
-    conn.execute("BEGIN")  # both signals from one snapshot
+    conn.execute("BEGIN")  # every query from one snapshot
     try:
         sessions = sorted(_sessions(conn).values(), key=_newest)
+        last_metric_ns, last_event_ns = conn.execute(_WITHOUT_SESSION).fetchone()
     finally:
         conn.execute("COMMIT")
+    without_session = _times({"last_metric_ns": last_metric_ns, "last_event_ns": last_event_ns})
     versions = _latest(sessions, lambda r: r["version"], version="version")
     return {
         "users": _latest(sessions, lambda r: (r["user_id"], r["host"]), user_id="user_id", host="host"),
@@ -112,7 +124,10 @@ def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
         ],
         "sessions_events_only": [r["session_id"] for r in sessions if _signals(r) == "events"][:limit],
         "sessions_metrics_only": [r["session_id"] for r in sessions if _signals(r) == "metrics"][:limit],
-        "last_ns": -_newest(sessions[0]) or None if sessions else None,
+        "without_session": {
+            k: without_session[k] for k in ("last_seen", "last_metric", "last_event", "last_ns")
+        },
+        "last_ns": max(-_newest(sessions[0]) if sessions else 0, without_session["last_ns"] or 0) or None,
     }
 
 
