@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import time
@@ -73,6 +74,43 @@ def test_a_writer_that_dies_is_started_again_and_nothing_acknowledged_is_lost(st
     assert server.summary()["cost_usd"] == 8 * 0.25
     assert "starting it again" in server.log_path.read_text()
     assert httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
+
+
+def test_a_full_disk_answers_503_and_loses_nothing(start_server):
+    """The writer cannot grow its files (as on a full disk): exports are refused with 503 and gRPC UNAVAILABLE,
+    what was stored stays, and once there is room again the exporters' retries land, once."""
+    server = start_server()
+    headers = {"Content-Type": "application/x-protobuf"}
+
+    def request(i: int):  # noqa: ANN202 - a protobuf request
+        return sum_request(COST, [(T0 + i * SECOND, T0 + (i + 1) * SECOND, 0.5, {"user.id": "u", "session.id": "s"})])
+
+    def export(i: int) -> httpx.Response:
+        return httpx.post(f"{server.otlp_http}/v1/metrics", content=request(i).SerializeToString(), headers=headers,
+                          timeout=30)  # fmt: skip
+
+    assert export(0).status_code == 200
+    (writer,) = [int(pid) for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+                 .read_text().split()]  # fmt: skip
+    _, hard = resource.prlimit(writer, resource.RLIMIT_FSIZE)
+    resource.prlimit(writer, resource.RLIMIT_FSIZE, (1, hard))  # no write may reach past the first byte
+    try:
+        refused = export(1)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        with grpc.insecure_channel(server.otlp_grpc) as channel:
+            try:
+                metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(request(2), timeout=30)
+                raise AssertionError("an export was acknowledged while the disk was full")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
+        assert server.summary()["cost_usd"] == 0.5  # what was stored before is all there
+    finally:
+        resource.prlimit(writer, resource.RLIMIT_FSIZE, (hard, hard))
+    assert [export(i).status_code for i in (1, 2, 1)] == [200, 200, 200]  # the retries, and a repeat of one
+    assert server.summary()["cost_usd"] == 1.5
+    assert "could not commit" in server.log_path.read_text()
 
 
 def test_traces_are_stored_with_hex_ids(server):
