@@ -1,6 +1,7 @@
 """What the server has seen, for ``ccmetrics doctor``: who sent data last and when, which Claude Code
 versions, and sessions that sent only one of the two signals (the mark of a half-configured exporter).
-All of it is told per session: Claude Code marks every metric and event with its session.
+All of it is told per session, as Claude Code marks every metric and event with its session; data that names
+no session (``OTEL_METRICS_INCLUDE_SESSION_ID=false``) is told only by when it last arrived.
 
 Doctor probes (resource attribute ``ccmetrics.test``) are left out of everything but :func:`probe`.
 """
@@ -62,7 +63,7 @@ _WITHOUT_SESSION = f"""
 
 def _sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Every session: who and where it ran, and when it last sent metrics and events. Read through indexes,
-    a few rows per session, so the answer takes milliseconds however much data the sessions sent."""
+    a few rows per session, however much data the sessions sent."""
     sessions: dict[str, dict[str, Any]] = {}
     for signal, sql in (("metric", _METRIC_SESSIONS), ("event", _EVENT_SESSIONS)):
         for session_id, last_ns, user, email, host, version in conn.execute(sql):
