@@ -442,7 +442,7 @@ def run(*, server: str = DEFAULT_SERVER, backend: str = "ccmetrics", home: Path 
         report.findings += _probe_findings(report.probe)
     if health:
         try:
-            report.status = get_json(f"{server}/api/status")
+            report.status = get_json(f"{server}/api/status", timeout=30)  # every session of a large team
             report.findings += status_findings(report.status)
         except (OSError, ValueError, http.client.HTTPException) as exc:
             report.findings.append(Finding(WARN, "status_unavailable", f"{server}/api/status: {exc}"))
