@@ -28,6 +28,9 @@ DAY_S = 86400
 TOKEN_LABELS = {"input": "input", "output": "output", "cacheRead": "cache read", "cacheCreation": "cache creation"}
 
 
+DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels break down by
+
+
 @dataclass(frozen=True)
 class View:
     """What a dashboard request looks at: the facts under its filters, and the time window to chart."""
@@ -35,7 +38,7 @@ class View:
     facts: Facts
     start_ns: int
     end_ns: int
-    group_key: str = "team.id"  # the resource attribute the "by team" panels break down by
+    group_key: str = DEFAULT_GROUP_KEY
 
     @property
     def bucket_ns(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,15 +57,6 @@ class Store:
     async def read(self, query: Callable[[], T]) -> T:
         """Run a query (which calls ``reader()``) on one of the reader threads."""
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, query)
-
-    async def read_timed(self, query: Callable[[], T]) -> tuple[T, float]:
-        """``read``, with how long the query took, in milliseconds (for ``Server-Timing``)."""
-
-        def timed() -> tuple[T, float]:
-            started = time.perf_counter()
-            return query(), (time.perf_counter() - started) * 1000
-
-        return await self.read(timed)
 
     def reader(self) -> sqlite3.Connection:
         """A read-only connection for the calling thread, reused across calls."""

@@ -93,10 +93,16 @@ def prepare(batch: Batch) -> Prepared:
         if kind == "sum" and temporality == "cumulative":
             others.append((index, SeriesPoint._make(point), None))
             continue
-        rows.append((series_id, start_ns, time_ns, value, None, _json(extra) if extra is not None else None))
+        rows.append(_point_row(series_id, start_ns, time_ns, value, extra))
         rows_meta.append((family_id, session_id, kind == "sum"))
         rows_rollups.point(family_id, session_id, time_ns, value if kind == "sum" else None)
     return Prepared(batch, rows, rows_meta, rows_rollups, others, [_event_parts(event) for event in batch.events])
+
+
+def _point_row(series_id: int, start_ns: int, time_ns: int, value: float,
+               extra: dict[str, Any] | None) -> tuple[Any, ...]:  # fmt: skip
+    """A point that is not cumulative, as ``_INSERT_POINT`` takes it."""
+    return (series_id, start_ns, time_ns, value, None, _json(extra) if extra is not None else None)
 
 
 _FAMILY_TABLES = {  # table: (name column, columns of common attributes, table of every attribute)
@@ -237,8 +243,7 @@ class Committer:
             if point.kind == "sum" and point.temporality == "cumulative":
                 cumulative.append((series_id, family_id, session_id, point))
             else:
-                plain.append((series_id, point.start_ns, point.time_ns, point.value, None,
-                              _json(point.extra) if point.extra is not None else None))  # fmt: skip
+                plain.append(_point_row(series_id, point.start_ns, point.time_ns, point.value, point.extra))
                 plain_meta.append((family_id, session_id, point.kind == "sum"))
         if plain:
             inserted = self._insert_new(_INSERT_POINT, plain)

@@ -193,6 +193,15 @@ def json_path(key: str) -> str:
     return '$."' + key.replace('"', "") + '"'
 
 
+def _sum_by(values: dict[int, T], keys: dict[int, Key]) -> dict[Key, T]:
+    """Per-family numbers added up per group key."""
+    out: dict[Key, Any] = {}
+    for family_id, value in values.items():
+        key = keys[family_id]
+        out[key] = out.get(key, 0) + value
+    return out
+
+
 def _group(totals: dict[int, T], keys: dict[int, Key]) -> dict[Key, list[T]]:
     groups: dict[Key, list[T]] = defaultdict(list)
     for family_id, value in totals.items():
@@ -343,12 +352,7 @@ class Facts:
     def metric_totals(self, metric: str, by: tuple[str, ...] = ()) -> dict[Key, float]:
         """Sum of a counter's increments, grouped by attributes."""
         per_family = self._metric_sums_by_name().get(metric, {})
-        keys = self.cache.keys(self.conn, "families", per_family, by)
-        out: dict[Key, float] = {}
-        for family_id, value in per_family.items():
-            key = keys[family_id]
-            out[key] = out.get(key, 0.0) + value
-        return out
+        return _sum_by(per_family, self.cache.keys(self.conn, "families", per_family, by))
 
     @memoized
     def metric_timeline(self, metric: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
@@ -435,13 +439,8 @@ class Facts:
 
     @memoized
     def event_counts(self, name: str, by: tuple[str, ...] = ()) -> dict[Key, int]:
-        totals = self.event_family_totals(name)
-        keys = self.cache.keys(self.conn, "event_families", totals, by)
-        out: dict[Key, int] = {}
-        for family_id, t in totals.items():
-            key = keys[family_id]
-            out[key] = out.get(key, 0) + t[0]
-        return out
+        counts = {family_id: t[0] for family_id, t in self.event_family_totals(name).items()}
+        return _sum_by(counts, self.cache.keys(self.conn, "event_families", counts, by))
 
     @memoized
     def event_stats(self, name: str, measure: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:

@@ -193,12 +193,12 @@ MIGRATIONS: tuple[str, ...] = (
     # be reused.
     f"""
 {_rollups_by_time()}
-    -- Bumped by every transaction that adds to an hour (points or events timed in it): an answer read from
-    -- rollups stays right for as long as the versions of its hours stay the same.
     -- Percentiles under a filter that leaves few families: their events, read from this index alone.
     DROP INDEX events_name_time;
     CREATE INDEX events_family ON events (family_id, time_ns, sample, duration_ms, ttft_ms);
 
+    -- Bumped by every transaction that adds to an hour (points or events timed in it): an answer read from
+    -- rollups stays right for as long as the versions of its hours stay the same.
     CREATE TABLE hour_versions (
         start_ns INTEGER PRIMARY KEY,
         version INTEGER NOT NULL

@@ -82,9 +82,9 @@ def _latest(sessions: list[dict[str, Any]], key: Any, **fields: Any) -> list[dic
     """Sessions folded by ``key``: the last metric and event time of each group, newest group first."""
     groups: dict[Any, dict[str, Any]] = {}
     for row in sessions:
-        group = groups.get(key(row))
+        group = groups.get(group_key := key(row))
         if group is None:
-            group = groups[key(row)] = _new(**{name: row[column] for name, column in fields.items()})
+            group = groups[group_key] = _new(**{name: row[column] for name, column in fields.items()})
         for last in ("last_metric_ns", "last_event_ns"):
             group[last] = max(group[last] or 0, row[last] or 0) or None
         group["user_email"] = group["user_email"] or row["user_email"]

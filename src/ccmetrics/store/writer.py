@@ -167,9 +167,7 @@ class Writer:
 
     def close(self) -> None:
         """Hand over what is left, wait until the writer has committed it, and let it stop."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._sock)
-            self._loop.remove_writer(self._sock)
+        self._detach()
         self._sock.setblocking(True)
         try:
             self._sock.sendall(bytes(self._outgoing) + _frame([*self._queued, None]))
@@ -197,14 +195,18 @@ class Writer:
         """Watch the socket from the running loop (a new one, in tests that run several)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._sock)
-                self._loop.remove_writer(self._sock)
+            self._detach()
             self._loop = loop
             loop.add_reader(self._sock, self._on_readable)
             if self._outgoing:
                 loop.add_writer(self._sock, self._on_writable)
         return loop
+
+    def _detach(self) -> None:
+        """Stop watching the socket from the loop that watched it, if that loop is still open."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock)
+            self._loop.remove_writer(self._sock)
 
     def _send_queued(self) -> None:
         bundle, self._queued = self._queued, []
@@ -272,9 +274,7 @@ class Writer:
     def _writer_gone(self) -> None:
         self._gone = True
         self._queued = []  # their futures are failed below: never hand them to a writer started again
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._sock)
-            self._loop.remove_writer(self._sock)
+        self._detach()
         self._fail_pending()
 
     def _fail_pending(self) -> None:
@@ -385,7 +385,7 @@ class Checkpointer(threading.Thread):
 
 
 def _portable(outcome: WriteResult | BaseException) -> WriteResult | BaseException:
-    """Exceptions cross the pipe as themselves when they can, as their message when they cannot."""
+    """Exceptions cross the socket as themselves when they can, as their message when they cannot."""
     if isinstance(outcome, BaseException) and not isinstance(outcome, StoreUnavailable):
         return RuntimeError(f"{type(outcome).__name__}: {outcome}")
     return outcome

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..store import Store
@@ -14,15 +16,16 @@ from ..store.status import probe, status
 _PROBE_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 
 
-def routes(store: Store) -> list[Route]:
-    async def api_status(request: Request) -> JSONResponse:
+def routes(store: Store, query: Callable[[Request, Callable[[], Any]], Awaitable[Response]]) -> list[Route]:
+    """The routes; ``query`` runs a read and answers it as the rest of the API does (JSON, Server-Timing)."""
+
+    async def api_status(request: Request) -> Response:
         try:
             limit = int(request.query_params.get("limit", "50"))
         except ValueError:
             return JSONResponse({"error": "limit must be a whole number"}, status_code=400)
         limit = max(1, min(limit, 1000))
-        result, ms = await store.read_timed(lambda: status(store.reader(), limit))
-        return JSONResponse(result, headers={"Server-Timing": f"store;dur={ms:.1f}"})
+        return await query(request, lambda: status(store.reader(), limit))
 
     async def api_probe(request: Request) -> JSONResponse:
         probe_id = request.path_params["probe_id"]
