@@ -49,20 +49,31 @@ def test_a_locked_store_answers_503_then_keeps_the_retry(start_server):
     assert server.summary()["cost_usd"] == 1.5
 
 
+def cost_request(second: int, value: float):  # noqa: ANN201 - a protobuf request
+    """One cost point of session s, over the given second after T0."""
+    window = (T0 + second * SECOND, T0 + (second + 1) * SECOND)
+    return sum_request(COST, [(*window, value, {"user.id": "u", "session.id": "s"})])
+
+
+def post(server, request) -> httpx.Response:  # noqa: ANN001
+    return httpx.post(f"{server.otlp_http}/v1/metrics", content=request.SerializeToString(),
+                      headers={"Content-Type": "application/x-protobuf"}, timeout=30)  # fmt: skip
+
+
+def writer_pid(server) -> int:  # noqa: ANN001
+    (pid,) = [int(pid) for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+              .read_text().split()]  # fmt: skip
+    return pid
+
+
 def test_a_writer_that_dies_is_started_again_and_nothing_acknowledged_is_lost(start_server):
     server = start_server()
-    headers = {"Content-Type": "application/x-protobuf"}
 
     def export(i: int) -> int:
-        body = sum_request(COST, [(T0 + i * SECOND, T0 + (i + 1) * SECOND, 0.25, {"user.id": "u", "session.id": "s"})])
-        response = httpx.post(f"{server.otlp_http}/v1/metrics", content=body.SerializeToString(), headers=headers,
-                              timeout=30)  # fmt: skip
-        return response.status_code
+        return post(server, cost_request(i, 0.25)).status_code
 
     assert [export(i) for i in range(4)] == [200] * 4
-    (writer,) = [int(pid) for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-                 .read_text().split()]  # fmt: skip
-    os.kill(writer, signal.SIGKILL)
+    os.kill(writer_pid(server), signal.SIGKILL)
     time.sleep(0.5)  # let its end of the socket close
     statuses = []
     for i in range(4, 8):
@@ -77,21 +88,15 @@ def test_a_writer_that_dies_is_started_again_and_nothing_acknowledged_is_lost(st
 
 
 def test_a_full_disk_answers_503_and_loses_nothing(start_server):
-    """The writer cannot grow its files (as on a full disk): exports are refused with 503 and gRPC UNAVAILABLE,
-    what was stored stays, and once there is room again the exporters' retries land, once."""
+    """The writer cannot grow its files (as on a full disk): exports are refused with 503 and gRPC
+    UNAVAILABLE, what was stored stays, and once there is room again the exporters' retries land, once."""
     server = start_server()
-    headers = {"Content-Type": "application/x-protobuf"}
-
-    def request(i: int):  # noqa: ANN202 - a protobuf request
-        return sum_request(COST, [(T0 + i * SECOND, T0 + (i + 1) * SECOND, 0.5, {"user.id": "u", "session.id": "s"})])
 
     def export(i: int) -> httpx.Response:
-        return httpx.post(f"{server.otlp_http}/v1/metrics", content=request(i).SerializeToString(), headers=headers,
-                          timeout=30)  # fmt: skip
+        return post(server, cost_request(i, 0.5))
 
     assert export(0).status_code == 200
-    (writer,) = [int(pid) for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-                 .read_text().split()]  # fmt: skip
+    writer = writer_pid(server)
     _, hard = resource.prlimit(writer, resource.RLIMIT_FSIZE)
     resource.prlimit(writer, resource.RLIMIT_FSIZE, (1, hard))  # no write may reach past the first byte
     try:
@@ -100,7 +105,7 @@ def test_a_full_disk_answers_503_and_loses_nothing(start_server):
         assert refused.headers["retry-after"].isdigit()
         with grpc.insecure_channel(server.otlp_grpc) as channel:
             try:
-                metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(request(2), timeout=30)
+                metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(cost_request(2, 0.5), timeout=30)
                 raise AssertionError("an export was acknowledged while the disk was full")
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE

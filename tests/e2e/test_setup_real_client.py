@@ -43,18 +43,32 @@ def wait_for_sessions(server: ServerProcess, count: int, timeout: float = 20) ->
     return sessions(server)
 
 
+def configured_user(tmp_path: Path, name: str, *setup_args: str) -> tuple[Path, Path]:
+    """A user's home and project, Claude Code configured by ``ccmetrics setup --yes`` with these arguments
+    and one-second export intervals."""
+    project = tmp_path / "project"
+    project.mkdir()
+    home = make_home(tmp_path, name, [project])
+    setup = ccmetrics(home, "setup", "--yes", *setup_args, "--metric-interval", "1000",
+                      "--logs-interval", "1000")  # fmt: skip
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    return home, project
+
+
+def doctor_report(home: Path, project: Path, server: ServerProcess, tmp_path: Path) -> tuple[int, dict]:
+    doctor = ccmetrics(home, "doctor", "--server", server.url, "--json", "--project-dir", str(project),
+                       "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
+    return doctor.returncode, json.loads(doctor.stdout)
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, tmp_path: Path, protocol: str,
                                                 ccmetrics_server: ServerProcess) -> None:  # fmt: skip
     server = ccmetrics_server
     already = len(sessions(server))
-    project = tmp_path / "project"
-    project.mkdir()
-    home = make_home(tmp_path, "setup-user", [project])
     port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
-    setup = ccmetrics(home, "setup", "--yes", "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
-                      "--metric-interval", "1000", "--logs-interval", "1000", "--team", "e2e")  # fmt: skip
-    assert setup.returncode == 0, setup.stdout + setup.stderr
+    home, project = configured_user(tmp_path, "setup-user", "--protocol", protocol, "--endpoint",
+                                    f"http://127.0.0.1:{port}", "--team", "e2e")  # fmt: skip
     written = json.loads((home / ".claude" / "settings.json").read_text())["env"]
     assert written["OTEL_EXPORTER_OTLP_PROTOCOL"] == protocol
 
@@ -72,10 +86,8 @@ def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, t
     summary = httpx.get(f"{server.url}/api/summary", params={"filter": "team.id=e2e"}, timeout=10).json()
     assert summary["api_requests"] >= 1 and summary["sessions"] >= 1
 
-    doctor = ccmetrics(home, "doctor", "--server", server.url, "--json", "--project-dir", str(project),
-                       "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
-    report = json.loads(doctor.stdout)
-    assert doctor.returncode == 0, report["findings"]
+    code, report = doctor_report(home, project, server, tmp_path)
+    assert code == 0, report["findings"]
     assert newest["session_id"] in {s["session_id"] for s in report["status"]["sessions"]}
 
     undo = ccmetrics(home, "setup", "--undo", "--yes")
@@ -94,12 +106,8 @@ def test_telemetry_without_session_ids_is_explained(claude_binary: Path, fake_ap
     the usage is counted, no session can be listed, and doctor says which setting did it."""
     server = ccmetrics_server
     before = httpx.get(f"{server.url}/api/status", timeout=10).json()
-    project = tmp_path / "project"
-    project.mkdir()
-    home = make_home(tmp_path, "no-session-user", [project])
-    setup = ccmetrics(home, "setup", "--yes", "--protocol", "http/protobuf", "--endpoint", server.otlp_http,
-                      "--metric-interval", "1000", "--logs-interval", "1000", "--team", "no-session")  # fmt: skip
-    assert setup.returncode == 0, setup.stdout + setup.stderr
+    home, project = configured_user(tmp_path, "no-session-user", "--protocol", "http/protobuf", "--endpoint",
+                                    server.otlp_http, "--team", "no-session")  # fmt: skip
     settings = json.loads((home / ".claude" / "settings.json").read_text())
     settings["env"]["OTEL_METRICS_INCLUDE_SESSION_ID"] = "false"
     (home / ".claude" / "settings.json").write_text(json.dumps(settings))
@@ -124,8 +132,6 @@ def test_telemetry_without_session_ids_is_explained(claude_binary: Path, fake_ap
     assert status["sessions"] == before["sessions"]  # no session could be told apart
     assert status["last_ns"] >= started_ns and unattributed["last_metric"] and unattributed["last_event"]
 
-    doctor = ccmetrics(home, "doctor", "--server", server.url, "--json", "--project-dir", str(project),
-                       "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
-    report = json.loads(doctor.stdout)
-    assert doctor.returncode == 0, report["findings"]
+    code, report = doctor_report(home, project, server, tmp_path)
+    assert code == 0, report["findings"]
     assert "no_session_ids" in {f["check"] for f in report["findings"] if f["level"] == "warn"}
