@@ -16,6 +16,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from ccmetrics.store.committer import LOG_SIZE_LIMIT
+
 from .conftest import ServerProcess, fixture_exports, send
 
 SECOND = 1_000_000_000
@@ -284,3 +286,25 @@ def test_cumulative_arrival_order_does_not_matter(start_server) -> None:
         summary = server.summary(filter=f"user.id={user}")
         assert (summary["tokens"]["input"], summary["tokens"]["output"]) == (52, 220), order
         assert summary["cost_usd"] == pytest.approx(1.25, abs=1e-12), order
+
+
+def test_a_steady_stream_keeps_the_write_ahead_log_bounded(start_server) -> None:
+    """Under a stream that never pauses, committed pages are still copied into the database file and the log
+    is started over once long: it stays near its size limit instead of holding everything ever sent."""
+    server = start_server()
+    exports = make_exports(senders=8, per_sender=500)
+    wal = server.data_dir / "ccmetrics.db-wal"
+    sizes: list[int] = []
+
+    def sender(mine: list[Export]) -> None:
+        with httpx.Client(timeout=10) as client:
+            for export in mine:
+                assert post(client, server, export) == 200
+                if export.sender == 0:
+                    sizes.append(wal.stat().st_size)
+
+    with ThreadPoolExecutor(len(exports)) as pool:
+        list(pool.map(sender, exports))
+    assert totals(server) == expected_totals([e for mine in exports for e in mine])
+    # Kept whole, this stream's log would be several times the limit (the test fails with no checkpoints).
+    assert max(sizes) <= LOG_SIZE_LIMIT * 1.1, f"the log grew to {max(sizes):,} bytes"

@@ -29,6 +29,9 @@ from .schema import (
 )
 
 
+LOG_SIZE_LIMIT = 20_000_000  # bytes the write-ahead log file keeps once started over
+
+
 class StoreUnavailable(Exception):
     """The store cannot take data now (queue full, disk full, database locked): the client should retry."""
 
@@ -172,7 +175,7 @@ class Committer:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
-        self._conn.execute("PRAGMA journal_size_limit = 20000000")  # bytes the log file keeps once restarted
+        self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
         self._ids: dict[Any, int] = {}
 
     def close(self) -> None:
