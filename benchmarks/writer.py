@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """What storing costs, without HTTP, the event loop or a second process: the ingest benchmark's exports,
 decoded once, then committed straight through ccmetrics' committer in groups of a fixed size, with a
-checkpoint after each commit (the writer process checkpoints at most every 50 ms, which costs less).
-Single-threaded, so the figures hold steady from run to run (a few per cent), where the end-to-end benchmark
-drifts with the machine.
+checkpoint after each commit as the writer process does. Single-threaded, so the figures hold steady from
+run to run (a few per cent), where the end-to-end benchmark drifts with the machine.
 
     .venv/bin/python benchmarks/writer.py                        # groups of 1, 10 and 40, a fresh store
     .venv/bin/python benchmarks/writer.py --group 10 --store /tmp/big/ccmetrics.db   # a copy of a big store

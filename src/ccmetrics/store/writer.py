@@ -355,39 +355,33 @@ class Checkpointer(threading.Thread):
     """Copies committed pages from the write-ahead log into the database file, beside the writer.
 
     SQLite would otherwise do it inside whichever commit crosses the log's size limit, making that one
-    commit (and every export waiting on it) ten times slower than the others. It runs at most every
-    ``INTERVAL_S``, so that a page several commits changed (this hour's rollups, the newest rows of each
-    index) is copied once for all of them; longer pauses would make each checkpoint's sync of the database
-    file long enough to hold up the commits' own syncs.
+    commit (and every export waiting on it) ten times slower than the others.
     """
-
-    INTERVAL_S = 0.05
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="ccmetrics-checkpoint", daemon=True)
         self.log_pages = 0  # in the log at the last checkpoint
         self._conn = connect(path)
         self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping = True
         self._wake.set()
         self.join(timeout=30)
         self._conn.close()
 
     def run(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping:
             self._wake.wait()
             self._wake.clear()
             try:
                 _, self.log_pages, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error:
                 pass  # busy or full: the next round tries again, and commits go on either way
-            self._stopping.wait(self.INTERVAL_S)
 
 
 def _portable(outcome: WriteResult | BaseException) -> WriteResult | BaseException:
