@@ -74,7 +74,7 @@ class Destination:
 
 def _truthy(value: str) -> bool:
     """A true value, as Claude Code reads its switches."""
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    return value.strip().lower() in TRUTHY
 
 
 def _value(variables: Mapping[str, Variable], name: str) -> str | None:
@@ -146,7 +146,7 @@ def check_variables(variables: Mapping[str, Variable], backend: str = "ccmetrics
     findings: list[Finding] = []
     add = findings.append
     enabled = _value(variables, "CLAUDE_CODE_ENABLE_TELEMETRY")
-    if enabled is None or enabled.strip().lower() not in TRUTHY:
+    if enabled is None or not _truthy(enabled):
         add(Finding(ERROR, "telemetry_off",
                     "telemetry is off: CLAUDE_CODE_ENABLE_TELEMETRY is " + (repr(enabled) if enabled else "not set"),
                     "run `ccmetrics setup`"))  # fmt: skip
