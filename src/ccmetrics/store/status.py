@@ -88,15 +88,16 @@ def _latest(sessions: list[dict[str, Any]], key: Any, **fields: Any) -> list[dic
         for last in ("last_metric_ns", "last_event_ns"):
             group[last] = max(group[last] or 0, row[last] or 0) or None
         group["user_email"] = group["user_email"] or row["user_email"]
-    return [_times(group) for group in sorted(groups.values(), key=_newest)]
+    return [_times(group) for group in sorted(groups.values(), key=_last_ns, reverse=True)]
 
 
-def _newest(row: dict[str, Any]) -> int:
-    return -max(row["last_metric_ns"] or 0, row["last_event_ns"] or 0)
+def _last_ns(row: dict[str, Any]) -> int:
+    """When the row last sent anything (0: never)."""
+    return max(row["last_metric_ns"] or 0, row["last_event_ns"] or 0)
 
 
 def _times(row: dict[str, Any]) -> dict[str, Any]:
-    last = -_newest(row) or None
+    last = _last_ns(row) or None
     return {**row, "last_ns": last, "last_seen": iso(last), "last_metric": iso(row["last_metric_ns"]),
             "last_event": iso(row["last_event_ns"])}  # fmt: skip
 
@@ -110,7 +111,7 @@ def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
     """Last data per user/host and per session, versions seen, and one-signal sessions (newest first)."""
     conn.execute("BEGIN")  # every query from one snapshot
     try:
-        sessions = sorted(_sessions(conn).values(), key=_newest)
+        sessions = sorted(_sessions(conn).values(), key=_last_ns, reverse=True)
         last_metric_ns, last_event_ns = conn.execute(_WITHOUT_SESSION).fetchone()
     finally:
         conn.execute("COMMIT")
@@ -128,7 +129,7 @@ def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
         "without_session": {
             k: without_session[k] for k in ("last_seen", "last_metric", "last_event", "last_ns")
         },
-        "last_ns": max(-_newest(sessions[0]) if sessions else 0, without_session["last_ns"] or 0) or None,
+        "last_ns": max(_last_ns(sessions[0]) if sessions else 0, without_session["last_ns"] or 0) or None,
     }
 
 
