@@ -575,7 +575,12 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
                         _httpx_client(client, args["url"], built[cid][0], built[cid][2], deadline, args["timeout"],
                                       results[cid], buckets, t_start) for cid in client_ids))  # fmt: skip
 
-        asyncio.run(run())
+        try:  # the same loop as the server's: the generator's share of the two cores stays small
+            import uvloop
+        except ImportError:
+            asyncio.run(run())
+        else:
+            uvloop.run(run())
         t_end = time.monotonic()
         ru1 = os.times()
         # Sum the totals of acknowledged requests here, so only small numbers cross the process boundary.
