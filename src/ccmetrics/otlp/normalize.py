@@ -158,7 +158,9 @@ def attributes(kvs: Iterable[common_pb2.KeyValue], batch: Batch | None = None) -
     for kv in kvs:
         key = kv.key
         if key:
-            out[key] = any_value(kv.value, batch)
+            value = kv.value
+            text = value.string_value  # the common case, read here without a call
+            out[key] = text if text and len(text) <= MAX_STRING else any_value(value, batch)
     return out
 
 
@@ -223,70 +225,62 @@ def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: 
         return
     data = getattr(metric, kind)
     points = data.data_points
-    if not metric.name:
+    name, unit = metric.name, metric.unit  # read once: each read of a protobuf field makes a new string
+    if not name:
         batch.reject(len(points), "a metric without a name was rejected")
         return
     temporality = _TEMPORALITY.get(getattr(data, "aggregation_temporality", 0))
     if kind in ("sum", "histogram", "exponential_histogram") and temporality is None:
-        batch.reject(len(points), f"{metric.name}: aggregation temporality is unspecified")
+        batch.reject(len(points), f"{name}: aggregation temporality is unspecified")
         return
     monotonic = bool(getattr(data, "is_monotonic", False))
+    number = kind in ("sum", "gauge")
+    metric_key = (resource_key, scope, name, unit, kind, temporality, monotonic)
     for dp in points:
-        if not 0 < dp.time_unix_nano <= MAX_TIME_NS or dp.start_time_unix_nano > MAX_TIME_NS:
-            batch.reject(1, f"{metric.name}: a data point without a valid time_unix_nano was rejected")
+        start_ns, time_ns = dp.start_time_unix_nano, dp.time_unix_nano
+        if not 0 < time_ns <= MAX_TIME_NS or start_ns > MAX_TIME_NS:
+            batch.reject(1, f"{name}: a data point without a valid time_unix_nano was rejected")
             continue
-        value, extra = _point_value(kind, dp)
+        if number:
+            value, extra = (dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int)), None
+        else:
+            value, extra = _point_value(kind, dp)
         if not math.isfinite(value):
-            batch.reject(1, f"{metric.name}: a non-finite value was rejected")
+            batch.reject(1, f"{name}: a non-finite value was rejected")
             continue
         if monotonic and value < 0:
-            batch.reject(1, f"{metric.name}: a negative value of a monotonic sum was rejected")
+            batch.reject(1, f"{name}: a negative value of a monotonic sum was rejected")
             continue
-        start_ns, time_ns = dp.start_time_unix_nano, dp.time_unix_nano
-        key = _series_key(dp, (resource_key, scope, metric.name, metric.unit, kind, temporality, monotonic)) \
-            if extra is None else None  # fmt: skip
-        attrs = _ATTRIBUTES.get(key) if key is not None else None
+        key = _series_key(dp, metric_key) if number else None
+        attrs = _ATTRIBUTES.get(key) if number else None
         if attrs is None:
             notes = len(batch.problems)
             attrs = {**resource, **attributes(dp.attributes, batch)}
-            if key is not None and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
+            if number and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
                 _ATTRIBUTES.put(key, attrs)
-        batch.points.append(
-            Point(
-                metric=metric.name,
-                unit=metric.unit,
-                kind=kind,
-                temporality=temporality,
-                monotonic=monotonic,
-                scope=scope,
-                attrs=attrs,
-                start_ns=start_ns,
-                time_ns=time_ns,
-                value=value,
-                extra=extra,
-                key=key,
-            )
-        )
+        batch.points.append(Point(name, unit, kind, temporality, monotonic, scope, attrs,
+                                  start_ns, time_ns, value, extra, key))  # fmt: skip
+
+
+# The wire tags of a number data point's times and value (fields 2, 3, 4 and 6), all 8 bytes wide.
+_TIME_AND_VALUE_TAGS = frozenset({0x11, 0x19, 0x21, 0x31})
 
 
 def _series_key(dp: metrics_pb2.NumberDataPoint, metric_key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The series a number data point belongs to, as bytes: what is left of it without its times and value
-    (its attributes, flags and exemplars), serialised by protobuf's C code. Those fields are cleared for that
-    and put back, which is cheaper than a copy."""
-    start, end, which = dp.start_time_unix_nano, dp.time_unix_nano, dp.WhichOneof("value")
-    value = getattr(dp, which) if which else None
-    for name in ("start_time_unix_nano", "time_unix_nano", "as_double", "as_int"):
-        dp.ClearField(name)
-    key = dp.SerializeToString(deterministic=True)
-    dp.start_time_unix_nano, dp.time_unix_nano = start, end
-    if which:
-        setattr(dp, which, value)
-    return (*metric_key, key)
+    """The series a number data point belongs to: the point serialised (its attributes, flags and exemplars,
+    by protobuf's C code) without its times and value. Serialisation writes fields in the order of their
+    numbers, so those come first and are cut off; were they ever written later, the key would only be
+    unique per point, which costs speed, not correctness. (The message has no maps, so serialising is
+    deterministic without asking.)"""
+    data = dp.SerializeToString()
+    at = 0
+    while at < len(data) and data[at] in _TIME_AND_VALUE_TAGS:
+        at += 9  # the tag and 8 bytes
+    return (metric_key, data[at:])
 
 
-def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any] | None]:
-    if kind in ("sum", "gauge"):
-        return (dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int)), None
+def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any]]:
+    """The sum and the rest of a histogram or summary point (numbers are read in ``_metric``)."""
     if kind == "histogram":
         extra = {
             "count": dp.count,
@@ -326,7 +320,10 @@ def _logs(request: Message, batch: Batch, store_prompts: bool, now_ns: int) -> N
 
 def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: Batch, store_prompts: bool,
            now_ns: int) -> Event:  # fmt: skip
-    own = {key: _numeric(key, value) for key, value in attributes(record.attributes, batch).items()}
+    own = attributes(record.attributes, batch)
+    for key, value in own.items():
+        if type(value) is str and _numeric_key(key):
+            own[key] = _numeric(key, value)
     body = any_value(record.body, batch) if record.HasField("body") else None
     name = str(own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown")
     name = name.removeprefix(EVENT_PREFIX)
