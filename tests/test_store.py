@@ -282,16 +282,21 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
 
 
 def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
-    """A database written by the first schema (rollups keyed by family first) opens and answers the same."""
+    """A database written by the first schema (rollups keyed by family first, points by series) opens and
+    answers the same: totals, a session's own totals, and the sessions list."""
+    from ccmetrics.store.facts import Facts
     from ccmetrics.store.schema import MIGRATIONS, _statements
 
     current = tmp_path / "current.db"
     store = Store(current)
     hour = 3600 * SECOND
-    ingest(store, *(sum_request(COST, [(T0 + i * hour, T0 + i * hour + SECOND, 0.25 * (i + 1), USER)])
-                    for i in range(30)),
+    other = {**USER, "session.id": "s2"}
+    ingest(store, *(sum_request(COST, [(T0 + i * hour, T0 + i * hour + SECOND, 0.25 * (i + 1),
+                                       other if i % 3 else USER)]) for i in range(30)),
            log_request([(T0 + i * hour, "api_request", {**USER, "duration_ms": 10 * i}) for i in range(30)]))  # fmt: skip
     expected = totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour))
+    expected_session = totals(store, filters=["session.id=s2"])
+    expected_sessions = Facts(store.reader(), Filters()).sessions()
     store.close()
 
     old = tmp_path / "old" / "ccmetrics.db"
@@ -310,6 +315,10 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
         assert store.reader().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour)) == expected
         assert expected["cost_usd"] == sum(0.25 * (i + 1) for i in range(2, 27))
+        assert totals(store, filters=["session.id=s2"]) == expected_session
+        assert expected_session["cost_usd"] == sum(0.25 * (i + 1) for i in range(30) if i % 3)
+        assert Facts(store.reader(), Filters()).sessions() == expected_sessions
+        assert [s["session_id"] for s in expected_sessions] == ["s2", "s1"]
         (key,) = store.reader().execute(
             "SELECT group_concat(name) FROM pragma_index_info('sqlite_autoindex_rollup_hour_1')").fetchone()
         assert key == "start_ns,family_id"

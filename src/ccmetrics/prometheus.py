@@ -125,8 +125,8 @@ class StoreCollector:
     def _totals(self) -> dict[tuple[int, str], float]:
         """All-time sums: per family from the hourly rollup, or per family and session from the points."""
         if self.per_session:
-            sql = ("SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM series s "
-                   "JOIN points p ON p.series_id = s.id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id")  # fmt: skip
+            sql = ("SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM points p "
+                   "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id")  # fmt: skip
         else:
             sql = "SELECT family_id, '', SUM(value) FROM rollup_day GROUP BY family_id"
         return {(fid, sid): value for fid, sid, value in self.conn.execute(sql)}

@@ -343,7 +343,7 @@ class Committer:
         conn, key = self._conn, (series_id, point.start_ns)
         previous = conn.execute(
             "SELECT cumulative FROM points WHERE series_id = ? AND start_ns = ? AND time_ns < ? "
-            "ORDER BY time_ns DESC LIMIT 1",
+            "AND cumulative IS NOT NULL ORDER BY time_ns DESC LIMIT 1",
             (*key, point.time_ns),
         ).fetchone()
         increment = _increment(previous, point.value)
@@ -356,7 +356,7 @@ class Committer:
         changes = [(point.time_ns, increment)]
         following = conn.execute(
             "SELECT time_ns, cumulative, value FROM points WHERE series_id = ? AND start_ns = ? AND time_ns > ? "
-            "ORDER BY time_ns LIMIT 1",
+            "AND cumulative IS NOT NULL ORDER BY time_ns LIMIT 1",
             (*key, point.time_ns),
         ).fetchone()
         if following is not None:
@@ -377,10 +377,12 @@ class Rollups:
         self.metrics: dict[tuple[int, int], float] = defaultdict(float)
         self.events: dict[tuple[int, int], list[float]] = {}
         self.sessions: dict[str, tuple[int, int]] = {}
+        self.session_times: set[tuple[str, int]] = set()
 
     def point(self, family_id: int, session_id: str | None, time_ns: int, increment: float | None) -> None:
         if increment is not None:  # sums only: gauges and histograms are not added up
             self.metrics[(family_id, time_ns - time_ns % HOUR_NS)] += increment
+        self.session_times.add((session_id or "", time_ns))
         if session_id is not None:
             first, last = self.sessions.get(session_id, (time_ns, time_ns))
             self.sessions[session_id] = (min(first, time_ns), max(last, time_ns))
@@ -403,6 +405,7 @@ class Rollups:
         for session_id, (first, last) in other.sessions.items():
             old_first, old_last = self.sessions.get(session_id, (first, last))
             self.sessions[session_id] = (min(first, old_first), max(last, old_last))
+        self.session_times |= other.session_times
 
     def flush(self, conn: sqlite3.Connection) -> None:
         for tier, size in TIERS.items():
@@ -431,6 +434,8 @@ class Rollups:
             "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)",
             [(session_id, *span) for session_id, span in self.sessions.items()],
         )
+        conn.executemany("INSERT OR IGNORE INTO session_times (session_id, time_ns) VALUES (?, ?)",
+                         sorted(self.session_times))  # fmt: skip
 
 
 _MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]

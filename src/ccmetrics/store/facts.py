@@ -270,6 +270,17 @@ class Facts:
         return " AND ".join(clauses) or "1", params, raw_only
 
     @functools.cached_property
+    def _raw_points(self) -> tuple[str, list[Any]]:
+        """What raw reads of points (``p``, with their series ``s``) read from, and its parameters. Points are
+        ordered by time: a range of time is read straight from them, a session through the times it sent."""
+        sessions = [value for key, value in self.filters.attrs if key == "session.id"]
+        if not sessions:
+            return "points p CROSS JOIN series s ON s.id = p.series_id", []
+        return ("session_times t CROSS JOIN points p ON p.time_ns = t.time_ns "
+                "CROSS JOIN series s ON s.id = p.series_id "
+                f"AND {' AND '.join('t.session_id = ?' for _ in sessions)}", sessions)  # fmt: skip
+
+    @functools.cached_property
     def _event_filter(self) -> tuple[str, list[Any], bool]:
         clauses, params, raw_only = [], [], False
         for key, value in self.filters.attrs:
@@ -310,11 +321,14 @@ class Facts:
                 sql = (f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup_{source} r "
                        f"CROSS JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
                        f"AND {_on(where, 'r.family_id')} GROUP BY {group}")  # fmt: skip
+                args = [metric, *time_params, *params]
             else:
-                sql = (f"SELECT {', '.join(keys)}, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
+                points, points_params = self._raw_points
+                sql = (f"SELECT {', '.join(keys)}, SUM(p.value) FROM {points} "
                        f"WHERE s.metric = ? AND s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} "
                        f"GROUP BY {group}")  # fmt: skip
-            for *key, value in self._read(source, lo, hi, sql, [metric, *time_params, *params]):
+                args = [*points_params, metric, *time_params, *params]
+            for *key, value in self._read(source, lo, hi, sql, args):
                 out[tuple(key)] += value
         return dict(out)
 
@@ -328,11 +342,14 @@ class Facts:
                 time_sql, time_params = self._time("r.start_ns", lo, hi)
                 sql = (f"SELECT r.family_id, SUM(r.value) FROM rollup_{source} r WHERE {time_sql} "
                        f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
+                args = [*time_params, *params]
             else:
                 time_sql, time_params = self._time("p.time_ns", lo, hi)
-                sql = (f"SELECT s.family_id, SUM(p.value) FROM series s JOIN points p ON p.series_id = s.id "
+                points, points_params = self._raw_points
+                sql = (f"SELECT s.family_id, SUM(p.value) FROM {points} "
                        f"WHERE s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} GROUP BY 1")  # fmt: skip
-            for family_id, value in self._read(source, lo, hi, sql, [*time_params, *params]):
+                args = [*points_params, *time_params, *params]
+            for family_id, value in self._read(source, lo, hi, sql, args):
                 out[family_id] += value
         return dict(out)
 
@@ -482,7 +499,7 @@ class Facts:
             [*args, limit])]  # fmt: skip
         if not ids:
             return []
-        time_sql, time_params = self._time("p.time_ns", lo, hi)
+        time_sql, time_params = self._time("t.time_ns", lo, hi)
         rows = self.conn.execute(
             f"""
             SELECT s.session_id, MIN(p.start_ns), MAX(p.time_ns), MAX(s.user_id), MAX(s.user_email),
@@ -492,8 +509,9 @@ class Facts:
                    SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'added' THEN p.value END),
                    SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'removed' THEN p.value END),
                    SUM(CASE WHEN s.metric = 'claude_code.commit.count' THEN p.value END)
-            FROM series s JOIN points p ON p.series_id = s.id
-            WHERE s.session_id IN ({", ".join("?" * len(ids))}) AND s.kind = 'sum' AND s.metric LIKE 'claude_code.%'
+            FROM session_times t CROSS JOIN points p ON p.time_ns = t.time_ns
+            CROSS JOIN series s ON s.id = p.series_id AND s.session_id = t.session_id
+            WHERE t.session_id IN ({", ".join("?" * len(ids))}) AND s.kind = 'sum' AND s.metric LIKE 'claude_code.%'
               AND {time_sql} AND {_on(where, '+s.family_id')}
             GROUP BY s.session_id
             ORDER BY MAX(p.time_ns) DESC

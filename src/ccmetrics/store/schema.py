@@ -204,6 +204,36 @@ MIGRATIONS: tuple[str, ...] = (
         version INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: points ordered by time. An export's points go to the end of the table instead of one place per
+    # series, so a commit writes far fewer pages, and a range of time is one stretch of the table. A session's
+    # points are found through the times it sent them.
+    """
+    CREATE TABLE points_by_time (
+        series_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        time_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        cumulative REAL,
+        extra TEXT,
+        PRIMARY KEY (time_ns, series_id, start_ns)  -- an exporter's retry of the same point is a no-op
+    ) WITHOUT ROWID;
+    INSERT INTO points_by_time SELECT * FROM points ORDER BY time_ns, series_id, start_ns;
+    DROP TABLE points;
+    ALTER TABLE points_by_time RENAME TO points;
+    -- A cumulative stream's points in order, to turn each running total into an increment.
+    CREATE INDEX points_cumulative ON points (series_id, start_ns, time_ns) WHERE cumulative IS NOT NULL;
+
+    -- The times at which each session sent points ('' for points without a session): with them, a session's
+    -- points are a few lookups in the time-ordered table. Claude Code sends one export per session at a time.
+    CREATE TABLE session_times (
+        session_id TEXT NOT NULL,
+        time_ns INTEGER NOT NULL,
+        PRIMARY KEY (session_id, time_ns)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO session_times
+        SELECT DISTINCT coalesce(s.session_id, ''), p.time_ns
+        FROM points p JOIN series s ON s.id = p.series_id ORDER BY 1, 2;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

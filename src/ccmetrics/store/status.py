@@ -52,10 +52,13 @@ _EVENT_SESSIONS = f"""
 
 
 # Data that names no session (as with OTEL_METRICS_INCLUDE_SESSION_ID=false): its last point and last event.
+# Doctor's probes name none either: the times of points without a session are read from the last one back
+# until one is not a probe's.
 _WITHOUT_SESSION = f"""
-    SELECT (SELECT MAX((SELECT p.time_ns FROM points p WHERE p.series_id = s.id
-                        ORDER BY p.start_ns DESC, p.time_ns DESC LIMIT 1))
-            FROM series s WHERE s.session_id IS NULL AND {_NOT_TEST.format(t="s")}),
+    SELECT (SELECT t.time_ns FROM session_times t WHERE t.session_id = '' AND EXISTS (
+                SELECT 1 FROM points p CROSS JOIN series s ON s.id = p.series_id
+                WHERE p.time_ns = t.time_ns AND s.session_id IS NULL AND {_NOT_TEST.format(t="s")})
+            ORDER BY t.time_ns DESC LIMIT 1),
            (SELECT e.time_ns FROM events e INDEXED BY events_session
             WHERE e.session_id IS NULL AND {_NOT_TEST.format(t="e")} ORDER BY e.time_ns DESC LIMIT 1)
 """
@@ -134,12 +137,15 @@ def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
 
 
 def probe(conn: sqlite3.Connection, probe_id: str) -> dict[str, Any]:
-    """Whether the doctor's test export with ``probe_id`` was stored: its metric point and its event."""
+    """Whether the doctor's test export with ``probe_id`` was stored: its metric point and its event. A probe
+    names no session, and is among the last points without one."""
     (metric_ns,) = conn.execute(
         """
-        SELECT MAX(p.time_ns) FROM family_attrs a JOIN series s ON s.family_id = a.family_id
-        JOIN points p ON p.series_id = s.id
-        WHERE a.key = ? AND a.value = ? AND s.metric = ?
+        SELECT (SELECT t.time_ns FROM session_times t CROSS JOIN points p ON p.time_ns = t.time_ns
+                WHERE t.session_id = '' AND p.series_id IN (
+                    SELECT s.id FROM family_attrs a JOIN series s ON s.family_id = a.family_id
+                    WHERE a.key = ? AND a.value = ? AND s.metric = ?)
+                ORDER BY t.time_ns DESC LIMIT 1)
         """,
         (PROBE_ID_KEY, probe_id, PROBE_METRIC),
     ).fetchone()
