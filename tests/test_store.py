@@ -136,6 +136,30 @@ def test_events_numbers_from_strings_prompt_text_dropped_and_unknown_events_kept
     assert "secret plans" not in Path(store.path).read_bytes().decode("latin-1")
 
 
+def test_a_retry_of_an_event_stored_before_keys_began_with_time_counts_once(tmp_path):
+    """Events stored by schema 3 and earlier are keyed by their hash alone. An exporter's retry of one that
+    arrives after the upgrade is recognised under that key; new events, and later ones, are still stored."""
+    path = tmp_path / "ccmetrics.db"
+    first = log_request([(T0 + i, "api_request", {**USER, "duration_ms": i}) for i in range(3)])
+    store = Store(path)
+    ingest(store, first)
+    levels = store.reader().execute("SELECT sample FROM events ORDER BY time_ns").fetchall()
+    store.close()
+    with sqlite3.connect(path, isolation_level=None) as conn:  # as schema 3 left them
+        conn.execute("UPDATE events SET key = substr(key, 9)")
+        conn.execute("UPDATE untimed_event_keys SET until_ns = (SELECT MAX(time_ns) FROM events)")
+    store = Store(path)
+    try:
+        later = log_request([(T0 + 10, "api_request", {**USER, "duration_ms": 10})])
+        ingest(store, first, later, first, later)
+        assert totals(store)["api_requests"] == 4
+        rows = store.reader().execute("SELECT length(key), sample FROM events ORDER BY time_ns").fetchall()
+        assert [length for length, _ in rows] == [16, 16, 16, 24]
+        assert [(sample,) for _, sample in rows[:3]] == levels  # the same record keeps its sampling level
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("store_prompts", [False, True])
 def test_conversation_text_kept_only_when_asked(store, store_prompts):
     ingest(store, log_request([(T0, "user_prompt", {"prompt_text": "keep me"}),

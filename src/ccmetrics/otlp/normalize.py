@@ -66,7 +66,7 @@ class Point:
 
 @dataclass(slots=True)
 class Event:
-    key: bytes  # identical records (an exporter's retry) share it
+    key: bytes  # identical records (an exporter's retry) share it: see event_key
     name: str
     time_ns: int
     attrs: dict[str, Any]
@@ -331,14 +331,21 @@ def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: 
     if not TEXT_KEYS.keys().isdisjoint(resource):
         resource = _redact(dict(resource), store_prompts)
     digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
+    own_time = _valid_time(record.time_unix_nano) or _valid_time(record.observed_time_unix_nano)
     return Event(
-        key=digest.digest(),
+        key=event_key(own_time, digest.digest()),
         name=name,
-        time_ns=_valid_time(record.time_unix_nano) or _valid_time(record.observed_time_unix_nano) or now_ns,
+        time_ns=own_time or now_ns,
         attrs={**resource, **own},
         body=body if isinstance(body, str) else (json.dumps(body) if body is not None else None),
         resource_keys=frozenset(resource),
     )
+
+
+def event_key(time_ns: int, digest: bytes) -> bytes:
+    """The record's own time (0 when it has none), then the hash of the record and its resource: identical
+    records share it, and a store indexed by it takes new events at the end of the index, not all over it."""
+    return time_ns.to_bytes(8, "big") + digest
 
 
 def _redact(attrs: dict[str, Any], store_prompts: bool) -> dict[str, Any]:

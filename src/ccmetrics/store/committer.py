@@ -177,6 +177,7 @@ class Committer:
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
         self._ids: dict[Any, int] = {}
+        (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
 
     def close(self) -> None:
         self._conn.close()
@@ -263,7 +264,8 @@ class Committer:
             for time_ns, delta in changes:
                 rollups.point(family_id, session_id, time_ns, delta)
         if prepared.events:
-            rows = [self._event_row(*parts, new_ids) for parts in prepared.events]
+            rows = [self._event_row(*parts, new_ids) for parts in prepared.events
+                    if not self._stored_under_untimed_key(parts[2][0])]  # fmt: skip
             inserted = self._insert_new(_INSERT_EVENT, rows)
             result.events += len(inserted)
             for i in inserted:
@@ -288,6 +290,14 @@ class Committer:
         new = [i for i, row in enumerate(rows) if self._conn.execute(sql, row).rowcount]
         self._conn.execute("RELEASE rows")
         return new
+
+    def _stored_under_untimed_key(self, key: bytes) -> bool:
+        """Events stored before their keys began with their time (schema 3 and earlier) are keyed by the hash
+        alone: an exporter's retry of one of them is found under that. Only events timed up to the last of
+        them can be one."""
+        if int.from_bytes(key[:8], "big") > self._untimed_keys_until:
+            return False
+        return self._conn.execute("SELECT 1 FROM events WHERE key = ?", (key[8:],)).fetchone() is not None
 
     # --- identities: series, their families, event families --------------------------------------------
     # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
@@ -463,7 +473,7 @@ _INSERT_EVENT = (
 
 def sample_level(key: bytes) -> int:
     """Trailing zero bits of the event's hash: level L or above holds 1 in 2**L events, chosen evenly."""
-    number = int.from_bytes(key[:8], "little")
+    number = int.from_bytes(key[-16:-8], "little")  # the hash's first 8 bytes, after the time (event_key)
     return (number & -number).bit_length() - 1 if number else 64
 
 
