@@ -234,9 +234,9 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT DISTINCT coalesce(s.session_id, ''), p.time_ns
         FROM points p JOIN series s ON s.id = p.series_id ORDER BY 1, 2;
     """,
-    # 4: an event's key begins with its record's time (see normalize.event_key), so new events go to the end of
-    # the key index instead of all over it. Events stored before keep the hash alone as their key; a retry of
-    # one is looked for under it, up to the last of their times.
+    # 4: an event's key begins with its record's time (see normalize.event_key), so new events go to the end
+    # of the key index instead of all over it. Events stored before keep the hash alone as their key; a retry
+    # of one is looked for under it, up to the last of their times.
     """
     CREATE TABLE untimed_event_keys (until_ns INTEGER NOT NULL);
     INSERT INTO untimed_event_keys SELECT coalesce(MAX(time_ns), 0) FROM events;
