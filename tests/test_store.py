@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
-from ccmetrics.store import Store
+from ccmetrics.store import Store, WriteResult
 from ccmetrics.store.filters import Filters, QueryError
 from ccmetrics.store.schema import SCHEMA_VERSION
 from ccmetrics.store.summary import summary
@@ -242,6 +242,60 @@ def _iso(ns: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
+
+
+def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact(tmp_path):
+    """Daily sums are written when a day ends, from its hours; until then the day is read by the hour. Late
+    data for a day that has ended adds to both. Answers are the same before and after the day is closed."""
+    from ccmetrics.store.committer import Committer, prepare
+    from ccmetrics.store.schema import DAY_NS, HOUR_NS
+
+    path = tmp_path / "ccmetrics.db"
+    Store(path).close()
+    day = T0 // DAY_NS * DAY_NS + DAY_NS
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("UPDATE closed_days SET until_ns = ?", (day,))  # as if `day` were today
+    committer = Committer(path)
+    reader = sqlite3.connect(path)
+
+    def commit(now_ns: int, *requests) -> None:
+        batches = [to_batch(Signal.METRICS if isinstance(r, ExportMetricsServiceRequest) else Signal.LOGS, r)
+                   for r in requests]  # fmt: skip
+        outcomes = committer.commit([prepare(b) for b in batches], now_ns)
+        assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
+
+    def cost(since: int, until: int) -> dict:
+        answer = summary(reader, Filters.parse(since=_iso(since), until=_iso(until)))
+        return answer["cost_usd"], answer["api_requests"]
+
+    def daily(table: str) -> list:
+        column = "value" if table == "rollup" else "count"
+        return reader.execute(f"SELECT start_ns, {column} FROM {table}_day ORDER BY 1").fetchall()
+
+    hours = [1, 5, 23, 24 + 2]  # three in the day, one in the next
+    commit(day + 12 * HOUR_NS,
+           sum_request(COST, [(day + h * HOUR_NS, day + h * HOUR_NS + SECOND, 0.5 * (h + 1), USER)
+                              for h in hours]),
+           log_request([(day + h * HOUR_NS + SECOND, "api_request", USER) for h in hours]))  # fmt: skip
+    ranges = [(day, day + DAY_NS), (day - DAY_NS, day + 2 * DAY_NS), (day + HOUR_NS, day + 2 * DAY_NS)]
+    before = [cost(lo, hi) for lo, hi in ranges]
+    assert before[0] == (0.5 * (2 + 6 + 24), 3) and before[1] == (0.5 * (2 + 6 + 24 + 27), 4)
+    assert daily("rollup") == [] and daily("event_rollup") == []  # the day has not ended
+
+    commit(day + DAY_NS + 3 * HOUR_NS)  # the next day: `day` is closed, from its hours
+    assert daily("rollup") == [(day, 16.0)] and daily("event_rollup") == [(day, 3)]
+    assert reader.execute("SELECT until_ns FROM closed_days").fetchone() == (day + DAY_NS,)
+    assert [cost(lo, hi) for lo, hi in ranges] == before
+
+    commit(day + DAY_NS + 4 * HOUR_NS,  # late data for the closed day, and more for the open one
+           sum_request(COST, [(day + 7 * HOUR_NS, day + 7 * HOUR_NS + SECOND, 4.0, USER),
+                              (day + DAY_NS + 3 * HOUR_NS, day + DAY_NS + 3 * HOUR_NS + SECOND, 8.0, USER)]),
+           log_request([(day + 7 * HOUR_NS + SECOND, "api_request", USER)]))  # fmt: skip
+    assert daily("rollup") == [(day, 20.0)] and daily("event_rollup") == [(day, 4)]
+    assert cost(day, day + DAY_NS) == (20.0, 4)
+    assert cost(day - DAY_NS, day + 2 * DAY_NS) == (20.0 + 13.5 + 8.0, 5)
+    committer.close()
+    reader.close()
 
 
 def test_ranges_split_into_days_hours_and_raw_edges():

@@ -123,12 +123,21 @@ class StoreCollector:
         return self.meta_cache
 
     def _totals(self) -> dict[tuple[int, str], float]:
-        """All-time sums: per family from the hourly rollup, or per family and session from the points."""
+        """All-time sums: per family from the daily rollups of days that have them and the hourly ones of the
+        rest, or per family and session from the points."""
         if self.per_session:
             sql = ("SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM points p "
                    "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id")  # fmt: skip
         else:
-            sql = "SELECT family_id, '', SUM(value) FROM rollup_day GROUP BY family_id"
+            sql = """
+                SELECT family_id, '', SUM(value) FROM (
+                    SELECT family_id, value FROM rollup_day
+                    WHERE start_ns < (SELECT until_ns FROM closed_days)
+                    UNION ALL
+                    SELECT family_id, value FROM rollup_hour
+                    WHERE start_ns >= (SELECT until_ns FROM closed_days)
+                ) GROUP BY family_id
+            """
         return {(fid, sid): value for fid, sid, value in self.conn.execute(sql)}
 
     def collect(self) -> Iterator[Metric]:

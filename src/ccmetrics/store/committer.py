@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 from ..otlp.normalize import Batch, Event, Point
 from .schema import (
     COMMON_COLUMNS,
+    DAY_NS,
     EVENT_COLUMNS,
     EVENT_DIMENSIONS,
     EVENT_FAMILY_COLUMNS,
@@ -178,6 +180,7 @@ class Committer:
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
         self._ids: dict[Any, int] = {}
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
+        (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
     def close(self) -> None:
         self._conn.close()
@@ -194,9 +197,11 @@ class Committer:
         finally:
             self._conn.execute("PRAGMA busy_timeout = 10000")
 
-    def commit(self, work: list[Prepared | BaseException]) -> list[WriteResult | BaseException]:
+    def commit(self, work: list[Prepared | BaseException],
+               now_ns: int | None = None) -> list[WriteResult | BaseException]:  # fmt: skip
         """One transaction for the group; each batch's outcome (an exception stands for a batch that could not
-        be prepared, and is its outcome)."""
+        be prepared, and is its outcome). Days that have ended by ``now_ns`` get their daily sums."""
+        closed_until = max((now_ns or time.time_ns()) // DAY_NS * DAY_NS, self._closed_until)
         outcomes: list[WriteResult | BaseException] = []
         new_ids: dict[Any, Any] = {}
         rollups = Rollups()
@@ -222,12 +227,15 @@ class Committer:
                     for key in set(new_ids) - known:
                         del new_ids[key]
                     outcomes.append(exc)
-            rollups.flush(self._conn)
+            if closed_until > self._closed_until:
+                self._close_days(self._closed_until, closed_until)
+            rollups.flush(self._conn, closed_until)
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             return [StoreUnavailable(f"the store could not commit: {exc}")] * len(work)
+        self._closed_until = closed_until
         if len(self._ids) + len(new_ids) > self.KNOWN_LIMIT:
             self._ids.clear()
         self._ids.update(new_ids)
@@ -290,6 +298,21 @@ class Committer:
         new = [i for i, row in enumerate(rows) if self._conn.execute(sql, row).rowcount]
         self._conn.execute("RELEASE rows")
         return new
+
+    def _close_days(self, start_ns: int, end_ns: int) -> None:
+        """The daily sums of the days in [start, end), which have ended: their hours added up. A day's daily
+        sums are written here, once, rather than by every transaction that adds to one of its hours."""
+        for prefix, columns in (("rollup", ["value"]), ("event_rollup", ["count", *_MEASURE_COLUMNS])):
+            sums = ", ".join(f"SUM({c})" for c in columns)
+            replace = ", ".join(f"{c} = excluded.{c}" for c in columns)
+            self._conn.execute(
+                f"INSERT INTO {prefix}_day (family_id, start_ns, {', '.join(columns)}) "
+                f"SELECT family_id, start_ns - start_ns % {DAY_NS}, {sums} FROM {prefix}_hour "
+                f"WHERE start_ns >= ? AND start_ns < ? GROUP BY 1, 2 "
+                f"ON CONFLICT (start_ns, family_id) DO UPDATE SET {replace}",
+                (start_ns, end_ns),
+            )
+        self._conn.execute("UPDATE closed_days SET until_ns = ?", (end_ns,))
 
     def _stored_under_untimed_key(self, key: bytes) -> bool:
         """Events stored before their keys began with their time (schema 3 and earlier) are keyed by the hash
@@ -417,11 +440,15 @@ class Rollups:
             self.sessions[session_id] = (min(first, old_first), max(last, old_last))
         self.session_times |= other.session_times
 
-    def flush(self, conn: sqlite3.Connection) -> None:
+    def flush(self, conn: sqlite3.Connection, closed_until: int) -> None:
+        """Write what was added up. The daily sums of days from ``closed_until`` on are left to the end of
+        those days (see Committer._close_days): only late data for days that have ended adds to them here."""
         for tier, size in TIERS.items():
+            summed_later = closed_until if tier == "day" else None
             metrics: dict[tuple[int, int], float] = defaultdict(float)
             for (family_id, hour), value in self.metrics.items():
-                metrics[(family_id, hour - hour % size)] += value
+                if summed_later is None or hour < summed_later:
+                    metrics[(family_id, hour - hour % size)] += value
             conn.executemany(
                 f"INSERT INTO rollup_{tier} (family_id, start_ns, value) VALUES (?, ?, ?) "
                 "ON CONFLICT (start_ns, family_id) DO UPDATE SET value = value + excluded.value",
@@ -429,6 +456,8 @@ class Rollups:
             )
             events: dict[tuple[int, int], list[float]] = {}
             for (family_id, hour), sums in self.events.items():
+                if summed_later is not None and hour >= summed_later:
+                    continue
                 mine = events.setdefault((family_id, hour - hour % size), [0] * len(sums))
                 for i, value in enumerate(sums):
                     mine[i] += value

@@ -231,8 +231,24 @@ class Facts:
         if hi is None and (lo is None or lo < now_hour):
             # Up to now: the hours before this one no longer receive data, so they are a piece of their own,
             # whose answer can be kept (see AnswerCache); only this hour's piece is read every time.
-            return [*_split(lo, now_hour, tiers), *_split(now_hour, None, tiers)]
-        return _split(lo, hi, tiers)
+            return [*self._pieces(lo, now_hour, tiers), *self._pieces(now_hour, None, tiers)]
+        return self._pieces(lo, hi, tiers)
+
+    def _pieces(self, lo: int | None, hi: int | None, tiers: list[tuple[str, int]]) -> list[Span]:
+        """``_split``, with the days that have no daily sums yet (today, and any after) read by the hour."""
+        closed = self._closed_until
+        by_hour = [(tier, size) for tier, size in tiers if tier != "day"]
+        if hi is not None and hi <= closed:
+            return _split(lo, hi, tiers)
+        if lo is not None and lo >= closed:
+            return _split(lo, hi, by_hour)
+        return [*_split(lo, closed, tiers), *_split(closed, hi, by_hour)]
+
+    @functools.cached_property
+    def _closed_until(self) -> int:
+        """Days before this have their daily sums (read first: it only grows, and days read by the hour are
+        right either way)."""
+        return self.conn.execute("SELECT until_ns FROM closed_days").fetchone()[0]
 
     def _read(self, source: str, lo: int | None, hi: int | None, sql: str, params: list[Any]) -> Iterable[Any]:
         """Rows of a query on one piece of the range; answers from rollups are reused while still right."""

@@ -241,6 +241,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE untimed_event_keys (until_ns INTEGER NOT NULL);
     INSERT INTO untimed_event_keys SELECT coalesce(MAX(time_ns), 0) FROM events;
     """,
+    # 5: a day's daily sums are written once, when the day has ended, from its hours; only late data for a day
+    # that has ended adds to them directly. Readers read days from until_ns on by the hour.
+    f"""
+    CREATE TABLE closed_days (until_ns INTEGER NOT NULL);
+    INSERT INTO closed_days SELECT CAST(strftime('%s', 'now') AS INTEGER) / 86400 * {DAY_NS};
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
