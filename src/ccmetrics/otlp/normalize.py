@@ -73,6 +73,10 @@ class Event:
     body: str | None
     resource_keys: frozenset[str] = frozenset()  # which of attrs came from the resource
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields (events cross to the writer process): half the cost of the slots' state."""
+        return Event, (self.key, self.name, self.time_ns, self.attrs, self.body, self.resource_keys)
+
 
 @dataclass(frozen=True)
 class Span:

@@ -411,10 +411,15 @@ class Rollups:
         self.events: dict[tuple[int, int], list[float]] = {}
         self.sessions: dict[str, tuple[int, int]] = {}
         self.session_times: set[tuple[str, int]] = set()
+        self._last_seen: tuple[str | None, int] | None = None
 
     def point(self, family_id: int, session_id: str | None, time_ns: int, increment: float | None) -> None:
         if increment is not None:  # sums only: gauges and histograms are not added up
             self.metrics[(family_id, time_ns - time_ns % HOUR_NS)] += increment
+        seen = (session_id, time_ns)
+        if seen == self._last_seen:
+            return  # the points of an export share their session and time: noted once
+        self._last_seen = seen
         self.session_times.add((session_id or "", time_ns))
         if session_id is not None:
             first, last = self.sessions.get(session_id, (time_ns, time_ns))
