@@ -116,3 +116,22 @@ def test_report_summary_reads_the_same_numbers(server, tmp_path):
         capture_output=True, text=True, check=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert "$0.0447" in table.stdout and "Sessions" in table.stdout
+
+
+def test_report_on_a_database_from_an_older_ccmetrics_says_how_to_upgrade_it(tmp_path):
+    """`report` reads without writing, so it never upgrades a database a server may still be using: it says
+    what to do instead of failing on a table the old schema lacks."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from ccmetrics.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements
+
+    with sqlite3.connect(tmp_path / "ccmetrics.db", isolation_level=None) as conn:
+        for statement in _statements(MIGRATIONS[0]):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+    cli = subprocess.run([sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert f"schema 1, this one reads {SCHEMA_VERSION}" in cli.stderr and "ccmetrics serve" in cli.stderr

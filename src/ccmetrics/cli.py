@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .config import SETTINGS_BY_NAME, Config
-from .store import open_reader
+from .store import StoreOutdated, open_reader
 from .store.filters import Filters, QueryError
 from .store.summary import summary
 
@@ -92,7 +92,7 @@ def report_summary(data_dir: str | None, since: str | None, until: str | None, f
     try:
         query = Filters.parse(since, until, filters)
         conn = open_reader(config.db_path)
-    except (QueryError, FileNotFoundError) as exc:
+    except (QueryError, FileNotFoundError, StoreOutdated) as exc:
         raise click.ClickException(str(exc)) from None
     with contextlib.closing(conn):
         result = summary(conn, query)

@@ -12,13 +12,17 @@ from typing import TypeVar
 
 from ..otlp.normalize import Batch
 from .facts import AnswerCache, FamilyCache
-from .schema import migrate
+from .schema import SCHEMA_VERSION, migrate
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 
-__all__ = ["Store", "StoreUnavailable", "WriteResult", "open_reader"]
+__all__ = ["Store", "StoreOutdated", "StoreUnavailable", "WriteResult", "open_reader"]
 
 T = TypeVar("T")
 READERS = 2  # queries run on this many threads, each with its own connection: bounded memory
+
+
+class StoreOutdated(Exception):
+    """The database was written by an older ccmetrics: the server upgrades it when it starts."""
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
@@ -27,6 +31,11 @@ def open_reader(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA cache_size = -4000")  # KiB
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version < SCHEMA_VERSION:  # read-only here: never upgrade it under a server that may still be running
+        conn.close()
+        raise StoreOutdated(f"the database at {path} was written by an older ccmetrics (schema {version}, this one "
+                            f"reads {SCHEMA_VERSION}): start `ccmetrics serve` once to upgrade it")  # fmt: skip
     return conn
 
 
