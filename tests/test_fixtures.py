@@ -119,8 +119,8 @@ def test_report_summary_reads_the_same_numbers(server, tmp_path):
 
 
 def test_report_on_a_database_from_an_older_ccmetrics_says_how_to_upgrade_it(tmp_path):
-    """`report` reads without writing, so it never upgrades a database a server may still be using: it says
-    what to do instead of failing on a table the old schema lacks."""
+    """`report` reads without writing, so it never upgrades a database a server may still be using: it
+    says what to do instead of failing on a table the old schema lacks."""
     import sqlite3
     import subprocess
     import sys
@@ -131,7 +131,7 @@ def test_report_on_a_database_from_an_older_ccmetrics_says_how_to_upgrade_it(tmp
         for statement in _statements(MIGRATIONS[0]):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
-    cli = subprocess.run([sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(tmp_path)],
-                         capture_output=True, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(tmp_path)]
+    cli = subprocess.run(command, capture_output=True, text=True)
     assert cli.returncode == 1 and "Traceback" not in cli.stderr
     assert f"schema 1, this one reads {SCHEMA_VERSION}" in cli.stderr and "ccmetrics serve" in cli.stderr

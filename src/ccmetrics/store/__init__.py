@@ -32,10 +32,12 @@ def open_reader(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA cache_size = -4000")  # KiB
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version < SCHEMA_VERSION:  # read-only here: never upgrade it under a server that may still be running
+    if version < SCHEMA_VERSION:  # read-only: never upgraded here, under a server that may still be running
         conn.close()
-        raise StoreOutdated(f"the database at {path} was written by an older ccmetrics (schema {version}, this one "
-                            f"reads {SCHEMA_VERSION}): start `ccmetrics serve` once to upgrade it")  # fmt: skip
+        raise StoreOutdated(
+            f"the database at {path} was written by an older ccmetrics (schema {version}, this one reads "
+            f"{SCHEMA_VERSION}): start `ccmetrics serve` once to upgrade it"
+        )
     return conn
 
 
