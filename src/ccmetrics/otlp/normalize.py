@@ -177,16 +177,15 @@ def _numeric_key(key: str) -> bool:
     return key in NUMERIC_KEYS or key.endswith(NUMERIC_SUFFIXES)
 
 
-def _numeric(key: str, value: Any) -> Any:
-    """Normalise numbers that arrive as strings (``"28"``) for keys that are numeric by nature."""
-    if isinstance(value, str) and _numeric_key(key):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        if math.isfinite(number):
-            return int(number) if number.is_integer() and "." not in value else number
-    return value
+def _number_from_text(text: str) -> str | int | float:
+    """A number that arrived as a string (``"28"``) as the number; text that is not one stays as it is."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(number):
+        return int(number) if number.is_integer() and "." not in text else number
+    return text
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -326,8 +325,8 @@ def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: 
            now_ns: int) -> Event:  # fmt: skip
     own = attributes(record.attributes, batch)
     for key, value in own.items():
-        if type(value) is str and _numeric_key(key):
-            own[key] = _numeric(key, value)
+        if type(value) is str and _numeric_key(key):  # numbers sent as strings, for keys numeric by nature
+            own[key] = _number_from_text(value)
     body = any_value(record.body, batch) if record.HasField("body") else None
     name = str(own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown")
     name = name.removeprefix(EVENT_PREFIX)
