@@ -30,11 +30,15 @@ def store(tmp_path: Path):
     store.close()
 
 
+def batch_of(request, store_prompts: bool = False):
+    signal = Signal.METRICS if isinstance(request, ExportMetricsServiceRequest) else Signal.LOGS
+    return to_batch(signal, request, store_prompts=store_prompts)
+
+
 def ingest(store: Store, *requests, store_prompts: bool = False) -> None:
     async def go():
         for request in requests:
-            signal = Signal.METRICS if isinstance(request, ExportMetricsServiceRequest) else Signal.LOGS
-            await store.write(to_batch(signal, request, store_prompts=store_prompts))
+            await store.write(batch_of(request, store_prompts))
 
     asyncio.run(go())
 
@@ -259,12 +263,10 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
     reader = sqlite3.connect(path)
 
     def commit(now_ns: int, *requests) -> None:
-        batches = [to_batch(Signal.METRICS if isinstance(r, ExportMetricsServiceRequest) else Signal.LOGS, r)
-                   for r in requests]  # fmt: skip
-        outcomes = committer.commit([prepare(b) for b in batches], now_ns)
+        outcomes = committer.commit([prepare(batch_of(request)) for request in requests], now_ns)
         assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
 
-    def cost(since: int, until: int) -> dict:
+    def cost(since: int, until: int) -> tuple[float, int]:
         answer = summary(reader, Filters.parse(since=_iso(since), until=_iso(until)))
         return answer["cost_usd"], answer["api_requests"]
 
