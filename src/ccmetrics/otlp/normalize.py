@@ -351,6 +351,11 @@ def event_key(time_ns: int, digest: bytes) -> bytes:
     return time_ns.to_bytes(8, "big") + digest
 
 
+def split_event_key(key: bytes) -> tuple[int, bytes]:
+    """An ``event_key``'s parts: the record's own time (0 when it has none) and the hash."""
+    return int.from_bytes(key[:8], "big"), key[8:]
+
+
 def _redact(attrs: dict[str, Any], store_prompts: bool) -> dict[str, Any]:
     """Keep the length of conversation text; keep the text only when asked (a list of strings is text too)."""
     for text_key, length_key in TEXT_KEYS.items():

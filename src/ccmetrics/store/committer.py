@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..otlp.normalize import Batch, Event, Point
+from ..otlp.normalize import Batch, Event, Point, split_event_key
 from .schema import (
     COMMON_COLUMNS,
     DAY_NS,
@@ -318,9 +318,10 @@ class Committer:
         """Events stored before their keys began with their time (schema 3 and earlier) are keyed by the hash
         alone: an exporter's retry of one of them is found under that. Only events timed up to the last of
         them can be one."""
-        if int.from_bytes(key[:8], "big") > self._untimed_keys_until:
+        time_ns, digest = split_event_key(key)
+        if time_ns > self._untimed_keys_until:
             return False
-        return self._conn.execute("SELECT 1 FROM events WHERE key = ?", (key[8:],)).fetchone() is not None
+        return self._conn.execute("SELECT 1 FROM events WHERE key = ?", (digest,)).fetchone() is not None
 
     # --- identities: series, their families, event families --------------------------------------------
     # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
@@ -507,7 +508,7 @@ _INSERT_EVENT = (
 
 def sample_level(key: bytes) -> int:
     """Trailing zero bits of the event's hash: level L or above holds 1 in 2**L events, chosen evenly."""
-    number = int.from_bytes(key[-16:-8], "little")  # the hash's first 8 bytes, after the time (event_key)
+    number = int.from_bytes(split_event_key(key)[1][:8], "little")
     return (number & -number).bit_length() - 1 if number else 64
 
 
