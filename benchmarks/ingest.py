@@ -21,7 +21,9 @@ What it does
    has exactly one request in flight (closed loop). The default driver ``raw`` is a minimal asyncio
    HTTP/1.1 client (write pre-built bytes, read status line + Content-Length body): it costs a few tens
    of microseconds per request, so the generator takes little CPU away from the server on a 2-core
-   box. ``--driver httpx`` uses httpx.AsyncClient instead (heavier; for comparison).
+   box. ``--driver httpx`` uses httpx.AsyncClient instead (heavier; for comparison). With ``--rate`` the
+   clients send on a fixed schedule instead (open loop), as a team's many CLIs do, and latency counts
+   from when each request was due: what the server sustains at that load, stalls included.
 4. Leaves the first ``--warmup`` seconds (every session new to the server, caches cold) out of the figures,
    then prints throughput, ack latency percentiles, errors by status, server RSS (VmHWM/VmRSS) and CPU,
    DB size, and a zero-loss check: GET /api/summary before and after, compared with what was
@@ -468,12 +470,38 @@ def _record(result: ClientResult, i: int, status: int, body: bytes, is_log: bool
                 buckets[second] += 1
 
 
+class Schedule:
+    """When a client sends. Closed loop (no interval): each request as soon as the previous one is answered.
+    Open loop: one request every ``interval`` seconds, from a random phase, whatever the answers; a request's
+    latency counts from when it was due, so a stall counts against every request it held up, not just the
+    one that met it (no coordinated omission)."""
+
+    def __init__(self, interval: float, rng: random.Random) -> None:
+        self.interval = interval
+        self.due = time.perf_counter() + rng.random() * interval
+
+    async def wait(self) -> None:
+        if self.interval:
+            delay = self.due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def started(self, sent_at: float) -> float:
+        """When the latency of the request sent at ``sent_at`` counts from; moves on to the next one."""
+        if not self.interval:
+            return sent_at
+        due, self.due = self.due, self.due + self.interval
+        return min(due, sent_at)
+
+
 async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[bool], deadline: float,
-                      timeout: float, result: ClientResult, buckets: array.array, t_start: float) -> None:  # fmt: skip
+                      timeout: float, result: ClientResult, buckets: array.array, t_start: float,
+                      schedule: Schedule) -> None:  # fmt: skip
     perf = time.perf_counter
     mono = time.monotonic
     reader = writer = None
     for i, request in enumerate(requests):
+        await schedule.wait()
         if mono() >= deadline:
             break
         if writer is None:
@@ -481,7 +509,7 @@ async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        t0 = perf()
+        t0 = schedule.started(perf())
         try:
             async with asyncio.timeout(timeout):
                 writer.write(request)
@@ -518,18 +546,20 @@ async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[
 
 
 async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: list[bool], deadline: float,
-                        timeout: float, result: ClientResult, buckets: array.array, t_start: float) -> None:  # fmt: skip
+                        timeout: float, result: ClientResult, buckets: array.array, t_start: float,
+                        schedule: Schedule) -> None:  # fmt: skip
     import httpx
 
     perf = time.perf_counter
     mono = time.monotonic
     headers = {"Content-Type": "application/x-protobuf", "User-Agent": "ccmetrics-bench"}
     for i, request in enumerate(requests):
+        await schedule.wait()
         if mono() >= deadline:
             break
         body = request[request.index(b"\r\n\r\n") + 4:]
         path = "/v1/logs" if is_log[i] else "/v1/metrics"
-        t0 = perf()
+        t0 = schedule.started(perf())
         try:
             response = await client.post(base + path, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
@@ -560,12 +590,14 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
         ru0 = os.times()
         buckets = array.array("L", [0] * (int(args["seconds"]) + 2))
         results = {cid: ClientResult() for cid in client_ids}
+        interval = args["clients"] / args["rate"] if args["rate"] else 0.0
+        schedules = {cid: Schedule(interval, random.Random(args["seed"] + cid)) for cid in client_ids}
 
         async def run() -> None:
             if args["driver"] == "raw":
                 await asyncio.gather(*(
                     _raw_client(host, port, built[cid][0], built[cid][2], deadline, args["timeout"], results[cid],
-                                buckets, t_start) for cid in client_ids))  # fmt: skip
+                                buckets, t_start, schedules[cid]) for cid in client_ids))  # fmt: skip
             else:
                 import httpx
 
@@ -573,7 +605,8 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
                 async with httpx.AsyncClient(limits=limits) as client:
                     await asyncio.gather(*(
                         _httpx_client(client, args["url"], built[cid][0], built[cid][2], deadline, args["timeout"],
-                                      results[cid], buckets, t_start) for cid in client_ids))  # fmt: skip
+                                      results[cid], buckets, t_start, schedules[cid])
+                        for cid in client_ids))  # fmt: skip
 
         try:  # the same loop as the server's: the generator's share of the two cores stays small
             import uvloop
@@ -758,6 +791,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # 32: enough exports in flight to keep the writer's group commits full on 2 cores. With fewer, throughput
     # is bound by latency; with more, latency grows and throughput does not.
     p.add_argument("--clients", type=int, default=32, help="concurrent clients, one request in flight each (32)")
+    p.add_argument("--rate", type=float, default=0, metavar="EXPORTS_PER_S",
+                   help="open loop: offer this many exports/s in all, spread evenly over the clients, whatever "
+                        "the answers (as many Claude Code CLIs do); latency counts from when each request was "
+                        "due. Default: closed loop, each client sending as soon as it is answered")
     p.add_argument("--seconds", type=float, default=20, help="how long to measure, after the warm-up (20)")
     p.add_argument("--warmup", type=float, default=3,
                    help="seconds sent first and left out of the figures (3): every session is new to the server "
@@ -788,8 +825,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="OUT", type=Path, help="also write the results as JSON here")
     p.add_argument("--strict", action="store_true", help="exit 3 when a throughput/latency target is missed")
     args = p.parse_args(argv)
-    if args.clients < 1 or args.procs < 1 or args.seconds <= 0:
-        p.error("--clients, --procs and --seconds must be positive")
+    if args.clients < 1 or args.procs < 1 or args.seconds <= 0 or args.rate < 0:
+        p.error("--clients, --procs and --seconds must be positive, --rate not negative")
     args.procs = min(args.procs, args.clients)
     if args.url and not _is_loopback(args.url):
         p.error("--url must point at a loopback address")
@@ -822,7 +859,8 @@ def main(argv: list[str] | None = None) -> int:
     per_client = max(1, math.ceil(args.max_exports / args.clients))
     gen_args = {"url": url, "per_client": per_client, "log_every": args.log_every, "seed": seed,
                 "sessions_per_client": args.sessions_per_client, "windows_per_session": args.windows_per_session,
-                "seconds": args.seconds, "timeout": args.timeout, "driver": args.driver}  # fmt: skip
+                "seconds": args.seconds, "timeout": args.timeout, "driver": args.driver,
+                "clients": args.clients, "rate": args.rate}  # fmt: skip
     procs = []
     profiler: subprocess.Popen | None = None
     code = 0
@@ -833,8 +871,10 @@ def main(argv: list[str] | None = None) -> int:
                                name=f"bench-gen-{k}", daemon=True)  # fmt: skip
             proc.start()
             procs.append(proc)
-        print(f"ccmetrics ingest benchmark: {args.clients} clients in {args.procs} generator process(es), "
-              f"driver={args.driver}, {args.seconds:g}s, seed={seed}"
+        loop = (f"open loop at {args.rate:,.0f} exports/s offered" if args.rate
+                else "closed loop, one request in flight each")
+        print(f"ccmetrics ingest benchmark: {args.clients} clients ({loop}) in {args.procs} generator "
+              f"process(es), driver={args.driver}, {args.seconds:g}s, seed={seed}"
               )  # fmt: skip
         print(f"  target OTLP/HTTP {url}" + (f" (server pid {pid}, data {data_dir})" if pid else ""))
         built_bytes = 0
