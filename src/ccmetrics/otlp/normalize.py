@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from ..recent import Recent
 from .decode import Signal
 
 MAX_TIME_NS = 2**63 - 1  # what SQLite's INTEGER holds; year 2262
@@ -191,25 +192,10 @@ def _number_from_text(text: str) -> str | int | float:
 # --- metrics ------------------------------------------------------------------------------------------
 
 
-class _AttributeMemo:
-    """The attributes of series seen recently, by series key: a client sends the same series every minute,
-    and converting its attributes again each time is most of the work of reading an export."""
-
-    LIMIT = 10_000  # series; forgotten all at once past this, to stay small
-
-    def __init__(self) -> None:
-        self._known: dict[Any, dict[str, Any]] = {}
-
-    def get(self, key: Any) -> dict[str, Any] | None:
-        return self._known.get(key)
-
-    def put(self, key: Any, attrs: dict[str, Any]) -> None:
-        if len(self._known) >= self.LIMIT:
-            self._known.clear()
-        self._known[key] = attrs
-
-
-_ATTRIBUTES = _AttributeMemo()
+# The attributes of series seen recently, by series key: a client sends the same series every minute, and
+# converting its attributes again each time is most of the work of reading an export. Sized for a large
+# team's active series (about 15 per session).
+_ATTRIBUTES: Recent[Any, dict[str, Any]] = Recent(20_000)
 
 
 def _metrics(request: Message, batch: Batch) -> None:
@@ -260,7 +246,7 @@ def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: 
             notes = len(batch.problems)
             attrs = {**resource, **attributes(dp.attributes, batch)}
             if number and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
-                _ATTRIBUTES.put(key, attrs)
+                _ATTRIBUTES[key] = attrs
         batch.points.append(Point(name, unit, kind, temporality, monotonic, scope, attrs,
                                   start_ns, time_ns, value, extra, key))  # fmt: skip
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..otlp.normalize import Batch, Event, Point, split_event_key
+from ..recent import Recent
 from .schema import (
     COMMON_COLUMNS,
     DAY_NS,
@@ -172,13 +173,11 @@ def connect(path: Path) -> sqlite3.Connection:
 class Committer:
     """Writes groups of batches in one transaction each, every batch in a savepoint of its own."""
 
-    KNOWN_LIMIT = 30_000  # identities remembered; forgotten all at once past this, to stay small
-
     def __init__(self, path: Path) -> None:
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
-        self._ids: dict[Any, int] = {}
+        self._ids: Recent[Any, Any] = Recent(10_000)  # identities of series on their way to being known, families
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
         (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
@@ -236,9 +235,8 @@ class Committer:
                 self._conn.execute("ROLLBACK")
             return [StoreUnavailable(f"the store could not commit: {exc}")] * len(work)
         self._closed_until = closed_until
-        if len(self._ids) + len(new_ids) > self.KNOWN_LIMIT:
-            self._ids.clear()
-        self._ids.update(new_ids)
+        for identity, ids in new_ids.items():
+            self._ids[identity] = ids
         return outcomes
 
     def _apply(self, prepared: Prepared, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:

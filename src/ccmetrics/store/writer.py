@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..otlp.normalize import Batch
+from ..recent import Recent
 from .committer import Committer, Prepared, SeriesPoint, StoreUnavailable, WriteResult, connect, prepare
 
 __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
@@ -65,10 +66,8 @@ class KnownSeries:
     series crosses to the writer as a few numbers instead of all its attributes. Series never change once
     stored, so an id learnt from a committed write stays right."""
 
-    LIMIT = 10_000  # series (a large team's active ones); forgotten all at once past this, to stay small
-
     def __init__(self) -> None:
-        self._ids: dict[Any, tuple[int, int]] = {}
+        self._ids: Recent[Any, tuple[int, int]] = Recent(20_000)  # a large team's active series
 
     def compact(self, batch: Batch) -> tuple[Batch, list[tuple[int, Any]]]:
         """The batch as sent to the writer, and (index, key) of the points whose ids are still to learn."""
@@ -88,8 +87,6 @@ class KnownSeries:
     def learn(self, unknown: list[tuple[int, Any]], result: WriteResult) -> None:
         if not unknown:
             return
-        if len(self._ids) + len(unknown) > self.LIMIT:
-            self._ids.clear()
         stored = {index: (series_id, family_id) for index, series_id, family_id in result.series}
         for index, key in unknown:
             if index in stored:
