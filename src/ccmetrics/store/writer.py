@@ -101,7 +101,10 @@ class Writer:
         self._sock, self._process = self._start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any]]]] = {}
-        self._queued: list[tuple[int, Batch]] = []  # handed over during this turn of the loop: one message
+        # Handed over and not yet sent: while the writer has batches it has not answered, it is committing and
+        # could not start on more, so what arrives meanwhile waits here and goes as one message when it answers.
+        self._queued: list[tuple[int, Batch]] = []
+        self._unanswered = 0  # batches sent to the writer that it has not answered yet
         self._outgoing = bytearray()  # written as fast as the socket takes it
         self._incoming = bytearray()
         self._series = KnownSeries()
@@ -145,6 +148,7 @@ class Writer:
         except (RuntimeError, OSError) as exc:
             raise StoreUnavailable(f"the writer could not start again: {exc}") from None
         self._outgoing, self._incoming, self._gone = bytearray(), bytearray(), False
+        self._unanswered = 0
         self._loop = None  # watch the new socket
 
     async def write(self, batch: Batch) -> WriteResult:
@@ -157,8 +161,8 @@ class Writer:
         batch_id = next(self._ids)
         future: asyncio.Future[WriteResult] = loop.create_future()
         self._pending[batch_id] = (future, unknown)
-        if not self._queued:
-            loop.call_soon(self._send_queued)
+        if not self._queued and not self._unanswered:
+            loop.call_soon(self._send_queued)  # at the end of this turn of the loop, with what else it brings
         self._queued.append((batch_id, wire))
         return await future
 
@@ -167,6 +171,7 @@ class Writer:
         self._detach()
         self._sock.setblocking(True)
         try:
+            self._unanswered += len(self._queued)
             self._sock.sendall(bytes(self._outgoing) + _frame([*self._queued, None]))
             self._queued, self._outgoing = [], bytearray()
             for message in self._frames():
@@ -207,6 +212,7 @@ class Writer:
 
     def _send_queued(self) -> None:
         bundle, self._queued = self._queued, []
+        self._unanswered += len(bundle)
         if bundle:
             self._outgoing += _frame(bundle)
             self._on_writable()
@@ -267,6 +273,9 @@ class Writer:
                 future.set_result(outcome)
         if stored:
             self.commits += 1
+        self._unanswered -= len(message)
+        if not self._unanswered:
+            self._send_queued()
 
     def _writer_gone(self) -> None:
         self._gone = True
@@ -284,9 +293,8 @@ class Writer:
 def _writer_main(path: str, fd: int) -> None:
     """The writer process: take what has arrived (up to MAX_GROUP batches), commit it, report, repeat.
 
-    Two threads help, so that committing is all the main thread does: one receives and unpickles the next
-    batches while a commit runs (SQLite lets go of the interpreter lock while it works), and one copies the
-    write-ahead log into the database file, so no commit waits for a checkpoint.
+    Two threads help, so that committing is all the main thread does: one receives batches and prepares their
+    rows, and one copies the write-ahead log into the database file, so no commit waits for a checkpoint.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop, and says so on the socket
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
