@@ -18,7 +18,7 @@ class Recent(Generic[K, V]):
     """
 
     def __init__(self, size: int) -> None:
-        self.size = size
+        self._size = size
         self._new: dict[K, V] = {}
         self._old: dict[K, V] = {}
 
@@ -31,7 +31,7 @@ class Recent(Generic[K, V]):
         return value
 
     def __setitem__(self, key: K, value: V) -> None:
-        if len(self._new) >= self.size:
+        if len(self._new) >= self._size:
             self._old, self._new = self._new, {}
         self._new[key] = value
 

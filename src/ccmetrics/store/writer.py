@@ -101,10 +101,9 @@ class Writer:
         self._sock, self._process = self._start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any]]]] = {}
-        # Handed over and not yet sent: while the writer has batches it has not answered, it is committing and
-        # could not start on more, so what arrives meanwhile waits here and goes as one message when it answers.
+        # Handed over and not yet sent: while the writer is busy (see _writer_busy), what arrives waits here
+        # and goes as one message when it answers.
         self._queued: list[tuple[int, Batch]] = []
-        self._unanswered = 0  # batches sent to the writer that it has not answered yet
         self._outgoing = bytearray()  # written as fast as the socket takes it
         self._incoming = bytearray()
         self._series = KnownSeries()
@@ -148,7 +147,6 @@ class Writer:
         except (RuntimeError, OSError) as exc:
             raise StoreUnavailable(f"the writer could not start again: {exc}") from None
         self._outgoing, self._incoming, self._gone = bytearray(), bytearray(), False
-        self._unanswered = 0
         self._loop = None  # watch the new socket
 
     async def write(self, batch: Batch) -> WriteResult:
@@ -160,9 +158,9 @@ class Writer:
         wire, unknown = self._series.compact(batch)
         batch_id = next(self._ids)
         future: asyncio.Future[WriteResult] = loop.create_future()
-        self._pending[batch_id] = (future, unknown)
-        if not self._queued and not self._unanswered:
+        if not self._queued and not self._writer_busy():
             loop.call_soon(self._send_queued)  # at the end of this turn of the loop, with what else it brings
+        self._pending[batch_id] = (future, unknown)
         self._queued.append((batch_id, wire))
         return await future
 
@@ -171,7 +169,6 @@ class Writer:
         self._detach()
         self._sock.setblocking(True)
         try:
-            self._unanswered += len(self._queued)
             self._sock.sendall(bytes(self._outgoing) + _frame([*self._queued, None]))
             self._queued, self._outgoing = [], bytearray()
             for message in self._frames():
@@ -212,7 +209,6 @@ class Writer:
 
     def _send_queued(self) -> None:
         bundle, self._queued = self._queued, []
-        self._unanswered += len(bundle)
         if bundle:
             self._outgoing += _frame(bundle)
             self._on_writable()
@@ -273,9 +269,13 @@ class Writer:
                 future.set_result(outcome)
         if stored:
             self.commits += 1
-        self._unanswered -= len(message)
-        if not self._unanswered:
+        if not self._writer_busy():
             self._send_queued()
+
+    def _writer_busy(self) -> bool:
+        """Whether the writer has batches it has not answered (all pending ones not still queued here): it is
+        committing, and could not start on more before it answers."""
+        return len(self._pending) > len(self._queued)
 
     def _writer_gone(self) -> None:
         self._gone = True
