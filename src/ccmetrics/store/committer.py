@@ -196,10 +196,11 @@ class Committer:
         finally:
             self._conn.execute("PRAGMA busy_timeout = 10000")
 
-    def commit(self, work: list[Prepared | BaseException],
-               now_ns: int | None = None) -> list[WriteResult | BaseException]:  # fmt: skip
+    def commit(self, work: list[Prepared | BaseException], now_ns: int | None = None,
+               before_commit: Callable[[], object] | None = None) -> list[WriteResult | BaseException]:
         """One transaction for the group; each batch's outcome (an exception stands for a batch that could not
-        be prepared, and is its outcome). Days that have ended by ``now_ns`` get their daily sums."""
+        be prepared, and is its outcome). Days that have ended by ``now_ns`` get their daily sums.
+        ``before_commit`` is called once every row is in, before the transaction is written to disk."""
         closed_until = max((now_ns or time.time_ns()) // DAY_NS * DAY_NS, self._closed_until)
         outcomes: list[WriteResult | BaseException] = []
         new_ids: dict[Any, Any] = {}
@@ -229,6 +230,8 @@ class Committer:
             if closed_until > self._closed_until:
                 self._close_days(self._closed_until, closed_until)
             rollups.flush(self._conn, closed_until)
+            if before_commit is not None:
+                before_commit()
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:

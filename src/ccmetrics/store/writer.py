@@ -3,7 +3,9 @@
 A caller hands a batch over and awaits it; the answer comes only once the transaction that holds the batch
 is committed (and fsynced), so an acknowledgement always means "on disk". Batches that arrive while a
 commit is under way share the next transaction (group commit), which keeps throughput high without
-weakening that promise.
+weakening that promise. They are handed to the writer as one message when it begins to write its
+transaction to disk, so that it receives and prepares them while it waits for the disk, and starts on them
+as soon as it has answered.
 
 The writer runs in a child process so that storing (SQLite, rollups, identity lookups) and receiving
 (HTTP, protobuf, normalising) use both cores instead of taking turns on one interpreter lock. The two talk
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import pickle
@@ -43,6 +46,7 @@ MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the
 RESTART_LOG_PAGES = 4096  # a write-ahead log longer than this (16 MiB) is started over
 RESTART_INTERVAL_S = 5  # a writer that died is started again at most this often
 _HEADER = struct.Struct("!Q")  # each message: its length, then its pickle
+_COMMITTING = "committing"  # the writer's (_COMMITTING, batch ids): their rows are in, and the commit begins
 
 
 def _frame(message: Any) -> bytes:
@@ -102,8 +106,9 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any]]]] = {}
         # Handed over and not yet sent: while the writer is busy (see _writer_busy), what arrives waits here
-        # and goes as one message when it answers.
+        # and goes as one message when it begins to commit.
         self._queued: list[tuple[int, Batch]] = []
+        self._committing: set[int] = set()  # sent, and in the transaction the writer is writing to disk
         self._outgoing = bytearray()  # written as fast as the socket takes it
         self._incoming = bytearray()
         self._series = KnownSeries()
@@ -147,6 +152,7 @@ class Writer:
         except (RuntimeError, OSError) as exc:
             raise StoreUnavailable(f"the writer could not start again: {exc}") from None
         self._outgoing, self._incoming, self._gone = bytearray(), bytearray(), False
+        self._committing = set()
         self._loop = None  # watch the new socket
 
     async def write(self, batch: Batch) -> WriteResult:
@@ -172,13 +178,13 @@ class Writer:
             self._sock.sendall(bytes(self._outgoing) + _frame([*self._queued, None]))
             self._queued, self._outgoing = [], bytearray()
             for message in self._frames():
-                self._resolve(message)
+                self._received(message)
             with self._sock.makefile("rb") as stream:
                 while True:
                     message = _read_frame(stream)
                     if message is None:
                         break
-                    self._resolve(message)
+                    self._received(message)
         except (EOFError, OSError):
             pass
         self._fail_pending()
@@ -240,7 +246,7 @@ class Writer:
             return
         self._incoming += data
         for message in self._frames():
-            self._resolve(message)
+            self._received(message)
 
     def _frames(self) -> list[Any]:
         """Whole messages received so far; a partial one stays for the next read."""
@@ -255,10 +261,19 @@ class Writer:
         del buffer[:at]
         return messages
 
+    def _received(self, message: Any) -> None:
+        if type(message) is tuple and message[0] == _COMMITTING:
+            self._committing.update(message[1])
+            if not self._writer_busy():
+                self._send_queued()
+        else:
+            self._resolve(message)
+
     def _resolve(self, message: list[tuple[int, WriteResult | BaseException]]) -> None:
         stored = False
         for batch_id, outcome in message:
             future, unknown = self._pending.pop(batch_id)
+            self._committing.discard(batch_id)
             if isinstance(outcome, BaseException):
                 if not future.done():
                     future.set_exception(outcome)
@@ -273,13 +288,15 @@ class Writer:
             self._send_queued()
 
     def _writer_busy(self) -> bool:
-        """Whether the writer has batches it has not answered (all pending ones not still queued here): it is
-        committing, and could not start on more before it answers."""
-        return len(self._pending) > len(self._queued)
+        """Whether the writer holds batches it has not begun to commit (the pending ones neither queued here
+        nor in the commit under way): more sent now would only wait behind them, and cost a message of
+        their own."""
+        return len(self._pending) > len(self._queued) + len(self._committing)
 
     def _writer_gone(self) -> None:
         self._gone = True
         self._queued = []  # their futures are failed below: never hand them to a writer started again
+        self._committing = set()
         self._detach()
         self._fail_pending()
 
@@ -291,7 +308,8 @@ class Writer:
 
 
 def _writer_main(path: str, fd: int) -> None:
-    """The writer process: take what has arrived (up to MAX_GROUP batches), commit it, report, repeat.
+    """The writer process: take what has arrived (up to MAX_GROUP batches), insert its rows, say that the commit
+    begins (the server then sends what has arrived since), commit, report, repeat.
 
     Two threads help, so that committing is all the main thread does: one receives batches and prepares their
     rows, and one copies the write-ahead log into the database file, so no commit waits for a checkpoint.
@@ -319,7 +337,9 @@ def _writer_main(path: str, fd: int) -> None:
             stop = None in group
             work = [item for item in group if item is not None]
             if work:
-                outcomes = committer.commit([batch for _, batch in work])
+                committing = _frame((_COMMITTING, [batch_id for batch_id, _ in work]))
+                say_committing = functools.partial(sock.sendall, committing)
+                outcomes = committer.commit([batch for _, batch in work], before_commit=say_committing)
                 if checkpointer.log_pages > RESTART_LOG_PAGES:
                     checkpointer.log_pages = 0
                     committer.restart_log()
