@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -83,6 +84,10 @@ async def serve(config: Config) -> None:
             config.db_path,
         )  # fmt: skip
         log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
+        # What is alive now (modules, classes, protobuf and gRPC internals) lives as long as the process:
+        # leave it out of the garbage collector's full passes, which would otherwise walk those tens of
+        # thousands of objects for 20-40 ms each, answering no export meanwhile.
+        gc.freeze()
         warming = asyncio.create_task(warm_up(store))
         await asyncio.gather(*tasks)
         warming.cancel()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import itertools
 import logging
 import pickle
@@ -323,6 +324,7 @@ def _writer_main(path: str, fd: int) -> None:
     threading.Thread(target=_receive_batches, args=(sock, arrived), name="ccmetrics-writer-receive",
                      daemon=True).start()  # fmt: skip
     checkpointer.start()
+    gc.freeze()  # what has started lives as long as the process: out of the collector's full passes
     sock.sendall(_frame("ready"))
     try:
         while True:
