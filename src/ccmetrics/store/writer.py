@@ -47,7 +47,7 @@ MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the
 RESTART_LOG_PAGES = 4096  # a write-ahead log longer than this (16 MiB) is started over
 RESTART_INTERVAL_S = 5  # a writer that died is started again at most this often
 _HEADER = struct.Struct("!Q")  # each message: its length, then its pickle
-_COMMITTING = "committing"  # the writer's (_COMMITTING, batch ids): their rows are in, and the commit begins
+_COMMITTING = "committing"  # sent as (_COMMITTING, batch ids) when their rows are in and their commit begins
 
 
 def _frame(message: Any) -> bytes:
@@ -309,8 +309,8 @@ class Writer:
 
 
 def _writer_main(path: str, fd: int) -> None:
-    """The writer process: take what has arrived (up to MAX_GROUP batches), insert its rows, say that the commit
-    begins (the server then sends what has arrived since), commit, report, repeat.
+    """The writer process: take what has arrived (up to MAX_GROUP batches), insert its rows, say that the
+    commit begins (the server then sends what has arrived since), commit, report, repeat.
 
     Two threads help, so that committing is all the main thread does: one receives batches and prepares their
     rows, and one copies the write-ahead log into the database file, so no commit waits for a checkpoint.
