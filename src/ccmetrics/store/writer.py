@@ -153,7 +153,6 @@ class Writer:
         except (RuntimeError, OSError) as exc:
             raise StoreUnavailable(f"the writer could not start again: {exc}") from None
         self._outgoing, self._incoming, self._gone = bytearray(), bytearray(), False
-        self._committing = set()
         self._loop = None  # watch the new socket
 
     async def write(self, batch: Batch) -> WriteResult:
@@ -265,10 +264,10 @@ class Writer:
     def _received(self, message: Any) -> None:
         if type(message) is tuple and message[0] == _COMMITTING:
             self._committing.update(message[1])
-            if not self._writer_busy():
-                self._send_queued()
         else:
             self._resolve(message)
+        if not self._writer_busy():
+            self._send_queued()
 
     def _resolve(self, message: list[tuple[int, WriteResult | BaseException]]) -> None:
         stored = False
@@ -285,8 +284,6 @@ class Writer:
                 future.set_result(outcome)
         if stored:
             self.commits += 1
-        if not self._writer_busy():
-            self._send_queued()
 
     def _writer_busy(self) -> bool:
         """Whether the writer holds batches it has not begun to commit (the pending ones neither queued here
