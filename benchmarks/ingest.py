@@ -16,7 +16,9 @@ What it does
    fixed-width ISO timestamps and prompt ids) are then patched in place, so building 10^5 bodies
    takes about a second. The complete HTTP/1.1 request (head + body) is pre-serialised as bytes.
    Every export has its own (session, time window), so none is a duplicate of another. Sessions last a
-   random 10-120 windows (``--windows-per-session``) and start staggered, as Claude Code's do.
+   random 10-120 windows (``--windows-per-session``) and start staggered, as Claude Code's do. A client's
+   sessions share its clock, which moves on a minute each time all of them have sent: time runs faster
+   than life, but exports sent together carry the same minutes, as a live team's do.
 3. The generator sends them over keep-alive connections as fast as they are acknowledged: each client
    has exactly one request in flight (closed loop). The default driver ``raw`` is a minimal asyncio
    HTTP/1.1 client (write pre-built bytes, read status line + Content-Length body): it costs a few tens
@@ -320,7 +322,6 @@ class LiveSession:
     base_ns: int
     length: int  # metric exports (one a minute) before the session ends
     metric_windows: int = 0
-    log_windows: int = 0
 
 
 def build_client_requests(host_header: str, count: int, log_every: int, sessions_per_client: int,
@@ -336,11 +337,19 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
         user_id = (b"%064x" % rng.getrandbits(256)) if rng.random() < 0.7 or not users else rng.choice(users)
         users.append(user_id)  # some users run several sessions
         variant = rng.choice(variants)
-        # Windows run back from (about) now, so no timestamp is in the future.
-        base = now - (windows_per_session[1] + 2) * WINDOW_NS - rng.randrange(0, 3600) * 1_000_000_000
+        # A session starts in the client's current window, at its own second: live sessions report the
+        # same minutes, so a commit's points go to the end of the store's time-ordered tables, as live.
+        window = clock_start + (n_metrics // sessions_per_client) * WINDOW_NS
+        base = window - rng.randrange(0, 60) * 1_000_000_000
         return LiveSession(variant, variant.blobs(session_id, user_id), base, rng.randint(*windows_per_session))
 
     users: list[bytes] = []
+    # The client's clock moves on a window each time all of its sessions have sent one. It ends at about now,
+    # so no timestamp is in the future; early in a UTC day it starts at midnight instead, so the replay never
+    # turns into a day of late data (and a long run may then send windows a little ahead of the clock).
+    day_start = now - now % (24 * 3600 * 1_000_000_000)
+    clock_start = max(now - (count // sessions_per_client + 2) * WINDOW_NS, day_start + WINDOW_NS)
+    n_metrics = n_logs = 0
     live = [new_live() for _ in range(sessions_per_client)]
     for ls in live:  # the first sessions end at random points, so sessions start and end staggered, as in life
         ls.length = rng.randint(1, ls.length)
@@ -348,7 +357,6 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
     head_metrics = (f"POST /v1/metrics HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ccmetrics-bench\r\n"
                     "Content-Type: application/x-protobuf\r\nContent-Length: ").encode()  # fmt: skip
     head_logs = head_metrics.replace(b"/v1/metrics", b"/v1/logs")
-    n_metrics = n_logs = 0
     for j in range(count):
         t = [0] * len(FIELDS)
         if log_every and j % log_every == log_every - 1:
@@ -356,8 +364,7 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
             n_logs += 1
             tpl = ls.variant.logs
             blob = bytearray(ls.blobs["logs"])
-            start = ls.base_ns + ls.log_windows * WINDOW_NS
-            ls.log_windows += 1
+            start = ls.base_ns + ls.metric_windows * WINDOW_NS  # the events of the session's current window
             for offset, r in tpl.time_offsets:
                 pack_into("<Q", blob, offset, start + (r + 1) * 1_000_000_000 + rng.randrange(0, 999) * 1_000_000)
             for offset, r in tpl.iso_offsets:
