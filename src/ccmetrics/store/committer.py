@@ -41,7 +41,7 @@ class StoreUnavailable(Exception):
 
 class SeriesPoint(NamedTuple):
     """A point of a series the writer has stored before: the series' ids instead of its attributes.
-    It crosses to the writer as a plain tuple (``wire``), the cheapest thing to pickle."""
+    It crosses to the writer as a plain tuple of its fields, the cheapest thing to pickle."""
 
     series_id: int
     family_id: int
@@ -54,9 +54,9 @@ class SeriesPoint(NamedTuple):
     extra: dict[str, Any] | None
 
     @staticmethod
-    def wire(point: Point, series_id: int, family_id: int) -> tuple[Any, ...]:
-        return (series_id, family_id, _text(point.attrs.get("session.id")), point.kind, point.temporality,
-                point.start_ns, point.time_ns, point.value, point.extra)  # fmt: skip
+    def head(point: Point, series_id: int, family_id: int) -> tuple[Any, ...]:
+        """The fields every point of the series shares: the start of each of its points' tuples."""
+        return series_id, family_id, _text(point.attrs.get("session.id")), point.kind, point.temporality
 
 
 @dataclass

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..otlp.normalize import Batch
+from ..otlp.normalize import Batch, Point
 from ..recent import Recent
 from .committer import Committer, Prepared, SeriesPoint, StoreUnavailable, WriteResult, connect, prepare
 
@@ -72,30 +72,33 @@ class KnownSeries:
     stored, so an id learnt from a committed write stays right."""
 
     def __init__(self) -> None:
-        self._ids: Recent[Any, tuple[int, int]] = Recent(20_000)  # a large team's active series
+        # By series key: the start of its points' wire tuples (ids, session, kind, temporality), the same for
+        # every point of the series. Sized for a large team's active series.
+        self._heads: Recent[Any, tuple[Any, ...]] = Recent(20_000)
 
-    def compact(self, batch: Batch) -> tuple[Batch, list[tuple[int, Any]]]:
-        """The batch as sent to the writer, and (index, key) of the points whose ids are still to learn."""
+    def compact(self, batch: Batch) -> tuple[Batch, list[tuple[int, Any, Point]]]:
+        """The batch as sent to the writer, and (index, key, point) of the points whose ids are still to learn."""
         points: list[Any] = []
         unknown = []
+        heads = self._heads
         for index, point in enumerate(batch.points):
-            ids = self._ids.get(point.key) if point.key is not None else None
-            if ids is not None:
-                points.append(SeriesPoint.wire(point, *ids))
+            head = heads.get(point.key) if point.key is not None else None
+            if head is not None:
+                points.append((*head, point.start_ns, point.time_ns, point.value, point.extra))
             else:
                 if point.key is not None:
-                    unknown.append((index, point.key))
+                    unknown.append((index, point.key, point))
                     point = dataclasses.replace(point, key=None)  # the key is for this side only
                 points.append(point)
-        return dataclasses.replace(batch, points=points), unknown
+        return Batch(batch.signal, points, batch.events, batch.spans, batch.rejected, batch.problems), unknown
 
-    def learn(self, unknown: list[tuple[int, Any]], result: WriteResult) -> None:
+    def learn(self, unknown: list[tuple[int, Any, Point]], result: WriteResult) -> None:
         if not unknown:
             return
         stored = {index: (series_id, family_id) for index, series_id, family_id in result.series}
-        for index, key in unknown:
+        for index, key, point in unknown:
             if index in stored:
-                self._ids[key] = stored[index]
+                self._heads[key] = SeriesPoint.head(point, *stored[index])
 
 
 class Writer:
@@ -105,7 +108,7 @@ class Writer:
         self._path = path
         self._sock, self._process = self._start()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any]]]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any, Point]]]] = {}
         # Handed over and not yet sent: while the writer is busy (see _writer_busy), what arrives waits here
         # and goes as one message when it begins to commit.
         self._queued: list[tuple[int, Batch]] = []
