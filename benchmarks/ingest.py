@@ -345,9 +345,10 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
         return LiveSession(variant, variant.blobs(session_id, user_id), base, rng.randint(*windows_per_session))
 
     users: list[bytes] = []
-    # The client's clock moves on a window each time all of its sessions have sent one. It ends at about now,
-    # so no timestamp is in the future; early in a UTC day it starts at midnight instead, so the replay never
-    # turns into a day of late data (and a long run may then send windows a little ahead of the clock).
+    # The client's clock moves on a window each time all of its sessions have sent one. It ends before now
+    # (only metric exports move it on), so no timestamp is in the future; early in a UTC day it starts at
+    # midnight instead, so the replay never turns into a day of late data (and a long run may then send
+    # windows a little ahead of the clock).
     day_start = now - now % (24 * 3600 * 1_000_000_000)
     clock_start = max(now - (count // sessions_per_client + 2) * WINDOW_NS, day_start + WINDOW_NS)
     n_metrics = n_logs = 0

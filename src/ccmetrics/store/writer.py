@@ -90,7 +90,7 @@ class KnownSeries:
                     unknown.append((index, point.key, point))
                     point = dataclasses.replace(point, key=None)  # the key is for this side only
                 points.append(point)
-        return Batch(batch.signal, points, batch.events, batch.spans, batch.rejected, batch.problems), unknown
+        return dataclasses.replace(batch, points=points), unknown
 
     def learn(self, unknown: list[tuple[int, Any, Point]], result: WriteResult) -> None:
         if not unknown:
