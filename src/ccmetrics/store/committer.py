@@ -28,7 +28,6 @@ from .schema import (
     FAMILY_COLUMNS,
     HOUR_NS,
     NOT_IN_FAMILY,
-    TIERS,
 )
 
 
@@ -107,8 +106,10 @@ def prepare(batch: Batch) -> Prepared:
 
 def _point_row(series_id: int, start_ns: int, time_ns: int, value: float,
                extra: dict[str, Any] | None) -> tuple[Any, ...]:  # fmt: skip
-    """A point that is not cumulative, as ``_INSERT_POINT`` takes it."""
-    return (series_id, start_ns, time_ns, value, None, _json(extra) if extra is not None else None)
+    """A point that is not cumulative, as ``_INSERT_POINT`` takes it (``_INSERT_POINT_EXTRA`` with its extra)."""
+    if extra is None:
+        return (series_id, start_ns, time_ns, value)  # no NULL to bind: each costs sqlite3 an adapter lookup
+    return (series_id, start_ns, time_ns, value, _json(extra))
 
 
 _FAMILY_TABLES = {  # table: (name column, columns of common attributes, table of every attribute)
@@ -214,10 +215,10 @@ class Committer:
                 # A savepoint per batch: one batch that fails cannot take the others down with it.
                 self._conn.execute("SAVEPOINT batch")
                 known = set(new_ids)
-                batch_rollups = Rollups()
                 try:
-                    outcomes.append(self._apply(batch, new_ids, batch_rollups))
+                    outcome, batch_rollups = self._apply(batch, new_ids)
                     self._conn.execute("RELEASE batch")
+                    outcomes.append(outcome)
                     rollups.merge(batch_rollups)
                 except Exception as exc:
                     if isinstance(exc, sqlite3.Error) and _store_level(exc):
@@ -242,9 +243,11 @@ class Committer:
             self._ids[identity] = ids
         return outcomes
 
-    def _apply(self, prepared: Prepared, new_ids: dict[Any, Any], rollups: Rollups) -> WriteResult:
+    def _apply(self, prepared: Prepared, new_ids: dict[Any, Any]) -> tuple[WriteResult, Rollups]:
+        """Store the batch; what it stored, and what that adds to the rollups."""
         batch = prepared.batch
         result = WriteResult()
+        rollups = Rollups()
         plain, plain_meta, cumulative = list(prepared.rows), list(prepared.rows_meta), []
         for i, point, new in prepared.others:
             if isinstance(point, SeriesPoint):
@@ -259,10 +262,13 @@ class Committer:
                 plain.append(_point_row(series_id, point.start_ns, point.time_ns, point.value, point.extra))
                 plain_meta.append((family_id, session_id, point.kind == "sum"))
         if plain:
-            inserted = self._insert_new(_INSERT_POINT, plain)
+            if any(len(row) > 4 for row in plain):  # histograms or summaries among them
+                inserted = self._insert_new(_INSERT_POINT_EXTRA, [(*row, None)[:5] for row in plain])
+            else:
+                inserted = self._insert_new(_INSERT_POINT, plain)
             result.points += len(inserted)
-            if len(inserted) == len(plain):  # the usual case: what prepare added up holds
-                rollups.merge(prepared.rows_rollups)
+            if len(inserted) == len(plain):  # the usual case: what prepare added up holds, so start from it
+                rollups = prepared.rows_rollups
                 inserted = inserted[len(prepared.rows) :]
             for i in inserted:
                 family_id, session_id, is_sum = plain_meta[i]
@@ -286,7 +292,7 @@ class Committer:
                 [(s.trace_id, s.span_id, s.parent_span_id, s.name, s.start_ns, s.end_ns, s.status_code,
                   _text(s.attrs.get("session.id")), _json(s.attrs)) for s in batch.spans],
             ).rowcount  # fmt: skip
-        return result
+        return result, rollups
 
     def _insert_new(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
         """INSERT OR IGNORE the rows; which of them were new (a retry's rows are not)."""
@@ -450,25 +456,18 @@ class Rollups:
     def flush(self, conn: sqlite3.Connection, closed_until: int) -> None:
         """Write what was added up. The daily sums of days from ``closed_until`` on are left to the end of
         those days (see Committer._close_days): only late data for days that have ended adds to them here."""
-        for tier, size in TIERS.items():
-            summed_later = closed_until if tier == "day" else None
-            metrics: dict[tuple[int, int], float] = defaultdict(float)
-            for (family_id, hour), value in self.metrics.items():
-                if summed_later is None or hour < summed_later:
-                    metrics[(family_id, hour - hour % size)] += value
-            conn.executemany(
-                f"INSERT INTO rollup_{tier} (family_id, start_ns, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (start_ns, family_id) DO UPDATE SET value = value + excluded.value",
-                [(*key, value) for key, value in metrics.items()],
-            )
-            events: dict[tuple[int, int], list[float]] = {}
-            for (family_id, hour), sums in self.events.items():
-                if summed_later is not None and hour >= summed_later:
-                    continue
-                mine = events.setdefault((family_id, hour - hour % size), [0] * len(sums))
+        _upsert(conn, "hour", self.metrics, self.events)  # added up by hour already
+        late_metrics: dict[tuple[int, int], float] = defaultdict(float)
+        for (family_id, hour), value in self.metrics.items():
+            if hour < closed_until:
+                late_metrics[(family_id, hour - hour % DAY_NS)] += value
+        late_events: dict[tuple[int, int], list[float]] = {}
+        for (family_id, hour), sums in self.events.items():
+            if hour < closed_until:
+                mine = late_events.setdefault((family_id, hour - hour % DAY_NS), [0] * len(sums))
                 for i, value in enumerate(sums):
                     mine[i] += value
-            conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), [(*key, *sums) for key, sums in events.items()])
+        _upsert(conn, "day", late_metrics, late_events)
         hours = {hour for _, hour in self.metrics} | {hour for _, hour in self.events}
         conn.executemany(
             "INSERT INTO hour_versions (start_ns, version) VALUES (?, 1) "
@@ -484,6 +483,19 @@ class Rollups:
                          sorted(self.session_times))  # fmt: skip
 
 
+def _upsert(conn: sqlite3.Connection, tier: str, metrics: dict[tuple[int, int], float],
+            events: dict[tuple[int, int], list[float]]) -> None:  # fmt: skip
+    """Add sums to a tier's rollups, by (family, start of the hour or day)."""
+    if metrics:
+        conn.executemany(
+            f"INSERT INTO rollup_{tier} (family_id, start_ns, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (start_ns, family_id) DO UPDATE SET value = value + excluded.value",
+            [(*key, value) for key, value in metrics.items()],
+        )
+    if events:
+        conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), [(*key, *sums) for key, sums in events.items()])
+
+
 _MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
 _UPSERT_EVENT_ROLLUP = (
     f"INSERT INTO event_rollup_{{tier}} (family_id, start_ns, count, {', '.join(_MEASURE_COLUMNS)}) "
@@ -494,9 +506,8 @@ _INSERT_SERIES = (
     f"INSERT INTO series (key, family_id, metric, unit, kind, temporality, monotonic, scope, "
     f"{', '.join(COMMON_COLUMNS.values())}, attrs) VALUES ({', '.join('?' * (9 + len(COMMON_COLUMNS)))})"
 )
-_INSERT_POINT = (
-    "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative, extra) VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT_POINT = "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value) VALUES (?, ?, ?, ?)"
+_INSERT_POINT_EXTRA = "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, extra) VALUES (?, ?, ?, ?, ?)"
 _MEASURES_AT = 4 + len(EVENT_COLUMNS)  # where an event row's measures start
 
 
