@@ -263,7 +263,7 @@ def _series_key(dp: metrics_pb2.NumberDataPoint, metric_key: tuple[Any, ...]) ->
     deterministic without asking.)"""
     data = dp.SerializeToString()
     if data[:1] == b"\x11" and data[9:10] == b"\x19" and data[18:19] == b"\x21":
-        return (metric_key, data[27:])  # the usual point: a start, a time and a double, each the tag and 8 bytes
+        return (metric_key, data[27:])  # the usual point: a start, a time and a double, 9 bytes each
     at = 0
     while at < len(data) and data[at] in _TIME_AND_VALUE_TAGS:
         at += 9  # the tag and 8 bytes

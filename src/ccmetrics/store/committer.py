@@ -106,7 +106,8 @@ def prepare(batch: Batch) -> Prepared:
 
 def _point_row(series_id: int, start_ns: int, time_ns: int, value: float,
                extra: dict[str, Any] | None) -> tuple[Any, ...]:  # fmt: skip
-    """A point that is not cumulative, as ``_INSERT_POINT`` takes it (``_INSERT_POINT_EXTRA`` with its extra)."""
+    """A point that is not cumulative, as ``_INSERT_POINT`` (or, with an extra, ``_INSERT_POINT_EXTRA``)
+    takes it."""
     if extra is None:
         return (series_id, start_ns, time_ns, value)  # no NULL to bind: each costs sqlite3 an adapter lookup
     return (series_id, start_ns, time_ns, value, _json(extra))
@@ -493,7 +494,8 @@ def _upsert(conn: sqlite3.Connection, tier: str, metrics: dict[tuple[int, int], 
             [(*key, value) for key, value in metrics.items()],
         )
     if events:
-        conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), [(*key, *sums) for key, sums in events.items()])
+        rows = [(*key, *sums) for key, sums in events.items()]
+        conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), rows)
 
 
 _MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
@@ -507,7 +509,9 @@ _INSERT_SERIES = (
     f"{', '.join(COMMON_COLUMNS.values())}, attrs) VALUES ({', '.join('?' * (9 + len(COMMON_COLUMNS)))})"
 )
 _INSERT_POINT = "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value) VALUES (?, ?, ?, ?)"
-_INSERT_POINT_EXTRA = "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, extra) VALUES (?, ?, ?, ?, ?)"
+_INSERT_POINT_EXTRA = (
+    "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, extra) VALUES (?, ?, ?, ?, ?)"
+)
 _MEASURES_AT = 4 + len(EVENT_COLUMNS)  # where an event row's measures start
 
 
