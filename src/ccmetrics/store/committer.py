@@ -264,7 +264,8 @@ class Committer:
                 plain_meta.append((family_id, session_id, point.kind == "sum"))
         if plain:
             if any(len(row) > 4 for row in plain):  # histograms or summaries among them
-                inserted = self._insert_new(_INSERT_POINT_EXTRA, [(*row, None)[:5] for row in plain])
+                rows = [row if len(row) > 4 else (*row, None) for row in plain]
+                inserted = self._insert_new(_INSERT_POINT_EXTRA, rows)
             else:
                 inserted = self._insert_new(_INSERT_POINT, plain)
             result.points += len(inserted)
