@@ -74,7 +74,12 @@ ISO_SENT = "9999-12-31T23:59:5{}.999Z"  # 24 chars, {} = record index
 PROMPT_ID_SENT = "ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb"  # 36 chars
 
 TOKEN_TYPES = ("input", "output", "cacheRead", "cacheCreation")
-SUMMARY_TOKEN = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
+SUMMARY_TOKEN = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache_read",
+    "cacheCreation": "cache_creation",
+}
 MODELS = (("claude-opus-5-5", "main", "medium"), ("claude-haiku-4-5", "auxiliary", "low"))
 TERMINALS = ("xterm", "vscode", "iTerm.app", "tmux", "cursor", "ghostty")
 TEAMS = ("web", "platform", "data", "mobile", "infra")
@@ -83,10 +88,23 @@ OS_TYPES = (("linux", "amd64"), ("darwin", "arm64"), ("linux", "arm64"))
 
 # Totals tracked per export (index into the tuple kept beside each body).
 FIELDS = (
-    "points", "events", "tok_input", "tok_output", "tok_cache_read", "tok_cache_creation", "cost",
-    "sessions", "loc_added", "loc_removed", "dec_accept", "dec_reject", "active_user", "active_cli",
-    "user_prompt", "api_request",
-)  # fmt: skip
+    "points",
+    "events",
+    "tok_input",
+    "tok_output",
+    "tok_cache_read",
+    "tok_cache_creation",
+    "cost",
+    "sessions",
+    "loc_added",
+    "loc_removed",
+    "dec_accept",
+    "dec_reject",
+    "active_user",
+    "active_cli",
+    "user_prompt",
+    "api_request",
+)
 F = {name: i for i, name in enumerate(FIELDS)}
 
 
@@ -147,13 +165,23 @@ class Session:
         )
 
     def resource(self) -> list:
-        return [_kv("team.id", self.team), _kv("host.arch", self.arch), _kv("os.type", self.os_type),
-                _kv("os.version", "6.8.0"), _kv("service.name", "claude-code"),
-                _kv("service.version", self.version)]  # fmt: skip
+        return [
+            _kv("team.id", self.team),
+            _kv("host.arch", self.arch),
+            _kv("os.type", self.os_type),
+            _kv("os.version", "6.8.0"),
+            _kv("service.name", "claude-code"),
+            _kv("service.version", self.version),
+        ]
 
     def common(self) -> list:
-        return [_kv("team.id", self.team), _kv("user.id", self.user_id), _kv("session.id", self.session_id),
-                _kv("anthropic.provider", "firstParty"), _kv("terminal.type", self.terminal)]  # fmt: skip
+        return [
+            _kv("team.id", self.team),
+            _kv("user.id", self.user_id),
+            _kv("session.id", self.session_id),
+            _kv("anthropic.provider", "firstParty"),
+            _kv("terminal.type", self.terminal),
+        ]
 
 
 @dataclass
@@ -190,29 +218,72 @@ def metric_template(session: Session, first: bool) -> MetricTemplate:
             dp.attributes.extend(extra)
 
     if first:
-        metric("claude_code.session.count", "", "Count of CLI sessions started",
-               [("sessions", [_kv("start_type", "fresh")])])  # fmt: skip
-    metric("claude_code.lines_of_code.count", "", "Count of lines of code modified",
-           [("loc_added", [_kv("type", "added"), _kv("model", MODELS[0][0])]),
-            ("loc_removed", [_kv("type", "removed"), _kv("model", MODELS[0][0])])])  # fmt: skip
-    metric("claude_code.cost.usage", "USD", "Cost of the Claude Code session",
-           [(f"cost:{i}", [_kv("model", m), _kv("query_source", q), _kv("effort", e)])
-            for i, (m, q, e) in enumerate(MODELS)])  # fmt: skip
-    metric("claude_code.token.usage", "tokens", "Number of tokens used",
-           [(f"tok:{t}:{i}", [_kv("model", m), _kv("query_source", q), _kv("effort", e), _kv("type", t)])
-            for i, (m, q, e) in enumerate(MODELS) for t in TOKEN_TYPES])  # fmt: skip
-    metric("claude_code.code_edit_tool.decision", "", "Count of code editing tool permission decisions",
-           [("dec_accept", [_kv("decision", "accept"), _kv("source", "config"), _kv("tool_name", "Edit"),
-                            _kv("language", "Python")])])  # fmt: skip
-    metric("claude_code.active_time.total", "s", "Total active time in seconds",
-           [("active_user", [_kv("type", "user")]), ("active_cli", [_kv("type", "cli")])])
+        metric(
+            "claude_code.session.count",
+            "",
+            "Count of CLI sessions started",
+            [("sessions", [_kv("start_type", "fresh")])],
+        )
+    metric(
+        "claude_code.lines_of_code.count",
+        "",
+        "Count of lines of code modified",
+        [
+            ("loc_added", [_kv("type", "added"), _kv("model", MODELS[0][0])]),
+            ("loc_removed", [_kv("type", "removed"), _kv("model", MODELS[0][0])]),
+        ],
+    )
+    metric(
+        "claude_code.cost.usage",
+        "USD",
+        "Cost of the Claude Code session",
+        [
+            (f"cost:{i}", [_kv("model", m), _kv("query_source", q), _kv("effort", e)])
+            for i, (m, q, e) in enumerate(MODELS)
+        ],
+    )
+    metric(
+        "claude_code.token.usage",
+        "tokens",
+        "Number of tokens used",
+        [
+            (f"tok:{t}:{i}", [_kv("model", m), _kv("query_source", q), _kv("effort", e), _kv("type", t)])
+            for i, (m, q, e) in enumerate(MODELS)
+            for t in TOKEN_TYPES
+        ],
+    )
+    metric(
+        "claude_code.code_edit_tool.decision",
+        "",
+        "Count of code editing tool permission decisions",
+        [
+            (
+                "dec_accept",
+                [
+                    _kv("decision", "accept"),
+                    _kv("source", "config"),
+                    _kv("tool_name", "Edit"),
+                    _kv("language", "Python"),
+                ],
+            )
+        ],
+    )
+    metric(
+        "claude_code.active_time.total",
+        "s",
+        "Total active time in seconds",
+        [("active_user", [_kv("type", "user")]), ("active_cli", [_kv("type", "cli")])],
+    )
 
     blob = request.SerializeToString()
     return MetricTemplate(
         blob=blob,
         start_offsets=_offsets(blob, struct.pack("<Q", SENT_START), len(slot_names)),
         end_offsets=_offsets(blob, struct.pack("<Q", SENT_END), len(slot_names)),
-        slots=[(_offsets(blob, struct.pack("<d", SENT_DOUBLE + i), 1)[0], name) for i, name in enumerate(slot_names)],
+        slots=[
+            (_offsets(blob, struct.pack("<d", SENT_DOUBLE + i), 1)[0], name)
+            for i, name in enumerate(slot_names)
+        ],
     )
 
 
@@ -236,27 +307,59 @@ def log_template(session: Session, rng: random.Random) -> LogTemplate:
     sl.scope.name, sl.scope.version = "com.anthropic.claude_code.events", session.version
     seq = rng.randrange(1, 400)
     records: list[tuple[str, list]] = [
-        ("user_prompt", [_kv("prompt_length", str(rng.randrange(5, 900))), _kv("prompt", "<REDACTED>"),
-                         _kv("message.uuid", str(uuid.UUID(int=rng.getrandbits(128), version=4)))]),
-    ]  # fmt: skip
+        (
+            "user_prompt",
+            [
+                _kv("prompt_length", str(rng.randrange(5, 900))),
+                _kv("prompt", "<REDACTED>"),
+                _kv("message.uuid", str(uuid.UUID(int=rng.getrandbits(128), version=4))),
+            ],
+        ),
+    ]
     for k, (model, source, effort) in enumerate(MODELS):
-        records.append(("api_request", [
-            _kv("model", model), _kv("input_tokens", rng.randrange(1, 5000)),
-            _kv("output_tokens", rng.randrange(1, 2000)), _kv("cache_read_tokens", rng.randrange(0, 60000)),
-            _kv("cache_creation_tokens", rng.randrange(0, 5000)), _kv("cost_usd", SENT_DOUBLE + k),
-            _kv("duration_ms", rng.randrange(200, 30000)), _kv("ttft_ms", rng.randrange(50, 3000)),
-            _kv("speed", "normal"), _kv("query_source", source), _kv("effort", effort)]))  # fmt: skip
-    records.append(("tool_result", [_kv("tool_name", "Read"), _kv("success", "true"),
-                                    _kv("duration_ms", str(rng.randrange(1, 900))),
-                                    _kv("tool_result_size_bytes", str(rng.randrange(10, 90000)))]))  # fmt: skip
+        records.append(
+            (
+                "api_request",
+                [
+                    _kv("model", model),
+                    _kv("input_tokens", rng.randrange(1, 5000)),
+                    _kv("output_tokens", rng.randrange(1, 2000)),
+                    _kv("cache_read_tokens", rng.randrange(0, 60000)),
+                    _kv("cache_creation_tokens", rng.randrange(0, 5000)),
+                    _kv("cost_usd", SENT_DOUBLE + k),
+                    _kv("duration_ms", rng.randrange(200, 30000)),
+                    _kv("ttft_ms", rng.randrange(50, 3000)),
+                    _kv("speed", "normal"),
+                    _kv("query_source", source),
+                    _kv("effort", effort),
+                ],
+            )
+        )
+    records.append(
+        (
+            "tool_result",
+            [
+                _kv("tool_name", "Read"),
+                _kv("success", "true"),
+                _kv("duration_ms", str(rng.randrange(1, 900))),
+                _kv("tool_result_size_bytes", str(rng.randrange(10, 90000))),
+            ],
+        )
+    )
     for r, (name, extra) in enumerate(records):
         record = sl.log_records.add()
         record.time_unix_nano = SENT_LOG_T + r
         record.observed_time_unix_nano = SENT_LOG_T + 0x100 + r
         record.body.string_value = f"claude_code.{name}"
         record.attributes.extend(session.common())
-        record.attributes.extend([_kv("event.name", name), _kv("event.timestamp", ISO_SENT.format(r)),
-                                  _kv("event.sequence", seq + r), _kv("prompt.id", PROMPT_ID_SENT)])  # fmt: skip
+        record.attributes.extend(
+            [
+                _kv("event.name", name),
+                _kv("event.timestamp", ISO_SENT.format(r)),
+                _kv("event.sequence", seq + r),
+                _kv("prompt.id", PROMPT_ID_SENT),
+            ]
+        )
         record.attributes.extend(extra)
     blob = request.SerializeToString()
     time_offsets = []
@@ -298,11 +401,16 @@ class Variant:
     def new(cls, rng: random.Random) -> Variant:
         session = Session.new(rng)
         session.session_id, session.user_id = SESSION_SENT, USER_SENT
-        first, following, logs = metric_template(session, True), metric_template(session, False), log_template(session, rng)
+        first, following, logs = (
+            metric_template(session, True),
+            metric_template(session, False),
+            log_template(session, rng),
+        )
         ids = {}
         for name, tpl in (("first", first), ("next", following), ("logs", logs)):
-            ids[name] = ([(o, 0) for o in _offsets(tpl.blob, SESSION_SENT.encode())]
-                         + [(o, 1) for o in _offsets(tpl.blob, USER_SENT.encode())])  # fmt: skip
+            ids[name] = [(o, 0) for o in _offsets(tpl.blob, SESSION_SENT.encode())] + [
+                (o, 1) for o in _offsets(tpl.blob, USER_SENT.encode())
+            ]
         return cls(first, following, logs, ids)
 
     def blobs(self, session_id: bytes, user_id: bytes) -> dict[str, bytes]:
@@ -311,7 +419,7 @@ class Variant:
             blob = bytearray(tpl.blob)
             for offset, which in self.id_offsets[name]:
                 value = user_id if which else session_id
-                blob[offset:offset + len(value)] = value
+                blob[offset : offset + len(value)] = value
             out[name] = bytes(blob)
         return out
 
@@ -325,8 +433,14 @@ class LiveSession:
     metric_windows: int = 0
 
 
-def build_client_requests(host_header: str, count: int, log_every: int, sessions_per_client: int,
-                          windows_per_session: tuple[int, int], seed: int) -> tuple[list[bytes], list[tuple], list[bool]]:  # fmt: skip
+def build_client_requests(
+    host_header: str,
+    count: int,
+    log_every: int,
+    sessions_per_client: int,
+    windows_per_session: tuple[int, int],
+    seed: int,
+) -> tuple[list[bytes], list[tuple], list[bool]]:
     """``count`` complete HTTP requests for one client, with the totals each one carries."""
     rng = random.Random(seed)
     now = time.time_ns()
@@ -342,7 +456,9 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
         # same minutes, so a commit's points go to the end of the store's time-ordered tables, as live.
         window = clock_start + (n_metrics // sessions_per_client) * WINDOW_NS
         base = window - rng.randrange(0, 60) * 1_000_000_000
-        return LiveSession(variant, variant.blobs(session_id, user_id), base, rng.randint(*windows_per_session))
+        return LiveSession(
+            variant, variant.blobs(session_id, user_id), base, rng.randint(*windows_per_session)
+        )
 
     users: list[bytes] = []
     # The client's clock moves on a window each time all of its sessions have sent one. It ends before now
@@ -353,11 +469,15 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
     clock_start = max(now - (count // sessions_per_client + 2) * WINDOW_NS, day_start + WINDOW_NS)
     n_metrics = n_logs = 0
     live = [new_live() for _ in range(sessions_per_client)]
-    for ls in live:  # the first sessions end at random points, so sessions start and end staggered, as in life
+    for (
+        ls
+    ) in live:  # the first sessions end at random points, so sessions start and end staggered, as in life
         ls.length = rng.randint(1, ls.length)
     requests, totals, is_log = [], [], []
-    head_metrics = (f"POST /v1/metrics HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ccmetrics-bench\r\n"
-                    "Content-Type: application/x-protobuf\r\nContent-Length: ").encode()  # fmt: skip
+    head_metrics = (
+        f"POST /v1/metrics HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ccmetrics-bench\r\n"
+        "Content-Type: application/x-protobuf\r\nContent-Length: "
+    ).encode()
     head_logs = head_metrics.replace(b"/v1/metrics", b"/v1/logs")
     for j in range(count):
         t = [0] * len(FIELDS)
@@ -368,12 +488,14 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
             blob = bytearray(ls.blobs["logs"])
             start = ls.base_ns + ls.metric_windows * WINDOW_NS  # the events of the session's current window
             for offset, r in tpl.time_offsets:
-                pack_into("<Q", blob, offset, start + (r + 1) * 1_000_000_000 + rng.randrange(0, 999) * 1_000_000)
+                pack_into(
+                    "<Q", blob, offset, start + (r + 1) * 1_000_000_000 + rng.randrange(0, 999) * 1_000_000
+                )
             for offset, r in tpl.iso_offsets:
-                blob[offset:offset + 24] = _iso(start + r * 1_000_000_000).encode()
+                blob[offset : offset + 24] = _iso(start + r * 1_000_000_000).encode()
             prompt_id = str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode()
             for offset in tpl.prompt_offsets:
-                blob[offset:offset + 36] = prompt_id
+                blob[offset : offset + 36] = prompt_id
             for offset in tpl.cost_offsets:
                 pack_into("<d", blob, offset, rng.randrange(1, 4000) / 65536)
             t[F["events"]] = tpl.n_records
@@ -407,9 +529,14 @@ def build_client_requests(host_header: str, count: int, log_every: int, sessions
                     name = "cost"
                 else:  # tok:type:i
                     kind = name.split(":")[1]
-                    value = float({"input": rng.randrange(1, 6000), "output": rng.randrange(1, 3000),
-                                   "cacheRead": rng.randrange(0, 80000),
-                                   "cacheCreation": rng.randrange(0, 8000)}[kind])  # fmt: skip
+                    value = float(
+                        {
+                            "input": rng.randrange(1, 6000),
+                            "output": rng.randrange(1, 3000),
+                            "cacheRead": rng.randrange(0, 80000),
+                            "cacheCreation": rng.randrange(0, 8000),
+                        }[kind]
+                    )
                     name = "tok_" + SUMMARY_TOKEN[kind]
                 pack_into("<d", blob, offset, value)
                 t[F[name]] += value
@@ -451,15 +578,25 @@ def _rejected(body: bytes, is_log: bool) -> int:
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as svc
 
         message = svc.ExportLogsServiceResponse.FromString(body)
-        return message.partial_success.rejected_log_records or (1 if message.partial_success.error_message else 0)
+        return message.partial_success.rejected_log_records or (
+            1 if message.partial_success.error_message else 0
+        )
     from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as svc
 
     message = svc.ExportMetricsServiceResponse.FromString(body)
     return message.partial_success.rejected_data_points or (1 if message.partial_success.error_message else 0)
 
 
-def _record(result: ClientResult, i: int, status: int, body: bytes, is_log: bool, elapsed: float, t_start: float,
-            buckets: array.array) -> None:  # fmt: skip
+def _record(
+    result: ClientResult,
+    i: int,
+    status: int,
+    body: bytes,
+    is_log: bool,
+    elapsed: float,
+    t_start: float,
+    buckets: array.array,
+) -> None:
     """One answer: its latency and its second when it was sent after the warm-up, whether it was acknowledged."""
     measured = time.monotonic() - elapsed >= t_start
     if measured:
@@ -532,13 +669,13 @@ class _Connection(asyncio.Protocol):
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             return
-        head = bytes(buffer[:end + 2]).lower()
+        head = bytes(buffer[: end + 2]).lower()
         k = head.find(b"\r\ncontent-length:")
         if k >= 0:
-            length = int(head[k + 17:head.find(b"\r\n", k + 2)])
+            length = int(head[k + 17 : head.find(b"\r\n", k + 2)])
             if len(buffer) < end + 4 + length:
                 return
-            body = bytes(buffer[end + 4:end + 4 + length])
+            body = bytes(buffer[end + 4 : end + 4 + length])
         elif b"transfer-encoding: chunked" in head:  # not expected from uvicorn for these answers
             if not buffer.endswith(b"0\r\n\r\n"):
                 return
@@ -557,7 +694,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _finish(self, result: tuple[int, bytes, bool] | None = None, error: BaseException | None = None) -> None:
+    def _finish(
+        self, result: tuple[int, bytes, bool] | None = None, error: BaseException | None = None
+    ) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             if error is not None:
@@ -576,9 +715,18 @@ async def _watch_timeouts(connections: list[_Connection], timeout: float) -> Non
                 connection.fail(TimeoutError())
 
 
-async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[bool], deadline: float,
-                      connections: list[_Connection], result: ClientResult, buckets: array.array,
-                      t_start: float, schedule: Schedule) -> None:  # fmt: skip
+async def _raw_client(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    is_log: list[bool],
+    deadline: float,
+    connections: list[_Connection],
+    result: ClientResult,
+    buckets: array.array,
+    t_start: float,
+    schedule: Schedule,
+) -> None:
     loop = asyncio.get_running_loop()
     perf = time.perf_counter
     mono = time.monotonic
@@ -615,9 +763,18 @@ async def _raw_client(host: str, port: int, requests: list[bytes], is_log: list[
         connection.transport.close()
 
 
-async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: list[bool], deadline: float,
-                        timeout: float, result: ClientResult, buckets: array.array, t_start: float,
-                        schedule: Schedule) -> None:  # fmt: skip
+async def _httpx_client(
+    client: Any,
+    base: str,
+    requests: list[bytes],
+    is_log: list[bool],
+    deadline: float,
+    timeout: float,
+    result: ClientResult,
+    buckets: array.array,
+    t_start: float,
+    schedule: Schedule,
+) -> None:
     import httpx
 
     perf = time.perf_counter
@@ -627,7 +784,7 @@ async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: l
         await schedule.wait()
         if mono() >= deadline:
             break
-        body = request[request.index(b"\r\n\r\n") + 4:]
+        body = request[request.index(b"\r\n\r\n") + 4 :]
         path = "/v1/logs" if is_log[i] else "/v1/metrics"
         t0 = schedule.started(perf())
         try:
@@ -641,8 +798,9 @@ async def _httpx_client(client: Any, base: str, requests: list[bytes], is_log: l
         result.exhausted = True
 
 
-def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: Any, go: Any, shared: Any,
-                   out: Any) -> None:  # fmt: skip
+def generator_main(
+    proc_index: int, client_ids: list[int], args: dict, ready: Any, go: Any, shared: Any, out: Any
+) -> None:
     """One generator process: build every request first, then send when told to."""
     try:
         parsed = urllib.parse.urlsplit(args["url"])
@@ -650,9 +808,14 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
         built = {}
         t_build = time.perf_counter()
         for cid in client_ids:
-            built[cid] = build_client_requests(f"{host}:{port}", args["per_client"], args["log_every"],
-                                               args["sessions_per_client"], args["windows_per_session"],
-                                               args["seed"] * 1_000_003 + cid)  # fmt: skip
+            built[cid] = build_client_requests(
+                f"{host}:{port}",
+                args["per_client"],
+                args["log_every"],
+                args["sessions_per_client"],
+                args["windows_per_session"],
+                args["seed"] * 1_000_003 + cid,
+            )
         build_s = time.perf_counter() - t_build
         ready.put((proc_index, build_s, sum(len(r) for reqs, _, _ in built.values() for r in reqs)))
         go.wait()
@@ -667,19 +830,48 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
             if args["driver"] == "raw":
                 connections: list[_Connection] = []
                 watchdog = asyncio.create_task(_watch_timeouts(connections, args["timeout"]))
-                await asyncio.gather(*(
-                    _raw_client(host, port, built[cid][0], built[cid][2], deadline, connections, results[cid],
-                                buckets, t_start, schedules[cid]) for cid in client_ids))  # fmt: skip
+                await asyncio.gather(
+                    *(
+                        _raw_client(
+                            host,
+                            port,
+                            built[cid][0],
+                            built[cid][2],
+                            deadline,
+                            connections,
+                            results[cid],
+                            buckets,
+                            t_start,
+                            schedules[cid],
+                        )
+                        for cid in client_ids
+                    )
+                )
                 watchdog.cancel()
             else:
                 import httpx
 
-                limits = httpx.Limits(max_connections=len(client_ids), max_keepalive_connections=len(client_ids))
+                limits = httpx.Limits(
+                    max_connections=len(client_ids), max_keepalive_connections=len(client_ids)
+                )
                 async with httpx.AsyncClient(limits=limits) as client:
-                    await asyncio.gather(*(
-                        _httpx_client(client, args["url"], built[cid][0], built[cid][2], deadline, args["timeout"],
-                                      results[cid], buckets, t_start, schedules[cid])
-                        for cid in client_ids))  # fmt: skip
+                    await asyncio.gather(
+                        *(
+                            _httpx_client(
+                                client,
+                                args["url"],
+                                built[cid][0],
+                                built[cid][2],
+                                deadline,
+                                args["timeout"],
+                                results[cid],
+                                buckets,
+                                t_start,
+                                schedules[cid],
+                            )
+                            for cid in client_ids
+                        )
+                    )
 
         try:  # the same loop as the server's: the generator's share of the two cores stays small
             import uvloop
@@ -713,13 +905,25 @@ def generator_main(proc_index: int, client_ids: list[int], args: dict, ready: An
             partial += res.partial
             reconnects += res.reconnects
             exhausted |= res.exhausted
-        out.put({
-            "proc": proc_index, "ok": True, "t_end": t_end, "acked": acked, "measured": measured, "acked_totals": acked_totals,
-            "indeterminate": indeterminate, "indeterminate_totals": indeterminate_totals,
-            "latencies": latencies.tobytes(), "statuses": statuses, "partial": partial, "reconnects": reconnects,
-            "exhausted": exhausted, "buckets": list(buckets),
-            "cpu_s": (ru1.user - ru0.user) + (ru1.system - ru0.system),
-        })  # fmt: skip
+        out.put(
+            {
+                "proc": proc_index,
+                "ok": True,
+                "t_end": t_end,
+                "acked": acked,
+                "measured": measured,
+                "acked_totals": acked_totals,
+                "indeterminate": indeterminate,
+                "indeterminate_totals": indeterminate_totals,
+                "latencies": latencies.tobytes(),
+                "statuses": statuses,
+                "partial": partial,
+                "reconnects": reconnects,
+                "exhausted": exhausted,
+                "buckets": list(buckets),
+                "cpu_s": (ru1.user - ru0.user) + (ru1.system - ru0.system),
+            }
+        )
     except BaseException as exc:  # report, never hang the parent
         import traceback
 
@@ -763,7 +967,7 @@ def child_pids(pid: int) -> list[int]:
             text = stat.read_text()
         except OSError:
             continue
-        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
             children.append(int(stat.parent.name))
     return children
 
@@ -779,7 +983,7 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
             comm = (task / "comm").read_text().strip()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         threads[int(task.name)] = (comm, (int(fields[11]) + int(fields[12])) / tick)
     return threads
 
@@ -813,17 +1017,21 @@ def db_size(data_dir: Path | None) -> tuple[int, dict[str, int]]:
 def summary_numbers(summary: dict) -> dict[str, float]:
     tokens = summary.get("tokens", {})
     return {
-        "tok_input": tokens.get("input", 0), "tok_output": tokens.get("output", 0),
-        "tok_cache_read": tokens.get("cache_read", 0), "tok_cache_creation": tokens.get("cache_creation", 0),
-        "cost": summary.get("cost_usd", 0) or 0, "sessions": summary.get("sessions", 0),
+        "tok_input": tokens.get("input", 0),
+        "tok_output": tokens.get("output", 0),
+        "tok_cache_read": tokens.get("cache_read", 0),
+        "tok_cache_creation": tokens.get("cache_creation", 0),
+        "cost": summary.get("cost_usd", 0) or 0,
+        "sessions": summary.get("sessions", 0),
         "loc_added": summary.get("lines_of_code", {}).get("added", 0),
         "loc_removed": summary.get("lines_of_code", {}).get("removed", 0),
         "dec_accept": summary.get("edit_decisions", {}).get("accept", 0),
         "dec_reject": summary.get("edit_decisions", {}).get("reject", 0),
         "active_user": summary.get("active_time_seconds", {}).get("user", 0),
         "active_cli": summary.get("active_time_seconds", {}).get("cli", 0),
-        "user_prompt": summary.get("prompts", 0), "api_request": summary.get("api_requests", 0),
-    }  # fmt: skip
+        "user_prompt": summary.get("prompts", 0),
+        "api_request": summary.get("api_requests", 0),
+    }
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -862,41 +1070,80 @@ def _window_range(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     # 24: the fewest exports in flight that keep the server busy on 2 cores. With 16, throughput is bound by
     # latency (about 10% lower); with 32, it is the same, and each export waits a third longer in line.
-    p.add_argument("--clients", type=int, default=24, help="concurrent clients, one request in flight each (24)")
-    p.add_argument("--rate", type=float, default=0, metavar="EXPORTS_PER_S",
-                   help="open loop: offer this many exports/s in all, spread evenly over the clients, whatever "
-                        "the answers (as many Claude Code CLIs do); latency counts from when each request was "
-                        "due. Default: closed loop, each client sending as soon as it is answered")
+    p.add_argument(
+        "--clients", type=int, default=24, help="concurrent clients, one request in flight each (24)"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        metavar="EXPORTS_PER_S",
+        help="open loop: offer this many exports/s in all, spread evenly over the clients, whatever "
+        "the answers (as many Claude Code CLIs do); latency counts from when each request was "
+        "due. Default: closed loop, each client sending as soon as it is answered",
+    )
     p.add_argument("--seconds", type=float, default=20, help="how long to measure, after the warm-up (20)")
-    p.add_argument("--warmup", type=float, default=3,
-                   help="seconds sent first and left out of the figures (3): every session is new to the server "
-                        "then, and the server's caches are cold; they still count in the zero-loss check")
-    p.add_argument("--max-exports", type=int, default=80_000,
-                   help="requests pre-built in total (bounds the run and memory; 80000 = ~350 MiB)")
-    p.add_argument("--procs", type=int, default=1, help="generator processes (1; clients are spread over them)")
-    p.add_argument("--driver", choices=("raw", "httpx"), default="raw",
-                   help="raw: minimal asyncio HTTP/1.1 keep-alive client (cheap); httpx: httpx.AsyncClient")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=3,
+        help="seconds sent first and left out of the figures (3): every session is new to the server "
+        "then, and the server's caches are cold; they still count in the zero-loss check",
+    )
+    p.add_argument(
+        "--max-exports",
+        type=int,
+        default=80_000,
+        help="requests pre-built in total (bounds the run and memory; 80000 = ~350 MiB)",
+    )
+    p.add_argument(
+        "--procs", type=int, default=1, help="generator processes (1; clients are spread over them)"
+    )
+    p.add_argument(
+        "--driver",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="raw: minimal asyncio HTTP/1.1 keep-alive client (cheap); httpx: httpx.AsyncClient",
+    )
     p.add_argument("--log-every", type=int, default=4, help="every Nth export is a log export (4; 0 = none)")
     p.add_argument("--sessions-per-client", type=int, default=4, help="sessions each client interleaves (4)")
-    p.add_argument("--windows-per-session", type=_window_range, default=(10, 120), metavar="LO-HI",
-                   help="metric exports (60 s windows) per session before it ends and a new one starts, drawn "
-                        "at random per session (10-120: Claude Code's sessions of 10 to 120 minutes); "
-                        "1 = every export creates new series (worst case)")
+    p.add_argument(
+        "--windows-per-session",
+        type=_window_range,
+        default=(10, 120),
+        metavar="LO-HI",
+        help="metric exports (60 s windows) per session before it ends and a new one starts, drawn "
+        "at random per session (10-120: Claude Code's sessions of 10 to 120 minutes); "
+        "1 = every export creates new series (worst case)",
+    )
     p.add_argument("--timeout", type=float, default=30, help="per-request timeout in seconds (30)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, so reruns never collide)")
-    p.add_argument("--url", help="OTLP/HTTP base URL of a running server (loopback only), e.g. http://127.0.0.1:4318")
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: random, so reruns never collide)"
+    )
+    p.add_argument(
+        "--url", help="OTLP/HTTP base URL of a running server (loopback only), e.g. http://127.0.0.1:4318"
+    )
     p.add_argument("--api-url", help="with --url: dashboard/API base URL for the zero-loss check")
     p.add_argument("--server-pid", type=int, help="with --url: server pid, for RSS and CPU figures")
     p.add_argument("--data-dir", type=Path, help="with --url: the server's data dir, for the DB size")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dir of the started server")
     p.add_argument("--serve-arg", action="append", default=[], help="extra argument for `ccmetrics serve`")
-    p.add_argument("--py-spy", metavar="OUT", help="profile the server with `py-spy record` during the run; "
-                   "OUT ending .svg = flamegraph, .txt = collapsed stacks, .json = speedscope")
-    p.add_argument("--py-spy-args", default="--rate 200 --threads",
-                   help="extra py-spy record arguments ('--rate 200 --threads'; add --native/--nonblocking)")
+    p.add_argument(
+        "--py-spy",
+        metavar="OUT",
+        help="profile the server with `py-spy record` during the run; "
+        "OUT ending .svg = flamegraph, .txt = collapsed stacks, .json = speedscope",
+    )
+    p.add_argument(
+        "--py-spy-args",
+        default="--rate 200 --threads",
+        help="extra py-spy record arguments ('--rate 200 --threads'; add --native/--nonblocking)",
+    )
     p.add_argument("--json", metavar="OUT", type=Path, help="also write the results as JSON here")
     p.add_argument("--strict", action="store_true", help="exit 3 when a throughput/latency target is missed")
     args = p.parse_args(argv)
@@ -932,25 +1179,42 @@ def main(argv: list[str] | None = None) -> int:
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     shared = ctx.Array("d", [0.0, 0.0], lock=False)
     per_client = max(1, math.ceil(args.max_exports / args.clients))
-    gen_args = {"url": url, "per_client": per_client, "log_every": args.log_every, "seed": seed,
-                "sessions_per_client": args.sessions_per_client, "windows_per_session": args.windows_per_session,
-                "seconds": args.seconds, "timeout": args.timeout, "driver": args.driver,
-                "clients": args.clients, "rate": args.rate}  # fmt: skip
+    gen_args = {
+        "url": url,
+        "per_client": per_client,
+        "log_every": args.log_every,
+        "seed": seed,
+        "sessions_per_client": args.sessions_per_client,
+        "windows_per_session": args.windows_per_session,
+        "seconds": args.seconds,
+        "timeout": args.timeout,
+        "driver": args.driver,
+        "clients": args.clients,
+        "rate": args.rate,
+    }
     procs = []
     profiler: subprocess.Popen | None = None
     code = 0
     try:
         for k in range(args.procs):
             client_ids = list(range(k, args.clients, args.procs))
-            proc = ctx.Process(target=generator_main, args=(k, client_ids, gen_args, ready, go, shared, out),
-                               name=f"bench-gen-{k}", daemon=True)  # fmt: skip
+            proc = ctx.Process(
+                target=generator_main,
+                args=(k, client_ids, gen_args, ready, go, shared, out),
+                name=f"bench-gen-{k}",
+                daemon=True,
+            )
             proc.start()
             procs.append(proc)
-        loop = (f"open loop at {args.rate:,.0f} exports/s offered" if args.rate
-                else "closed loop, one request in flight each")
-        print(f"ccmetrics ingest benchmark: {args.clients} clients ({loop}) in {args.procs} generator "
-              f"process(es), driver={args.driver}, {args.seconds:g}s, seed={seed}"
-              )  # fmt: skip
+        loop = (
+            f"open loop at {args.rate:,.0f} exports/s offered"
+            if args.rate
+            else "closed loop, one request in flight each"
+        )
+        print(
+            f"ccmetrics ingest benchmark: {args.clients} clients ({loop}) in {args.procs} generator "
+            f"process(es), driver={args.driver}, {args.seconds:g}s, seed={seed}"
+        )
         print(f"  target OTLP/HTTP {url}" + (f" (server pid {pid}, data {data_dir})" if pid else ""))
         built_bytes = 0
         for _ in procs:
@@ -958,24 +1222,42 @@ def main(argv: list[str] | None = None) -> int:
             if build_s < 0:
                 raise RuntimeError(out.get(timeout=10).get("error", "generator failed"))
             built_bytes += nbytes
-        print(f"  pre-built {per_client * args.clients:,} requests ({_fmt_bytes(built_bytes)}), "
-              f"1 in {args.log_every or 'none'} a log export; {args.sessions_per_client} sessions/client, "
-              f"{args.windows_per_session[0]}-{args.windows_per_session[1]} windows/session, staggered")  # fmt: skip
+        print(
+            f"  pre-built {per_client * args.clients:,} requests ({_fmt_bytes(built_bytes)}), "
+            f"1 in {args.log_every or 'none'} a log export; {args.sessions_per_client} sessions/client, "
+            f"{args.windows_per_session[0]}-{args.windows_per_session[1]} windows/session, staggered"
+        )
 
         before = http_get_json(f"{api}/api/summary", 30) if api else None
         if data_dir is not None and (data_dir / "ccmetrics.db").exists():
             with sqlite3.connect(f"file:{data_dir / 'ccmetrics.db'}?mode=ro", uri=True) as conn:
-                rows_before = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("points", "events")]
+                rows_before = [
+                    conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("points", "events")
+                ]
         else:
             rows_before = None
         if args.py_spy and pid:
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            fmt = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}.get(Path(args.py_spy).suffix, "flamegraph")
+            fmt = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}.get(
+                Path(args.py_spy).suffix, "flamegraph"
+            )
             profiler = subprocess.Popen(
-                [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(args.seconds))), "--format", fmt,
-                 "-o", args.py_spy, *args.py_spy_args.split()],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(max(1, int(args.seconds))),
+                    "--format",
+                    fmt,
+                    "-o",
+                    args.py_spy,
+                    *args.py_spy_args.split(),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             time.sleep(0.5)  # let it attach
         t_go = time.monotonic()
         t_start = t_go + args.warmup  # figures count what is sent from here on
@@ -1041,44 +1323,79 @@ def main(argv: list[str] | None = None) -> int:
             return "ok  " if ok else "MISS"
 
         print()
-        print(f"  measured               {elapsed:8.2f} s   after a {args.warmup:g} s warm-up" + ("   (stopped early: pre-built requests exhausted; raise --max-exports)" if exhausted else ""))
-        print(f"  acknowledged exports   {acked:8,d}   ({measured:,d} measured; all: metric points {int(points):,d}, log events {int(events):,d})")
-        print(f"  exports/s              {exports_s:8.1f}   target >= {TARGET_EXPORTS_PER_S:,.0f}   {mark(exports_s >= TARGET_EXPORTS_PER_S)}")
+        print(
+            f"  measured               {elapsed:8.2f} s   after a {args.warmup:g} s warm-up"
+            + ("   (stopped early: pre-built requests exhausted; raise --max-exports)" if exhausted else "")
+        )
+        print(
+            f"  acknowledged exports   {acked:8,d}   ({measured:,d} measured; all: metric points {int(points):,d}, log events {int(events):,d})"
+        )
+        print(
+            f"  exports/s              {exports_s:8.1f}   target >= {TARGET_EXPORTS_PER_S:,.0f}   {mark(exports_s >= TARGET_EXPORTS_PER_S)}"
+        )
         if full_seconds:
             srt = sorted(full_seconds)
-            print(f"    per second           min {srt[0]:,d} / median {srt[len(srt) // 2]:,d} / max {srt[-1]:,d}")
-        print(f"  points/s               {points * share / elapsed:8.1f}   (+ {events * share / elapsed:,.1f} events/s)")
-        print(f"  ack latency ms         p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {pmax:.2f}  mean {mean:.2f}"
-              f"   p99 target <= {TARGET_P99_MS:g}   {mark(p99 <= TARGET_P99_MS)}")
-        print(f"  responses by status    {json.dumps(dict(sorted(statuses.items())))}"
-              + (f"   reconnects {sum(r['reconnects'] for r in results)}" if any(r['reconnects'] for r in results) else ""))  # fmt: skip
+            print(
+                f"    per second           min {srt[0]:,d} / median {srt[len(srt) // 2]:,d} / max {srt[-1]:,d}"
+            )
+        print(
+            f"  points/s               {points * share / elapsed:8.1f}   (+ {events * share / elapsed:,.1f} events/s)"
+        )
+        print(
+            f"  ack latency ms         p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {pmax:.2f}  mean {mean:.2f}"
+            f"   p99 target <= {TARGET_P99_MS:g}   {mark(p99 <= TARGET_P99_MS)}"
+        )
+        print(
+            f"  responses by status    {json.dumps(dict(sorted(statuses.items())))}"
+            + (
+                f"   reconnects {sum(r['reconnects'] for r in results)}"
+                if any(r["reconnects"] for r in results)
+                else ""
+            )
+        )
         if status:
-            print(f"  server RSS             peak (VmHWM) {_fmt_bytes(status.get('VmHWM', 0) * 1024)}, "
-                  f"now (VmRSS) {_fmt_bytes(status.get('VmRSS', 0) * 1024)}, threads {status.get('Threads')}")
+            print(
+                f"  server RSS             peak (VmHWM) {_fmt_bytes(status.get('VmHWM', 0) * 1024)}, "
+                f"now (VmRSS) {_fmt_bytes(status.get('VmRSS', 0) * 1024)}, threads {status.get('Threads')}"
+            )
             for child in child_pids(pid):  # the writer, and multiprocessing's resource tracker
                 child_status = proc_status(child)
-                print(f"    child process {child:<7d} peak (VmHWM) {_fmt_bytes(child_status.get('VmHWM', 0) * 1024)}, "
-                      f"now (VmRSS) {_fmt_bytes(child_status.get('VmRSS', 0) * 1024)}")
+                print(
+                    f"    child process {child:<7d} peak (VmHWM) {_fmt_bytes(child_status.get('VmHWM', 0) * 1024)}, "
+                    f"now (VmRSS) {_fmt_bytes(child_status.get('VmRSS', 0) * 1024)}"
+                )
         if server_cpu:
             total_cpu = sum(server_cpu.values())
             top = sorted(server_cpu.items(), key=lambda kv: -kv[1])[:4]
-            print(f"  server CPU             {total_cpu / elapsed * 100:5.1f}% of a core  ("
-                  + ", ".join(f"{k} {v / elapsed * 100:.1f}%" for k, v in top if v > 0) + ")")
+            print(
+                f"  server CPU             {total_cpu / elapsed * 100:5.1f}% of a core  ("
+                + ", ".join(f"{k} {v / elapsed * 100:.1f}%" for k, v in top if v > 0)
+                + ")"
+            )
             if measured:
                 main_cpu = server_cpu.get("main (event loop)", 0.0)
-                print(f"    per acked export     {total_cpu / measured * 1e3:.2f} ms server CPU (event loop "
-                      f"{main_cpu / measured * 1e3:.2f} ms, other threads and the writer process "
-                      f"{(total_cpu - main_cpu) / measured * 1e3:.2f} ms)")  # fmt: skip
-        print(f"  generator CPU          {gen_cpu_measured / elapsed * 100:5.1f}% of a core ({args.procs} process(es), "
-              f"{gen_cpu / max(1, acked + indeterminate) * 1e6:.0f} us/request)")  # fmt: skip
+                print(
+                    f"    per acked export     {total_cpu / measured * 1e3:.2f} ms server CPU (event loop "
+                    f"{main_cpu / measured * 1e3:.2f} ms, other threads and the writer process "
+                    f"{(total_cpu - main_cpu) / measured * 1e3:.2f} ms)"
+                )
+        print(
+            f"  generator CPU          {gen_cpu_measured / elapsed * 100:5.1f}% of a core ({args.procs} process(es), "
+            f"{gen_cpu / max(1, acked + indeterminate) * 1e6:.0f} us/request)"
+        )
         other = machine_busy - gen_cpu_measured - sum(server_cpu.values())
         # A fifth of a core taken by something else costs this benchmark about a tenth of its throughput.
         busy_box = other / elapsed > 0.15
-        print(f"  other load on the box  {other / elapsed * 100:5.1f}% of a core busy outside server + generator "
-              f"({os.cpu_count()} cores; {steal / elapsed * 100:.1f}% stolen by the hypervisor)"
-              + ("   WARNING: not a quiet machine, figures are pessimistic" if busy_box else ""))  # fmt: skip
+        print(
+            f"  other load on the box  {other / elapsed * 100:5.1f}% of a core busy outside server + generator "
+            f"({os.cpu_count()} cores; {steal / elapsed * 100:.1f}% stolen by the hypervisor)"
+            + ("   WARNING: not a quiet machine, figures are pessimistic" if busy_box else "")
+        )
         if data_dir is not None:
-            print(f"  DB on disk             {_fmt_bytes(size)}  " + ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in parts.items()))
+            print(
+                f"  DB on disk             {_fmt_bytes(size)}  "
+                + ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in parts.items())
+            )
 
         # --- zero-loss check ---------------------------------------------------------------------------
         loss_ok: bool | None = None
@@ -1092,13 +1409,19 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "cost":
                     stored, sent = round(value, 9) - round(got_before[name], 9), round(sent, 9)
                     # With earlier data, both totals are rounded to 9 places: allow that rounding, nothing more.
-                    ok = (math.isclose(stored, sent, rel_tol=0, abs_tol=2.5e-9) if got_before[name] else
-                          round(value, 9) == round(totals[F[name]], 9))  # fmt: skip
+                    ok = (
+                        math.isclose(stored, sent, rel_tol=0, abs_tol=2.5e-9)
+                        if got_before[name]
+                        else round(value, 9) == round(totals[F[name]], 9)
+                    )
                 else:
                     # Exact: every value sent is a binary fraction. A store that held other data has totals
                     # that are not, and their sums carry rounding: allow that (far below one export's worth).
-                    ok = stored == sent or bool(got_before[name]) and math.isclose(
-                        stored, sent, rel_tol=0, abs_tol=abs(value) * 1e-12)
+                    ok = (
+                        stored == sent
+                        or bool(got_before[name])
+                        and math.isclose(stored, sent, rel_tol=0, abs_tol=abs(value) * 1e-12)
+                    )
                 if not ok and indeterminate:
                     # Requests whose answer never came back may or may not have been stored.
                     ok = sent <= stored <= sent + ind_totals[F[name]] + 1e-9
@@ -1106,20 +1429,37 @@ def main(argv: list[str] | None = None) -> int:
                     mismatches.append(f"{name}: acknowledged {sent!r}, stored {stored!r}")
             if rows_before is not None:
                 with sqlite3.connect(f"file:{data_dir / 'ccmetrics.db'}?mode=ro", uri=True) as conn:
-                    rows_after = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("points", "events")]
-                for name, b, a, sent, ind in (("points rows", rows_before[0], rows_after[0], points, ind_totals[F["points"]]),
-                                              ("events rows", rows_before[1], rows_after[1], events, ind_totals[F["events"]])):
+                    rows_after = [
+                        conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("points", "events")
+                    ]
+                for name, b, a, sent, ind in (
+                    ("points rows", rows_before[0], rows_after[0], points, ind_totals[F["points"]]),
+                    ("events rows", rows_before[1], rows_after[1], events, ind_totals[F["events"]]),
+                ):
                     if not (sent <= a - b <= sent + ind):
                         mismatches.append(f"{name}: acknowledged {int(sent)}, stored {a - b}")
             loss_ok = not mismatches
-            shown = {"tokens": int(sum(totals[F[k]] for k in ("tok_input", "tok_output", "tok_cache_read", "tok_cache_creation"))),
-                     "cost_usd": round(totals[F["cost"]], 6), "sessions": int(totals[F["sessions"]]),
-                     "user_prompt": int(totals[F["user_prompt"]]), "api_request": int(totals[F["api_request"]])}  # fmt: skip
-            print(f"  zero-loss check        {'PASS' if loss_ok else 'FAIL'}  acknowledged == stored for tokens (4 types), "
-                  f"cost, sessions, lines, decisions, active time, prompts, api_requests"
-                  + (", point and event rows" if rows_before is not None else ""))  # fmt: skip
-            print(f"                         acknowledged: {json.dumps(shown)}"
-                  + (f"; {indeterminate} requests with unknown outcome" if indeterminate else ""))
+            shown = {
+                "tokens": int(
+                    sum(
+                        totals[F[k]]
+                        for k in ("tok_input", "tok_output", "tok_cache_read", "tok_cache_creation")
+                    )
+                ),
+                "cost_usd": round(totals[F["cost"]], 6),
+                "sessions": int(totals[F["sessions"]]),
+                "user_prompt": int(totals[F["user_prompt"]]),
+                "api_request": int(totals[F["api_request"]]),
+            }
+            print(
+                f"  zero-loss check        {'PASS' if loss_ok else 'FAIL'}  acknowledged == stored for tokens (4 types), "
+                f"cost, sessions, lines, decisions, active time, prompts, api_requests"
+                + (", point and event rows" if rows_before is not None else "")
+            )
+            print(
+                f"                         acknowledged: {json.dumps(shown)}"
+                + (f"; {indeterminate} requests with unknown outcome" if indeterminate else "")
+            )
             for line in mismatches:
                 print(f"                         MISMATCH {line}")
             if not loss_ok:
@@ -1127,25 +1467,50 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("  zero-loss check        skipped (give --api-url with --url)")
         targets_ok = exports_s >= TARGET_EXPORTS_PER_S and p99 <= TARGET_P99_MS
-        print(f"  verdict                throughput {mark(exports_s >= TARGET_EXPORTS_PER_S).strip()}, "
-              f"p99 {mark(p99 <= TARGET_P99_MS).strip()}, loss {'PASS' if loss_ok else ('n/a' if loss_ok is None else 'FAIL')}")
+        print(
+            f"  verdict                throughput {mark(exports_s >= TARGET_EXPORTS_PER_S).strip()}, "
+            f"p99 {mark(p99 <= TARGET_P99_MS).strip()}, loss {'PASS' if loss_ok else ('n/a' if loss_ok is None else 'FAIL')}"
+        )
         if args.strict and not targets_ok and code == 0:
             code = 3
         if profiler is not None:
             try:
                 _, err = profiler.communicate(timeout=60)
-                print(f"  py-spy profile         {args.py_spy}" + (f"  ({err.decode().strip().splitlines()[-1]})" if profiler.returncode and err else ""))
+                print(
+                    f"  py-spy profile         {args.py_spy}"
+                    + (f"  ({err.decode().strip().splitlines()[-1]})" if profiler.returncode and err else "")
+                )
             except subprocess.TimeoutExpired:
                 profiler.kill()
         if args.json:
-            args.json.write_text(json.dumps({
-                "clients": args.clients, "procs": args.procs, "driver": args.driver, "seconds": elapsed,
-                "acked": acked, "measured": measured, "warmup_s": args.warmup, "exports_per_s": exports_s,
-                "points_per_s": points * share / elapsed, "events_per_s": events * share / elapsed, "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": pmax, "mean": mean},
-                "per_second": full_seconds, "statuses": statuses, "indeterminate": indeterminate,
-                "rss_kib": status, "db_bytes": size, "server_cpu_s": server_cpu, "generator_cpu_s": gen_cpu,
-                "zero_loss": loss_ok, "seed": seed, "other_load_cores": other / elapsed,
-            }, indent=1))  # fmt: skip
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "clients": args.clients,
+                        "procs": args.procs,
+                        "driver": args.driver,
+                        "seconds": elapsed,
+                        "acked": acked,
+                        "measured": measured,
+                        "warmup_s": args.warmup,
+                        "exports_per_s": exports_s,
+                        "points_per_s": points * share / elapsed,
+                        "events_per_s": events * share / elapsed,
+                        "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": pmax, "mean": mean},
+                        "per_second": full_seconds,
+                        "statuses": statuses,
+                        "indeterminate": indeterminate,
+                        "rss_kib": status,
+                        "db_bytes": size,
+                        "server_cpu_s": server_cpu,
+                        "generator_cpu_s": gen_cpu,
+                        "zero_loss": loss_ok,
+                        "seed": seed,
+                        "other_load_cores": other / elapsed,
+                    },
+                    indent=1,
+                )
+            )
         return code
     finally:
         go.set()

@@ -40,8 +40,10 @@ CLIENTS = 24  # exports interleaved as 24 clients send them
 def exports(count: int, seed: int) -> list[Batch]:
     """``count`` Claude-Code-shaped exports, decoded, in the order interleaved clients would send them."""
     per_client = count // CLIENTS
-    built = [ingest.build_client_requests("bench", per_client, 4, 4, (10, 120), seed=seed + k)[0]
-             for k in range(CLIENTS)]  # fmt: skip
+    built = [
+        ingest.build_client_requests("bench", per_client, 4, 4, (10, 120), seed=seed + k)[0]
+        for k in range(CLIENTS)
+    ]
     batches = []
     for j in range(per_client):
         for requests in built:
@@ -129,8 +131,10 @@ def main() -> None:
     started = time.perf_counter()
     batches = exports(args.exports, args.seed)
     print(f"{len(batches):,} exports built and decoded in {time.perf_counter() - started:.1f} s")
-    print(f"{'per commit':>10} {'exports/s':>10} {'prepare ms':>11} {'commit ms':>10} {'checkpoint ms':>14} "
-          f"{'log pages':>10}")  # fmt: skip
+    print(
+        f"{'per commit':>10} {'exports/s':>10} {'prepare ms':>11} {'commit ms':>10} {'checkpoint ms':>14} "
+        f"{'log pages':>10}"
+    )
     by_group: dict[int, Counter[str]] = {}
     for group in args.group or [1, 10, 40]:
         by_table = by_group.setdefault(group, Counter()) if args.pages else None

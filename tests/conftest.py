@@ -75,11 +75,28 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             offset = log.tell()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ccmetrics", "serve", "--data-dir", str(self.data_dir),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
-                 "--otlp-grpc-port", str(self.otlp_grpc_port), *self.extra_args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "ccmetrics",
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--otlp-http-port",
+                    str(self.otlp_http_port),
+                    "--otlp-grpc-port",
+                    str(self.otlp_grpc_port),
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

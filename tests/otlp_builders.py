@@ -55,8 +55,9 @@ def sum_request(
     return request
 
 
-def log_request(records: list[tuple[int, str, dict[str, Any]]],
-                resource: dict[str, Any] | None = None) -> ExportLogsServiceRequest:  # fmt: skip
+def log_request(
+    records: list[tuple[int, str, dict[str, Any]]], resource: dict[str, Any] | None = None
+) -> ExportLogsServiceRequest:
     """Log records ``(time_ns, event_name, attributes)`` as Claude Code writes them."""
     request = ExportLogsServiceRequest()
     rl = request.resource_logs.add()

@@ -15,11 +15,18 @@ import pytest
 
 from .e2e.ground_truth import Event, Point, sum_points
 
-TOKEN_LABELS = {"input": "input", "output": "output", "cacheRead": "cache read", "cacheCreation": "cache creation"}
+TOKEN_LABELS = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache read",
+    "cacheCreation": "cache creation",
+}
 
 
 def _metric(points: list[Point], name: str, **match: Any) -> float:
-    return sum_points(p for p in points if p.metric == name and all(p.attrs.get(k) == v for k, v in match.items()))
+    return sum_points(
+        p for p in points if p.metric == name and all(p.attrs.get(k) == v for k, v in match.items())
+    )
 
 
 def _by(points: list[Point], name: str, *keys: str) -> dict[tuple, float]:
@@ -30,7 +37,9 @@ def _by(points: list[Point], name: str, *keys: str) -> dict[tuple, float]:
     return {k: sum_points(v) for k, v in groups.items()}
 
 
-def _items(groups: dict[tuple, float], label=lambda k: str(k[0]) if k[0] is not None else "unknown") -> dict[str, float]:
+def _items(
+    groups: dict[tuple, float], label=lambda k: str(k[0]) if k[0] is not None else "unknown"
+) -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
     for k, v in groups.items():
         out[label(k)] += v
@@ -65,18 +74,25 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         durations = [d for d in (_num(e.attrs.get("duration_ms")) for e in reqs) if d is not None]
         ttfts = [d for d in (_num(e.attrs.get("ttft_ms")) for e in reqs) if d is not None]
         latency[model or "unknown"] = {
-            "requests": len(reqs), "errors": sum(1 for e in ev("api_error") if e.attrs.get("model") == model),
-            "p50_ms": _nearest_rank(durations, .5), "p95_ms": _nearest_rank(durations, .95),
-            "ttft_p50_ms": _nearest_rank(ttfts, .5), "ttft_p95_ms": _nearest_rank(ttfts, .95),
-        }  # fmt: skip
+            "requests": len(reqs),
+            "errors": sum(1 for e in ev("api_error") if e.attrs.get("model") == model),
+            "p50_ms": _nearest_rank(durations, 0.5),
+            "p95_ms": _nearest_rank(durations, 0.95),
+            "ttft_p50_ms": _nearest_rank(ttfts, 0.5),
+            "ttft_p95_ms": _nearest_rank(ttfts, 0.95),
+        }
 
     tools: dict[str, dict[str, Any]] = {}
     for tool in {e.attrs.get("tool_name") for e in ev("tool_result")}:
         results = [e for e in ev("tool_result") if e.attrs.get("tool_name") == tool]
         durations = [d for d in (_num(e.attrs.get("duration_ms")) for e in results) if d is not None]
         ok = sum(1 for e in results if str(e.attrs.get("success")).lower() == "true")
-        tools[tool or "unknown"] = {"calls": len(results), "success_rate": ok / len(results),
-                                    "p50_ms": _nearest_rank(durations, .5), "p95_ms": _nearest_rank(durations, .95)}  # fmt: skip
+        tools[tool or "unknown"] = {
+            "calls": len(results),
+            "success_rate": ok / len(results),
+            "p50_ms": _nearest_rank(durations, 0.5),
+            "p95_ms": _nearest_rank(durations, 0.95),
+        }
 
     def board(key: str) -> dict[str, dict[str, float]]:
         names = {p.attrs.get(key) for p in points if p.metric.startswith("claude_code.")}
@@ -84,10 +100,12 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         for name in names:
             sel = [p for p in points if p.attrs.get(key) == name]
             row = {
-                "cost_usd": _metric(sel, cost), "tokens": _metric(sel, tokens),
-                "sessions": _metric(sel, "claude_code.session.count"), "lines": _metric(sel, lines, type="added"),
+                "cost_usd": _metric(sel, cost),
+                "tokens": _metric(sel, tokens),
+                "sessions": _metric(sel, "claude_code.session.count"),
+                "lines": _metric(sel, lines, type="added"),
                 "commits": _metric(sel, "claude_code.commit.count"),
-            }  # fmt: skip
+            }
             if any(row.values()):
                 out["unknown" if name is None else str(name)] = row
         return out
@@ -96,11 +114,13 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
     for sid in {p.attrs.get("session.id") for p in points if p.attrs.get("session.id")}:
         sel = [p for p in points if p.attrs.get("session.id") == sid]
         sessions[sid] = {
-            "cost_usd": _metric(sel, cost), "tokens": _metric(sel, tokens),
-            "lines_added": _metric(sel, lines, type="added"), "lines_removed": _metric(sel, lines, type="removed"),
+            "cost_usd": _metric(sel, cost),
+            "tokens": _metric(sel, tokens),
+            "lines_added": _metric(sel, lines, type="added"),
+            "lines_removed": _metric(sel, lines, type="removed"),
             "commits": _metric(sel, "claude_code.commit.count"),
             "prompts": sum(1 for e in ev("user_prompt") if e.attrs.get("session.id") == sid),
-        }  # fmt: skip
+        }
 
     join = lambda k: " · ".join(str(x) for x in k if x is not None)  # noqa: E731
     ratio = lambda a, b: a / b if b else None  # noqa: E731
@@ -123,7 +143,9 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "cost_over_time": _items(_by(points, cost, "model")),
         "active_time_over_time": _items(_by(points, active, "type")),
         "pull_requests": m("claude_code.pull_request.count"),
-        "edit_decisions": _items(_by(points, "claude_code.code_edit_tool.decision", "decision", "tool_name", "language"), join),
+        "edit_decisions": _items(
+            _by(points, "claude_code.code_edit_tool.decision", "decision", "tool_name", "language"), join
+        ),
         "lines_added": m(lines, type="added"),
         "lines_removed": m(lines, type="removed"),
         "api_requests": len(ev("api_request")),
@@ -131,13 +153,21 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "api_errors_by_status": dict(_count(ev("api_error"), lambda e: f"HTTP {e.attrs.get('status_code')}")),
         "api_latency": latency,
         "tools": tools,
-        "tool_decisions_by_source": dict(_count(ev("tool_decision"), lambda e: join((e.attrs.get("decision"), e.attrs.get("source"))))),
-        "active_users": len({p.attrs.get("user.id") for p in points if p.metric in ("claude_code.session.count", tokens) and p.attrs.get("user.id")}),
+        "tool_decisions_by_source": dict(
+            _count(ev("tool_decision"), lambda e: join((e.attrs.get("decision"), e.attrs.get("source"))))
+        ),
+        "active_users": len(
+            {
+                p.attrs.get("user.id")
+                for p in points
+                if p.metric in ("claude_code.session.count", tokens) and p.attrs.get("user.id")
+            }
+        ),
         "leaderboard_users": board("user.id"),
         "leaderboard_groups": board(group_key),
         "cost_by_query_source": _items(_by(points, cost, "query_source")),
         "cost_by_effort": _items(_by(points, cost, "effort")),
-    }  # fmt: skip
+    }
 
 
 def _count(events: list[Event], label) -> dict[str, int]:
@@ -171,7 +201,10 @@ def check_panels(dashboard: dict[str, Any], expected: dict[str, Any], panels: li
             assert got == {sid: {k: _approx(v) for k, v in row.items()} for sid, row in want.items()}, pid
         elif pid in ("api_latency", "tools"):
             first = "model" if pid == "api_latency" else "tool"
-            got = {r[first]: {k: v for k, v in r.items() if k != first and k != "succeeded"} for r in data["rows"]}
+            got = {
+                r[first]: {k: v for k, v in r.items() if k != first and k != "succeeded"}
+                for r in data["rows"]
+            }
             assert got == {k: {f: _approx(v, f) for f, v in row.items()} for k, row in want.items()}, pid
         elif pid.startswith("leaderboard"):
             got = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in data["rows"]}

@@ -164,8 +164,13 @@ def channel(loaded: Loaded) -> Iterator[grpc.Channel]:
         yield ch
 
 
-def post(server: ServerProcess, path: str, body: bytes | Iterator[bytes], content_type: str | None,
-         encoding: str | None = None) -> httpx.Response:  # fmt: skip
+def post(
+    server: ServerProcess,
+    path: str,
+    body: bytes | Iterator[bytes],
+    content_type: str | None,
+    encoding: str | None = None,
+) -> httpx.Response:
     headers = {}
     if content_type is not None:
         headers["Content-Type"] = content_type
@@ -213,7 +218,15 @@ def assert_intact(loaded: Loaded, **added: float) -> None:
         expected_tokens[token_type] += added.get(token_type, 0)
     assert now["tokens"] == expected_tokens
     assert now["cost_usd"] == pytest.approx(loaded.before["cost_usd"] + added.get("cost_usd", 0), abs=1e-9)
-    for key in ("sessions", "lines_of_code", "commits", "edit_decisions", "prompts", "api_requests", "api_errors"):
+    for key in (
+        "sessions",
+        "lines_of_code",
+        "commits",
+        "edit_decisions",
+        "prompts",
+        "api_requests",
+        "api_errors",
+    ):
         assert now[key] == loaded.before[key], key
 
 
@@ -234,8 +247,11 @@ MEDIA = pytest.mark.parametrize("media", [PROTOBUF, JSON], ids=["protobuf", "jso
 
 
 def metrics_body(media: str) -> bytes:
-    return next(e.body for e in fixture_exports("http-protobuf-delta" if media == PROTOBUF else "http-json-cumulative")
-                if e.path == "/v1/metrics")  # fmt: skip
+    return next(
+        e.body
+        for e in fixture_exports("http-protobuf-delta" if media == PROTOBUF else "http-json-cumulative")
+        if e.path == "/v1/metrics"
+    )
 
 
 # --- undecodable bodies: HTTP ---------------------------------------------------------------------------
@@ -243,7 +259,9 @@ def metrics_body(media: str) -> bytes:
 
 @pytest.mark.parametrize("path", ["/v1/metrics", "/v1/logs", "/v1/traces"])
 def test_http_truncated_protobuf(loaded: Loaded, path: str) -> None:
-    capture = next(e.body for e in fixture_exports("http-protobuf-delta") if e.path == path.replace("traces", "logs"))
+    capture = next(
+        e.body for e in fixture_exports("http-protobuf-delta") if e.path == path.replace("traces", "logs")
+    )
     truncated = capture[: len(capture) // 2]
     response = post(loaded.server, path, truncated, PROTOBUF)
     assert_http_error(response, 400, PROTOBUF, "protobuf")
@@ -258,8 +276,12 @@ def test_http_truncated_json(loaded: Loaded) -> None:
 
 
 # Bytes no protobuf parser accepts: a tag with field number 0, then wire type 7 (which does not exist).
-GARBAGE = [b"\x00\x00\x00\x00", b"\xff" * 64, b"\x0f" + random.Random(1).randbytes(4096),
-           b"\x0a\xff\xff\xff\xff\x0f" + b"x" * 10]  # fmt: skip
+GARBAGE = [
+    b"\x00\x00\x00\x00",
+    b"\xff" * 64,
+    b"\x0f" + random.Random(1).randbytes(4096),
+    b"\x0a\xff\xff\xff\xff\x0f" + b"x" * 10,
+]
 
 
 @pytest.mark.parametrize("path", ["/v1/metrics", "/v1/logs", "/v1/traces"])
@@ -278,8 +300,15 @@ def test_http_garbage_as_json(loaded: Loaded, path: str) -> None:
     assert_intact(loaded)
 
 
-INVALID_JSON = [b"{", b'{"resourceMetrics": [', b"{'resourceMetrics': []}", b"nul", b"\xef\xbb\xbf{",
-                b'{"resourceMetrics": []} trailing', b"\xff\xfe\x00garbage"]  # fmt: skip
+INVALID_JSON = [
+    b"{",
+    b'{"resourceMetrics": [',
+    b"{'resourceMetrics': []}",
+    b"nul",
+    b"\xef\xbb\xbf{",
+    b'{"resourceMetrics": []} trailing',
+    b"\xff\xfe\x00garbage",
+]
 
 
 def test_http_invalid_json(loaded: Loaded) -> None:
@@ -304,7 +333,10 @@ WRONG_SHAPE = {
         b'{"dataPoints":[{"timeUnixNano":"18446744073709551616","asInt":"1"}]}}]}]}]}',
         "ExportMetricsServiceRequest",
     ),
-    "attributes-object": (b'{"resourceMetrics":[{"resource":{"attributes":{"a":"b"}}}]}', "ExportMetricsServiceRequest"),
+    "attributes-object": (
+        b'{"resourceMetrics":[{"resource":{"attributes":{"a":"b"}}}]}',
+        "ExportMetricsServiceRequest",
+    ),
 }
 
 
@@ -315,7 +347,9 @@ def test_http_json_of_the_wrong_shape(loaded: Loaded) -> None:
 
 
 def test_http_json_trace_id_not_hex(loaded: Loaded) -> None:
-    body = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not-hex!","spanId":"0102030405060708"}]}]}]}'
+    body = (
+        b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not-hex!","spanId":"0102030405060708"}]}]}]}'
+    )
     assert_http_error(post(loaded.server, "/v1/traces", body, JSON), 400, JSON, "traceId", "hex")
     assert_intact(loaded)
 
@@ -339,8 +373,15 @@ def test_http_protobuf_invalid_utf8_string(loaded: Loaded) -> None:
 
 
 def test_http_wrong_content_type(loaded: Loaded) -> None:
-    for content_type in (None, "", "text/plain", "application/xml", "application/grpc", "application/jsonx",
-                         "multipart/form-data; boundary=x"):  # fmt: skip
+    for content_type in (
+        None,
+        "",
+        "text/plain",
+        "application/xml",
+        "application/grpc",
+        "application/jsonx",
+        "multipart/form-data; boundary=x",
+    ):
         response = post(loaded.server, "/v1/metrics", metrics_body(PROTOBUF), content_type)
         assert_http_error(response, 415, PROTOBUF, "content type")
         assert_intact(loaded)
@@ -453,11 +494,17 @@ def test_http_oversized_body_without_content_length(loaded_small: Loaded, media:
 
 def test_http_body_just_under_the_limit_is_accepted(loaded_small: Loaded) -> None:
     pad = SMALL_LIMIT
-    while len(body := metrics_request(tokens([P(9, T0, attrs={"pad": "p" * pad})])).SerializeToString()) > SMALL_LIMIT:
+    while (
+        len(body := metrics_request(tokens([P(9, T0, attrs={"pad": "p" * pad})])).SerializeToString())
+        > SMALL_LIMIT
+    ):
         pad -= 1
     assert SMALL_LIMIT - 16 < len(body) <= SMALL_LIMIT
-    assert_http_ok(post(loaded_small.server, "/v1/metrics", body, PROTOBUF), PROTOBUF,
-                   metrics_service_pb2.ExportMetricsServiceResponse)  # fmt: skip
+    assert_http_ok(
+        post(loaded_small.server, "/v1/metrics", body, PROTOBUF),
+        PROTOBUF,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
     assert_intact(loaded_small, input=9)
 
 
@@ -495,17 +542,28 @@ def test_http_gzip_bomb(loaded_small: Loaded, media: str, encoding: str) -> None
 
 def nan_negative_request() -> metrics_service_pb2.ExportMetricsServiceRequest:
     return metrics_request(
-        tokens([P(100, T0), P(math.nan, T0 + 1 * 10**9), P(-5, T0 + 2 * 10**9), P(-0.5, T0 + 3 * 10**9),
-                P(math.inf, T0 + 4 * 10**9), P(-math.inf, T0 + 5 * 10**9), P(7, T0 + 6 * 10**9)]),
+        tokens(
+            [
+                P(100, T0),
+                P(math.nan, T0 + 1 * 10**9),
+                P(-5, T0 + 2 * 10**9),
+                P(-0.5, T0 + 3 * 10**9),
+                P(math.inf, T0 + 4 * 10**9),
+                P(-math.inf, T0 + 5 * 10**9),
+                P(7, T0 + 6 * 10**9),
+            ]
+        ),
         cost([P(0.25, T0), P(math.nan, T0 + 1 * 10**9), P(-0.125, T0 + 2 * 10**9)]),
-    )  # fmt: skip
+    )
 
 
 NAN_NEGATIVE_REJECTED = 7
 NAN_NEGATIVE_ADDED = {"input": 107, "cost_usd": 0.25}
 
 
-def check_partial(response: metrics_service_pb2.ExportMetricsServiceResponse, rejected: int, *words: str) -> None:
+def check_partial(
+    response: metrics_service_pb2.ExportMetricsServiceResponse, rejected: int, *words: str
+) -> None:
     assert response.HasField("partial_success")
     assert response.partial_success.rejected_data_points == rejected
     assert response.partial_success.error_message
@@ -516,8 +574,11 @@ def check_partial(response: metrics_service_pb2.ExportMetricsServiceResponse, re
 @MEDIA
 def test_http_nan_and_negative_on_monotonic_sum(loaded: Loaded, media: str) -> None:
     body = encode(nan_negative_request(), media)
-    response = assert_http_ok(post(loaded.server, "/v1/metrics", body, media), media,
-                              metrics_service_pb2.ExportMetricsServiceResponse)  # fmt: skip
+    response = assert_http_ok(
+        post(loaded.server, "/v1/metrics", body, media),
+        media,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
     check_partial(response, NAN_NEGATIVE_REJECTED, "non-finite", "negative")
     assert_intact(loaded, **NAN_NEGATIVE_ADDED)
     # a retry of the same export changes nothing
@@ -528,8 +589,11 @@ def test_http_nan_and_negative_on_monotonic_sum(loaded: Loaded, media: str) -> N
 def test_negative_values_of_a_non_monotonic_sum_are_kept(loaded: Loaded) -> None:
     metric = tokens([P(-5, T0), P(20, T0 + 10**9)])
     metric.sum.is_monotonic = False
-    response = assert_http_ok(post(loaded.server, "/v1/metrics", metrics_request(metric).SerializeToString(), PROTOBUF),
-                              PROTOBUF, metrics_service_pb2.ExportMetricsServiceResponse)  # fmt: skip
+    response = assert_http_ok(
+        post(loaded.server, "/v1/metrics", metrics_request(metric).SerializeToString(), PROTOBUF),
+        PROTOBUF,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
     assert not response.HasField("partial_success")
     assert_intact(loaded, input=15)
 
@@ -537,16 +601,20 @@ def test_negative_values_of_a_non_monotonic_sum_are_kept(loaded: Loaded) -> None
 HUGE = 1024 * 1024
 
 
-def huge_attribute_requests() -> tuple[metrics_service_pb2.ExportMetricsServiceRequest,
-                                       logs_service_pb2.ExportLogsServiceRequest]:  # fmt: skip
+def huge_attribute_requests() -> tuple[
+    metrics_service_pb2.ExportMetricsServiceRequest, logs_service_pb2.ExportLogsServiceRequest
+]:
     value = "é" + "x" * (HUGE - 1)  # non-ASCII first: the cut is counted in characters, not bytes
     metrics = metrics_request(tokens([P(13, T0, attrs={"huge": value})]))
     logs = logs_service_pb2.ExportLogsServiceRequest()
     record = logs.resource_logs.add().scope_logs.add().log_records.add()
     record.time_unix_nano = T0
     record.body.string_value = "claude_code.user_prompt"
-    record.attributes.extend(key_values({**bad_user_attrs(None), "event.name": "user_prompt", "huge": value,
-                                         "prompt_length": "42"}))  # fmt: skip
+    record.attributes.extend(
+        key_values(
+            {**bad_user_attrs(None), "event.name": "user_prompt", "huge": value, "prompt_length": "42"}
+        )
+    )
     return metrics, logs
 
 
@@ -572,12 +640,18 @@ def check_huge_stored(server: ServerProcess) -> None:
 @MEDIA
 def test_http_one_megabyte_attribute(loaded: Loaded, media: str) -> None:
     metrics, logs = huge_attribute_requests()
-    response = assert_http_ok(post(loaded.server, "/v1/metrics", encode(metrics, media), media), media,
-                              metrics_service_pb2.ExportMetricsServiceResponse)  # fmt: skip
+    response = assert_http_ok(
+        post(loaded.server, "/v1/metrics", encode(metrics, media), media),
+        media,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
     assert response.partial_success.rejected_data_points == 0
     assert "shortened" in response.partial_success.error_message
-    response = assert_http_ok(post(loaded.server, "/v1/logs", encode(logs, media), media), media,
-                              logs_service_pb2.ExportLogsServiceResponse)  # fmt: skip
+    response = assert_http_ok(
+        post(loaded.server, "/v1/logs", encode(logs, media), media),
+        media,
+        logs_service_pb2.ExportLogsServiceResponse,
+    )
     assert response.partial_success.rejected_log_records == 0
     check_huge_stored(loaded.server)
     assert loaded.server.summary(filter=f"user.id={BAD_USER}")["prompts"] == 1
@@ -592,7 +666,11 @@ KEYS, KEYS_PER_POINT = 10_000, 100
 def many_keys_request() -> metrics_service_pb2.ExportMetricsServiceRequest:
     """10,000 distinct keys ``key_0`` ... ``key_9999``, 100 per point; point ``n`` has value ``n + 1``."""
     points = [
-        P(n + 1, T0 + n * 10**9, attrs={f"key_{k}": "v" for k in range(n * KEYS_PER_POINT, (n + 1) * KEYS_PER_POINT)})
+        P(
+            n + 1,
+            T0 + n * 10**9,
+            attrs={f"key_{k}": "v" for k in range(n * KEYS_PER_POINT, (n + 1) * KEYS_PER_POINT)},
+        )
         for n in range(KEYS // KEYS_PER_POINT)
     ]
     return metrics_request(tokens(points))
@@ -611,16 +689,28 @@ def check_many_keys(loaded: Loaded) -> None:
 
 @MEDIA
 def test_http_ten_thousand_attribute_keys(loaded: Loaded, media: str) -> None:
-    response = assert_http_ok(post(loaded.server, "/v1/metrics", encode(many_keys_request(), media), media), media,
-                              metrics_service_pb2.ExportMetricsServiceResponse)  # fmt: skip
+    response = assert_http_ok(
+        post(loaded.server, "/v1/metrics", encode(many_keys_request(), media), media),
+        media,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
     assert not response.HasField("partial_success")
     check_many_keys(loaded)
 
 
 def max_time_request() -> metrics_service_pb2.ExportMetricsServiceRequest:
-    return metrics_request(tokens([P(1, 2**64 - 1, start_ns=T0), P(2, T0 + 5 * 10**9, start_ns=2**64 - 1),
-                                   P(4, 2**63, start_ns=T0), P(8, 0, start_ns=0), P(16, 2**63 - 1, start_ns=T0),
-                                   P(32, T0 + 10**9, start_ns=T0)]))  # fmt: skip
+    return metrics_request(
+        tokens(
+            [
+                P(1, 2**64 - 1, start_ns=T0),
+                P(2, T0 + 5 * 10**9, start_ns=2**64 - 1),
+                P(4, 2**63, start_ns=T0),
+                P(8, 0, start_ns=0),
+                P(16, 2**63 - 1, start_ns=T0),
+                P(32, T0 + 10**9, start_ns=T0),
+            ]
+        )
+    )
 
 
 MAX_TIME_REJECTED = 4  # 2**64-1 as time, as start time, 2**63 (over SQLite's INTEGER), and 0
@@ -629,17 +719,23 @@ MAX_TIME_ADDED = {"input": 48}  # 16 at 2**63-1 (year 2262, still representable)
 
 @MEDIA
 def test_http_time_unix_nano_max_uint64(loaded: Loaded, media: str) -> None:
-    response = assert_http_ok(post(loaded.server, "/v1/metrics", encode(max_time_request(), media), media), media,
-                              metrics_service_pb2.ExportMetricsServiceResponse)  # fmt: skip
+    response = assert_http_ok(
+        post(loaded.server, "/v1/metrics", encode(max_time_request(), media), media),
+        media,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
     check_partial(response, MAX_TIME_REJECTED, "time_unix_nano")
     assert_intact(loaded, **MAX_TIME_ADDED)
 
 
-@pytest.mark.parametrize("path, response_type", [
-    ("/v1/metrics", metrics_service_pb2.ExportMetricsServiceResponse),
-    ("/v1/logs", logs_service_pb2.ExportLogsServiceResponse),
-    ("/v1/traces", trace_service_pb2.ExportTraceServiceResponse),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path, response_type",
+    [
+        ("/v1/metrics", metrics_service_pb2.ExportMetricsServiceResponse),
+        ("/v1/logs", logs_service_pb2.ExportLogsServiceResponse),
+        ("/v1/traces", trace_service_pb2.ExportTraceServiceResponse),
+    ],
+)
 def test_http_empty_body(loaded: Loaded, path: str, response_type: type[Message]) -> None:
     """An empty protobuf body is a valid, empty export; so is ``{}`` in JSON."""
     response = post(loaded.server, path, b"", PROTOBUF)
@@ -701,7 +797,9 @@ def test_grpc_json_is_not_protobuf(loaded: Loaded, channel: grpc.Channel) -> Non
 
 
 def test_grpc_unknown_method(loaded: Loaded, channel: grpc.Channel) -> None:
-    error = grpc_error(grpc_raw, channel, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Nope", b"")
+    error = grpc_error(
+        grpc_raw, channel, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Nope", b""
+    )
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     assert_intact(loaded)
 
@@ -732,7 +830,9 @@ def test_grpc_gzip_bomb(loaded_small: Loaded) -> None:
 
 def test_grpc_compressed_export_is_accepted(loaded: Loaded) -> None:
     with grpc.insecure_channel(loaded.server.otlp_grpc, compression=grpc.Compression.Gzip) as ch:
-        response = metrics_service_pb2_grpc.MetricsServiceStub(ch).Export(metrics_request(tokens([P(21, T0)])))
+        response = metrics_service_pb2_grpc.MetricsServiceStub(ch).Export(
+            metrics_request(tokens([P(21, T0)]))
+        )
     assert not response.HasField("partial_success")
     assert_intact(loaded, input=21)
 

@@ -26,9 +26,16 @@ def browser():
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--headless",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -55,10 +62,11 @@ def stat(page, panel_id: str) -> str:
 
 def wait_stat(page, panel_id: str, text: str, timeout: float = 5000) -> None:
     page.wait_for_function(
-        "([id, text]) => { const n = document.querySelector(`[data-panel=\"${id}\"] .stat-value`);"
+        '([id, text]) => { const n = document.querySelector(`[data-panel="${id}"] .stat-value`);'
         " return n && n.textContent === text; }",
-        arg=[panel_id, text], timeout=timeout,
-    )  # fmt: skip
+        arg=[panel_id, text],
+        timeout=timeout,
+    )
 
 
 def hostile_exports(now_ns: int):
@@ -67,8 +75,16 @@ def hostile_exports(now_ns: int):
     resource = {"service.name": "claude-code", "team.id": XSS}
     return (
         sum_request("claude_code.token.usage", [(now_ns - SECOND, now_ns, 5, attrs)], resource=resource),
-        log_request([(now_ns, "tool_result", {"tool_name": XSS, "success": "true", "duration_ms": 5,
-                                              "session.id": XSS})], resource=resource),  # fmt: skip
+        log_request(
+            [
+                (
+                    now_ns,
+                    "tool_result",
+                    {"tool_name": XSS, "success": "true", "duration_ms": 5, "session.id": XSS},
+                )
+            ],
+            resource=resource,
+        ),
     )
 
 
@@ -76,8 +92,12 @@ def post(server, request) -> None:
     kind = "metrics" if type(request).__name__.startswith("ExportMetrics") else "logs"
     import httpx
 
-    response = httpx.post(f"{server.otlp_http}/v1/{kind}", content=request.SerializeToString(),
-                          headers={"Content-Type": "application/x-protobuf"}, timeout=10)  # fmt: skip
+    response = httpx.post(
+        f"{server.otlp_http}/v1/{kind}",
+        content=request.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+        timeout=10,
+    )
     assert response.status_code == 200
 
 
@@ -103,7 +123,9 @@ def test_dashboard_shows_filters_drills_down_and_updates_live(server, page):
     assert stat(page, "commits") == "1"
     assert stat(page, "lines_net") == "7"
     assert page.locator(".panel-error").count() == 0
-    assert page.locator(".panel").count() == len(page.evaluate("fetch('/api/panels').then(r => r.json())")["panels"])
+    assert page.locator(".panel").count() == len(
+        page.evaluate("fetch('/api/panels').then(r => r.json())")["panels"]
+    )
     shot(page, "dashboard")
 
     # A filter changes the numbers and lands in the URL.
@@ -129,7 +151,12 @@ def test_dashboard_shows_filters_drills_down_and_updates_live(server, page):
     wait_stat(page, "sessions", "2")
     page.evaluate("window.__sameDocument = true")
     now = time.time_ns()
-    post(server, sum_request("claude_code.session.count", [(now - SECOND, now, 1, {"user.id": "new", "session.id": "live-1"})]))
+    post(
+        server,
+        sum_request(
+            "claude_code.session.count", [(now - SECOND, now, 1, {"user.id": "new", "session.id": "live-1"})]
+        ),
+    )
     started = time.monotonic()
     wait_stat(page, "sessions", "3", timeout=2000)
     assert time.monotonic() - started < 2.0

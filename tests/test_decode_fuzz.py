@@ -25,10 +25,12 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from ccmetrics.otlp.decode import JSON, PROTOBUF, DecodeError, Signal, decompress, media_type, parse
 from ccmetrics.otlp.normalize import REDACTED, TEXT_KEYS, _series_key, to_batch
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                            HealthCheck.data_too_large])  # fmt: skip
-FEW = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                      HealthCheck.data_too_large])  # fmt: skip
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+FEW = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 NOW_NS = 1_760_000_000_000_000_000
 LIMIT = 64 * 1024
 signals = st.sampled_from(list(Signal))
@@ -50,9 +52,25 @@ def decode_all(signal: Signal, body: bytes, media: str) -> None:
 
 
 @SETTINGS
-@given(st.one_of(st.none(), st.text(max_size=60), st.sampled_from(
-    ["application/json", "application/x-protobuf", "APPLICATION/JSON; charset=utf-8", "application/protobuf",
-     " application/json ", "text/plain", "application/json;", ";", "application/x-protobuf\x00"])))  # fmt: skip
+@given(
+    st.one_of(
+        st.none(),
+        st.text(max_size=60),
+        st.sampled_from(
+            [
+                "application/json",
+                "application/x-protobuf",
+                "APPLICATION/JSON; charset=utf-8",
+                "application/protobuf",
+                " application/json ",
+                "text/plain",
+                "application/json;",
+                ";",
+                "application/x-protobuf\x00",
+            ]
+        ),
+    )
+)
 def test_media_type(content_type: str | None) -> None:
     try:
         media = media_type(content_type)
@@ -62,7 +80,9 @@ def test_media_type(content_type: str | None) -> None:
     assert media in (PROTOBUF, JSON)
 
 
-encodings = st.one_of(st.none(), st.sampled_from(["gzip", "deflate", "identity", "GZIP ", "br", "x"]), st.text(max_size=10))
+encodings = st.one_of(
+    st.none(), st.sampled_from(["gzip", "deflate", "identity", "GZIP ", "br", "x"]), st.text(max_size=10)
+)
 
 
 @SETTINGS
@@ -118,10 +138,20 @@ def test_parse_arbitrary_bytes(signal: Signal, body: bytes, media: str) -> None:
     decode_all(signal, body, media)
 
 
-json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))  # fmt: skip
-json_values = st.recursive(json_leaves, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)), max_leaves=30)
+json_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=30,
+)
 
 
 @SETTINGS
@@ -131,23 +161,98 @@ def test_parse_arbitrary_json(signal: Signal, document: Any) -> None:
 
 
 # JSON whose keys are OTLP's, with random leaves: reaches far deeper into the parser and into to_batch.
-OTLP_KEYS = ["resourceMetrics", "resourceLogs", "resourceSpans", "resource", "attributes", "scopeMetrics",
-             "scopeLogs", "scopeSpans", "scope", "name", "metrics", "sum", "gauge", "histogram", "summary",
-             "exponentialHistogram", "dataPoints", "aggregationTemporality", "isMonotonic", "asInt", "asDouble",
-             "timeUnixNano", "startTimeUnixNano", "observedTimeUnixNano", "key", "value", "stringValue",
-             "intValue", "doubleValue", "boolValue", "bytesValue", "arrayValue", "kvlistValue", "values",
-             "logRecords", "body", "spans", "traceId", "spanId", "parentSpanId", "count", "bucketCounts",
-             "explicitBounds", "quantileValues", "exemplars", "unit", "eventName", "severityNumber", "min", "max",
-             "positive", "negative", "offset", "scale", "zeroCount", "status", "code", "flags"]  # fmt: skip
+OTLP_KEYS = [
+    "resourceMetrics",
+    "resourceLogs",
+    "resourceSpans",
+    "resource",
+    "attributes",
+    "scopeMetrics",
+    "scopeLogs",
+    "scopeSpans",
+    "scope",
+    "name",
+    "metrics",
+    "sum",
+    "gauge",
+    "histogram",
+    "summary",
+    "exponentialHistogram",
+    "dataPoints",
+    "aggregationTemporality",
+    "isMonotonic",
+    "asInt",
+    "asDouble",
+    "timeUnixNano",
+    "startTimeUnixNano",
+    "observedTimeUnixNano",
+    "key",
+    "value",
+    "stringValue",
+    "intValue",
+    "doubleValue",
+    "boolValue",
+    "bytesValue",
+    "arrayValue",
+    "kvlistValue",
+    "values",
+    "logRecords",
+    "body",
+    "spans",
+    "traceId",
+    "spanId",
+    "parentSpanId",
+    "count",
+    "bucketCounts",
+    "explicitBounds",
+    "quantileValues",
+    "exemplars",
+    "unit",
+    "eventName",
+    "severityNumber",
+    "min",
+    "max",
+    "positive",
+    "negative",
+    "offset",
+    "scale",
+    "zeroCount",
+    "status",
+    "code",
+    "flags",
+]
 otlp_leaves = st.one_of(
     json_leaves,
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1", "-1", "18446744073709551615", "18446744073709551616",
-                     "9223372036854775808", "0102030405060708", "0102030405060708090a0b0c0d0e0f10", "zz", "",
-                     "AQID", "user_prompt", "claude_code.api_request", "1e400", "28", "0.5"]),
-)  # fmt: skip
-otlp_json = st.recursive(otlp_leaves, lambda children: st.one_of(
-    st.lists(children, max_size=3), st.dictionaries(st.sampled_from(OTLP_KEYS), children, max_size=5)),
-    max_leaves=40)  # fmt: skip
+    st.sampled_from(
+        [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1",
+            "-1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775808",
+            "0102030405060708",
+            "0102030405060708090a0b0c0d0e0f10",
+            "zz",
+            "",
+            "AQID",
+            "user_prompt",
+            "claude_code.api_request",
+            "1e400",
+            "28",
+            "0.5",
+        ]
+    ),
+)
+otlp_json = st.recursive(
+    otlp_leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.sampled_from(OTLP_KEYS), children, max_size=5)
+    ),
+    max_leaves=40,
+)
 
 
 @SETTINGS
@@ -170,15 +275,20 @@ int64 = st.integers(-(2**63), 2**63 - 1)
 uint64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1, NOW_NS]))
 # NaN canonicalised: OTLP/JSON's "NaN" cannot carry a NaN's sign or payload bits, so those cannot round-trip.
 doubles = st.one_of(st.floats(), st.sampled_from([math.nan, math.inf, -math.inf, -0.0, -1.0, 5e-324])).map(
-    lambda x: math.nan if math.isnan(x) else x)
+    lambda x: math.nan if math.isnan(x) else x
+)
 texts = st.one_of(st.text(max_size=30), st.sampled_from(["", "é", "\U0001f600", "a\x00b", "x" * 20_000]))
 
 
 def _any_value(children: st.SearchStrategy) -> st.SearchStrategy:
-    arrays = st.lists(children, max_size=3).map(lambda vs: common_pb2.AnyValue(
-        array_value=common_pb2.ArrayValue(values=vs)))  # fmt: skip
-    kvlists = st.lists(st.tuples(texts, children), max_size=3).map(lambda kvs: common_pb2.AnyValue(
-        kvlist_value=common_pb2.KeyValueList(values=[common_pb2.KeyValue(key=k, value=v) for k, v in kvs])))
+    arrays = st.lists(children, max_size=3).map(
+        lambda vs: common_pb2.AnyValue(array_value=common_pb2.ArrayValue(values=vs))
+    )
+    kvlists = st.lists(st.tuples(texts, children), max_size=3).map(
+        lambda kvs: common_pb2.AnyValue(
+            kvlist_value=common_pb2.KeyValueList(values=[common_pb2.KeyValue(key=k, value=v) for k, v in kvs])
+        )
+    )
     return st.one_of(arrays, kvlists)
 
 
@@ -194,32 +304,53 @@ any_values = st.recursive(
     _any_value,
     max_leaves=8,
 )
-key_values = st.lists(st.tuples(st.one_of(texts, st.sampled_from(["type", "model", "user.id", "session.id",
-                                                                   "event.name", "prompt", "duration_ms"])),
-                                any_values), max_size=5).map(
-    lambda kvs: [common_pb2.KeyValue(key=k, value=v) for k, v in kvs])  # fmt: skip
-ids = st.one_of(st.binary(min_size=16, max_size=16), st.binary(min_size=8, max_size=8), st.binary(max_size=20))
+key_values = st.lists(
+    st.tuples(
+        st.one_of(
+            texts,
+            st.sampled_from(
+                ["type", "model", "user.id", "session.id", "event.name", "prompt", "duration_ms"]
+            ),
+        ),
+        any_values,
+    ),
+    max_size=5,
+).map(lambda kvs: [common_pb2.KeyValue(key=k, value=v) for k, v in kvs])
+ids = st.one_of(
+    st.binary(min_size=16, max_size=16), st.binary(min_size=8, max_size=8), st.binary(max_size=20)
+)
 
 
 @st.composite
 def number_points(draw: st.DrawFn, container: Any) -> None:
     for _ in range(draw(st.integers(0, 3))):
-        dp = container.data_points.add(start_time_unix_nano=draw(uint64), time_unix_nano=draw(uint64),
-                                       attributes=draw(key_values), flags=draw(st.integers(0, 2**32 - 1)))  # fmt: skip
+        dp = container.data_points.add(
+            start_time_unix_nano=draw(uint64),
+            time_unix_nano=draw(uint64),
+            attributes=draw(key_values),
+            flags=draw(st.integers(0, 2**32 - 1)),
+        )
         if draw(st.booleans()):
             dp.as_int = draw(int64)
         elif draw(st.booleans()):
             dp.as_double = draw(doubles)
         for _ in range(draw(st.integers(0, 1))):
-            exemplar = dp.exemplars.add(time_unix_nano=draw(uint64), trace_id=draw(ids), span_id=draw(ids),
-                                        filtered_attributes=draw(key_values))  # fmt: skip
+            exemplar = dp.exemplars.add(
+                time_unix_nano=draw(uint64),
+                trace_id=draw(ids),
+                span_id=draw(ids),
+                filtered_attributes=draw(key_values),
+            )
             exemplar.as_double = draw(doubles)
 
 
 @st.composite
 def metric(draw: st.DrawFn) -> metrics_pb2.Metric:
-    m = metrics_pb2.Metric(name=draw(st.one_of(texts, st.sampled_from(["claude_code.token.usage", "claude_code.cost.usage"]))),
-                           unit=draw(texts), description=draw(texts))  # fmt: skip
+    m = metrics_pb2.Metric(
+        name=draw(st.one_of(texts, st.sampled_from(["claude_code.token.usage", "claude_code.cost.usage"]))),
+        unit=draw(texts),
+        description=draw(texts),
+    )
     kind = draw(st.sampled_from(["sum", "gauge", "histogram", "exponential_histogram", "summary", "none"]))
     temporality = draw(st.sampled_from([0, 1, 2, 7]))
     if kind == "sum":
@@ -234,11 +365,15 @@ def metric(draw: st.DrawFn) -> metrics_pb2.Metric:
         for _ in range(draw(st.integers(0, 3))):
             bounds = draw(st.lists(doubles, max_size=4))
             dp = m.histogram.data_points.add(
-                start_time_unix_nano=draw(uint64), time_unix_nano=draw(uint64), attributes=draw(key_values),
-                count=draw(st.integers(0, 2**64 - 1)), explicit_bounds=bounds,
-                bucket_counts=draw(st.lists(st.integers(0, 2**64 - 1), min_size=len(bounds) + 1,
-                                            max_size=len(bounds) + 1)),
-            )  # fmt: skip
+                start_time_unix_nano=draw(uint64),
+                time_unix_nano=draw(uint64),
+                attributes=draw(key_values),
+                count=draw(st.integers(0, 2**64 - 1)),
+                explicit_bounds=bounds,
+                bucket_counts=draw(
+                    st.lists(st.integers(0, 2**64 - 1), min_size=len(bounds) + 1, max_size=len(bounds) + 1)
+                ),
+            )
             if draw(st.booleans()):
                 dp.sum = draw(doubles)
             if draw(st.booleans()):
@@ -249,17 +384,25 @@ def metric(draw: st.DrawFn) -> metrics_pb2.Metric:
         m.exponential_histogram.aggregation_temporality = temporality
         for _ in range(draw(st.integers(0, 2))):
             dp = m.exponential_histogram.data_points.add(
-                start_time_unix_nano=draw(uint64), time_unix_nano=draw(uint64), attributes=draw(key_values),
-                count=draw(st.integers(0, 2**64 - 1)), sum=draw(doubles), scale=draw(st.integers(-10, 20)),
+                start_time_unix_nano=draw(uint64),
+                time_unix_nano=draw(uint64),
+                attributes=draw(key_values),
+                count=draw(st.integers(0, 2**64 - 1)),
+                sum=draw(doubles),
+                scale=draw(st.integers(-10, 20)),
                 zero_count=draw(st.integers(0, 2**64 - 1)),
-            )  # fmt: skip
+            )
             dp.positive.offset = draw(st.integers(-(2**31), 2**31 - 1))
             dp.positive.bucket_counts.extend(draw(st.lists(st.integers(0, 2**64 - 1), max_size=4)))
     elif kind == "summary":
         for _ in range(draw(st.integers(0, 2))):
-            dp = m.summary.data_points.add(start_time_unix_nano=draw(uint64), time_unix_nano=draw(uint64),
-                                           attributes=draw(key_values), count=draw(st.integers(0, 2**64 - 1)),
-                                           sum=draw(doubles))  # fmt: skip
+            dp = m.summary.data_points.add(
+                start_time_unix_nano=draw(uint64),
+                time_unix_nano=draw(uint64),
+                attributes=draw(key_values),
+                count=draw(st.integers(0, 2**64 - 1)),
+                sum=draw(doubles),
+            )
             for q in draw(st.lists(st.floats(0, 1), max_size=3)):
                 dp.quantile_values.add(quantile=q, value=draw(doubles))
     return m
@@ -289,24 +432,58 @@ def logs_requests(draw: st.DrawFn) -> logs_service_pb2.ExportLogsServiceRequest:
             sl.scope.name = draw(texts)
             for _ in range(draw(st.integers(0, 3))):
                 record = sl.log_records.add(
-                    time_unix_nano=draw(uint64), observed_time_unix_nano=draw(uint64),
-                    severity_number=draw(st.integers(0, 24)), severity_text=draw(texts),
-                    attributes=draw(key_values), trace_id=draw(ids), span_id=draw(ids),
-                    event_name=draw(st.one_of(texts, st.sampled_from(["claude_code.user_prompt", "api_request"]))),
+                    time_unix_nano=draw(uint64),
+                    observed_time_unix_nano=draw(uint64),
+                    severity_number=draw(st.integers(0, 24)),
+                    severity_text=draw(texts),
+                    attributes=draw(key_values),
+                    trace_id=draw(ids),
+                    span_id=draw(ids),
+                    event_name=draw(
+                        st.one_of(texts, st.sampled_from(["claude_code.user_prompt", "api_request"]))
+                    ),
                     flags=draw(st.integers(0, 2**32 - 1)),
-                )  # fmt: skip
+                )
                 if draw(st.booleans()):
                     record.body.CopyFrom(draw(any_values))
                 if draw(st.booleans()):
-                    record.attributes.add(key="event.name", value=common_pb2.AnyValue(
-                        string_value=draw(st.sampled_from(["user_prompt", "api_request", "tool_result", "new"]))))
+                    record.attributes.add(
+                        key="event.name",
+                        value=common_pb2.AnyValue(
+                            string_value=draw(
+                                st.sampled_from(["user_prompt", "api_request", "tool_result", "new"])
+                            )
+                        ),
+                    )
                 if draw(st.booleans()):
-                    record.attributes.add(key=draw(st.sampled_from(["prompt_length", "duration_ms", "cost_usd",
-                                                                    "input_tokens", "x_bytes"])),
-                                          value=common_pb2.AnyValue(string_value=draw(st.one_of(
-                                              st.sampled_from(["28", "1e400", "nan", "-0", "1_000", "0x10", " 7 ",
-                                                               "3.50", "inf", "99999999999999999999999"]),
-                                              texts))))  # fmt: skip
+                    record.attributes.add(
+                        key=draw(
+                            st.sampled_from(
+                                ["prompt_length", "duration_ms", "cost_usd", "input_tokens", "x_bytes"]
+                            )
+                        ),
+                        value=common_pb2.AnyValue(
+                            string_value=draw(
+                                st.one_of(
+                                    st.sampled_from(
+                                        [
+                                            "28",
+                                            "1e400",
+                                            "nan",
+                                            "-0",
+                                            "1_000",
+                                            "0x10",
+                                            " 7 ",
+                                            "3.50",
+                                            "inf",
+                                            "99999999999999999999999",
+                                        ]
+                                    ),
+                                    texts,
+                                )
+                            )
+                        ),
+                    )
     return request
 
 
@@ -319,16 +496,26 @@ def traces_requests(draw: st.DrawFn) -> trace_service_pb2.ExportTraceServiceRequ
         for _ in range(draw(st.integers(0, 2))):
             ss = rs.scope_spans.add()
             for _ in range(draw(st.integers(0, 3))):
-                span = ss.spans.add(trace_id=draw(ids), span_id=draw(ids), parent_span_id=draw(ids),
-                                    name=draw(texts), start_time_unix_nano=draw(uint64),
-                                    end_time_unix_nano=draw(uint64), attributes=draw(key_values))  # fmt: skip
+                span = ss.spans.add(
+                    trace_id=draw(ids),
+                    span_id=draw(ids),
+                    parent_span_id=draw(ids),
+                    name=draw(texts),
+                    start_time_unix_nano=draw(uint64),
+                    end_time_unix_nano=draw(uint64),
+                    attributes=draw(key_values),
+                )
                 span.status.code = draw(st.integers(0, 2))
                 for _ in range(draw(st.integers(0, 1))):
                     span.links.add(trace_id=draw(ids), span_id=draw(ids))
     return request
 
 
-REQUESTS = {Signal.METRICS: metrics_requests(), Signal.LOGS: logs_requests(), Signal.TRACES: traces_requests()}
+REQUESTS = {
+    Signal.METRICS: metrics_requests(),
+    Signal.LOGS: logs_requests(),
+    Signal.TRACES: traces_requests(),
+}
 requests = st.sampled_from(list(Signal)).flatmap(lambda s: st.tuples(st.just(s), REQUESTS[s]))
 
 
@@ -338,8 +525,10 @@ _HEX_KEYS = {"traceId", "spanId", "parentSpanId"}
 def _ids_to_hex(node: Any) -> Any:
     """proto3 JSON writes bytes in base64; OTLP/JSON wants trace and span ids in hex."""
     if isinstance(node, dict):
-        return {k: base64.b64decode(v).hex() if k in _HEX_KEYS and isinstance(v, str) else _ids_to_hex(v)
-                for k, v in node.items()}  # fmt: skip
+        return {
+            k: base64.b64decode(v).hex() if k in _HEX_KEYS and isinstance(v, str) else _ids_to_hex(v)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_ids_to_hex(v) for v in node]
     return node
@@ -357,11 +546,15 @@ def batch_repr(batch: Any) -> str:
 
 @SETTINGS
 @given(requests)
-def test_valid_messages_round_trip_protobuf_and_json_to_identical_batches(case: tuple[Signal, Message]) -> None:
+def test_valid_messages_round_trip_protobuf_and_json_to_identical_batches(
+    case: tuple[Signal, Message],
+) -> None:
     signal, request = case
     wire = request.SerializeToString()
     from_protobuf = parse(signal, wire, PROTOBUF)
-    assert from_protobuf.SerializeToString(deterministic=True) == request.SerializeToString(deterministic=True)
+    assert from_protobuf.SerializeToString(deterministic=True) == request.SerializeToString(
+        deterministic=True
+    )
     from_json = parse(signal, otlp_json(request), JSON)
     assert from_json.SerializeToString(deterministic=True) == request.SerializeToString(deterministic=True)
 
@@ -380,9 +573,13 @@ def test_to_batch_invariants(case: tuple[Signal, Message]) -> None:
     signal, request = case
     batch = to_batch(signal, request, now_ns=NOW_NS)
     if signal is Signal.METRICS:
-        total = sum(len(getattr(m, m.WhichOneof("data")).data_points)
-                    for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-                    if m.WhichOneof("data"))  # fmt: skip
+        total = sum(
+            len(getattr(m, m.WhichOneof("data")).data_points)
+            for rm in request.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.WhichOneof("data")
+        )
         assert len(batch.points) + batch.rejected == total
         for point in batch.points:
             assert math.isfinite(point.value)
@@ -402,19 +599,40 @@ def test_to_batch_invariants(case: tuple[Signal, Message]) -> None:
 
 
 @SETTINGS
-@given(key_values, key_values, st.integers(0, 3), st.integers(0, 3), uint64, uint64, uint64, uint64,
-       st.one_of(int64, doubles), st.one_of(int64, doubles))  # fmt: skip
+@given(
+    key_values,
+    key_values,
+    st.integers(0, 3),
+    st.integers(0, 3),
+    uint64,
+    uint64,
+    uint64,
+    uint64,
+    st.one_of(int64, doubles),
+    st.one_of(int64, doubles),
+)
 def test_points_share_a_series_key_exactly_when_all_but_their_times_and_values_match(
-    attrs_a: list, attrs_b: list, flags_a: int, flags_b: int, start_a: int, start_b: int,
-    time_a: int, time_b: int, value_a: float, value_b: float,
+    attrs_a: list,
+    attrs_b: list,
+    flags_a: int,
+    flags_b: int,
+    start_a: int,
+    start_b: int,
+    time_a: int,
+    time_b: int,
+    value_a: float,
+    value_b: float,
 ) -> None:
     """The key that lets a known series skip reading its attributes again: points of one series share it,
     whatever their times and values; points that differ in anything else do not."""
     points = []
-    for attrs, flags, start, time_ns, value in ((attrs_a, flags_a, start_a, time_a, value_a),
-                                                (attrs_b, flags_b, start_b, time_b, value_b)):  # fmt: skip
-        dp = metrics_pb2.NumberDataPoint(attributes=attrs, flags=flags, start_time_unix_nano=start,
-                                         time_unix_nano=time_ns)  # fmt: skip
+    for attrs, flags, start, time_ns, value in (
+        (attrs_a, flags_a, start_a, time_a, value_a),
+        (attrs_b, flags_b, start_b, time_b, value_b),
+    ):
+        dp = metrics_pb2.NumberDataPoint(
+            attributes=attrs, flags=flags, start_time_unix_nano=start, time_unix_nano=time_ns
+        )
         if isinstance(value, float):
             dp.as_double = value
         else:
@@ -432,11 +650,15 @@ def test_points_share_a_series_key_exactly_when_all_but_their_times_and_values_m
 PROMPT_VALUES = {
     "string": common_pb2.AnyValue(string_value="secret prompt"),
     "bytes": common_pb2.AnyValue(bytes_value=b"secret prompt"),
-    "array": common_pb2.AnyValue(array_value=common_pb2.ArrayValue(
-        values=[common_pb2.AnyValue(string_value="secret prompt")])),
-    "kvlist": common_pb2.AnyValue(kvlist_value=common_pb2.KeyValueList(values=[
-        common_pb2.KeyValue(key="text", value=common_pb2.AnyValue(string_value="secret prompt"))])),
-}  # fmt: skip
+    "array": common_pb2.AnyValue(
+        array_value=common_pb2.ArrayValue(values=[common_pb2.AnyValue(string_value="secret prompt")])
+    ),
+    "kvlist": common_pb2.AnyValue(
+        kvlist_value=common_pb2.KeyValueList(
+            values=[common_pb2.KeyValue(key="text", value=common_pb2.AnyValue(string_value="secret prompt"))]
+        )
+    ),
+}
 
 
 @pytest.mark.parametrize("kind", PROMPT_VALUES)

@@ -33,22 +33,44 @@ def write_settings(home: Path, env: dict[str, str]) -> None:
 def configured(server: ServerProcess, protocol: str = "grpc", **extra: str) -> dict[str, str]:
     port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
     return {
-        "CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "OTEL_METRIC_EXPORT_INTERVAL": "10000", "OTEL_LOGS_EXPORT_INTERVAL": "5000", **extra,
-    }  # fmt: skip
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+        "OTEL_LOGS_EXPORT_INTERVAL": "5000",
+        **extra,
+    }
 
 
 def ccmetrics(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in TELEMETRY_VARS and not k.startswith("CCMETRICS_")}
     base.pop("CLAUDE_CONFIG_DIR", None)
-    return subprocess.run([sys.executable, "-m", "ccmetrics", *args], capture_output=True, text=True, timeout=60,
-                          env={**base, "HOME": str(home), **(env or {})}, cwd=home)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "ccmetrics", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "HOME": str(home), **(env or {})},
+        cwd=home,
+    )
 
 
 def doctor(home: Path, server_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
-    result = ccmetrics(home, "doctor", "--server", server_url, "--json", "--wait", "5",
-                       "--managed-settings", str(home / "no-managed.json"), *args, env=env)  # fmt: skip
+    result = ccmetrics(
+        home,
+        "doctor",
+        "--server",
+        server_url,
+        "--json",
+        "--wait",
+        "5",
+        "--managed-settings",
+        str(home / "no-managed.json"),
+        *args,
+        env=env,
+    )
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -61,8 +83,17 @@ def checks(report: dict, level: str = "error") -> set[str]:
 def test_setup_then_doctor_passes_and_the_probe_is_stored(start_server, home: Path, protocol: str) -> None:
     server = start_server()
     port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
-    setup = ccmetrics(home, "setup", "--yes", "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
-                      "--token", "s3cret")  # fmt: skip
+    setup = ccmetrics(
+        home,
+        "setup",
+        "--yes",
+        "--protocol",
+        protocol,
+        "--endpoint",
+        f"http://127.0.0.1:{port}",
+        "--token",
+        "s3cret",
+    )
     assert setup.returncode == 0, setup.stderr
     code, report = doctor(home, server.url)
     assert code == 0, report["findings"]
@@ -137,13 +168,20 @@ MISCONFIGURATIONS = {
     "metrics_exporter_missing": lambda s: _without(configured(s), "OTEL_METRICS_EXPORTER"),
     "events_exporter_missing": lambda s: configured(s, OTEL_LOGS_EXPORTER="console"),
     "protocol_invalid": lambda s: configured(s, "http/protobuf", OTEL_EXPORTER_OTLP_PROTOCOL="http"),
-    "endpoint_unreachable": lambda s: configured(s, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}"),
+    "endpoint_unreachable": lambda s: configured(
+        s, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}"
+    ),
     # gRPC port, HTTP protocol: found from the ports the server reports, not just from 4317/4318
     "port_protocol_mismatch": lambda s: configured(s, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf"),
-    "resource_attributes_spaces": lambda s: configured(s, OTEL_RESOURCE_ATTRIBUTES="team.id=platform,team.name=Platform Team"),  # noqa: E501
-    "temporality_invalid": lambda s: configured(s, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="cumulate"),
-    "endpoint_path": lambda s: configured(s, "http/protobuf",
-                                          OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{s.otlp_http_port}/v1/metrics"),  # noqa: E501
+    "resource_attributes_spaces": lambda s: configured(
+        s, OTEL_RESOURCE_ATTRIBUTES="team.id=platform,team.name=Platform Team"
+    ),  # noqa: E501
+    "temporality_invalid": lambda s: configured(
+        s, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="cumulate"
+    ),
+    "endpoint_path": lambda s: configured(
+        s, "http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{s.otlp_http_port}/v1/metrics"
+    ),  # noqa: E501
     "interval_invalid": lambda s: configured(s, OTEL_METRIC_EXPORT_INTERVAL="10s"),
 }
 
@@ -160,14 +198,24 @@ def test_each_misconfiguration_is_an_error(start_server, home: Path, problem: st
 
 
 def test_port_protocol_mismatch_on_default_ports_without_a_server(home: Path) -> None:
-    write_settings(home, {**configured_static(), "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                          "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})  # fmt: skip
+    write_settings(
+        home,
+        {
+            **configured_static(),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        },
+    )
     code, report = doctor(home, f"http://127.0.0.1:{free_port()}", "--no-probe")
     assert code == 1 and "port_protocol_mismatch" in checks(report)
 
 
 def configured_static() -> dict[str, str]:
-    return {"CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"}
+    return {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+    }
 
 
 def test_temporality_the_stack_cannot_take(start_server, home: Path) -> None:
@@ -183,12 +231,20 @@ def test_temporality_the_stack_cannot_take(start_server, home: Path) -> None:
 def test_settings_beat_the_process_environment(start_server, home: Path) -> None:
     server = start_server()
     write_settings(home, configured(server))
-    code, report = doctor(home, server.url, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
-                                                 "OTEL_RESOURCE_ATTRIBUTES": "team.id=platform"})  # fmt: skip
+    code, report = doctor(
+        home,
+        server.url,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+            "OTEL_RESOURCE_ATTRIBUTES": "team.id=platform",
+        },
+    )
     assert code == 0, report["findings"]
     variables = {v["name"]: v for v in report["variables"]}
     endpoint = variables["OTEL_EXPORTER_OTLP_ENDPOINT"]
-    assert endpoint["source"].startswith("user") and endpoint["shadowed"] == [["environment", "http://127.0.0.1:1"]]
+    assert endpoint["source"].startswith("user") and endpoint["shadowed"] == [
+        ["environment", "http://127.0.0.1:1"]
+    ]
     assert variables["OTEL_RESOURCE_ATTRIBUTES"]["source"] == "environment"  # not in the file: falls through
 
 
@@ -198,9 +254,12 @@ def test_environment_alone_works(start_server, home: Path) -> None:
     assert code == 0, report["findings"]
 
 
-@pytest.mark.parametrize(("value", "warned"), [("false", True), ("0", True), ("", True), ("TRUE", False),
-                                               ("1", False)])  # fmt: skip
-def test_telemetry_without_session_ids_is_warned_about(start_server, home: Path, value: str, warned: bool) -> None:
+@pytest.mark.parametrize(
+    ("value", "warned"), [("false", True), ("0", True), ("", True), ("TRUE", False), ("1", False)]
+)
+def test_telemetry_without_session_ids_is_warned_about(
+    start_server, home: Path, value: str, warned: bool
+) -> None:
     """Claude Code keeps session.id on its telemetry only for 1, true, yes or on (any case)."""
     server = start_server()
     code, report = doctor(home, server.url, env=configured(server, OTEL_METRICS_INCLUDE_SESSION_ID=value))
@@ -240,23 +299,46 @@ def test_an_invalid_user_settings_file_is_an_error(start_server, home: Path) -> 
 def test_sessions_with_one_signal_only_are_warned_about(start_server, home: Path) -> None:
     server = start_server()
     now = time.time_ns()
-    resource = {"service.name": "claude-code", "service.version": "2.1.332", "host.arch": "amd64", "os.type": "linux"}
+    resource = {
+        "service.name": "claude-code",
+        "service.version": "2.1.332",
+        "host.arch": "amd64",
+        "os.type": "linux",
+    }
     logs_only = log_request([(now, "user_prompt", {"session.id": "s-events", "user.id": "u1"})], resource)
-    metrics_only = sum_request("claude_code.session.count", [(now - 1000, now, 1, {"session.id": "s-metrics",
-                                                                                    "user.id": "u2"})],
-                               resource=resource)  # fmt: skip
+    metrics_only = sum_request(
+        "claude_code.session.count",
+        [(now - 1000, now, 1, {"session.id": "s-metrics", "user.id": "u2"})],
+        resource=resource,
+    )
     hour = 3600 * 10**9  # each signal's last time is its latest, not its last sent
-    both_logs = log_request([(now - 2 * hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
-                             (now - hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
-                             (now - 3 * hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"})], resource)
-    both_metrics = sum_request("claude_code.session.count",
-                               [(now - 1000, now, 1, {"session.id": "s-both", "user.id": "u1"}),
-                                (now - hour - 1000, now - hour, 1, {"session.id": "s-both", "user.id": "u1"})],
-                               resource=resource)  # fmt: skip
-    for path, request in (("logs", logs_only), ("metrics", metrics_only), ("logs", both_logs),
-                          ("metrics", both_metrics)):  # fmt: skip
-        response = httpx.post(f"{server.otlp_http}/v1/{path}", content=request.SerializeToString(),
-                              headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+    both_logs = log_request(
+        [
+            (now - 2 * hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
+            (now - hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
+            (now - 3 * hour, "user_prompt", {"session.id": "s-both", "user.id": "u1"}),
+        ],
+        resource,
+    )
+    both_metrics = sum_request(
+        "claude_code.session.count",
+        [
+            (now - 1000, now, 1, {"session.id": "s-both", "user.id": "u1"}),
+            (now - hour - 1000, now - hour, 1, {"session.id": "s-both", "user.id": "u1"}),
+        ],
+        resource=resource,
+    )
+    for path, request in (
+        ("logs", logs_only),
+        ("metrics", metrics_only),
+        ("logs", both_logs),
+        ("metrics", both_metrics),
+    ):
+        response = httpx.post(
+            f"{server.otlp_http}/v1/{path}",
+            content=request.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
         assert response.status_code == 200
     status = httpx.get(f"{server.url}/api/status").json()
     assert status["sessions_events_only"] == ["s-events"]

@@ -25,7 +25,12 @@ T0 = 1_760_000_000 * SECOND
 DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 TOKEN_TYPES = ("input", "output", "cacheRead", "cacheCreation")
-SUMMARY_TOKEN = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
+SUMMARY_TOKEN = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache_read",
+    "cacheCreation": "cache_creation",
+}
 HEADERS = {"Content-Type": "application/x-protobuf"}
 
 
@@ -44,9 +49,15 @@ class Export:
 
     @property
     def body(self) -> bytes:
-        point_attrs = {"user.id": f"user-{self.sender}", "session.id": f"session-{self.sender}",
-                       "terminal.type": "tty", "anthropic.provider": "firstParty",
-                       "model": "claude-sonnet-4-5", "query_source": "main", "effort": "default"}  # fmt: skip
+        point_attrs = {
+            "user.id": f"user-{self.sender}",
+            "session.id": f"session-{self.sender}",
+            "terminal.type": "tty",
+            "anthropic.provider": "firstParty",
+            "model": "claude-sonnet-4-5",
+            "query_source": "main",
+            "effort": "default",
+        }
         start = T0 + self.seq * 10 * SECOND  # a time range of its own per export (and per sender: own series)
         end = start + 10 * SECOND
         request = metrics_service_pb2.ExportMetricsServiceRequest()
@@ -69,10 +80,12 @@ class Export:
 def make_exports(senders: int, per_sender: int, seed: int = 7) -> list[list[Export]]:
     rng = random.Random(seed)
     return [
-        [Export(s, n, {t: rng.randint(1, 5000) for t in TOKEN_TYPES}, rng.randint(1, 512) / 256)
-         for n in range(per_sender)]
+        [
+            Export(s, n, {t: rng.randint(1, 5000) for t in TOKEN_TYPES}, rng.randint(1, 512) / 256)
+            for n in range(per_sender)
+        ]
         for s in range(senders)
-    ]  # fmt: skip
+    ]
 
 
 def expected_totals(exports: list[Export]) -> dict:
@@ -213,8 +226,9 @@ def cumulative_export(points: list[tuple[str, int, int, float]], user: str = USE
     attrs = {**USER, "user.id": user}
     for series, start_s, time_s, total in points:
         metric = cost if series == "cost" else tokens
-        dp = metric.sum.data_points.add(start_time_unix_nano=T0 + start_s * SECOND,
-                                        time_unix_nano=T0 + time_s * SECOND)  # fmt: skip
+        dp = metric.sum.data_points.add(
+            start_time_unix_nano=T0 + start_s * SECOND, time_unix_nano=T0 + time_s * SECOND
+        )
         if series == "cost":
             dp.as_double = total
             dp.attributes.extend(kvs(attrs))
@@ -249,8 +263,12 @@ EXPECTED_CUMULATIVE = {"input": 52, "output": 220, "cost_usd": 1.25}
 
 def check_cumulative(server: ServerProcess) -> None:
     summary = server.summary(filter="user.id=cumulative-user")
-    assert summary["tokens"] == {"input": EXPECTED_CUMULATIVE["input"], "output": EXPECTED_CUMULATIVE["output"],
-                                 "cache_read": 0, "cache_creation": 0}  # fmt: skip
+    assert summary["tokens"] == {
+        "input": EXPECTED_CUMULATIVE["input"],
+        "output": EXPECTED_CUMULATIVE["output"],
+        "cache_read": 0,
+        "cache_creation": 0,
+    }
     assert summary["cost_usd"] == pytest.approx(EXPECTED_CUMULATIVE["cost_usd"], abs=1e-12)
 
 
@@ -258,8 +276,9 @@ def test_cumulative_resets_out_of_order_and_duplicates(start_server) -> None:
     server = start_server()
     with httpx.Client(timeout=10) as client:
         for name in ARRIVAL:
-            response = client.post(server.otlp_http + "/v1/metrics", content=cumulative_export(EXPORTS[name]),
-                                   headers=HEADERS)  # fmt: skip
+            response = client.post(
+                server.otlp_http + "/v1/metrics", content=cumulative_export(EXPORTS[name]), headers=HEADERS
+            )
             assert response.status_code == 200, name
     check_cumulative(server)
     server.stop(signal.SIGKILL)
@@ -269,7 +288,10 @@ def test_cumulative_resets_out_of_order_and_duplicates(start_server) -> None:
     with httpx.Client(timeout=10) as client:
         for name in ["e50", "e10", "e30", "e20", "e40"]:
             body = cumulative_export(EXPORTS[name])
-            assert client.post(restarted.otlp_http + "/v1/metrics", content=body, headers=HEADERS).status_code == 200
+            assert (
+                client.post(restarted.otlp_http + "/v1/metrics", content=body, headers=HEADERS).status_code
+                == 200
+            )
     check_cumulative(restarted)
 
 
@@ -282,7 +304,10 @@ def test_cumulative_arrival_order_does_not_matter(start_server) -> None:
         with httpx.Client(timeout=10) as client:
             for name in order:
                 body = cumulative_export(EXPORTS[name], user)
-                assert client.post(server.otlp_http + "/v1/metrics", content=body, headers=HEADERS).status_code == 200
+                assert (
+                    client.post(server.otlp_http + "/v1/metrics", content=body, headers=HEADERS).status_code
+                    == 200
+                )
         summary = server.summary(filter=f"user.id={user}")
         assert (summary["tokens"]["input"], summary["tokens"]["output"]) == (52, 220), order
         assert summary["cost_usd"] == pytest.approx(1.25, abs=1e-12), order

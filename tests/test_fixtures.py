@@ -15,20 +15,30 @@ from .conftest import fixture_exports, send
 # From shared/fixtures/claude-code-2.1.332/README.md, computed there from the raw payloads.
 EXPECTED = {
     "http-protobuf-delta": {
-        "sessions": 1, "cost_usd": 0.044672,
+        "sessions": 1,
+        "cost_usd": 0.044672,
         "tokens": {"input": 4130, "output": 230, "cache_read": 46010, "cache_creation": 2870},
-        "lines_of_code": {"added": 8, "removed": 1}, "commits": 1,
-        "edit_decisions": {"accept": 2, "reject": 0}, "active_cli": 0.367,
-        "prompts": 1, "avg_prompt_length": 28, "api_requests": 5,
+        "lines_of_code": {"added": 8, "removed": 1},
+        "commits": 1,
+        "edit_decisions": {"accept": 2, "reject": 0},
+        "active_cli": 0.367,
+        "prompts": 1,
+        "avg_prompt_length": 28,
+        "api_requests": 5,
     },
     "http-json-cumulative": {
-        "sessions": 1, "cost_usd": 0.052602,
+        "sessions": 1,
+        "cost_usd": 0.052602,
         "tokens": {"input": 4455, "output": 305, "cache_read": 48535, "cache_creation": 3795},
-        "lines_of_code": {"added": 0, "removed": 0}, "commits": 0,
-        "edit_decisions": {"accept": 0, "reject": 1}, "active_cli": 0.26,
-        "prompts": 1, "avg_prompt_length": 18, "api_requests": 5,
+        "lines_of_code": {"added": 0, "removed": 0},
+        "commits": 0,
+        "edit_decisions": {"accept": 0, "reject": 1},
+        "active_cli": 0.26,
+        "prompts": 1,
+        "avg_prompt_length": 18,
+        "api_requests": 5,
     },
-}  # fmt: skip
+}
 
 
 def assert_totals(summary: dict, expected: dict) -> None:
@@ -106,15 +116,30 @@ def test_report_summary_reads_the_same_numbers(server, tmp_path):
         assert send(server.otlp_http, export).status_code == 200
     for args in ([], ["--filter", "team.id=web", "--since", "3650d"]):
         cli = subprocess.run(
-            [sys.executable, "-m", "ccmetrics", "report", "summary", "--json", "--data-dir", str(server.data_dir), *args],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "ccmetrics",
+                "report",
+                "summary",
+                "--json",
+                "--data-dir",
+                str(server.data_dir),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         params = {"filter": "team.id=web", "since": "3650d"} if args else {}
         assert json.loads(cli.stdout) == server.summary(**params)
     table = subprocess.run(
         [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(server.data_dir)],
-        capture_output=True, text=True, check=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
+    )
     assert "$0.0447" in table.stdout and "Sessions" in table.stdout
 
 

@@ -50,10 +50,15 @@ class Prometheus:
         )
         self.log = (tmp / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
-            [need("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                need("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         self.wait(lambda: httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200, "ready")
 
@@ -75,8 +80,11 @@ class Prometheus:
         return response.json()["data"]["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: int) -> list[dict]:
-        response = httpx.get(f"{self.url}/api/v1/query_range",
-                             params={"query": expr, "start": start, "end": end, "step": step}, timeout=30)  # fmt: skip
+        response = httpx.get(
+            f"{self.url}/api/v1/query_range",
+            params={"query": expr, "start": start, "end": end, "step": step},
+            timeout=30,
+        )
         assert response.status_code == 200, (expr, response.text)
         return response.json()["data"]["result"]
 
@@ -96,7 +104,9 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
 
 def legend(fmt: str, labels: dict[str, str], renames: dict[str, str]) -> str:
     """Grafana's legend, with the dashboard's renames; parts of missing labels left out."""
-    parts = [re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m[1], ""), part) for part in fmt.split(" · ")]
+    parts = [
+        re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m[1], ""), part) for part in fmt.split(" · ")
+    ]
     text = " · ".join(p for p in parts if p.strip()) or "unknown"
     return renames.get(text, text)
 
@@ -114,15 +124,20 @@ def check(prom: Prometheus, builtin: dict, variables: dict[str, str], t0: float,
             continue
         pid = next(p.id for p in PANELS_BY_ID.values() if p.title == gpanel["title"])
         kind, data = PANELS_BY_ID[pid].kind, builtin["panels"][pid]
-        renames = {t["options"]["regex"][1:-1]: t["options"]["renamePattern"] for t in gpanel["transformations"]
-                   if t["id"] == "renameByRegex"}  # fmt: skip
+        renames = {
+            t["options"]["regex"][1:-1]: t["options"]["renamePattern"]
+            for t in gpanel["transformations"]
+            if t["id"] == "renameByRegex"
+        }
         assert renames in ({}, RENAMES)
         values = {**variables, "__range": f"{range_s}s", "__interval": f"{STEP_S}s"}
         if kind in ("timeseries", "stacked_bars"):
             (target,) = prom_targets
             got: dict[str, float] = defaultdict(float)
             for series in prom.query_range(substitute(target["expr"], values), t0 - STEP_S, now, STEP_S):
-                got[legend(target["legendFormat"], series["metric"], renames)] += sum(float(v) for _, v in series["values"])
+                got[legend(target["legendFormat"], series["metric"], renames)] += sum(
+                    float(v) for _, v in series["values"]
+                )
             want = {s["label"]: sum(s["values"]) for s in data["series"]}
             assert {k: v for k, v in got.items() if v} == {k: approx(v) for k, v in want.items() if v}, pid
         elif kind in ("stat", "gauge"):
@@ -189,8 +204,9 @@ def test_every_promql_panel_equals_the_builtin_panel(scraped):
 def test_variables_filter_like_the_builtin_filters(scraped):
     server, prom, t0 = scraped
     now = time.time()
-    web = httpx.get(f"{server.url}/api/dashboard", params={"until": _iso(now), "filter": "team.id=web"},
-                    timeout=30).json()  # fmt: skip
+    web = httpx.get(
+        f"{server.url}/api/dashboard", params={"until": _iso(now), "filter": "team.id=web"}, timeout=30
+    ).json()
     assert web["panels"]["cost"]["value"]
     check(prom, web, {"user": ".*", "team": "web", "model": ".*"}, t0, now)
 

@@ -12,10 +12,14 @@ from .conftest import fixture_exports, send
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
 COUNTERS = {
-    "claude_code_session_count", "claude_code_lines_of_code_count", "claude_code_commit_count",
-    "claude_code_cost_usage_USD", "claude_code_token_usage_tokens", "claude_code_code_edit_tool_decision",
+    "claude_code_session_count",
+    "claude_code_lines_of_code_count",
+    "claude_code_commit_count",
+    "claude_code_cost_usage_USD",
+    "claude_code_token_usage_tokens",
+    "claude_code_code_edit_tool_decision",
     "claude_code_active_time_seconds",
-}  # fmt: skip
+}
 
 
 def load(server) -> None:
@@ -30,7 +34,8 @@ def scrape(server) -> dict[str, list]:
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     return {name: [(s.name, s.labels, s.value) for s in f.samples] for name, f in families.items()} | {
-        "_types": {name: f.type for name, f in families.items()}}  # fmt: skip
+        "_types": {name: f.type for name, f in families.items()}
+    }
 
 
 def total(samples, **match) -> float:
@@ -50,10 +55,13 @@ def test_names_types_and_totals_match_the_store(start_server):
     assert total(got["claude_code_session_count"]) == pytest.approx(summary["sessions"])
     assert total(got["claude_code_commit_count"]) == pytest.approx(summary["commits"])
     for otel, key in (("input", "input"), ("output", "output"), ("cacheRead", "cache_read")):
-        assert total(got["claude_code_token_usage_tokens"], type=otel) == pytest.approx(summary["tokens"][key])
+        assert total(got["claude_code_token_usage_tokens"], type=otel) == pytest.approx(
+            summary["tokens"][key]
+        )
     assert total(got["claude_code_lines_of_code_count"], type="added") == summary["lines_of_code"]["added"]
     assert total(got["claude_code_active_time_seconds"], type="cli") == pytest.approx(
-        summary["active_time_seconds"]["cli"])
+        summary["active_time_seconds"]["cli"]
+    )
     web = server.summary(filter="team.id=web")
     assert total(got["claude_code_cost_usage_USD"], team_id="web") == pytest.approx(web["cost_usd"])
 

@@ -31,8 +31,11 @@ class Record:
 
 
 def captured_records() -> list[Record]:
-    return [Record(e.path.rsplit("/", 1)[1], e.body, e.content_type, e.content_encoding)
-            for capture in CAPTURES for e in fixture_exports(capture)]  # fmt: skip
+    return [
+        Record(e.path.rsplit("/", 1)[1], e.body, e.content_type, e.content_encoding)
+        for capture in CAPTURES
+        for e in fixture_exports(capture)
+    ]
 
 
 @pytest.fixture
@@ -76,9 +79,15 @@ def test_every_panel_answers_alone_in_json_and_csv(loaded):
     for panel in PANELS:
         one = httpx.get(f"{loaded.url}/api/panels/{panel.id}", timeout=10)
         assert one.status_code == 200, panel.id
-        assert one.json()["data"]["series" if "series" in full["panels"][panel.id] else "items"
-                                  if "items" in full["panels"][panel.id] else "rows"
-                                  if "rows" in full["panels"][panel.id] else "value"] is not None or panel.kind in ("stat", "gauge")  # fmt: skip
+        assert one.json()["data"][
+            "series"
+            if "series" in full["panels"][panel.id]
+            else "items"
+            if "items" in full["panels"][panel.id]
+            else "rows"
+            if "rows" in full["panels"][panel.id]
+            else "value"
+        ] is not None or panel.kind in ("stat", "gauge")
         table = httpx.get(f"{loaded.url}/api/panels/{panel.id}", params={"format": "csv"}, timeout=10)
         assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv"), panel.id
         rows = list(csv.reader(io.StringIO(table.text)))
@@ -102,7 +111,8 @@ def test_session_page_data_is_the_session_in_order(loaded):
     detail = httpx.get(f"{loaded.url}/api/sessions/{session_id}", timeout=10).json()
     own = [e for e in events if e.attrs.get("session.id") == session_id]
     assert [e["name"] for e in detail["timeline"]] == [
-        e.name for e in sorted(own, key=lambda e: (e.attrs["event.timestamp"], int(e.attrs["event.sequence"])))
+        e.name
+        for e in sorted(own, key=lambda e: (e.attrs["event.timestamp"], int(e.attrs["event.sequence"])))
     ]
     assert detail["summary"]["cost_usd"] == pytest.approx(0.044672)
     assert detail["session"]["user_id"] == next(p.attrs["user.id"] for p in points)

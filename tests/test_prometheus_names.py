@@ -23,29 +23,42 @@ def test_claude_code_metric_names(name, unit, expected):
     assert metric_name(name, unit) == expected
 
 
-@pytest.mark.parametrize(("name", "unit", "kind", "monotonic", "expected"), [
-    ("http.server.duration", "ms", "sum", True, "http_server_duration_milliseconds_total"),
-    ("requests", "{request}", "sum", True, "requests_total"),  # annotations are dropped
-    ("claude_code.session.count", "{session}", "sum", True, "claude_code_session_count_total"),
-    ("queue.size", "{item}", "sum", False, "queue_size"),  # up-down counters get no _total
-    ("total.bytes", "By", "sum", True, "bytes_total"),  # unit already in the name; _total only once
-    ("cpu.time", "s", "sum", True, "cpu_time_seconds_total"),
-    ("disk.io", "By/s", "sum", True, "disk_io_bytes_per_second_total"),
-    ("load", "1", "gauge", True, "load_ratio"),
-    ("errors", "1", "sum", True, "errors_total"),  # unit 1 says nothing on counters
-    ("cost", "USD", "gauge", False, "cost_USD"),
-    ("temperature", "Cel", "gauge", False, "temperature_celsius"),
-    ("5xx.count", "", "sum", True, "_5xx_count_total"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "unit", "kind", "monotonic", "expected"),
+    [
+        ("http.server.duration", "ms", "sum", True, "http_server_duration_milliseconds_total"),
+        ("requests", "{request}", "sum", True, "requests_total"),  # annotations are dropped
+        ("claude_code.session.count", "{session}", "sum", True, "claude_code_session_count_total"),
+        ("queue.size", "{item}", "sum", False, "queue_size"),  # up-down counters get no _total
+        ("total.bytes", "By", "sum", True, "bytes_total"),  # unit already in the name; _total only once
+        ("cpu.time", "s", "sum", True, "cpu_time_seconds_total"),
+        ("disk.io", "By/s", "sum", True, "disk_io_bytes_per_second_total"),
+        ("load", "1", "gauge", True, "load_ratio"),
+        ("errors", "1", "sum", True, "errors_total"),  # unit 1 says nothing on counters
+        ("cost", "USD", "gauge", False, "cost_USD"),
+        ("temperature", "Cel", "gauge", False, "temperature_celsius"),
+        ("5xx.count", "", "sum", True, "_5xx_count_total"),
+    ],
+)
 def test_naming_rules(name, unit, kind, monotonic, expected):
     assert metric_name(name, unit, kind, monotonic) == expected
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("user.id", "user_id"), ("team.id", "team_id"), ("model", "model"), ("terminal.type", "terminal_type"),
-    ("service.version", "service_version"), ("session.id", "session_id"), ("2fa", "key_2fa"),
-    ("_private", "key_private"), ("a-b c", "a_b_c"), ("é", "key_"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("user.id", "user_id"),
+        ("team.id", "team_id"),
+        ("model", "model"),
+        ("terminal.type", "terminal_type"),
+        ("service.version", "service_version"),
+        ("session.id", "session_id"),
+        ("2fa", "key_2fa"),
+        ("_private", "key_private"),
+        ("a-b c", "a_b_c"),
+        ("é", "key_"),
+    ],
+)
 def test_label_names(key, expected):
     assert label_name(key) == expected
 

@@ -15,7 +15,7 @@ from ccmetrics import setup as s
 from ccmetrics.claude_settings import TELEMETRY_VARS
 from ccmetrics.cli import main
 
-EXISTING = '{\n    "model": "opus",\n    "permissions": {\n        "allow": ["Bash(git:*)"]\n    },\n    "env": {\n        "FOO": "bär"\n    }\n}\n'  # fmt: skip
+EXISTING = '{\n    "model": "opus",\n    "permissions": {\n        "allow": ["Bash(git:*)"]\n    },\n    "env": {\n        "FOO": "bär"\n    }\n}\n'
 
 
 @pytest.fixture
@@ -26,8 +26,14 @@ def home(tmp_path: Path) -> Path:
 
 
 def ccm(home: Path, *args: str, shell: str = "/bin/bash", input: str | None = None):  # noqa: A002
-    env = {"HOME": str(home), "SHELL": shell, "CLAUDE_CONFIG_DIR": None, "ZDOTDIR": None, "XDG_CONFIG_HOME": None,
-           **dict.fromkeys(TELEMETRY_VARS)}  # fmt: skip
+    env = {
+        "HOME": str(home),
+        "SHELL": shell,
+        "CLAUDE_CONFIG_DIR": None,
+        "ZDOTDIR": None,
+        "XDG_CONFIG_HOME": None,
+        **dict.fromkeys(TELEMETRY_VARS),
+    }
     return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
 
 
@@ -47,10 +53,14 @@ def test_no_settings_file_is_created_and_undo_deletes_it(home: Path) -> None:
     assert result.exit_code == 0, result.output
     env = json.loads(settings(home).read_text())["env"]
     assert env == {
-        "CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
-        "OTEL_METRIC_EXPORT_INTERVAL": "10000", "OTEL_LOGS_EXPORT_INTERVAL": "5000",
-    }  # fmt: skip
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+        "OTEL_LOGS_EXPORT_INTERVAL": "5000",
+    }
     assert backups(settings(home)) == []  # nothing to back up
 
     assert ccm(home, "setup", "--undo", "--yes").exit_code == 0
@@ -63,7 +73,7 @@ def test_existing_file_keeps_other_keys_order_and_indent_and_undo_is_byte_exact(
     settings(home).write_text(EXISTING, encoding="utf-8")
     result = ccm(home, "setup", "--team", "platform", "--attr", "department=eng", "--yes")
     assert result.exit_code == 0, result.output
-    assert "+        \"OTEL_EXPORTER_OTLP_PROTOCOL\": \"grpc\"," in result.output  # the diff was shown
+    assert '+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",' in result.output  # the diff was shown
     text = settings(home).read_text(encoding="utf-8")
     document = json.loads(text)
     assert list(document) == ["model", "permissions", "env"]
@@ -96,9 +106,17 @@ def test_a_replaced_value_comes_back_on_undo(home: Path) -> None:
     settings(home).parent.mkdir()
     settings(home).write_text(original)
     assert ccm(home, "setup", "--yes").exit_code == 0
-    assert json.loads(settings(home).read_text())["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
-    assert ccm(home, "setup", "--protocol", "http/protobuf", "--yes").exit_code == 0  # a second, different run
-    assert json.loads(settings(home).read_text())["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert (
+        json.loads(settings(home).read_text())["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        == "http://127.0.0.1:4317"
+    )
+    assert (
+        ccm(home, "setup", "--protocol", "http/protobuf", "--yes").exit_code == 0
+    )  # a second, different run
+    assert (
+        json.loads(settings(home).read_text())["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        == "http://127.0.0.1:4318"
+    )
     assert ccm(home, "setup", "--undo", "--yes").exit_code == 0
     assert settings(home).read_text() == original
 
@@ -119,12 +137,17 @@ def test_undo_after_the_user_edited_the_file_removes_only_ours(home: Path) -> No
     }
 
 
-@pytest.mark.parametrize("content, why", [
-    ('{"model": "opus",\n  "env": {', "not valid JSON (line 2"),
-    ("[1, 2]", "must hold a JSON object"),
-    ('{"env": "CLAUDE_CODE_ENABLE_TELEMETRY=1"}', '"env" must be an object'),
-])  # fmt: skip
-def test_a_settings_file_that_cannot_be_parsed_is_never_overwritten(home: Path, content: str, why: str) -> None:
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ('{"model": "opus",\n  "env": {', "not valid JSON (line 2"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"env": "CLAUDE_CODE_ENABLE_TELEMETRY=1"}', '"env" must be an object'),
+    ],
+)
+def test_a_settings_file_that_cannot_be_parsed_is_never_overwritten(
+    home: Path, content: str, why: str
+) -> None:
     settings(home).parent.mkdir()
     settings(home).write_text(content)
     result = ccm(home, "setup", "--yes")
@@ -152,14 +175,17 @@ def test_json_plan(home: Path) -> None:
     assert {"key": "OTEL_EXPORTER_OTLP_PROTOCOL", "old": None, "new": "grpc"} in plan["changes"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--attr", "team.name=Platform Team"], "has a space"),
-    (["--team", "data science"], "has a space"),
-    (["--attr", "novalue"], "use KEY=VALUE"),
-    (["--protocol", "http"], "use http/protobuf or http/json"),
-    (["--endpoint", "127.0.0.1:4317"], "endpoint must look like http://host:port"),
-    (["--token", "a b"], "may not be empty or hold spaces"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--attr", "team.name=Platform Team"], "has a space"),
+        (["--team", "data science"], "has a space"),
+        (["--attr", "novalue"], "use KEY=VALUE"),
+        (["--protocol", "http"], "use http/protobuf or http/json"),
+        (["--endpoint", "127.0.0.1:4317"], "endpoint must look like http://host:port"),
+        (["--token", "a b"], "may not be empty or hold spaces"),
+    ],
+)
 def test_bad_values_are_refused(home: Path, args: list[str], message: str) -> None:
     result = ccm(home, "setup", "--yes", *args)
     assert result.exit_code == 1 and message in result.output
@@ -167,7 +193,9 @@ def test_bad_values_are_refused(home: Path, args: list[str], message: str) -> No
 
 
 def test_stack_backend_token_and_http_protocol(home: Path) -> None:
-    result = ccm(home, "setup", "--yes", "--backend", "stack", "--protocol", "http/protobuf", "--token", "s3cret")
+    result = ccm(
+        home, "setup", "--yes", "--backend", "stack", "--protocol", "http/protobuf", "--token", "s3cret"
+    )
     assert result.exit_code == 0, result.output
     env = json.loads(settings(home).read_text())["env"]
     assert env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] == "cumulative"
@@ -189,7 +217,9 @@ def test_project_scope_writes_the_project_file_and_says_it_may_be_ignored(home: 
     result = ccm(home, "setup", "--scope", "project", "--project-dir", str(project), "--yes")
     assert result.exit_code == 0
     assert "ignores telemetry variables" in result.output
-    assert json.loads((project / ".claude" / "settings.json").read_text())["env"]["OTEL_LOGS_EXPORTER"] == "otlp"
+    assert (
+        json.loads((project / ".claude" / "settings.json").read_text())["env"]["OTEL_LOGS_EXPORTER"] == "otlp"
+    )
 
 
 def test_managed_scope_prints_a_document_and_writes_nothing(home: Path) -> None:
@@ -206,12 +236,17 @@ def test_managed_scope_prints_a_document_and_writes_nothing(home: Path) -> None:
 RC_BEFORE = "# my rc\nalias ll='ls -l'\nexport EDITOR=vim"  # no final newline on purpose
 
 
-@pytest.mark.parametrize("shell, rc, line", [
-    ("/bin/bash", ".bashrc", "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
-    ("/usr/bin/zsh", ".zshrc", "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
-    ("/usr/local/bin/fish", ".config/fish/config.fish", "set -gx OTEL_EXPORTER_OTLP_PROTOCOL 'grpc'"),
-])  # fmt: skip
-def test_shell_rc_detected_idempotent_and_undone_byte_for_byte(home: Path, shell: str, rc: str, line: str) -> None:
+@pytest.mark.parametrize(
+    "shell, rc, line",
+    [
+        ("/bin/bash", ".bashrc", "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        ("/usr/bin/zsh", ".zshrc", "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        ("/usr/local/bin/fish", ".config/fish/config.fish", "set -gx OTEL_EXPORTER_OTLP_PROTOCOL 'grpc'"),
+    ],
+)
+def test_shell_rc_detected_idempotent_and_undone_byte_for_byte(
+    home: Path, shell: str, rc: str, line: str
+) -> None:
     path = home / rc
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(RC_BEFORE)
@@ -219,8 +254,12 @@ def test_shell_rc_detected_idempotent_and_undone_byte_for_byte(home: Path, shell
     assert result.exit_code == 0, result.output
     text = path.read_text()
     assert text.startswith(RC_BEFORE + "\n") and s.BEGIN in text and s.END in text and line in text
-    assert ccm(home, "setup", "--scope", "shell", "--team", "platform", "--yes", shell=shell).output.count(
-        "nothing to change") == 1  # fmt: skip
+    assert (
+        ccm(home, "setup", "--scope", "shell", "--team", "platform", "--yes", shell=shell).output.count(
+            "nothing to change"
+        )
+        == 1
+    )
     assert path.read_text() == text
     assert ccm(home, "setup", "--scope", "shell", "--undo", "--yes", shell=shell).exit_code == 0
     assert path.read_bytes() == RC_BEFORE.encode()
@@ -242,7 +281,9 @@ def test_shell_rc_undo_after_edits_keeps_theirs(home: Path) -> None:
     assert (home / ".bashrc").read_text() == "A=1\nB=2\n"
 
 
-@pytest.mark.parametrize("shell, rc", [("bash", ".bashrc"), ("zsh", ".zshrc"), ("fish", ".config/fish/config.fish")])
+@pytest.mark.parametrize(
+    "shell, rc", [("bash", ".bashrc"), ("zsh", ".zshrc"), ("fish", ".config/fish/config.fish")]
+)
 def test_shell_rc_block_is_valid_shell(home: Path, shell: str, rc: str) -> None:
     """The block setup writes is sourced by the real shell and sets the values, quoting included."""
     binary = shutil.which(shell)
@@ -250,19 +291,32 @@ def test_shell_rc_block_is_valid_shell(home: Path, shell: str, rc: str) -> None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true and {shell} is required")
         pytest.skip(f"{shell} is not installed")
-    assert ccm(home, "setup", "--scope", "shell", "--shell", shell, "--token", "t0k'en", "--yes").exit_code == 0
-    echo = "echo \"$OTEL_EXPORTER_OTLP_HEADERS|$OTEL_EXPORTER_OTLP_ENDPOINT|$CLAUDE_CODE_ENABLE_TELEMETRY\""
-    out = subprocess.run([binary, "-c", f"source {home / rc}; {echo}"], capture_output=True, text=True,
-                         check=True, env={"HOME": str(home), "PATH": os.environ["PATH"]})  # fmt: skip
+    assert (
+        ccm(home, "setup", "--scope", "shell", "--shell", shell, "--token", "t0k'en", "--yes").exit_code == 0
+    )
+    echo = 'echo "$OTEL_EXPORTER_OTLP_HEADERS|$OTEL_EXPORTER_OTLP_ENDPOINT|$CLAUDE_CODE_ENABLE_TELEMETRY"'
+    out = subprocess.run(
+        [binary, "-c", f"source {home / rc}; {echo}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+    )
     assert out.stdout.strip() == "Authorization=Bearer t0k'en|http://127.0.0.1:4317|1"
 
 
 # --- the pure parts ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, indent", [
-    ('{\n  "a": 1\n}', 2), ('{\n    "a": 1\n}', 4), ('{\n\t"a": 1\n}', "\t"), ('{"a": 1}', 2),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, indent",
+    [
+        ('{\n  "a": 1\n}', 2),
+        ('{\n    "a": 1\n}', 4),
+        ('{\n\t"a": 1\n}', "\t"),
+        ('{"a": 1}', 2),
+    ],
+)
 def test_detect_indent(text: str, indent: int | str) -> None:
     assert s.detect_indent(text) == indent
 

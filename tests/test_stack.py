@@ -61,10 +61,21 @@ def lite(tmp_path) -> Path:
 
 
 def test_writes_a_ready_directory(full):
-    expected = {"docker-compose.yml", ".env", ".env.example", "Makefile", "README.md", "otel-collector/config.yaml",
-                "prometheus/prometheus.yml", "prometheus/recording_rules.yml", "prometheus/alert_rules.yml",
-                "loki/config.yaml", "grafana/provisioning/datasources/datasources.yml",
-                "grafana/provisioning/dashboards/dashboards.yml", "grafana/dashboards/claude-code.json"}  # fmt: skip
+    expected = {
+        "docker-compose.yml",
+        ".env",
+        ".env.example",
+        "Makefile",
+        "README.md",
+        "otel-collector/config.yaml",
+        "prometheus/prometheus.yml",
+        "prometheus/recording_rules.yml",
+        "prometheus/alert_rules.yml",
+        "loki/config.yaml",
+        "grafana/provisioning/datasources/datasources.yml",
+        "grafana/provisioning/dashboards/dashboards.yml",
+        "grafana/dashboards/claude-code.json",
+    }
     assert expected <= {str(p.relative_to(full)) for p in full.rglob("*") if p.is_file()}
     assert all((full / "data" / s).is_dir() for s in ("prometheus", "loki", "grafana"))
     configs = [p for p in full.rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml")]
@@ -89,8 +100,13 @@ def test_compose_pins_images_and_mounts_files_that_exist(full):
     assert ports["grafana"] == ["3000:3000"]
     assert "--storage.tsdb.retention.time=30d" in services["prometheus"]["command"]
     env = services["grafana"]["environment"]
-    assert "admin" not in env["GF_SECURITY_ADMIN_PASSWORD"] and "GRAFANA_ADMIN_PASSWORD" in env["GF_SECURITY_ADMIN_PASSWORD"]
-    assert (full / "loki/config.yaml").exists() and "-config.file=/etc/loki/config.yaml" in services["loki"]["command"]
+    assert (
+        "admin" not in env["GF_SECURITY_ADMIN_PASSWORD"]
+        and "GRAFANA_ADMIN_PASSWORD" in env["GF_SECURITY_ADMIN_PASSWORD"]
+    )
+    assert (full / "loki/config.yaml").exists() and "-config.file=/etc/loki/config.yaml" in services["loki"][
+        "command"
+    ]
 
 
 def test_collector_accumulates_deltas_keeps_counters_and_sends_events_to_loki(full):
@@ -132,8 +148,13 @@ def test_loki_takes_otlp_with_structured_metadata_and_retention(full):
 
 
 def test_grafana_provisioning_points_at_the_services(full):
-    sources = {s["type"]: s for s in load(full / "grafana/provisioning/datasources/datasources.yml")["datasources"]}
-    assert sources["prometheus"]["url"] == "http://prometheus:9090" and sources["loki"]["url"] == "http://loki:3100"
+    sources = {
+        s["type"]: s for s in load(full / "grafana/provisioning/datasources/datasources.yml")["datasources"]
+    }
+    assert (
+        sources["prometheus"]["url"] == "http://prometheus:9090"
+        and sources["loki"]["url"] == "http://loki:3100"
+    )
     provider = load(full / "grafana/provisioning/dashboards/dashboards.yml")["providers"][0]
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards" and provider["allowUiUpdates"] is True
     grafana = load(full / "docker-compose.yml")["services"]["grafana"]
@@ -165,11 +186,21 @@ def test_makefile_has_the_original_targets(full):
 
 
 def test_options_retention_remote_write_and_the_light_variant(tmp_path, lite):
-    custom = init(tmp_path / "custom", "--retention", "90d", "--loki-retention", "2w",
-                  "--remote-write", "https://mimir.example/api/v1/push")  # fmt: skip
+    custom = init(
+        tmp_path / "custom",
+        "--retention",
+        "90d",
+        "--loki-retention",
+        "2w",
+        "--remote-write",
+        "https://mimir.example/api/v1/push",
+    )
     prometheus = load(custom / "prometheus/prometheus.yml")
     assert prometheus["remote_write"] == [{"url": "https://mimir.example/api/v1/push"}]
-    assert "--storage.tsdb.retention.time=90d" in load(custom / "docker-compose.yml")["services"]["prometheus"]["command"]
+    assert (
+        "--storage.tsdb.retention.time=90d"
+        in load(custom / "docker-compose.yml")["services"]["prometheus"]["command"]
+    )
     assert load(custom / "loki/config.yaml")["limits_config"]["retention_period"] == "336h"
     assert "remote_write" not in load(tmp_path / "lite/prometheus/prometheus.yml")
 
@@ -177,10 +208,15 @@ def test_options_retention_remote_write_and_the_light_variant(tmp_path, lite):
     assert set(services) == {"prometheus", "grafana"} and services["grafana"]["ports"] == ["3001:3000"]
     assert not (lite / "otel-collector").exists() and not (lite / "loki").exists()
     job = load(lite / "prometheus/prometheus.yml")["scrape_configs"][0]
-    assert job["static_configs"][0]["targets"] == ["ccmetrics.internal:3000"] and job["metrics_path"] == "/metrics"
+    assert (
+        job["static_configs"][0]["targets"] == ["ccmetrics.internal:3000"]
+        and job["metrics_path"] == "/metrics"
+    )
     board = json.loads((lite / "grafana/dashboards/claude-code.json").read_text())
     assert all(t["datasource"]["type"] == "prometheus" for p in board["panels"] for t in p.get("targets", []))
-    assert [s["type"] for s in load(lite / "grafana/provisioning/datasources/datasources.yml")["datasources"]] == ["prometheus"]
+    assert [
+        s["type"] for s in load(lite / "grafana/provisioning/datasources/datasources.yml")["datasources"]
+    ] == ["prometheus"]
     bad = CliRunner().invoke(main, ["stack", "init", str(tmp_path / "bad"), "--loki-retention", "soon"])
     assert bad.exit_code != 0 and "retention" in bad.output
 
@@ -192,17 +228,30 @@ def test_options_retention_remote_write_and_the_light_variant(tmp_path, lite):
 def test_promtool_accepts_config_and_rules(variant, request):
     directory = request.getfixturevalue(variant) / "prometheus"
     tool = promtool()
-    checked = subprocess.run([tool, "check", "config", "prometheus.yml"], cwd=directory, capture_output=True, text=True)
+    checked = subprocess.run(
+        [tool, "check", "config", "prometheus.yml"], cwd=directory, capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    rules = subprocess.run([tool, "check", "rules", "recording_rules.yml", "alert_rules.yml"], cwd=directory,
-                           capture_output=True, text=True)  # fmt: skip
+    rules = subprocess.run(
+        [tool, "check", "rules", "recording_rules.yml", "alert_rules.yml"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
     names = [r.get("record") for g in load(directory / "recording_rules.yml")["groups"] for r in g["rules"]]
-    assert {"claude_code:cache_efficiency:ratio", "claude_code:cost_per_1k_tokens:ratio",
-            "claude_code:productivity:ratio"} <= set(names)  # fmt: skip
+    assert {
+        "claude_code:cache_efficiency:ratio",
+        "claude_code:cost_per_1k_tokens:ratio",
+        "claude_code:productivity:ratio",
+    } <= set(names)
     alerts = [r.get("alert") for g in load(directory / "alert_rules.yml")["groups"] for r in g["rules"]]
-    assert {"ClaudeCodeHighHourlyCost", "ClaudeCodeSpendSpike", "ClaudeCodeUserOverDailyBudget",
-            "ClaudeCodeNoTelemetry"} <= set(alerts)  # fmt: skip
+    assert {
+        "ClaudeCodeHighHourlyCost",
+        "ClaudeCodeSpendSpike",
+        "ClaudeCodeUserOverDailyBudget",
+        "ClaudeCodeNoTelemetry",
+    } <= set(alerts)
 
 
 RULE_TESTS = """
@@ -247,8 +296,9 @@ tests:
 def test_promtool_unit_tests_of_the_rules(full):
     directory = full / "prometheus"
     (directory / "rules_test.yml").write_text(RULE_TESTS)
-    result = subprocess.run([promtool(), "test", "rules", "rules_test.yml"], cwd=directory, capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        [promtool(), "test", "rules", "rules_test.yml"], cwd=directory, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -290,7 +340,9 @@ def test_dashboard_has_every_expressible_panel_with_the_same_title_unit_and_plac
             continue
         got = by_title[panel.title]
         assert got["gridPos"] == grid[panel.id], panel.id
-        assert got["fieldConfig"]["defaults"]["unit"] == units.get(panel.unit, got["fieldConfig"]["defaults"]["unit"])
+        assert got["fieldConfig"]["defaults"]["unit"] == units.get(
+            panel.unit, got["fieldConfig"]["defaults"]["unit"]
+        )
         kinds = {t["datasource"]["type"] for t in got["targets"]}
         assert kinds == ({"prometheus"} if panel.promql else {"loki"}), panel.id
         if panel.kind == "gauge":
@@ -300,12 +352,18 @@ def test_dashboard_has_every_expressible_panel_with_the_same_title_unit_and_plac
 
 
 def test_queries_are_exact_increases_under_the_filters():
-    expr = with_filters('sum by (type) (increase(claude_code_token_usage_tokens_total{type="input"}[$__range]))')
-    assert expr == ('sum by (type) (increase(claude_code_token_usage_tokens_total{type="input", user_id=~"$user", '
-                    'team_id=~"$team", model=~"$model"}[$__range]))')  # fmt: skip
-    exact = exact_increase("sum(increase(m{a=\"b\"}[$__range]))")
-    assert exact == ('sum(((m{a="b"} - m{a="b"} offset $__range >= 0) or (m{a="b"} unless m{a="b"} offset $__range) '
-                     'or increase(m{a="b"}[$__range])))')  # fmt: skip
+    expr = with_filters(
+        'sum by (type) (increase(claude_code_token_usage_tokens_total{type="input"}[$__range]))'
+    )
+    assert expr == (
+        'sum by (type) (increase(claude_code_token_usage_tokens_total{type="input", user_id=~"$user", '
+        'team_id=~"$team", model=~"$model"}[$__range]))'
+    )
+    exact = exact_increase('sum(increase(m{a="b"}[$__range]))')
+    assert exact == (
+        'sum(((m{a="b"} - m{a="b"} offset $__range >= 0) or (m{a="b"} unless m{a="b"} offset $__range) '
+        'or increase(m{a="b"}[$__range])))'
+    )
 
 
 # --- ccmetrics health -------------------------------------------------------------------------------
@@ -319,7 +377,11 @@ def test_health_is_zero_when_up_and_one_when_down(server):
     down = CliRunner().invoke(main, ["health", "--ccmetrics", server.url, "--prometheus", dead, "--json"])
     assert down.exit_code == 1
     checks = {c["service"]: c for c in json.loads(down.output)}
-    assert checks["ccmetrics"]["ok"] and not checks["prometheus"]["ok"] and checks["prometheus"]["url"].endswith("/-/ready")
+    assert (
+        checks["ccmetrics"]["ok"]
+        and not checks["prometheus"]["ok"]
+        and checks["prometheus"]["url"].endswith("/-/ready")
+    )
     table = CliRunner().invoke(main, ["health", "--stack", "--loki", dead, "--timeout", "0.5"])
     assert table.exit_code == 1
     for service in ("collector", "prometheus", "loki", "grafana"):

@@ -80,8 +80,14 @@ def test_cumulative_reset_by_lower_value_or_new_start_time_is_not_negative(store
 @pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2, 3, 1]])
 def test_cumulative_points_in_any_order_give_the_same_total(store, order):
     values = [2.0, 3.0, 7.0, 7.5]
-    requests = [sum_request(TOKENS, [(T0, T0 + (i + 1) * SECOND, values[i], {**USER, "type": "input"})],
-                            temporality=CUMULATIVE) for i in range(4)]  # fmt: skip
+    requests = [
+        sum_request(
+            TOKENS,
+            [(T0, T0 + (i + 1) * SECOND, values[i], {**USER, "type": "input"})],
+            temporality=CUMULATIVE,
+        )
+        for i in range(4)
+    ]
     ingest(store, *(requests[i] for i in order))
     assert totals(store)["tokens"]["input"] == 7.5
     rows = store.reader().execute("SELECT value FROM points ORDER BY time_ns").fetchall()
@@ -89,8 +95,13 @@ def test_cumulative_points_in_any_order_give_the_same_total(store, order):
 
 
 def test_time_range_counts_each_increment_once(store):
-    ingest(store, *(sum_request(COST, [(T0 + i * 60 * SECOND, T0 + (i + 1) * 60 * SECOND, 1.0, USER)])
-                    for i in range(10)))  # fmt: skip
+    ingest(
+        store,
+        *(
+            sum_request(COST, [(T0 + i * 60 * SECOND, T0 + (i + 1) * 60 * SECOND, 1.0, USER)])
+            for i in range(10)
+        ),
+    )
     since = "2026-09-21T14:16:40+00:00"  # T0 + 200 s, between the 3rd and 4th points
     assert totals(store)["cost_usd"] == 10
     assert totals(store, since=since)["cost_usd"] == 7
@@ -100,11 +111,17 @@ def test_time_range_counts_each_increment_once(store):
 def test_filters_on_any_attribute_resource_or_point(store):
     ingest(
         store,
-        sum_request(COST, [(T0, T0 + SECOND, 1.0, {**USER, "effort": "high"})],
-                    resource={"service.name": "claude-code", "team.id": "platform", "cost_center": "cc-1"}),
-        sum_request(COST, [(T0, T0 + SECOND, 2.0, {**USER, "user.id": "u2", "effort": "low"})],
-                    resource={"service.name": "claude-code", "team.id": "web"}),
-    )  # fmt: skip
+        sum_request(
+            COST,
+            [(T0, T0 + SECOND, 1.0, {**USER, "effort": "high"})],
+            resource={"service.name": "claude-code", "team.id": "platform", "cost_center": "cc-1"},
+        ),
+        sum_request(
+            COST,
+            [(T0, T0 + SECOND, 2.0, {**USER, "user.id": "u2", "effort": "low"})],
+            resource={"service.name": "claude-code", "team.id": "web"},
+        ),
+    )
     assert totals(store, filters=["team.id=platform"])["cost_usd"] == 1.0
     assert totals(store, filters=["cost_center=cc-1"])["cost_usd"] == 1.0
     assert totals(store, filters=["effort=low"])["cost_usd"] == 2.0
@@ -122,13 +139,15 @@ def test_bad_filters_and_times_are_clear_errors():
 def test_events_numbers_from_strings_prompt_text_dropped_and_unknown_events_kept(store):
     ingest(
         store,
-        log_request([
-            (T0, "user_prompt", {"prompt_length": "28", "prompt": "secret plans", "session.id": "s1"}),
-            (T0 + 1, "user_prompt", {"prompt_length": 18, "session.id": "s1"}),
-            (T0 + 2, "api_request", {"model": "m", "cost_usd": "0.5", "input_tokens": "100"}),
-            (T0 + 3, "brand_new_event", {"whatever": "x"}),
-        ]),
-    )  # fmt: skip
+        log_request(
+            [
+                (T0, "user_prompt", {"prompt_length": "28", "prompt": "secret plans", "session.id": "s1"}),
+                (T0 + 1, "user_prompt", {"prompt_length": 18, "session.id": "s1"}),
+                (T0 + 2, "api_request", {"model": "m", "cost_usd": "0.5", "input_tokens": "100"}),
+                (T0 + 3, "brand_new_event", {"whatever": "x"}),
+            ]
+        ),
+    )
     result = totals(store)
     assert result["prompts"] == 2 and result["avg_prompt_length"] == 23
     assert result["api_requests"] == 1 and result["cost_usd"] == 0  # cost comes from metrics only
@@ -166,9 +185,16 @@ def test_a_retry_of_an_event_stored_before_keys_began_with_time_counts_once(tmp_
 
 @pytest.mark.parametrize("store_prompts", [False, True])
 def test_conversation_text_kept_only_when_asked(store, store_prompts):
-    ingest(store, log_request([(T0, "user_prompt", {"prompt_text": "keep me"}),
-                               (T0 + 1, "assistant_response", {"response": "a reply"})]),
-           store_prompts=store_prompts)  # fmt: skip
+    ingest(
+        store,
+        log_request(
+            [
+                (T0, "user_prompt", {"prompt_text": "keep me"}),
+                (T0 + 1, "assistant_response", {"response": "a reply"}),
+            ]
+        ),
+        store_prompts=store_prompts,
+    )
     rows = {name: json.loads(a) for name, a in store.reader().execute("SELECT name, attrs FROM events")}
     assert rows["user_prompt"]["prompt_text"] == ("keep me" if store_prompts else "<REDACTED>")
     assert rows["user_prompt"]["prompt_length"] == 7
@@ -183,12 +209,17 @@ def test_gauges_histograms_and_unknown_metrics_are_kept(store):
     gauge.gauge.data_points.add(time_unix_nano=T0, as_double=0.75)
     histogram = metrics.add(name="some.histogram", unit="ms")
     histogram.histogram.aggregation_temporality = CUMULATIVE
-    histogram.histogram.data_points.add(time_unix_nano=T0, count=3, sum=12.5, explicit_bounds=[10],
-                                        bucket_counts=[2, 1])  # fmt: skip
+    histogram.histogram.data_points.add(
+        time_unix_nano=T0, count=3, sum=12.5, explicit_bounds=[10], bucket_counts=[2, 1]
+    )
     ingest(store, request)
-    rows = store.reader().execute(
-        "SELECT s.metric, s.kind, p.value, p.extra FROM points p JOIN series s ON s.id = p.series_id ORDER BY 1"
-    ).fetchall()
+    rows = (
+        store.reader()
+        .execute(
+            "SELECT s.metric, s.kind, p.value, p.extra FROM points p JOIN series s ON s.id = p.series_id ORDER BY 1"
+        )
+        .fetchall()
+    )
     assert rows == [
         ("claude_code.future.metric", "sum", 3.0, None),
         ("some.gauge", "gauge", 0.75, None),
@@ -224,7 +255,9 @@ def test_any_time_range_is_exact_across_rollup_hours_and_raw_edges(store):
         end = T0 + rng.randint(0, 3 * 86400) * SECOND
         points.append((end - SECOND, end, float(rng.randint(1, 100)), {**USER, "session.id": f"s{i % 7}"}))
     ingest(store, *(sum_request(COST, [p]) for p in points))
-    cumulative = [(T0, T0 + (i + 1) * 900 * SECOND, float(10 * (i + 1)), {**USER, "type": "input"}) for i in range(30)]
+    cumulative = [
+        (T0, T0 + (i + 1) * 900 * SECOND, float(10 * (i + 1)), {**USER, "type": "input"}) for i in range(30)
+    ]
     rng.shuffle(cumulative)  # late points: the increments after them are corrected, in the rollup too
     ingest(store, *(sum_request(TOKENS, [p], temporality=CUMULATIVE) for p in cumulative))
     for _ in range(40):
@@ -239,7 +272,9 @@ def test_any_time_range_is_exact_across_rollup_hours_and_raw_edges(store):
         tokens = sum(10.0 for _ in in_range)  # each cumulative step adds 10
         assert result["tokens"]["input"] == pytest.approx(tokens), (since, until)
         one = totals(store, since=since, until=until, filters=["session.id=s3"])["cost_usd"]
-        assert one == pytest.approx(sum(v for _, end, v, a in points if lo <= end < hi and a["session.id"] == "s3"))
+        assert one == pytest.approx(
+            sum(v for _, end, v, a in points if lo <= end < hi and a["session.id"] == "s3")
+        )
 
 
 def _iso(ns: int) -> str:
@@ -275,10 +310,13 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
         return reader.execute(f"SELECT start_ns, {column} FROM {table}_day ORDER BY 1").fetchall()
 
     hours = [1, 5, 23, 24 + 2]  # three in the day, one in the next
-    commit(day + 12 * HOUR_NS,
-           sum_request(COST, [(day + h * HOUR_NS, day + h * HOUR_NS + SECOND, 0.5 * (h + 1), USER)
-                              for h in hours]),
-           log_request([(day + h * HOUR_NS + SECOND, "api_request", USER) for h in hours]))  # fmt: skip
+    commit(
+        day + 12 * HOUR_NS,
+        sum_request(
+            COST, [(day + h * HOUR_NS, day + h * HOUR_NS + SECOND, 0.5 * (h + 1), USER) for h in hours]
+        ),
+        log_request([(day + h * HOUR_NS + SECOND, "api_request", USER) for h in hours]),
+    )
     ranges = [(day, day + DAY_NS), (day - DAY_NS, day + 2 * DAY_NS), (day + HOUR_NS, day + 2 * DAY_NS)]
     before = [cost(lo, hi) for lo, hi in ranges]
     assert before[0] == (0.5 * (2 + 6 + 24), 3) and before[1] == (0.5 * (2 + 6 + 24 + 27), 4)
@@ -289,10 +327,17 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
     assert reader.execute("SELECT until_ns FROM closed_days").fetchone() == (day + DAY_NS,)
     assert [cost(lo, hi) for lo, hi in ranges] == before
 
-    commit(day + DAY_NS + 4 * HOUR_NS,  # late data for the closed day, and more for the open one
-           sum_request(COST, [(day + 7 * HOUR_NS, day + 7 * HOUR_NS + SECOND, 4.0, USER),
-                              (day + DAY_NS + 3 * HOUR_NS, day + DAY_NS + 3 * HOUR_NS + SECOND, 8.0, USER)]),
-           log_request([(day + 7 * HOUR_NS + SECOND, "api_request", USER)]))  # fmt: skip
+    commit(
+        day + DAY_NS + 4 * HOUR_NS,  # late data for the closed day, and more for the open one
+        sum_request(
+            COST,
+            [
+                (day + 7 * HOUR_NS, day + 7 * HOUR_NS + SECOND, 4.0, USER),
+                (day + DAY_NS + 3 * HOUR_NS, day + DAY_NS + 3 * HOUR_NS + SECOND, 8.0, USER),
+            ],
+        ),
+        log_request([(day + 7 * HOUR_NS + SECOND, "api_request", USER)]),
+    )
     assert daily("rollup") == [(day, 20.0)] and daily("event_rollup") == [(day, 4)]
     assert cost(day, day + DAY_NS) == (20.0, 4)
     assert cost(day - DAY_NS, day + 2 * DAY_NS) == (20.0 + 13.5 + 8.0, 5)
@@ -307,9 +352,12 @@ def test_ranges_split_into_days_hours_and_raw_edges():
     tiers = [("day", day), ("hour", hour)]
     lo, hi = 3 * day - 90 * 60 * SECOND, 6 * day + 2 * hour + 5 * SECOND
     assert _split(lo, hi, tiers) == [
-        ("raw", lo, 3 * day - hour), ("hour", 3 * day - hour, 3 * day), ("day", 3 * day, 6 * day),
-        ("hour", 6 * day, 6 * day + 2 * hour), ("raw", 6 * day + 2 * hour, hi),
-    ]  # fmt: skip
+        ("raw", lo, 3 * day - hour),
+        ("hour", 3 * day - hour, 3 * day),
+        ("day", 3 * day, 6 * day),
+        ("hour", 6 * day, 6 * day + 2 * hour),
+        ("raw", 6 * day + 2 * hour, hi),
+    ]
     assert _split(None, None, tiers) == [("day", None, None)]
     assert _split(None, 2 * day + 5, tiers) == [("day", None, 2 * day), ("raw", 2 * day, 2 * day + 5)]
     assert _split(hour + 1, hour + 2, tiers) == [("raw", hour + 1, hour + 2)]
@@ -330,8 +378,11 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
     """A month of history is read once; a late export into one of its hours makes it read again."""
     hour, day = 3600 * SECOND, 86400 * SECOND
     usage = [(T0 + d * day + hour, T0 + d * day + hour + SECOND, float(d + 1), USER) for d in range(5)]
-    ingest(store, *(sum_request(COST, [p]) for p in usage),
-           log_request([(T0 + hour, "api_request", {**USER, "duration_ms": 100})]))  # fmt: skip
+    ingest(
+        store,
+        *(sum_request(COST, [p]) for p in usage),
+        log_request([(T0 + hour, "api_request", {**USER, "duration_ms": 100})]),
+    )
     since, until = _iso(T0 - day), _iso(T0 + 6 * day)
     statements: list[str] = []
     conn = store.reader()
@@ -339,7 +390,9 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
 
     def ask(**filters) -> dict:
         statements.clear()
-        return summary(conn, Filters.parse(since=since, until=until, **filters), store.family_cache, store.answers)
+        return summary(
+            conn, Filters.parse(since=since, until=until, **filters), store.family_cache, store.answers
+        )
 
     def rollups_read() -> int:
         return sum("FROM rollup_" in s or "FROM event_rollup_" in s for s in statements)
@@ -351,8 +404,11 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
         again = ask()
         assert again == first and rollups_read() == 0  # nothing changed: nothing read again
         # A late export lands in the third day's hour, long after it was read.
-        ingest(store, sum_request(COST, [(T0 + 2 * day + hour, T0 + 2 * day + hour + 2 * SECOND, 0.5, USER)]),
-               log_request([(T0 + 2 * day + hour, "api_request", {**USER, "duration_ms": 300})]))  # fmt: skip
+        ingest(
+            store,
+            sum_request(COST, [(T0 + 2 * day + hour, T0 + 2 * day + hour + 2 * SECOND, 0.5, USER)]),
+            log_request([(T0 + 2 * day + hour, "api_request", {**USER, "duration_ms": 300})]),
+        )
         late = ask()
         assert (late["cost_usd"], late["api_requests"]) == (15.5, 2)
         assert rollups_read() > 0
@@ -371,9 +427,16 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     store = Store(current)
     hour = 3600 * SECOND
     other = {**USER, "session.id": "s2"}
-    ingest(store, *(sum_request(COST, [(T0 + i * hour, T0 + i * hour + SECOND, 0.25 * (i + 1),
-                                       other if i % 3 else USER)]) for i in range(30)),
-           log_request([(T0 + i * hour, "api_request", {**USER, "duration_ms": 10 * i}) for i in range(30)]))  # fmt: skip
+    ingest(
+        store,
+        *(
+            sum_request(
+                COST, [(T0 + i * hour, T0 + i * hour + SECOND, 0.25 * (i + 1), other if i % 3 else USER)]
+            )
+            for i in range(30)
+        ),
+        log_request([(T0 + i * hour, "api_request", {**USER, "duration_ms": 10 * i}) for i in range(30)]),
+    )
     expected = totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour))
     expected_session = totals(store, filters=["session.id=s2"])
     expected_sessions = Facts(store.reader(), Filters()).sessions()
@@ -386,7 +449,9 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(f"ATTACH DATABASE '{current}' AS current")
-        tables = [name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")]
+        tables = [
+            name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+        ]
         for table in tables:
             conn.execute(f"INSERT INTO main.{table} SELECT * FROM current.{table}")
         conn.execute("DETACH DATABASE current")
@@ -399,8 +464,11 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
         assert expected_session["cost_usd"] == sum(0.25 * (i + 1) for i in range(30) if i % 3)
         assert Facts(store.reader(), Filters()).sessions() == expected_sessions
         assert [s["session_id"] for s in expected_sessions] == ["s2", "s1"]
-        (key,) = store.reader().execute(
-            "SELECT group_concat(name) FROM pragma_index_info('sqlite_autoindex_rollup_hour_1')").fetchone()
+        (key,) = (
+            store.reader()
+            .execute("SELECT group_concat(name) FROM pragma_index_info('sqlite_autoindex_rollup_hour_1')")
+            .fetchone()
+        )
         assert key == "start_ns,family_id"
     finally:
         store.close()

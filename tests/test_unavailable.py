@@ -45,7 +45,12 @@ def test_a_locked_store_answers_503_then_keeps_the_retry(start_server):
         blocker.close()
     # The exporter retries: now it lands, once.
     for _ in range(2):
-        assert httpx.post(f"{server.otlp_http}/v1/metrics", content=body, headers=headers, timeout=30).status_code == 200
+        assert (
+            httpx.post(
+                f"{server.otlp_http}/v1/metrics", content=body, headers=headers, timeout=30
+            ).status_code
+            == 200
+        )
     assert server.summary()["cost_usd"] == 1.5
 
 
@@ -56,13 +61,19 @@ def cost_request(second: int, value: float):  # noqa: ANN201 - a protobuf reques
 
 
 def post(server, request) -> httpx.Response:  # noqa: ANN001
-    return httpx.post(f"{server.otlp_http}/v1/metrics", content=request.SerializeToString(),
-                      headers={"Content-Type": "application/x-protobuf"}, timeout=30)  # fmt: skip
+    return httpx.post(
+        f"{server.otlp_http}/v1/metrics",
+        content=request.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+        timeout=30,
+    )
 
 
 def writer_pid(server) -> int:  # noqa: ANN001
-    (pid,) = [int(pid) for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-              .read_text().split()]  # fmt: skip
+    (pid,) = [
+        int(pid)
+        for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    ]
     return pid
 
 
@@ -120,14 +131,39 @@ def test_a_full_disk_answers_503_and_loses_nothing(start_server):
 
 def test_traces_are_stored_with_hex_ids(server):
     trace_id, span_id = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
-    document = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "claude-code"}}]},
-                "scopeSpans": [{"spans": [{"traceId": trace_id, "spanId": span_id, "name": "claude_code.interaction",
-                                           "startTimeUnixNano": str(T0), "endTimeUnixNano": str(T0 + SECOND),
-                                           "attributes": [{"key": "session.id", "value": {"stringValue": "s1"}}]}]}]}]}  # fmt: skip
+    document = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "claude-code"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": span_id,
+                                "name": "claude_code.interaction",
+                                "startTimeUnixNano": str(T0),
+                                "endTimeUnixNano": str(T0 + SECOND),
+                                "attributes": [{"key": "session.id", "value": {"stringValue": "s1"}}],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     for _ in range(2):
-        response = httpx.post(f"{server.otlp_http}/v1/traces", content=json.dumps(document),
-                              headers={"Content-Type": "application/json"}, timeout=10)  # fmt: skip
+        response = httpx.post(
+            f"{server.otlp_http}/v1/traces",
+            content=json.dumps(document),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
         assert response.status_code == 200 and response.json() == {}
     with sqlite3.connect(server.data_dir / "ccmetrics.db") as conn:
-        rows = conn.execute("SELECT trace_id, span_id, name, session_id, end_ns - start_ns FROM spans").fetchall()
+        rows = conn.execute(
+            "SELECT trace_id, span_id, name, session_id, end_ns - start_ns FROM spans"
+        ).fetchall()
     assert rows == [(trace_id, span_id, "claude_code.interaction", "s1", SECOND)]

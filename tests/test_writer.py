@@ -25,8 +25,10 @@ def test_batches_that_wait_reach_the_writer_while_it_commits_and_all_land(tmp_pa
         send()
 
     writer._send_queued = recording_send  # type: ignore[method-assign]
-    minutes = [sum_request(COST, [(T0 + m * 60 * SECOND, T0 + (m + 1) * 60 * SECOND, 0.25, USER)], unit="USD")
-               for m in range(20)]  # fmt: skip
+    minutes = [
+        sum_request(COST, [(T0 + m * 60 * SECOND, T0 + (m + 1) * 60 * SECOND, 0.25, USER)], unit="USD")
+        for m in range(20)
+    ]
 
     async def hand_over() -> list:
         first = asyncio.ensure_future(store.write(batch_of(minutes[0])))

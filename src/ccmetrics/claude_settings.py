@@ -85,7 +85,9 @@ def parse_settings(text: str, path: Path) -> dict[str, Any]:
     try:
         document = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise SettingsError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     if not isinstance(document, dict):
         raise SettingsError(f"{path} must hold a JSON object, not {type(document).__name__}")
     env = document.get("env", {})
@@ -124,8 +126,13 @@ def read_source(name: str, path: Path) -> Source:
     return Source(name, path, env, exists=True)
 
 
-def read_sources(*, home: Path | None = None, project_dir: Path | None = None, managed_path: Path | None = None,
-                 environ: Mapping[str, str] | None = None) -> list[Source]:  # fmt: skip
+def read_sources(
+    *,
+    home: Path | None = None,
+    project_dir: Path | None = None,
+    managed_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Source]:
     """Every source, highest precedence first (the ignored project files after the honored ones)."""
     environ = os.environ if environ is None else environ
     project_dir = project_dir or Path.cwd()
@@ -135,7 +142,10 @@ def read_sources(*, home: Path | None = None, project_dir: Path | None = None, m
         read_source(USER, user_path),
         Source(ENVIRONMENT, None, {k: v for k, v in environ.items() if k in TELEMETRY_VARS}, exists=True),
     ]
-    for name, path in ((LOCAL, local_settings_path(project_dir)), (PROJECT, project_settings_path(project_dir))):
+    for name, path in (
+        (LOCAL, local_settings_path(project_dir)),
+        (PROJECT, project_settings_path(project_dir)),
+    ):
         if path.resolve() != user_path.resolve():  # in the home folder, the project file is the user file
             sources.append(read_source(name, path))
     return sources
@@ -152,8 +162,13 @@ class Variable:
     ignored: tuple[tuple[str, str], ...] = ()  # (source label, value) of sources Claude Code ignores
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "source": self.source,
-                "shadowed": [list(s) for s in self.shadowed], "ignored": [list(s) for s in self.ignored]}  # fmt: skip
+        return {
+            "name": self.name,
+            "value": self.value,
+            "source": self.source,
+            "shadowed": [list(s) for s in self.shadowed],
+            "ignored": [list(s) for s in self.ignored],
+        }
 
 
 def effective(sources: list[Source]) -> dict[str, Variable]:

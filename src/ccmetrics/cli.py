@@ -28,8 +28,11 @@ def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
             if setting.type is bool:
                 kwargs.update(is_flag=True, default=None)
             else:
-                kwargs.update(type=click.Path(file_okay=False) if name == "data_dir" else setting.type,
-                              default=None, show_default=setting.default is not None and str(setting.default))  # fmt: skip
+                kwargs.update(
+                    type=click.Path(file_okay=False) if name == "data_dir" else setting.type,
+                    default=None,
+                    show_default=setting.default is not None and str(setting.default),
+                )
             command = click.option(setting.flag, name, **kwargs)(command)
         return command
 
@@ -37,10 +40,17 @@ def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
 
 
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
-                           help="Only data whose attribute KEY equals VALUE (repeatable), e.g. team.id=platform.")(command)  # fmt: skip
+    command = click.option(
+        "--filter",
+        "filters",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Only data whose attribute KEY equals VALUE (repeatable), e.g. team.id=platform.",
+    )(command)
     command = click.option("--until", metavar="TIME", help="Only data before TIME.")(command)
-    command = click.option("--since", metavar="TIME", help="Only data from TIME on: ISO 8601, or 7d, 24h, 30m ago.")(command)  # fmt: skip
+    command = click.option(
+        "--since", metavar="TIME", help="Only data from TIME on: ISO 8601, or 7d, 24h, 30m ago."
+    )(command)
     return command
 
 
@@ -85,8 +95,9 @@ def report() -> None:
 @settings_options("data_dir")
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as GET /api/summary).")
-def report_summary(data_dir: str | None, since: str | None, until: str | None, filters: tuple[str, ...],
-                   as_json: bool) -> None:  # fmt: skip
+def report_summary(
+    data_dir: str | None, since: str | None, until: str | None, filters: tuple[str, ...], as_json: bool
+) -> None:
     """Totals: sessions, cost, tokens, code, commits, decisions, time, prompts, API calls."""
     config = Config.from_options(data_dir=data_dir)
     try:
@@ -105,28 +116,65 @@ def report_summary(data_dir: str | None, since: str | None, until: str | None, f
 
 
 @main.command()
-@click.option("--scope", type=click.Choice(["user", "project", "shell", "managed"]), default="user", show_default=True,
-              help="user: ~/.claude/settings.json (every shell and IDE); project: .claude/settings.json here; "
-                   "shell: your rc file; managed: print a managed settings file for admins to deploy.")  # fmt: skip
-@click.option("--shell", type=click.Choice(["bash", "zsh", "fish"]), help="With --scope shell [default: from $SHELL].")
-@click.option("--file", "path", type=click.Path(dir_okay=False), help="Edit this file instead of the scope's own.")
+@click.option(
+    "--scope",
+    type=click.Choice(["user", "project", "shell", "managed"]),
+    default="user",
+    show_default=True,
+    help="user: ~/.claude/settings.json (every shell and IDE); project: .claude/settings.json here; "
+    "shell: your rc file; managed: print a managed settings file for admins to deploy.",
+)
+@click.option(
+    "--shell", type=click.Choice(["bash", "zsh", "fish"]), help="With --scope shell [default: from $SHELL]."
+)
+@click.option(
+    "--file", "path", type=click.Path(dir_okay=False), help="Edit this file instead of the scope's own."
+)
 @click.option("--protocol", default="grpc", show_default=True, help="grpc, http/protobuf or http/json.")
-@click.option("--endpoint", metavar="URL", help="The ccmetrics OTLP receiver [default: this machine's, by protocol].")
+@click.option(
+    "--endpoint", metavar="URL", help="The ccmetrics OTLP receiver [default: this machine's, by protocol]."
+)
 @click.option("--team", help="Adds team.id=TEAM to OTEL_RESOURCE_ATTRIBUTES.")
-@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="A resource attribute (repeatable).")
+@click.option(
+    "--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="A resource attribute (repeatable)."
+)
 @click.option("--token", help="Sends OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer TOKEN.")
-@click.option("--backend", type=click.Choice(["ccmetrics", "stack"]), default="ccmetrics", show_default=True,
-              help="stack: the Prometheus stack, which needs cumulative temporality.")  # fmt: skip
-@click.option("--metric-interval", type=int, default=10_000, show_default=True, help="Metrics export interval, ms.")
-@click.option("--logs-interval", type=int, default=5_000, show_default=True, help="Events export interval, ms.")
+@click.option(
+    "--backend",
+    type=click.Choice(["ccmetrics", "stack"]),
+    default="ccmetrics",
+    show_default=True,
+    help="stack: the Prometheus stack, which needs cumulative temporality.",
+)
+@click.option(
+    "--metric-interval", type=int, default=10_000, show_default=True, help="Metrics export interval, ms."
+)
+@click.option(
+    "--logs-interval", type=int, default=5_000, show_default=True, help="Events export interval, ms."
+)
 @click.option("--project-dir", type=click.Path(file_okay=False), help="With --scope project [default: here].")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
 @click.option("--dry-run", is_flag=True, help="Show what would change and stop.")
 @click.option("--undo", is_flag=True, help="Take out exactly what setup added (restoring replaced values).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def setup(scope: str, shell: str | None, path: str | None, protocol: str, endpoint: str | None, team: str | None,
-          attrs: tuple[str, ...], token: str | None, backend: str, metric_interval: int, logs_interval: int,
-          project_dir: str | None, yes: bool, dry_run: bool, undo: bool, as_json: bool) -> None:  # fmt: skip
+def setup(
+    scope: str,
+    shell: str | None,
+    path: str | None,
+    protocol: str,
+    endpoint: str | None,
+    team: str | None,
+    attrs: tuple[str, ...],
+    token: str | None,
+    backend: str,
+    metric_interval: int,
+    logs_interval: int,
+    project_dir: str | None,
+    yes: bool,
+    dry_run: bool,
+    undo: bool,
+    as_json: bool,
+) -> None:
     """Point Claude Code's telemetry at ccmetrics: idempotent, shows a diff, keeps a backup, undoable."""
     import os
     from pathlib import Path
@@ -134,11 +182,24 @@ def setup(scope: str, shell: str | None, path: str | None, protocol: str, endpoi
     from . import setup as setup_mod
 
     try:
-        env = setup_mod.telemetry_env(protocol=protocol, endpoint=endpoint, team=team, attrs=attrs, token=token,
-                                      backend=backend, metric_interval_ms=metric_interval,
-                                      logs_interval_ms=logs_interval)  # fmt: skip
-        tgt = setup_mod.target(scope, home=Path.home(), project_dir=Path(project_dir or os.getcwd()),
-                               environ=os.environ, shell=shell, path=Path(path).expanduser() if path else None)  # fmt: skip
+        env = setup_mod.telemetry_env(
+            protocol=protocol,
+            endpoint=endpoint,
+            team=team,
+            attrs=attrs,
+            token=token,
+            backend=backend,
+            metric_interval_ms=metric_interval,
+            logs_interval_ms=logs_interval,
+        )
+        tgt = setup_mod.target(
+            scope,
+            home=Path.home(),
+            project_dir=Path(project_dir or os.getcwd()),
+            environ=os.environ,
+            shell=shell,
+            path=Path(path).expanduser() if path else None,
+        )
         if tgt.kind == "managed":
             if as_json:
                 click.echo(json.dumps({"path": str(tgt.path), "document": {"env": env}}, indent=2))
@@ -150,15 +211,24 @@ def setup(scope: str, shell: str | None, path: str | None, protocol: str, endpoi
     except setup_mod.SetupError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({**plan.as_dict(), "scope": scope, "undo": undo, "dry_run": dry_run,
-                               "warning": tgt.warning}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {**plan.as_dict(), "scope": scope, "undo": undo, "dry_run": dry_run, "warning": tgt.warning},
+                indent=2,
+            )
+        )
     else:
         if tgt.warning and not undo:
             click.secho(f"Note: {tgt.warning}.", fg="yellow", err=True)
         if not plan.changed:
-            click.echo(f"{plan.path}: nothing to {'undo' if undo else 'change'}; it is already as it should be.")
+            click.echo(
+                f"{plan.path}: nothing to {'undo' if undo else 'change'}; it is already as it should be."
+            )
         else:
-            click.echo(f"{'Undo in' if undo else 'Changes to'} {plan.path}" + (f" ({plan.note})" if plan.note else ""))
+            click.echo(
+                f"{'Undo in' if undo else 'Changes to'} {plan.path}"
+                + (f" ({plan.note})" if plan.note else "")
+            )
             for line in plan.diff().splitlines():
                 color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
                 click.secho(line, fg=color)
@@ -178,30 +248,62 @@ def setup(scope: str, shell: str | None, path: str | None, protocol: str, endpoi
     backup = setup_mod.apply(plan)
     if not as_json:
         click.echo(f"Written. Backup: {backup}" if backup else f"Written: {plan.path} (new file).")
-        click.echo("New Claude Code sessions now send telemetry; check that it arrives with `ccmetrics doctor`.")
+        click.echo(
+            "New Claude Code sessions now send telemetry; check that it arrives with `ccmetrics doctor`."
+        )
 
 
 @main.command()
-@click.option("--server", default="http://127.0.0.1:3000", show_default=True, envvar="CCMETRICS_SERVER",
-              show_envvar=True, help="The ccmetrics API, asked whether the test export was stored.")  # fmt: skip
-@click.option("--backend", type=click.Choice(["ccmetrics", "stack"]), default="ccmetrics", show_default=True,
-              help="What receives the data (the Prometheus stack needs cumulative temporality).")  # fmt: skip
-@click.option("--project-dir", type=click.Path(file_okay=False), help="The project Claude Code runs in [default: here].")
-@click.option("--managed-settings", type=click.Path(dir_okay=False), hidden=True, envvar="CCMETRICS_MANAGED_SETTINGS")
+@click.option(
+    "--server",
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    envvar="CCMETRICS_SERVER",
+    show_envvar=True,
+    help="The ccmetrics API, asked whether the test export was stored.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["ccmetrics", "stack"]),
+    default="ccmetrics",
+    show_default=True,
+    help="What receives the data (the Prometheus stack needs cumulative temporality).",
+)
+@click.option(
+    "--project-dir", type=click.Path(file_okay=False), help="The project Claude Code runs in [default: here]."
+)
+@click.option(
+    "--managed-settings", type=click.Path(dir_okay=False), hidden=True, envvar="CCMETRICS_MANAGED_SETTINGS"
+)
 @click.option("--no-probe", is_flag=True, help="Do not send a test export.")
-@click.option("--wait", type=float, default=10.0, show_default=True, help="Seconds to wait for the test export to land.")
+@click.option(
+    "--wait", type=float, default=10.0, show_default=True, help="Seconds to wait for the test export to land."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor(server: str, backend: str, project_dir: str | None, managed_settings: str | None, no_probe: bool,
-           wait: float, as_json: bool) -> None:  # fmt: skip
+def doctor(
+    server: str,
+    backend: str,
+    project_dir: str | None,
+    managed_settings: str | None,
+    no_probe: bool,
+    wait: float,
+    as_json: bool,
+) -> None:
     """Check the telemetry settings, send a test export, and show what the server has seen. Exit 0: data flows."""
     import os
     from pathlib import Path
 
     from . import doctor as doctor_mod
 
-    result = doctor_mod.run(server=server, backend=backend, project_dir=Path(project_dir) if project_dir else None,
-                            managed_path=Path(managed_settings) if managed_settings else None, environ=os.environ,
-                            probe=not no_probe, wait_s=wait)  # fmt: skip
+    result = doctor_mod.run(
+        server=server,
+        backend=backend,
+        project_dir=Path(project_dir) if project_dir else None,
+        managed_path=Path(managed_settings) if managed_settings else None,
+        environ=os.environ,
+        probe=not no_probe,
+        wait_s=wait,
+    )
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -216,33 +318,69 @@ def stack() -> None:
 
 @stack.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--lite", is_flag=True, help="Prometheus scrapes `ccmetrics serve`'s /metrics: no Collector, no Loki.")
-@click.option("--ccmetrics-target", default="host.docker.internal:3000", show_default=True,
-              help="With --lite: host:port of ccmetrics serve, as the Prometheus container sees it.")  # fmt: skip
+@click.option(
+    "--lite", is_flag=True, help="Prometheus scrapes `ccmetrics serve`'s /metrics: no Collector, no Loki."
+)
+@click.option(
+    "--ccmetrics-target",
+    default="host.docker.internal:3000",
+    show_default=True,
+    help="With --lite: host:port of ccmetrics serve, as the Prometheus container sees it.",
+)
 @click.option("--retention", default="30d", show_default=True, help="How long Prometheus keeps metrics.")
 @click.option("--loki-retention", default="30d", show_default=True, help="How long Loki keeps events.")
-@click.option("--remote-write", "remote_write", metavar="URL", help="Also send everything to this remote_write URL.")
+@click.option(
+    "--remote-write", "remote_write", metavar="URL", help="Also send everything to this remote_write URL."
+)
 @click.option("--scrape-interval", default="15s", show_default=True)
-@click.option("--metric-expiration", default="168h", show_default=True,
-              help="How long the Collector keeps exposing a counter that stopped moving.")  # fmt: skip
-@click.option("--grafana-port", type=int, help="Grafana's port on the host [default: 3000; 3001 with --lite].")
-@click.option("--hourly-cost-alert", type=float, default=10.0, show_default=True, help="USD per hour, all users.")
+@click.option(
+    "--metric-expiration",
+    default="168h",
+    show_default=True,
+    help="How long the Collector keeps exposing a counter that stopped moving.",
+)
+@click.option(
+    "--grafana-port", type=int, help="Grafana's port on the host [default: 3000; 3001 with --lite]."
+)
+@click.option(
+    "--hourly-cost-alert", type=float, default=10.0, show_default=True, help="USD per hour, all users."
+)
 @click.option("--daily-budget", type=float, default=25.0, show_default=True, help="USD per user and day.")
 @click.option("--no-telemetry-minutes", type=int, default=60, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite the stack's files (.env and its password are kept).")
-def stack_init(directory: str, lite: bool, ccmetrics_target: str, retention: str, loki_retention: str,
-               remote_write: str | None, scrape_interval: str, metric_expiration: str, grafana_port: int | None,
-               hourly_cost_alert: float, daily_budget: float, no_telemetry_minutes: int, force: bool) -> None:  # fmt: skip
+def stack_init(
+    directory: str,
+    lite: bool,
+    ccmetrics_target: str,
+    retention: str,
+    loki_retention: str,
+    remote_write: str | None,
+    scrape_interval: str,
+    metric_expiration: str,
+    grafana_port: int | None,
+    hourly_cost_alert: float,
+    daily_budget: float,
+    no_telemetry_minutes: int,
+    force: bool,
+) -> None:
     """Write a ready stack directory: Compose file, configs, rules, Grafana dashboard, Makefile, README."""
     from pathlib import Path
 
     from .stack import StackOptions, write
 
-    opts = StackOptions(lite=lite, ccmetrics_target=ccmetrics_target, prometheus_retention=retention,
-                        loki_retention=loki_retention, remote_write_url=remote_write, scrape_interval=scrape_interval,
-                        metric_expiration=metric_expiration, grafana_port=grafana_port or (3001 if lite else 3000),
-                        hourly_cost_alert_usd=hourly_cost_alert, daily_budget_usd=daily_budget,
-                        no_telemetry_minutes=no_telemetry_minutes)  # fmt: skip
+    opts = StackOptions(
+        lite=lite,
+        ccmetrics_target=ccmetrics_target,
+        prometheus_retention=retention,
+        loki_retention=loki_retention,
+        remote_write_url=remote_write,
+        scrape_interval=scrape_interval,
+        metric_expiration=metric_expiration,
+        grafana_port=grafana_port or (3001 if lite else 3000),
+        hourly_cost_alert_usd=hourly_cost_alert,
+        daily_budget_usd=daily_budget,
+        no_telemetry_minutes=no_telemetry_minutes,
+    )
     try:
         written = write(Path(directory), opts, force=force)
     except (FileExistsError, ValueError) as exc:
@@ -253,23 +391,42 @@ def stack_init(directory: str, lite: bool, ccmetrics_target: str, retention: str
 
 
 @main.command()
-@click.option("--ccmetrics", "ccmetrics_url", metavar="URL", help="A ccmetrics serve [default, if nothing else "
-              "is given: http://127.0.0.1:3000].")  # fmt: skip
+@click.option(
+    "--ccmetrics",
+    "ccmetrics_url",
+    metavar="URL",
+    help="A ccmetrics serve [default, if nothing else is given: http://127.0.0.1:3000].",
+)
 @click.option("--collector", metavar="URL", help="The Collector's health_check extension (port 13133).")
 @click.option("--prometheus", metavar="URL", help="Prometheus (asks /-/ready).")
 @click.option("--loki", metavar="URL", help="Loki (asks /ready).")
 @click.option("--grafana", metavar="URL", help="Grafana (asks /api/health).")
-@click.option("--stack", "whole_stack", is_flag=True, help="All four of a stack on this machine, default ports.")
+@click.option(
+    "--stack", "whole_stack", is_flag=True, help="All four of a stack on this machine, default ports."
+)
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds per check.")
 @click.option("--json", "as_json", is_flag=True)
-def health(ccmetrics_url: str | None, collector: str | None, prometheus: str | None, loki: str | None,
-           grafana: str | None, whole_stack: bool, timeout: float, as_json: bool) -> None:  # fmt: skip
+def health(
+    ccmetrics_url: str | None,
+    collector: str | None,
+    prometheus: str | None,
+    loki: str | None,
+    grafana: str | None,
+    whole_stack: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Check that each service is up; exit 1 when one is down."""
     from . import health as health_mod
 
     targets = dict(health_mod.STACK_DEFAULTS) if whole_stack else {}
-    given = {"ccmetrics": ccmetrics_url, "collector": collector, "prometheus": prometheus, "loki": loki,
-             "grafana": grafana}  # fmt: skip
+    given = {
+        "ccmetrics": ccmetrics_url,
+        "collector": collector,
+        "prometheus": prometheus,
+        "loki": loki,
+        "grafana": grafana,
+    }
     targets.update({k: v for k, v in given.items() if v})
     if not targets:
         targets = {"ccmetrics": "http://127.0.0.1:3000"}

@@ -37,14 +37,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", None, "Where the database lives [default: the platform's user data dir].", Path),
     Setting("host", "127.0.0.1", "Address every listener binds to; loopback keeps the data private.", str),
     Setting("port", 3000, "Port of the web dashboard, JSON API and /metrics.", int),
-    Setting("otlp_http_port", 4318, "Port of the OTLP/HTTP receiver (/v1/metrics, /v1/logs, /v1/traces).", int),
+    Setting(
+        "otlp_http_port", 4318, "Port of the OTLP/HTTP receiver (/v1/metrics, /v1/logs, /v1/traces).", int
+    ),
     Setting("otlp_grpc_port", 4317, "Port of the OTLP/gRPC receiver.", int),
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP request accepted, after decompression.", int),
     Setting("store_prompts", False, "Keep prompt text (only its length is kept otherwise).", bool),
-    Setting("metrics_labels", "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
-            "query_source,effort,service.version",
-            "Attributes that become labels on /metrics (comma-separated); each one multiplies the series.", str),
-    Setting("metrics_session_labels", False, "Add a session_id label on /metrics: one series per session.", bool),
+    Setting(
+        "metrics_labels",
+        "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
+        "query_source,effort,service.version",
+        "Attributes that become labels on /metrics (comma-separated); each one multiplies the series.",
+        str,
+    ),
+    Setting(
+        "metrics_session_labels", False, "Add a session_id label on /metrics: one series per session.", bool
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}

@@ -43,7 +43,9 @@ def probe(service: str, base_url: str, timeout: float = 3.0) -> Check:
     ms = (time.monotonic() - started) * 1000
     text = response.text.strip().splitlines()[0][:80] if response.text.strip() else ""
     ok = response.status_code == 200
-    return Check(service, url, ok, f"HTTP {response.status_code}" + (f": {text}" if text and not ok else ""), ms)
+    return Check(
+        service, url, ok, f"HTTP {response.status_code}" + (f": {text}" if text and not ok else ""), ms
+    )
 
 
 def _reason(exc: httpx.HTTPError) -> str:

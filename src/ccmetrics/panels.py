@@ -25,7 +25,12 @@ BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 *
 MAX_BUCKETS = 120
 DAY_S = 86400
 
-TOKEN_LABELS = {"input": "input", "output": "output", "cacheRead": "cache read", "cacheCreation": "cache creation"}
+TOKEN_LABELS = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache read",
+    "cacheCreation": "cache creation",
+}
 
 
 DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels break down by
@@ -105,8 +110,11 @@ def _timeline(view: View, rows: dict[tuple, float], label: Callable[[tuple], str
         name = label(tuple(rest)) if rest and rest[0] is not None else ("unknown" if rest else "total")
         series.setdefault(name, [0.0] * len(times))[index[bucket]] += value
     ordered = sorted(series.items(), key=lambda kv: -sum(kv[1]))
-    return {"times": times, "bucket_ns": view.bucket_ns,
-            "series": [{"label": name, "values": values} for name, values in ordered]}  # fmt: skip
+    return {
+        "times": times,
+        "bucket_ns": view.bucket_ns,
+        "series": [{"label": name, "values": values} for name, values in ordered],
+    }
 
 
 def _token_label(key: tuple) -> str:
@@ -157,11 +165,16 @@ def _recent_sessions(v: View) -> dict[str, Any]:
             {"key": "duration_s", "label": "Duration", "unit": "seconds"},
         ],
         "rows": [
-            {**s, "user": s["user_email"] or s["user_id"], "models": ", ".join(s["models"]),
-             "lines": f"+{s['lines_added']:g} / -{s['lines_removed']:g}", "link": s["session_id"]}
+            {
+                **s,
+                "user": s["user_email"] or s["user_id"],
+                "models": ", ".join(s["models"]),
+                "lines": f"+{s['lines_added']:g} / -{s['lines_removed']:g}",
+                "link": s["session_id"],
+            }
             for s in v.facts.sessions(limit=20)
         ],
-    }  # fmt: skip
+    }
 
 
 def _edit_decisions(v: View) -> dict[str, Any]:
@@ -180,9 +193,17 @@ def _latency_by_model(v: View) -> dict[str, Any]:
     rows = []
     for key in sorted(set(latency) | set(errors), key=lambda k: str(k[0])):
         lat, first = latency.get(key), ttft.get(key)
-        rows.append({"model": key[0] or "unknown", "requests": lat.count if lat else 0,
-                     "errors": errors.get(key, 0), "p50_ms": lat and lat.p50, "p95_ms": lat and lat.p95,
-                     "ttft_p50_ms": first and first.p50, "ttft_p95_ms": first and first.p95})  # fmt: skip
+        rows.append(
+            {
+                "model": key[0] or "unknown",
+                "requests": lat.count if lat else 0,
+                "errors": errors.get(key, 0),
+                "p50_ms": lat and lat.p50,
+                "p95_ms": lat and lat.p95,
+                "ttft_p50_ms": first and first.p50,
+                "ttft_p95_ms": first and first.p95,
+            }
+        )
     return {
         "columns": [
             {"key": "model", "label": "Model", "unit": "text"},
@@ -210,8 +231,14 @@ def _tools(v: View) -> dict[str, Any]:
     rows = []
     for tool, row in sorted(per_tool.items(), key=lambda kv: -kv[1]["calls"]):
         stats = durations.get((tool,))
-        rows.append({**row, "success_rate": _ratio(row["succeeded"], row["calls"]),
-                     "p50_ms": stats and stats.p50, "p95_ms": stats and stats.p95})  # fmt: skip
+        rows.append(
+            {
+                **row,
+                "success_rate": _ratio(row["succeeded"], row["calls"]),
+                "p50_ms": stats and stats.p50,
+                "p95_ms": stats and stats.p95,
+            }
+        )
     return {
         "columns": [
             {"key": "tool", "label": "Tool", "unit": "text"},
@@ -231,8 +258,18 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
 
     def row(k: Any) -> dict[str, Any]:
         name = "unknown" if k is None else str(k)
-        return board.setdefault(name, {"key": name, "name": name, "cost_usd": 0.0, "tokens": 0.0,
-                                       "sessions": 0.0, "lines": 0.0, "commits": 0.0})  # fmt: skip
+        return board.setdefault(
+            name,
+            {
+                "key": name,
+                "name": name,
+                "cost_usd": 0.0,
+                "tokens": 0.0,
+                "sessions": 0.0,
+                "lines": 0.0,
+                "commits": 0.0,
+            },
+        )
 
     for (k,), value in f.metric_totals(COST, (key,)).items():
         row(k)["cost_usd"] += value
@@ -271,198 +308,514 @@ def _active_users(v: View) -> dict[str, Any]:
 P = Panel
 PANELS: tuple[Panel, ...] = (
     # Row 1: key numbers
-    P("sessions", "Total sessions", "Claude Code sessions started.", "Overview", "stat", "count",
-      lambda v: _stat(v.facts.metric_total(SESSIONS)),
-      promql=(
-          ('sum(increase(claude_code_session_count_total[$__range]))', 'Sessions'),
-      )),
-    P("commits", "Total commits", "Git commits Claude Code made.", "Overview", "stat", "count",
-      lambda v: _stat(v.facts.metric_total(COMMITS)),
-      promql=(
-          ('sum(increase(claude_code_commit_count_total[$__range]))', 'Commits'),
-      )),
-    P("lines_net", "Lines of code changed (net)", "Lines added minus lines removed.", "Overview", "stat",
-      "lines", _net_lines,
-      promql=(
-          ('sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range])) - (sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range])) or vector(0))', 'Net lines'),
-      )),
-    P("cost", "Total cost", "Estimated cost in USD, as Claude Code reports it.", "Overview", "stat", "usd",
-      lambda v: _stat(v.facts.metric_total(COST)),
-      promql=(
-          ('sum(increase(claude_code_cost_usage_USD_total[$__range]))', 'Cost'),
-      )),
-    P("active_time", "Active time", "Time users and the CLI were active.", "Overview", "stat", "seconds",
-      _active_time,
-      promql=(
-          ('sum(increase(claude_code_active_time_seconds_total[$__range]))', 'Active time'),
-      )),
-    P("avg_prompt_length", "Average prompt length", "Characters per prompt.", "Overview", "stat", "chars",
-      _avg_prompt_length,
-      logql=(
-          ('sum(sum_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" | unwrap prompt_length [$__range])) / sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" [$__range]))', 'Average prompt length'),
-      )),
+    P(
+        "sessions",
+        "Total sessions",
+        "Claude Code sessions started.",
+        "Overview",
+        "stat",
+        "count",
+        lambda v: _stat(v.facts.metric_total(SESSIONS)),
+        promql=(("sum(increase(claude_code_session_count_total[$__range]))", "Sessions"),),
+    ),
+    P(
+        "commits",
+        "Total commits",
+        "Git commits Claude Code made.",
+        "Overview",
+        "stat",
+        "count",
+        lambda v: _stat(v.facts.metric_total(COMMITS)),
+        promql=(("sum(increase(claude_code_commit_count_total[$__range]))", "Commits"),),
+    ),
+    P(
+        "lines_net",
+        "Lines of code changed (net)",
+        "Lines added minus lines removed.",
+        "Overview",
+        "stat",
+        "lines",
+        _net_lines,
+        promql=(
+            (
+                'sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range])) - (sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range])) or vector(0))',
+                "Net lines",
+            ),
+        ),
+    ),
+    P(
+        "cost",
+        "Total cost",
+        "Estimated cost in USD, as Claude Code reports it.",
+        "Overview",
+        "stat",
+        "usd",
+        lambda v: _stat(v.facts.metric_total(COST)),
+        promql=(("sum(increase(claude_code_cost_usage_USD_total[$__range]))", "Cost"),),
+    ),
+    P(
+        "active_time",
+        "Active time",
+        "Time users and the CLI were active.",
+        "Overview",
+        "stat",
+        "seconds",
+        _active_time,
+        promql=(("sum(increase(claude_code_active_time_seconds_total[$__range]))", "Active time"),),
+    ),
+    P(
+        "avg_prompt_length",
+        "Average prompt length",
+        "Characters per prompt.",
+        "Overview",
+        "stat",
+        "chars",
+        _avg_prompt_length,
+        logql=(
+            (
+                'sum(sum_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" | unwrap prompt_length [$__range])) / sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" [$__range]))',
+                "Average prompt length",
+            ),
+        ),
+    ),
     # Row 2: efficiency
-    P("cache_efficiency", "Cache efficiency", "Cache reads as a share of all input tokens.", "Efficiency",
-      "gauge", "percent", _cache_efficiency, width=8, options={"min": 0, "max": 1},
-      promql=(
-          ('sum(increase(claude_code_token_usage_tokens_total{type="cacheRead"}[$__range])) / sum(increase(claude_code_token_usage_tokens_total{type=~"input|cacheRead|cacheCreation"}[$__range]))', 'Cache efficiency'),
-      )),
-    P("productivity_ratio", "Productivity ratio", "CLI active time per second of user active time.",
-      "Efficiency", "gauge", "ratio", _productivity, width=8, options={"min": 0, "max": 10},
-      promql=(
-          ('sum(increase(claude_code_active_time_seconds_total{type="cli"}[$__range])) / sum(increase(claude_code_active_time_seconds_total{type="user"}[$__range]))', 'Productivity ratio'),
-      )),
-    P("cost_per_1k_output", "Cost per 1K output tokens", "Total cost per thousand output tokens.",
-      "Efficiency", "gauge", "usd", _cost_per_1k_output, width=8, options={"min": 0, "max": 1},
-      promql=(
-          ('sum(increase(claude_code_cost_usage_USD_total[$__range])) * 1000 / sum(increase(claude_code_token_usage_tokens_total{type="output"}[$__range]))', 'Cost per 1K output tokens'),
-      )),
+    P(
+        "cache_efficiency",
+        "Cache efficiency",
+        "Cache reads as a share of all input tokens.",
+        "Efficiency",
+        "gauge",
+        "percent",
+        _cache_efficiency,
+        width=8,
+        options={"min": 0, "max": 1},
+        promql=(
+            (
+                'sum(increase(claude_code_token_usage_tokens_total{type="cacheRead"}[$__range])) / sum(increase(claude_code_token_usage_tokens_total{type=~"input|cacheRead|cacheCreation"}[$__range]))',
+                "Cache efficiency",
+            ),
+        ),
+    ),
+    P(
+        "productivity_ratio",
+        "Productivity ratio",
+        "CLI active time per second of user active time.",
+        "Efficiency",
+        "gauge",
+        "ratio",
+        _productivity,
+        width=8,
+        options={"min": 0, "max": 10},
+        promql=(
+            (
+                'sum(increase(claude_code_active_time_seconds_total{type="cli"}[$__range])) / sum(increase(claude_code_active_time_seconds_total{type="user"}[$__range]))',
+                "Productivity ratio",
+            ),
+        ),
+    ),
+    P(
+        "cost_per_1k_output",
+        "Cost per 1K output tokens",
+        "Total cost per thousand output tokens.",
+        "Efficiency",
+        "gauge",
+        "usd",
+        _cost_per_1k_output,
+        width=8,
+        options={"min": 0, "max": 1},
+        promql=(
+            (
+                'sum(increase(claude_code_cost_usage_USD_total[$__range])) * 1000 / sum(increase(claude_code_token_usage_tokens_total{type="output"}[$__range]))',
+                "Cost per 1K output tokens",
+            ),
+        ),
+    ),
     # Row 3: distributions
-    P("tokens_by_type", "Tokens by type", "Input, output, cache read and cache creation tokens.",
-      "Distribution", "pie", "tokens", lambda v: _items(v.facts.metric_totals(TOKENS, ("type",)), _token_label),
-      width=8, height=8,
-      promql=(
-          ('sum by (type) (increase(claude_code_token_usage_tokens_total[$__range]))', '{{type}}'),
-      )),
-    P("tokens_by_model", "Tokens by model", "All tokens, by model.", "Distribution", "pie", "tokens",
-      lambda v: _items(v.facts.metric_totals(TOKENS, ("model",))), width=8, height=8,
-      promql=(
-          ('sum by (model) (increase(claude_code_token_usage_tokens_total[$__range]))', '{{model}}'),
-      )),
-    P("active_time_split", "Active time: user vs CLI", "Where the active time went.", "Distribution", "pie",
-      "seconds", lambda v: _items(v.facts.metric_totals(ACTIVE, ("type",))), width=8, height=8,
-      promql=(
-          ('sum by (type) (increase(claude_code_active_time_seconds_total[$__range]))', '{{type}}'),
-      )),
+    P(
+        "tokens_by_type",
+        "Tokens by type",
+        "Input, output, cache read and cache creation tokens.",
+        "Distribution",
+        "pie",
+        "tokens",
+        lambda v: _items(v.facts.metric_totals(TOKENS, ("type",)), _token_label),
+        width=8,
+        height=8,
+        promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{type}}"),),
+    ),
+    P(
+        "tokens_by_model",
+        "Tokens by model",
+        "All tokens, by model.",
+        "Distribution",
+        "pie",
+        "tokens",
+        lambda v: _items(v.facts.metric_totals(TOKENS, ("model",))),
+        width=8,
+        height=8,
+        promql=(("sum by (model) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{model}}"),),
+    ),
+    P(
+        "active_time_split",
+        "Active time: user vs CLI",
+        "Where the active time went.",
+        "Distribution",
+        "pie",
+        "seconds",
+        lambda v: _items(v.facts.metric_totals(ACTIVE, ("type",))),
+        width=8,
+        height=8,
+        promql=(("sum by (type) (increase(claude_code_active_time_seconds_total[$__range]))", "{{type}}"),),
+    ),
     # Row 4: cost
-    P("cost_by_model", "Cost by model", "USD by model.", "Cost", "bar", "usd",
-      lambda v: _items(v.facts.metric_totals(COST, ("model",))), width=8, height=8,
-      promql=(
-          ('sum by (model) (increase(claude_code_cost_usage_USD_total[$__range]))', '{{model}}'),
-      )),
-    P("recent_sessions", "Recent sessions", "The latest sessions; click one for its timeline.", "Cost",
-      "table", "count", _recent_sessions, width=16, height=8),
+    P(
+        "cost_by_model",
+        "Cost by model",
+        "USD by model.",
+        "Cost",
+        "bar",
+        "usd",
+        lambda v: _items(v.facts.metric_totals(COST, ("model",))),
+        width=8,
+        height=8,
+        promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{model}}"),),
+    ),
+    P(
+        "recent_sessions",
+        "Recent sessions",
+        "The latest sessions; click one for its timeline.",
+        "Cost",
+        "table",
+        "count",
+        _recent_sessions,
+        width=16,
+        height=8,
+    ),
     # Row 5: trends
-    P("tokens_over_time", "Token usage over time", "Tokens per interval, stacked by type.", "Trends",
-      "timeseries", "tokens",
-      lambda v: _timeline(v, v.facts.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
-      width=8, height=8, options={"stacked": True},
-      promql=(
-          ('sum by (type) (increase(claude_code_token_usage_tokens_total[$__interval]))', '{{type}}'),
-      )),
-    P("cost_over_time", "Cost over time", "USD per interval, by model.", "Trends", "timeseries", "usd",
-      lambda v: _timeline(v, v.facts.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])),
-      width=8, height=8,
-      promql=(
-          ('sum by (model) (increase(claude_code_cost_usage_USD_total[$__interval]))', '{{model}}'),
-      )),
-    P("active_time_over_time", "Active time patterns", "User and CLI active time per interval.", "Trends",
-      "stacked_bars", "seconds",
-      lambda v: _timeline(v, v.facts.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])),
-      width=8, height=8,
-      promql=(
-          ('sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))', '{{type}}'),
-      )),
+    P(
+        "tokens_over_time",
+        "Token usage over time",
+        "Tokens per interval, stacked by type.",
+        "Trends",
+        "timeseries",
+        "tokens",
+        lambda v: _timeline(v, v.facts.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
+        width=8,
+        height=8,
+        options={"stacked": True},
+        promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__interval]))", "{{type}}"),),
+    ),
+    P(
+        "cost_over_time",
+        "Cost over time",
+        "USD per interval, by model.",
+        "Trends",
+        "timeseries",
+        "usd",
+        lambda v: _timeline(v, v.facts.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])),
+        width=8,
+        height=8,
+        promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__interval]))", "{{model}}"),),
+    ),
+    P(
+        "active_time_over_time",
+        "Active time patterns",
+        "User and CLI active time per interval.",
+        "Trends",
+        "stacked_bars",
+        "seconds",
+        lambda v: _timeline(v, v.facts.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])),
+        width=8,
+        height=8,
+        promql=(
+            ("sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))", "{{type}}"),
+        ),
+    ),
     # Row 6: code
-    P("pull_requests", "Pull requests", "Pull requests Claude Code created.", "Code", "stat", "count",
-      lambda v: _stat(v.facts.metric_total(PULL_REQUESTS)), width=4, height=6,
-      promql=(
-          ('sum(increase(claude_code_pull_request_count_total[$__range]))', 'Pull requests'),
-      )),
-    P("lines_added", "Lines added", "Lines of code added.", "Code", "stat", "lines",
-      lambda v: _stat(v.facts.metric_total(LINES, type="added")), width=4, height=6,
-      promql=(
-          ('sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))', 'Lines added'),
-      )),
-    P("lines_removed", "Lines removed", "Lines of code removed.", "Code", "stat", "lines",
-      lambda v: _stat(v.facts.metric_total(LINES, type="removed")), width=4, height=6,
-      promql=(
-          ('sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range]))', 'Lines removed'),
-      )),
-    P("edit_decisions", "Code edit decisions", "Accepted and rejected edits, by tool and language.", "Code",
-      "bar", "count", _edit_decisions, width=12, height=6,
-      promql=(
-          ('sum by (decision, tool_name, language) (increase(claude_code_code_edit_tool_decision_total[$__range]))',
-           '{{decision}} · {{tool_name}} · {{language}}'),
-      )),
+    P(
+        "pull_requests",
+        "Pull requests",
+        "Pull requests Claude Code created.",
+        "Code",
+        "stat",
+        "count",
+        lambda v: _stat(v.facts.metric_total(PULL_REQUESTS)),
+        width=4,
+        height=6,
+        promql=(("sum(increase(claude_code_pull_request_count_total[$__range]))", "Pull requests"),),
+    ),
+    P(
+        "lines_added",
+        "Lines added",
+        "Lines of code added.",
+        "Code",
+        "stat",
+        "lines",
+        lambda v: _stat(v.facts.metric_total(LINES, type="added")),
+        width=4,
+        height=6,
+        promql=(
+            ('sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))', "Lines added"),
+        ),
+    ),
+    P(
+        "lines_removed",
+        "Lines removed",
+        "Lines of code removed.",
+        "Code",
+        "stat",
+        "lines",
+        lambda v: _stat(v.facts.metric_total(LINES, type="removed")),
+        width=4,
+        height=6,
+        promql=(
+            (
+                'sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range]))',
+                "Lines removed",
+            ),
+        ),
+    ),
+    P(
+        "edit_decisions",
+        "Code edit decisions",
+        "Accepted and rejected edits, by tool and language.",
+        "Code",
+        "bar",
+        "count",
+        _edit_decisions,
+        width=12,
+        height=6,
+        promql=(
+            (
+                "sum by (decision, tool_name, language) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+                "{{decision}} · {{tool_name}} · {{language}}",
+            ),
+        ),
+    ),
     # Row 7: API
-    P("api_requests", "API requests", "Requests to the model API.", "API", "stat", "count",
-      lambda v: _stat(sum(v.facts.event_counts("api_request").values())),
-      logql=(
-          ('sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" [$__range]))', 'API requests'),
-      )),
-    P("api_errors", "API errors", "Failed requests to the model API.", "API", "stat", "count",
-      lambda v: _stat(sum(v.facts.event_counts("api_error").values())),
-      logql=(
-          ('sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))', 'API errors'),
-      )),
-    P("api_errors_by_status", "API errors by status", "Failed requests by HTTP status.", "API", "bar",
-      "count", _api_errors_by_status, width=6, height=8,
-      logql=(
-          ('sum by (status_code) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))', 'HTTP {{status_code}}'),
-      )),
-    P("api_latency", "API latency by model", "Requests, errors, latency and time to first token.", "API",
-      "table", "ms", _latency_by_model, width=10, height=8,
-      logql=(
-          ('sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" [$__range]))', 'requests'),
-          ('sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))', 'errors'),
-          ('quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap duration_ms [$__range]) by (model)', 'p50_ms'),
-          ('quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap duration_ms [$__range]) by (model)', 'p95_ms'),
-          ('quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap ttft_ms [$__range]) by (model)', 'ttft_p50_ms'),
-          ('quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap ttft_ms [$__range]) by (model)', 'ttft_p95_ms'),
-      )),
+    P(
+        "api_requests",
+        "API requests",
+        "Requests to the model API.",
+        "API",
+        "stat",
+        "count",
+        lambda v: _stat(sum(v.facts.event_counts("api_request").values())),
+        logql=(
+            (
+                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" [$__range]))',
+                "API requests",
+            ),
+        ),
+    ),
+    P(
+        "api_errors",
+        "API errors",
+        "Failed requests to the model API.",
+        "API",
+        "stat",
+        "count",
+        lambda v: _stat(sum(v.facts.event_counts("api_error").values())),
+        logql=(
+            (
+                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))',
+                "API errors",
+            ),
+        ),
+    ),
+    P(
+        "api_errors_by_status",
+        "API errors by status",
+        "Failed requests by HTTP status.",
+        "API",
+        "bar",
+        "count",
+        _api_errors_by_status,
+        width=6,
+        height=8,
+        logql=(
+            (
+                'sum by (status_code) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))',
+                "HTTP {{status_code}}",
+            ),
+        ),
+    ),
+    P(
+        "api_latency",
+        "API latency by model",
+        "Requests, errors, latency and time to first token.",
+        "API",
+        "table",
+        "ms",
+        _latency_by_model,
+        width=10,
+        height=8,
+        logql=(
+            (
+                'sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" [$__range]))',
+                "requests",
+            ),
+            (
+                'sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))',
+                "errors",
+            ),
+            (
+                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap duration_ms [$__range]) by (model)',
+                "p50_ms",
+            ),
+            (
+                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap duration_ms [$__range]) by (model)',
+                "p95_ms",
+            ),
+            (
+                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap ttft_ms [$__range]) by (model)',
+                "ttft_p50_ms",
+            ),
+            (
+                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap ttft_ms [$__range]) by (model)',
+                "ttft_p95_ms",
+            ),
+        ),
+    ),
     # Row 8: tools
-    P("tools", "Tools", "Calls, success rate and duration by tool.", "Tools", "table", "count", _tools,
-      width=12, height=8,
-      logql=(
-          ('sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" [$__range]))', 'calls'),
-          ('sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" | success="true" [$__range])) / sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" [$__range]))', 'success_rate'),
-          ('quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)', 'p50_ms'),
-          ('quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)', 'p95_ms'),
-      )),
-    P("tool_decisions_by_source", "Tool decisions by source", "Who decided: config, user, hook...", "Tools",
-      "bar", "count",
-      lambda v: _items(v.facts.event_counts("tool_decision", ("decision", "source")), lambda k: " · ".join(
-          str(p) for p in k if p is not None)), width=12, height=8,
-      logql=(
-          ('sum by (decision, source) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_decision" [$__range]))', '{{decision}} · {{source}}'),
-      )),
+    P(
+        "tools",
+        "Tools",
+        "Calls, success rate and duration by tool.",
+        "Tools",
+        "table",
+        "count",
+        _tools,
+        width=12,
+        height=8,
+        logql=(
+            (
+                'sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" [$__range]))',
+                "calls",
+            ),
+            (
+                'sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" | success="true" [$__range])) / sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" [$__range]))',
+                "success_rate",
+            ),
+            (
+                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)',
+                "p50_ms",
+            ),
+            (
+                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)',
+                "p95_ms",
+            ),
+        ),
+    ),
+    P(
+        "tool_decisions_by_source",
+        "Tool decisions by source",
+        "Who decided: config, user, hook...",
+        "Tools",
+        "bar",
+        "count",
+        lambda v: _items(
+            v.facts.event_counts("tool_decision", ("decision", "source")),
+            lambda k: " · ".join(str(p) for p in k if p is not None),
+        ),
+        width=12,
+        height=8,
+        logql=(
+            (
+                'sum by (decision, source) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_decision" [$__range]))',
+                "{{decision}} · {{source}}",
+            ),
+        ),
+    ),
     # Row 9: people
-    P("active_users", "Active users", "People who used Claude Code.", "People", "stat", "count", _active_users,
-      promql=(
-          ('count(sum by (user_id) (increase(claude_code_session_count_total{user_id!=""}[$__range])) > 0 or sum by (user_id) (increase(claude_code_token_usage_tokens_total{user_id!=""}[$__range])))', 'Active users'),
-      )),
-    P("leaderboard_users", "Leaderboard: users", "Cost, tokens, sessions, lines and commits per user.",
-      "People", "table", "usd", lambda v: _leaderboard(v, "user.id", "User"), width=10, height=8,
-      promql=(
-          ('sum by (user_id) (increase(claude_code_cost_usage_USD_total[$__range]))', 'cost_usd'),
-          ('sum by (user_id) (increase(claude_code_token_usage_tokens_total[$__range]))', 'tokens'),
-          ('sum by (user_id) (increase(claude_code_session_count_total[$__range]))', 'sessions'),
-          ('sum by (user_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))', 'lines'),
-          ('sum by (user_id) (increase(claude_code_commit_count_total[$__range]))', 'commits'),
-      )),
-    P("leaderboard_groups", "Leaderboard: teams", "The same per team (or any attribute you choose).",
-      "People", "table", "usd", lambda v: _leaderboard(v, v.group_key, v.group_key), width=10, height=8,
-      promql=(
-          ('sum by (team_id) (increase(claude_code_cost_usage_USD_total[$__range]))', 'cost_usd'),
-          ('sum by (team_id) (increase(claude_code_token_usage_tokens_total[$__range]))', 'tokens'),
-          ('sum by (team_id) (increase(claude_code_session_count_total[$__range]))', 'sessions'),
-          ('sum by (team_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))', 'lines'),
-          ('sum by (team_id) (increase(claude_code_commit_count_total[$__range]))', 'commits'),
-      )),
+    P(
+        "active_users",
+        "Active users",
+        "People who used Claude Code.",
+        "People",
+        "stat",
+        "count",
+        _active_users,
+        promql=(
+            (
+                'count(sum by (user_id) (increase(claude_code_session_count_total{user_id!=""}[$__range])) > 0 or sum by (user_id) (increase(claude_code_token_usage_tokens_total{user_id!=""}[$__range])))',
+                "Active users",
+            ),
+        ),
+    ),
+    P(
+        "leaderboard_users",
+        "Leaderboard: users",
+        "Cost, tokens, sessions, lines and commits per user.",
+        "People",
+        "table",
+        "usd",
+        lambda v: _leaderboard(v, "user.id", "User"),
+        width=10,
+        height=8,
+        promql=(
+            ("sum by (user_id) (increase(claude_code_cost_usage_USD_total[$__range]))", "cost_usd"),
+            ("sum by (user_id) (increase(claude_code_token_usage_tokens_total[$__range]))", "tokens"),
+            ("sum by (user_id) (increase(claude_code_session_count_total[$__range]))", "sessions"),
+            (
+                'sum by (user_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))',
+                "lines",
+            ),
+            ("sum by (user_id) (increase(claude_code_commit_count_total[$__range]))", "commits"),
+        ),
+    ),
+    P(
+        "leaderboard_groups",
+        "Leaderboard: teams",
+        "The same per team (or any attribute you choose).",
+        "People",
+        "table",
+        "usd",
+        lambda v: _leaderboard(v, v.group_key, v.group_key),
+        width=10,
+        height=8,
+        promql=(
+            ("sum by (team_id) (increase(claude_code_cost_usage_USD_total[$__range]))", "cost_usd"),
+            ("sum by (team_id) (increase(claude_code_token_usage_tokens_total[$__range]))", "tokens"),
+            ("sum by (team_id) (increase(claude_code_session_count_total[$__range]))", "sessions"),
+            (
+                'sum by (team_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))',
+                "lines",
+            ),
+            ("sum by (team_id) (increase(claude_code_commit_count_total[$__range]))", "commits"),
+        ),
+    ),
     # Row 10: cost breakdowns
-    P("cost_by_query_source", "Cost by query source", "USD by what made the request (main loop, agents...).",
-      "Cost breakdown", "pie", "usd", lambda v: _items(v.facts.metric_totals(COST, ("query_source",))),
-      width=12, height=8,
-      promql=(
-          ('sum by (query_source) (increase(claude_code_cost_usage_USD_total[$__range]))', '{{query_source}}'),
-      )),
-    P("cost_by_effort", "Cost by effort", "USD by reasoning effort.", "Cost breakdown", "pie", "usd",
-      lambda v: _items(v.facts.metric_totals(COST, ("effort",))), width=12, height=8,
-      promql=(
-          ('sum by (effort) (increase(claude_code_cost_usage_USD_total[$__range]))', '{{effort}}'),
-      )),
-)  # fmt: skip
+    P(
+        "cost_by_query_source",
+        "Cost by query source",
+        "USD by what made the request (main loop, agents...).",
+        "Cost breakdown",
+        "pie",
+        "usd",
+        lambda v: _items(v.facts.metric_totals(COST, ("query_source",))),
+        width=12,
+        height=8,
+        promql=(
+            (
+                "sum by (query_source) (increase(claude_code_cost_usage_USD_total[$__range]))",
+                "{{query_source}}",
+            ),
+        ),
+    ),
+    P(
+        "cost_by_effort",
+        "Cost by effort",
+        "USD by reasoning effort.",
+        "Cost breakdown",
+        "pie",
+        "usd",
+        lambda v: _items(v.facts.metric_totals(COST, ("effort",))),
+        width=12,
+        height=8,
+        promql=(("sum by (effort) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{effort}}"),),
+    ),
+)
 
 PANELS_BY_ID = {panel.id: panel for panel in PANELS}
 assert len(PANELS_BY_ID) == len(PANELS), "panel ids must be unique"

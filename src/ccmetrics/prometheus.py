@@ -22,15 +22,46 @@ __all__ = ["CONTENT_TYPE_LATEST", "exposition", "label_name", "metric_name", "pa
 
 # The Collector's unit words (pkg/translator/prometheus, "unitMap" and "perUnitMap").
 UNIT_WORDS = {
-    "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds", "us": "microseconds",
-    "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes", "GiBy": "gibibytes",
-    "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes",
-    "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts", "g": "grams", "Cel": "celsius",
-    "Hz": "hertz", "1": "", "%": "percent",
-}  # fmt: skip
-PER_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
-DEFAULT_LABELS = ("user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
-                  "query_source,effort,service.version")  # fmt: skip
+    "d": "days",
+    "h": "hours",
+    "min": "minutes",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "GiBy": "gibibytes",
+    "TiBy": "tibibytes",
+    "KBy": "kilobytes",
+    "MBy": "megabytes",
+    "GBy": "gigabytes",
+    "TBy": "terabytes",
+    "m": "meters",
+    "V": "volts",
+    "A": "amperes",
+    "J": "joules",
+    "W": "watts",
+    "g": "grams",
+    "Cel": "celsius",
+    "Hz": "hertz",
+    "1": "",
+    "%": "percent",
+}
+PER_UNIT_WORDS = {
+    "s": "second",
+    "m": "minute",
+    "h": "hour",
+    "d": "day",
+    "w": "week",
+    "mo": "month",
+    "y": "year",
+}
+DEFAULT_LABELS = (
+    "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
+    "query_source,effort,service.version"
+)
 
 
 def _tokens(text: str) -> list[str]:
@@ -72,7 +103,9 @@ def metric_name(name: str, unit: str, kind: str = "sum", monotonic: bool = True)
 
 def label_name(key: str) -> str:
     """An attribute key as a Prometheus label: ``user.id`` -> ``user_id``, never starting with a digit."""
-    name = "".join(c if (c.isascii() and c.isalnum()) or c == "_" else "_" for c in unicodedata.normalize("NFC", key))
+    name = "".join(
+        c if (c.isascii() and c.isalnum()) or c == "_" else "_" for c in unicodedata.normalize("NFC", key)
+    )
     if name[:1].isdigit():
         return "key_" + name
     if name.startswith("_") and not name.startswith("__"):
@@ -91,7 +124,13 @@ def _value(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return (
+        value
+        if isinstance(value, str)
+        else json.dumps(value)
+        if isinstance(value, list | dict)
+        else str(value)
+    )
 
 
 @dataclass(frozen=True)
@@ -105,8 +144,13 @@ class FamilyMeta:
 class StoreCollector:
     """A ``prometheus_client`` collector over one read connection: counters summed per label set."""
 
-    def __init__(self, conn: sqlite3.Connection, keys: tuple[str, ...], per_session: bool = False,
-                 meta_cache: dict[int, FamilyMeta] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        keys: tuple[str, ...],
+        per_session: bool = False,
+        meta_cache: dict[int, FamilyMeta] | None = None,
+    ) -> None:
         self.conn = conn
         self.keys = keys
         self.per_session = per_session
@@ -116,8 +160,9 @@ class StoreCollector:
         for family_id in set(family_ids) - set(self.meta_cache):
             row = self.conn.execute(
                 "SELECT f.metric, s.unit, s.monotonic, f.attrs FROM families f "
-                "JOIN series s ON s.family_id = f.id WHERE f.id = ? LIMIT 1", (family_id,)
-            ).fetchone()  # fmt: skip
+                "JOIN series s ON s.family_id = f.id WHERE f.id = ? LIMIT 1",
+                (family_id,),
+            ).fetchone()
             if row:
                 self.meta_cache[family_id] = FamilyMeta(row[0], row[1], bool(row[2]), json.loads(row[3]))
         return self.meta_cache
@@ -126,8 +171,10 @@ class StoreCollector:
         """All-time sums: per family from the daily rollups of days that have them and the hourly ones of the
         rest, or per family and session from the points."""
         if self.per_session:
-            sql = ("SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM points p "
-                   "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id")  # fmt: skip
+            sql = (
+                "SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM points p "
+                "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id"
+            )
         else:
             sql = """
                 SELECT family_id, '', SUM(value) FROM (
@@ -145,13 +192,17 @@ class StoreCollector:
         meta = self._meta(fid for fid, _ in totals)
         keys = (*self.keys, "session.id") if self.per_session else self.keys
         labels = [label_name(k) for k in keys]
-        grouped: dict[tuple[str, str, bool], dict[tuple[str, ...], float]] = defaultdict(lambda: defaultdict(float))
+        grouped: dict[tuple[str, str, bool], dict[tuple[str, ...], float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
         for (family_id, session_id), value in totals.items():
             family = meta.get(family_id)
             if family is None:
                 continue
             attrs = {**family.attrs, "session.id": session_id}
-            grouped[(family.metric, family.unit, family.monotonic)][tuple(_value(attrs.get(k)) for k in keys)] += value
+            grouped[(family.metric, family.unit, family.monotonic)][
+                tuple(_value(attrs.get(k)) for k in keys)
+            ] += value
         families: dict[str, Metric] = {}
         for (metric, unit, monotonic), rows in sorted(grouped.items()):
             name = metric_name(metric, unit, "sum", monotonic)
@@ -163,8 +214,12 @@ class StoreCollector:
         yield from families.values()
 
 
-def exposition(conn: sqlite3.Connection, keys: str | Iterable[str] = DEFAULT_LABELS, per_session: bool = False,
-               meta_cache: dict[int, FamilyMeta] | None = None) -> bytes:  # fmt: skip
+def exposition(
+    conn: sqlite3.Connection,
+    keys: str | Iterable[str] = DEFAULT_LABELS,
+    per_session: bool = False,
+    meta_cache: dict[int, FamilyMeta] | None = None,
+) -> bytes:
     """The text exposition format of every counter in the store."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(conn, parse_label_keys(keys), per_session, meta_cache))

@@ -25,8 +25,11 @@ def _percent(value: float | None) -> str:
 def print_summary(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     tokens, lines, decisions, active = (
-        result["tokens"], result["lines_of_code"], result["edit_decisions"], result["active_time_seconds"],
-    )  # fmt: skip
+        result["tokens"],
+        result["lines_of_code"],
+        result["edit_decisions"],
+        result["active_time_seconds"],
+    )
     totals = Table(title="Claude Code usage", show_header=False, title_justify="left")
     totals.add_column(style="bold")
     totals.add_column(justify="right")
@@ -56,8 +59,15 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
             models.add_column(column, justify="left" if column == "model" else "right")
         for row in result["by_model"]:
             t = row["tokens"]
-            models.add_row(row["model"], _money(row["cost_usd"]), _number(t["input"]), _number(t["output"]),
-                           _number(t["cache_read"]), _number(t["cache_creation"]), _number(row["api_requests"]))  # fmt: skip
+            models.add_row(
+                row["model"],
+                _money(row["cost_usd"]),
+                _number(t["input"]),
+                _number(t["output"]),
+                _number(t["cache_read"]),
+                _number(t["cache_creation"]),
+                _number(row["api_requests"]),
+            )
         console.print(models)
 
     if result["by_user"]:
@@ -66,8 +76,16 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
             users.add_column(column, justify="left" if column == "user" else "right")
         for row in result["by_user"]:
             name = row["user_email"] or row["user_id"][:16]
-            lines_row = f"{_number(row['lines_of_code']['added'])} / {_number(row['lines_of_code']['removed'])}"
-            users.add_row(name, _number(row["sessions"]), _money(row["cost_usd"]),
-                          _number(sum(row["tokens"].values())), lines_row, _number(row["commits"]),
-                          _number(row["prompts"]))  # fmt: skip
+            lines_row = (
+                f"{_number(row['lines_of_code']['added'])} / {_number(row['lines_of_code']['removed'])}"
+            )
+            users.add_row(
+                name,
+                _number(row["sessions"]),
+                _money(row["cost_usd"]),
+                _number(sum(row["tokens"].values())),
+                lines_row,
+                _number(row["commits"]),
+                _number(row["prompts"]),
+            )
         console.print(users)

@@ -50,18 +50,33 @@ async def serve(config: Config) -> None:
     grpc_server = None
     try:
         grpc_server = await otlp_grpc.start(
-            store, config.host, config.otlp_grpc_port,
-            max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts,
-        )  # fmt: skip
+            store,
+            config.host,
+            config.otlp_grpc_port,
+            max_body_bytes=config.max_body_bytes,
+            store_prompts=config.store_prompts,
+        )
         otlp_app = otlp_http.create_app(
             store, max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts
         )
         servers = [
-            _Server(uvicorn.Config(create_app(store, config), log_level="warning", lifespan="off",
-                                   access_log=False)),
-            _Server(uvicorn.Config(otlp_app, log_level="warning", lifespan="off", access_log=False,
-                                   proxy_headers=False, server_header=False, date_header=False)),
-        ]  # fmt: skip
+            _Server(
+                uvicorn.Config(
+                    create_app(store, config), log_level="warning", lifespan="off", access_log=False
+                )
+            ),
+            _Server(
+                uvicorn.Config(
+                    otlp_app,
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                    proxy_headers=False,
+                    server_header=False,
+                    date_header=False,
+                )
+            ),
+        ]
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
@@ -80,9 +95,14 @@ async def serve(config: Config) -> None:
             await asyncio.sleep(0.01)
         log.info(
             "ccmetrics is ready: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP/HTTP http://%s:%d  data %s",
-            config.host, config.port, config.host, config.otlp_grpc_port, config.host, config.otlp_http_port,
+            config.host,
+            config.port,
+            config.host,
+            config.otlp_grpc_port,
+            config.host,
+            config.otlp_http_port,
             config.db_path,
-        )  # fmt: skip
+        )
         log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
         # What is alive now (modules, classes, protobuf and gRPC internals) lives as long as the process:
         # leave it out of the garbage collector's full passes, which would otherwise walk those tens of

@@ -74,10 +74,17 @@ def parse_attr(text: str) -> tuple[str, str]:
     return key, value
 
 
-def telemetry_env(*, protocol: str = "grpc", endpoint: str | None = None, team: str | None = None,
-                  attrs: tuple[str, ...] | list[str] = (), token: str | None = None, backend: str = "ccmetrics",
-                  metric_interval_ms: int = METRIC_INTERVAL_MS, logs_interval_ms: int = LOGS_INTERVAL_MS,
-                  ) -> dict[str, str]:  # fmt: skip
+def telemetry_env(
+    *,
+    protocol: str = "grpc",
+    endpoint: str | None = None,
+    team: str | None = None,
+    attrs: tuple[str, ...] | list[str] = (),
+    token: str | None = None,
+    backend: str = "ccmetrics",
+    metric_interval_ms: int = METRIC_INTERVAL_MS,
+    logs_interval_ms: int = LOGS_INTERVAL_MS,
+) -> dict[str, str]:
     """The variables to write, in the order they are written."""
     if protocol not in PROTOCOLS:
         hint = " (use http/protobuf or http/json)" if protocol == "http" else ""
@@ -118,7 +125,7 @@ def detect_indent(text: str) -> int | str:
     """The indent unit of a JSON document (spaces or a tab); 2 when there is nothing to go by."""
     for line in text.splitlines()[1:]:
         stripped = line.lstrip(" \t")
-        if stripped and stripped[0] in "\"}]" and line != stripped:
+        if stripped and stripped[0] in '"}]' and line != stripped:
             lead = line[: len(line) - len(stripped)]
             return "\t" if lead.startswith("\t") else len(lead)
     return 2
@@ -154,8 +161,9 @@ def set_env_json(text: str | None, env: Mapping[str, str], path: Path) -> tuple[
     return dump_settings(document, indent, trailing), changes
 
 
-def unset_env_json(text: str, ours: Mapping[str, str], before: Mapping[str, str | None], drop_env: bool,
-                   path: Path) -> tuple[str, list[Change]]:  # fmt: skip
+def unset_env_json(
+    text: str, ours: Mapping[str, str], before: Mapping[str, str | None], drop_env: bool, path: Path
+) -> tuple[str, list[Change]]:
     """Take our variables out again: only those still holding our value; replaced values come back."""
     document = parse_settings(text, path)
     env = dict(document.get("env", {}))
@@ -288,7 +296,9 @@ class Plan:
         label_before = str(self.path) if self.before is not None else "/dev/null"
         label_after = str(self.path) if self.after is not None else "/dev/null"
         lines = difflib.unified_diff(before, after, label_before, label_after)
-        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+        return "".join(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -343,22 +353,35 @@ def plan_undo(path: Path) -> Plan:
     """What ``--undo`` would do to ``path``, from the manifest setup left there."""
     manifest = read_manifest(path)
     if manifest is None:
-        raise SetupError(f"ccmetrics setup has not changed {path} (no {manifest_path(path).name}); nothing to undo")
+        raise SetupError(
+            f"ccmetrics setup has not changed {path} (no {manifest_path(path).name}); nothing to undo"
+        )
     current = _read(path)
     backup = Path(manifest["backup"]) if manifest.get("backup") else None
     pristine = current is not None and _sha256(current) == manifest.get("after_sha256")
     if pristine and not manifest["existed"]:
-        return Plan(path, manifest["kind"], current, None, _changes_back(manifest), "the file did not exist before")
+        return Plan(
+            path, manifest["kind"], current, None, _changes_back(manifest), "the file did not exist before"
+        )
     if pristine and backup is not None and backup.is_file():
         original = backup.read_bytes().decode("utf-8")
-        return Plan(path, manifest["kind"], current, original, _changes_back(manifest),
-                    f"restored from {backup.name}", restore_backup=backup)  # fmt: skip
+        return Plan(
+            path,
+            manifest["kind"],
+            current,
+            original,
+            _changes_back(manifest),
+            f"restored from {backup.name}",
+            restore_backup=backup,
+        )
     if current is None:
         return Plan(path, manifest["kind"], None, None, [], "the file is gone; only the manifest is removed")
     note = "the file was edited since setup: only ccmetrics' variables are taken out"
     if manifest["kind"] == "json":
         try:
-            after, changes = unset_env_json(current, manifest["set"], manifest["before"], manifest["env_created"], path)
+            after, changes = unset_env_json(
+                current, manifest["set"], manifest["before"], manifest["env_created"], path
+            )
         except SettingsError as exc:
             raise SetupError(f"{exc}; nothing was changed") from None
     else:
@@ -471,21 +494,32 @@ class Target:
     warning: str = ""
 
 
-def target(scope: str, *, home: Path, project_dir: Path, environ: Mapping[str, str], shell: str | None = None,
-           path: Path | None = None) -> Target:  # fmt: skip
+def target(
+    scope: str,
+    *,
+    home: Path,
+    project_dir: Path,
+    environ: Mapping[str, str],
+    shell: str | None = None,
+    path: Path | None = None,
+) -> Target:
     """Which file a scope means on this machine (``path`` overrides it)."""
     if scope == "user":
         return Target(scope, path or _user_settings_path(home, environ), "json")
     if scope == "project":
-        warning = ("Claude Code 2.1.332 ignores telemetry variables in a project's .claude/settings.json; "
-                   "prefer the default (user settings) unless your Claude Code honours them")  # fmt: skip
+        warning = (
+            "Claude Code 2.1.332 ignores telemetry variables in a project's .claude/settings.json; "
+            "prefer the default (user settings) unless your Claude Code honours them"
+        )
         return Target(scope, path or project_settings_path(project_dir), "json", warning=warning)
     if scope == "shell":
         shell = shell or detect_shell(environ)
         if shell not in SHELLS:
             raise SetupError(f"shell must be one of {', '.join(SHELLS)}, not {shell!r}")
-        warning = ("the variables reach only programs started from a new shell (not IDE launches), and any "
-                   "value in ~/.claude/settings.json overrides them")  # fmt: skip
+        warning = (
+            "the variables reach only programs started from a new shell (not IDE launches), and any "
+            "value in ~/.claude/settings.json overrides them"
+        )
         return Target(scope, path or rc_path(shell, home, environ), "rc", shell, warning)
     if scope == "managed":
         return Target(scope, path or managed_settings_path(), "managed")

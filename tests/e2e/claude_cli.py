@@ -17,9 +17,7 @@ CLAUDE_VERSION = "2.1.332"
 DEFAULT_CLAUDE_DIR = Path.home() / ".cache" / "ccmetrics" / f"claude-code-{CLAUDE_VERSION}"
 _BINARY_IN_DIR = Path("node_modules/@anthropic-ai/claude-code-linux-x64/claude")
 FAKE_API_KEY = "sk-ant-api03-fake-key-for-ccmetrics-e2e-tests-0000000000"
-INSTALL_HINT = (
-    f"npm install --prefix ~/.cache/ccmetrics/claude-code-{CLAUDE_VERSION} @anthropic-ai/claude-code@{CLAUDE_VERSION}"
-)
+INSTALL_HINT = f"npm install --prefix ~/.cache/ccmetrics/claude-code-{CLAUDE_VERSION} @anthropic-ai/claude-code@{CLAUDE_VERSION}"
 
 
 def claude_dir() -> Path:
@@ -30,7 +28,10 @@ def find_claude() -> tuple[Path | None, str]:
     """Return (binary, "") when the pinned CLI is usable, else (None, reason)."""
     binary = claude_dir() / _BINARY_IN_DIR
     if not binary.is_file():
-        return None, f"Claude Code CLI not found at {binary} (set CCMETRICS_CLAUDE_DIR or run: {INSTALL_HINT})"
+        return (
+            None,
+            f"Claude Code CLI not found at {binary} (set CCMETRICS_CLAUDE_DIR or run: {INSTALL_HINT})",
+        )
     if not os.access(binary, os.X_OK):
         return None, f"{binary} is not executable"
     try:
@@ -64,7 +65,8 @@ def trust_projects(home: Path, project_dirs: list[Path]) -> None:
     projects = cfg.setdefault("projects", {})
     for d in project_dirs:
         projects.setdefault(str(Path(d).resolve()), {}).update(
-            {"hasTrustDialogAccepted": True, "hasCompletedProjectOnboarding": True})
+            {"hasTrustDialogAccepted": True, "hasCompletedProjectOnboarding": True}
+        )
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
@@ -109,7 +111,9 @@ class Telemetry:
         if self.gzip:
             env["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip"
         if self.resource_attributes:
-            env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(f"{k}={v}" for k, v in self.resource_attributes.items())
+            env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+                f"{k}={v}" for k, v in self.resource_attributes.items()
+            )
         headers = [self.headers] if self.headers else []
         if self.gzip and self.protocol == "grpc":
             # Lets the tee know (gRPC hides grpc-encoding from it) so it can forward gzip-compressed too.
@@ -153,14 +157,29 @@ class RunResult:
     duration_s: float
 
 
-def run_print(binary: Path, *, home: Path, cwd: Path, prompt: str, api_base_url: str,
-              telemetry: Telemetry | None, extra_args: list[str] = (),  # type: ignore[assignment]
-              timeout: float = 90) -> RunResult:
+def run_print(
+    binary: Path,
+    *,
+    home: Path,
+    cwd: Path,
+    prompt: str,
+    api_base_url: str,
+    telemetry: Telemetry | None,
+    extra_args: list[str] = (),  # type: ignore[assignment]
+    timeout: float = 90,
+) -> RunResult:
     """`claude -p PROMPT` in print mode; returns when the CLI has exited (it flushes telemetry on exit)."""
     args = [str(binary), "-p", prompt, *extra_args]
     t0 = time.monotonic()
-    proc = subprocess.run(args, cwd=cwd, env=cli_env(home, api_base_url, telemetry), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        args,
+        cwd=cwd,
+        env=cli_env(home, api_base_url, telemetry),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return RunResult(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
 
 
@@ -213,9 +232,19 @@ class InteractiveResult:
     exited: bool
 
 
-def run_interactive(binary: Path, *, home: Path, cwd: Path, prompt: str, answer_marker: str,
-                    api_base_url: str, telemetry: Telemetry | None, extra_args: list[str] = (),  # type: ignore[assignment]
-                    think_time_s: float = 1.5, timeout: float = 90) -> InteractiveResult:
+def run_interactive(
+    binary: Path,
+    *,
+    home: Path,
+    cwd: Path,
+    prompt: str,
+    answer_marker: str,
+    api_base_url: str,
+    telemetry: Telemetry | None,
+    extra_args: list[str] = (),  # type: ignore[assignment]
+    think_time_s: float = 1.5,
+    timeout: float = 90,
+) -> InteractiveResult:
     """Run the CLI in a detached tmux pane: wait for the prompt box, type PROMPT (pausing a little so the
     CLI accrues *user* active time), wait until ``answer_marker`` appears, then `/exit` and wait for the
     process to leave (it flushes telemetry on exit)."""
@@ -224,21 +253,35 @@ def run_interactive(binary: Path, *, home: Path, cwd: Path, prompt: str, answer_
     env = cli_env(home, api_base_url, telemetry)
     # tmux passes the server's environment, not ours: spell the environment out on the command line.
     done_flag = home / f".{session}.exited"
-    cmd = " ".join([
-        "env", "-i", *(shlex.quote(f"{k}={v}") for k, v in env.items()),
-        shlex.quote(str(binary)), *(shlex.quote(a) for a in extra_args),
-        ";", "touch", shlex.quote(str(done_flag)),
-    ])
+    cmd = " ".join(
+        [
+            "env",
+            "-i",
+            *(shlex.quote(f"{k}={v}") for k, v in env.items()),
+            shlex.quote(str(binary)),
+            *(shlex.quote(a) for a in extra_args),
+            ";",
+            "touch",
+            shlex.quote(str(done_flag)),
+        ]
+    )
     screens: list[str] = []
     t0 = time.monotonic()
     if shutil.which("tmux") is None:
         raise RuntimeError("tmux is not installed")
-    tmux.run("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(cwd), cmd)
+    tmux.run(
+        "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(cwd), cmd
+    )
     try:
         deadline = t0 + timeout
         # Ready when the input box shows (the CLI draws a "> " / "❯" prompt line).
-        screens.append(tmux.wait_for(lambda s: ("❯" in s or "\n> " in s or "? for shortcuts" in s),
-                                     timeout=min(30, deadline - time.monotonic()), what="the input prompt"))
+        screens.append(
+            tmux.wait_for(
+                lambda s: "❯" in s or "\n> " in s or "? for shortcuts" in s,
+                timeout=min(30, deadline - time.monotonic()),
+                what="the input prompt",
+            )
+        )
         time.sleep(think_time_s / 2)
         for chunk in _chunks(prompt, 4):
             tmux.send_text(chunk)
@@ -246,8 +289,13 @@ def run_interactive(binary: Path, *, home: Path, cwd: Path, prompt: str, answer_
         screens.append(tmux.wait_for(lambda s: prompt in s, timeout=10, what="the typed prompt to show"))
         time.sleep(think_time_s / 2)
         tmux.send_key("Enter")
-        screens.append(tmux.wait_for(lambda s: answer_marker in s, timeout=max(1, deadline - time.monotonic()),
-                                     what=f"the answer {answer_marker!r}"))
+        screens.append(
+            tmux.wait_for(
+                lambda s: answer_marker in s,
+                timeout=max(1, deadline - time.monotonic()),
+                what=f"the answer {answer_marker!r}",
+            )
+        )
         time.sleep(0.5)
         tmux.send_text("/exit")
         time.sleep(0.3)
@@ -264,4 +312,4 @@ def run_interactive(binary: Path, *, home: Path, cwd: Path, prompt: str, answer_
 
 
 def _chunks(s: str, n: int) -> list[str]:
-    return [s[i:i + n] for i in range(0, len(s), n)]
+    return [s[i : i + n] for i in range(0, len(s), n)]

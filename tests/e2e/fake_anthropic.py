@@ -210,7 +210,9 @@ class FakeAnthropic:
         with self._lock:
             self.served.append(s)
 
-    def handle_messages(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes | list[bytes], Served]:
+    def handle_messages(
+        self, body: dict[str, Any]
+    ) -> tuple[int, dict[str, str], bytes | list[bytes], Served]:
         seq = self._next_seq()
         model = body.get("model")
         tools = body.get("tools") or []
@@ -218,8 +220,16 @@ class FakeAnthropic:
         stream = bool(body.get("stream"))
         msgs = body.get("messages") or []
         turn = sum(1 for m in msgs if m.get("role") == "assistant") if main_loop else None
-        rec = Served(seq=seq, method="POST", path="/v1/messages", model=model, main_loop=main_loop,
-                     turn=turn, status=200, stream=stream)
+        rec = Served(
+            seq=seq,
+            method="POST",
+            path="/v1/messages",
+            model=model,
+            main_loop=main_loop,
+            turn=turn,
+            status=200,
+            stream=stream,
+        )
 
         if model in self.not_found_models:
             rec.status, rec.error_type = 404, "not_found_error"
@@ -235,7 +245,11 @@ class FakeAnthropic:
         if self.latency_s:
             time.sleep(self.latency_s)
         if main_loop:
-            t = self.script[turn] if turn is not None and turn < len(self.script) else Turn(text=self.final_text)
+            t = (
+                self.script[turn]
+                if turn is not None and turn < len(self.script)
+                else Turn(text=self.final_text)
+            )
         else:
             t = Turn(text=self.side_text)
         usage = self._usage(seq)
@@ -255,11 +269,21 @@ class FakeAnthropic:
         if t.tool:
             content.append({"type": "tool_use", "id": tool_id, "name": t.tool, "input": t.input})
         if stream:
-            return 200, {"content-type": "text/event-stream", "cache-control": "no-cache"}, \
-                _sse(msg_id, model, content, usage, t.stop_reason), rec
+            return (
+                200,
+                {"content-type": "text/event-stream", "cache-control": "no-cache"},
+                _sse(msg_id, model, content, usage, t.stop_reason),
+                rec,
+            )
         full = {
-            "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": t.stop_reason, "stop_sequence": None, "usage": _api_usage(usage, usage["output_tokens"]),
+            "id": msg_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": t.stop_reason,
+            "stop_sequence": None,
+            "usage": _api_usage(usage, usage["output_tokens"]),
         }
         return 200, {"content-type": "application/json"}, json.dumps(full).encode(), rec
 
@@ -282,30 +306,88 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _sse(msg_id: str, model: str | None, content: list[dict[str, Any]], usage: dict[str, int],
-         stop_reason: str) -> list[bytes]:
+def _sse(
+    msg_id: str, model: str | None, content: list[dict[str, Any]], usage: dict[str, int], stop_reason: str
+) -> list[bytes]:
     # Like the real API, message_start reports output_tokens=1 so far; message_delta carries the final
     # (cumulative) output_tokens.  The final value is what the fake records as served.
-    out = [_event("message_start", {"type": "message_start", "message": {
-        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": _api_usage(usage, 1)}})]
+    out = [
+        _event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": _api_usage(usage, 1),
+                },
+            },
+        )
+    ]
     for i, block in enumerate(content):
         if block["type"] == "text":
-            out.append(_event("content_block_start", {"type": "content_block_start", "index": i,
-                                                      "content_block": {"type": "text", "text": ""}}))
-            out.append(_event("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                      "delta": {"type": "text_delta", "text": block["text"]}}))
+            out.append(
+                _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
+            out.append(
+                _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "text_delta", "text": block["text"]},
+                    },
+                )
+            )
         else:
-            out.append(_event("content_block_start", {"type": "content_block_start", "index": i,
-                                                      "content_block": {"type": "tool_use", "id": block["id"],
-                                                                        "name": block["name"], "input": {}}}))
-            out.append(_event("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                      "delta": {"type": "input_json_delta",
-                                                                "partial_json": json.dumps(block["input"])}}))
+            out.append(
+                _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": block["id"],
+                            "name": block["name"],
+                            "input": {},
+                        },
+                    },
+                )
+            )
+            out.append(
+                _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                    },
+                )
+            )
         out.append(_event("content_block_stop", {"type": "content_block_stop", "index": i}))
-    out.append(_event("message_delta", {"type": "message_delta",
-                                        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                        "usage": {"output_tokens": usage["output_tokens"]}}))
+    out.append(
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
     out.append(_event("message_stop", {"type": "message_stop"}))
     return out
 
@@ -342,8 +424,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _log(self, body: dict[str, Any] | None) -> None:
         with self.owner._lock:
-            self.owner.requests.append({"method": self.command, "path": self.path,
-                                        "headers": dict(self.headers.items()), "body": body})
+            self.owner.requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers.items()),
+                    "body": body,
+                }
+            )
 
     def do_POST(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
@@ -354,19 +442,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner._record(rec)
             self._send(status, headers, payload)
         elif path == "/v1/messages/count_tokens":
-            self.owner._record(Served(seq=self.owner._next_seq(), method="POST", path=path,
-                                      model=body.get("model"), main_loop=False, turn=None, status=200))
+            self.owner._record(
+                Served(
+                    seq=self.owner._next_seq(),
+                    method="POST",
+                    path=path,
+                    model=body.get("model"),
+                    main_loop=False,
+                    turn=None,
+                    status=200,
+                )
+            )
             self._send(200, {}, json.dumps({"input_tokens": 1234}).encode())
         else:
-            self.owner._record(Served(seq=self.owner._next_seq(), method="POST", path=path,
-                                      model=body.get("model"), main_loop=False, turn=None, status=404))
+            self.owner._record(
+                Served(
+                    seq=self.owner._next_seq(),
+                    method="POST",
+                    path=path,
+                    model=body.get("model"),
+                    main_loop=False,
+                    turn=None,
+                    status=404,
+                )
+            )
             self._send(404, {}, _error_body("not_found_error", f"no route {path}"))
 
     def do_GET(self) -> None:  # noqa: N802
         self._log(None)
         path = urlsplit(self.path).path
-        self.owner._record(Served(seq=self.owner._next_seq(), method="GET", path=path, model=None,
-                                  main_loop=False, turn=None, status=404))
+        self.owner._record(
+            Served(
+                seq=self.owner._next_seq(),
+                method="GET",
+                path=path,
+                model=None,
+                main_loop=False,
+                turn=None,
+                status=404,
+            )
+        )
         self._send(404, {}, _error_body("not_found_error", f"no route {path}"))
 
     def do_HEAD(self) -> None:  # noqa: N802

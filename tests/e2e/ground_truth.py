@@ -43,7 +43,9 @@ def _raw(body: bytes, content_encoding: str | None) -> bytes:
 def _strip_ids(obj: Any) -> Any:
     """OTLP/JSON encodes trace/span ids as hex, which protobuf's JSON parser would read as base64."""
     if isinstance(obj, dict):
-        return {k: _strip_ids(v) for k, v in obj.items() if k not in ("traceId", "spanId", "trace_id", "span_id")}
+        return {
+            k: _strip_ids(v) for k, v in obj.items() if k not in ("traceId", "spanId", "trace_id", "span_id")
+        }
     if isinstance(obj, list):
         return [_strip_ids(v) for v in obj]
     return obj
@@ -118,9 +120,17 @@ def flatten(records: Iterable[Any]) -> tuple[list[Point], list[Event]]:
                         for dp in m.sum.data_points:
                             pa = attrs(dp.attributes)
                             value = dp.as_double if dp.WhichOneof("value") == "as_double" else dp.as_int
-                            points.append(Point(m.name, m.sum.aggregation_temporality, {**res, **pa},
-                                                (_freeze(res), m.name, _freeze(pa)), dp.start_time_unix_nano,
-                                                dp.time_unix_nano, float(value)))
+                            points.append(
+                                Point(
+                                    m.name,
+                                    m.sum.aggregation_temporality,
+                                    {**res, **pa},
+                                    (_freeze(res), m.name, _freeze(pa)),
+                                    dp.start_time_unix_nano,
+                                    dp.time_unix_nano,
+                                    float(value),
+                                )
+                            )
         else:
             for rl in msg.resource_logs:
                 res = attrs(rl.resource.attributes)
@@ -128,7 +138,9 @@ def flatten(records: Iterable[Any]) -> tuple[list[Point], list[Event]]:
                     for lr in sl.log_records:
                         la = attrs(lr.attributes)
                         body = any_value(lr.body)
-                        name = la.get("event.name") or (str(body).removeprefix("claude_code.") if body else "")
+                        name = la.get("event.name") or (
+                            str(body).removeprefix("claude_code.") if body else ""
+                        )
                         events.append(Event(str(name), {**res, **la}))
     return points, events
 
@@ -154,8 +166,9 @@ def sum_points(points: Iterable[Point]) -> float:
 class Totals:
     sessions: float = 0
     cost_usd: float = 0
-    tokens: dict[str, float] = field(default_factory=lambda: {"input": 0, "output": 0, "cache_read": 0,
-                                                               "cache_creation": 0})
+    tokens: dict[str, float] = field(
+        default_factory=lambda: {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
+    )
     lines_of_code: dict[str, float] = field(default_factory=lambda: {"added": 0, "removed": 0})
     commits: float = 0
     pull_requests: float = 0
@@ -171,16 +184,27 @@ class Totals:
     def as_summary(self) -> dict[str, Any]:
         """The fields that ccmetrics' /api/summary reports."""
         return {
-            "sessions": self.sessions, "cost_usd": self.cost_usd, "tokens": dict(self.tokens),
-            "lines_of_code": dict(self.lines_of_code), "commits": self.commits,
-            "pull_requests": self.pull_requests, "edit_decisions": dict(self.edit_decisions),
-            "active_time_seconds": dict(self.active_time_seconds), "prompts": self.prompts,
-            "avg_prompt_length": self.avg_prompt_length, "api_requests": self.api_requests,
+            "sessions": self.sessions,
+            "cost_usd": self.cost_usd,
+            "tokens": dict(self.tokens),
+            "lines_of_code": dict(self.lines_of_code),
+            "commits": self.commits,
+            "pull_requests": self.pull_requests,
+            "edit_decisions": dict(self.edit_decisions),
+            "active_time_seconds": dict(self.active_time_seconds),
+            "prompts": self.prompts,
+            "avg_prompt_length": self.avg_prompt_length,
+            "api_requests": self.api_requests,
             "api_errors": self.api_errors,
         }
 
 
-TOKEN_TYPES = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
+TOKEN_TYPES = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache_read",
+    "cacheCreation": "cache_creation",
+}
 
 
 def totals(points: list[Point], events: list[Event], where: Where = lambda a: True) -> Totals:
@@ -190,7 +214,9 @@ def totals(points: list[Point], events: list[Event], where: Where = lambda a: Tr
     t.metric_names = {p.metric for p in pts}
 
     def metric(name: str, **match: str) -> float:
-        return sum_points(p for p in pts if p.metric == name and all(p.attrs.get(k) == v for k, v in match.items()))
+        return sum_points(
+            p for p in pts if p.metric == name and all(p.attrs.get(k) == v for k, v in match.items())
+        )
 
     t.sessions = metric("claude_code.session.count")
     t.cost_usd = metric("claude_code.cost.usage")
@@ -221,13 +247,19 @@ def totals(points: list[Point], events: list[Event], where: Where = lambda a: Tr
 def by_attr(points: list[Point], attr: str) -> dict[Any, dict[str, Any]]:
     """Cost and tokens per value of a point attribute (e.g. ``model``, ``user.id``)."""
     out: dict[Any, dict[str, Any]] = {}
-    keys = {p.attrs.get(attr) for p in points if p.metric in ("claude_code.cost.usage", "claude_code.token.usage")}
+    keys = {
+        p.attrs.get(attr) for p in points if p.metric in ("claude_code.cost.usage", "claude_code.token.usage")
+    }
     for k in keys:
         sel = [p for p in points if p.attrs.get(attr) == k]
         out[k] = {
             "cost_usd": sum_points(p for p in sel if p.metric == "claude_code.cost.usage"),
-            "tokens": {key: sum_points(p for p in sel if p.metric == "claude_code.token.usage"
-                                       and p.attrs.get("type") == ot) for ot, key in TOKEN_TYPES.items()},
+            "tokens": {
+                key: sum_points(
+                    p for p in sel if p.metric == "claude_code.token.usage" and p.attrs.get("type") == ot
+                )
+                for ot, key in TOKEN_TYPES.items()
+            },
         }
     return out
 

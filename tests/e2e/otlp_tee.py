@@ -30,8 +30,17 @@ GRPC_METHODS = {
 GRPC_ENCODING_HINT = "x-ccmetrics-e2e-grpc-encoding"
 HTTP_PATHS = {"/v1/metrics": "metrics", "/v1/logs": "logs", "/v1/traces": "traces"}
 
-_HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-               "proxy-connection", "accept-encoding"}
+_HOP_BY_HOP = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-connection",
+    "accept-encoding",
+}
 
 
 @dataclass
@@ -143,9 +152,14 @@ class OtlpTee:
         # harness therefore announces it in a header of its own (see claude_cli.Telemetry) and the tee
         # forwards the call gzip-compressed too.
         encoding = next((v for k, v in md if k in ("grpc-encoding", GRPC_ENCODING_HINT)), None)
-        fwd_md = [(k, v) for k, v in md
-                  if not k.startswith(":") and not k.startswith("grpc-") and k != GRPC_ENCODING_HINT
-                  and k not in ("user-agent", "te", "content-type")]
+        fwd_md = [
+            (k, v)
+            for k, v in md
+            if not k.startswith(":")
+            and not k.startswith("grpc-")
+            and k != GRPC_ENCODING_HINT
+            and k not in ("user-agent", "te", "content-type")
+        ]
         compression = grpc.Compression.Gzip if encoding == "gzip" else None
         assert self._channel is not None
         call = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
@@ -153,14 +167,27 @@ class OtlpTee:
             response = call(request, metadata=fwd_md or None, timeout=30, compression=compression)
         except grpc.RpcError as err:
             code = err.code()  # type: ignore[attr-defined]
-            self._add(transport="grpc", path=method, signal=GRPC_METHODS.get(method),
-                      content_type="application/grpc", content_encoding=encoding, body=request,
-                      status=code.name)
+            self._add(
+                transport="grpc",
+                path=method,
+                signal=GRPC_METHODS.get(method),
+                content_type="application/grpc",
+                content_encoding=encoding,
+                body=request,
+                status=code.name,
+            )
             context.abort(code, err.details() or "")  # type: ignore[attr-defined]
             raise  # unreachable: abort raises
-        self._add(transport="grpc", path=method, signal=GRPC_METHODS.get(method),
-                  content_type="application/grpc", content_encoding=encoding, body=request, status="OK",
-                  response_body=response)
+        self._add(
+            transport="grpc",
+            path=method,
+            signal=GRPC_METHODS.get(method),
+            content_type="application/grpc",
+            content_encoding=encoding,
+            body=request,
+            status="OK",
+            response_body=response,
+        )
         return response
 
 
@@ -177,16 +204,31 @@ class _TeeHandler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         path = self.path.split("?", 1)[0]
         try:
-            resp = self.owner._client.post(self.owner.upstream_http + self.path, content=body, headers=headers)
+            resp = self.owner._client.post(
+                self.owner.upstream_http + self.path, content=body, headers=headers
+            )
             status, rbody = resp.status_code, resp.content
-            rheaders = [(k, v) for k, v in resp.headers.multi_items()
-                        if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"]
+            rheaders = [
+                (k, v)
+                for k, v in resp.headers.multi_items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"
+            ]
         except httpx.HTTPError as err:
-            status, rbody, rheaders = 502, f"tee: upstream error {err!r}".encode(), [("content-type", "text/plain")]
-        self.owner._add(transport="http", path=path, signal=HTTP_PATHS.get(path),
-                        content_type=self.headers.get("content-type"),
-                        content_encoding=self.headers.get("content-encoding"), body=body, status=status,
-                        response_body=rbody)
+            status, rbody, rheaders = (
+                502,
+                f"tee: upstream error {err!r}".encode(),
+                [("content-type", "text/plain")],
+            )
+        self.owner._add(
+            transport="http",
+            path=path,
+            signal=HTTP_PATHS.get(path),
+            content_type=self.headers.get("content-type"),
+            content_encoding=self.headers.get("content-encoding"),
+            body=body,
+            status=status,
+            response_body=rbody,
+        )
         self.send_response(status)
         for k, v in rheaders:
             self.send_header(k, v)
@@ -280,5 +322,6 @@ class _StubGrpcHandler(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if handler_call_details.method not in GRPC_METHODS:
             return None
-        return grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"", request_deserializer=None,
-                                                   response_serializer=None)
+        return grpc.unary_unary_rpc_method_handler(
+            lambda req, ctx: b"", request_deserializer=None, response_serializer=None
+        )

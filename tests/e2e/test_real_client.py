@@ -91,8 +91,12 @@ def _wait_until_quiet(tee: OtlpTee, quiet_s: float = 1.5, timeout: float = 20) -
 
 
 @pytest.fixture(scope="module")
-def scenario(claude_binary: Path, otlp_tee: OtlpTee, ccmetrics_server: ServerProcess,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def scenario(
+    claude_binary: Path,
+    otlp_tee: OtlpTee,
+    ccmetrics_server: ServerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Scenario]:
     t0 = time.monotonic()
     root = tmp_path_factory.mktemp("e2e-users")
     repos = {u: make_repo(root / f"repo-{u}", {"README.md": f"# project {u}\n\nline two\n"}) for u in "abcde"}
@@ -106,69 +110,164 @@ def scenario(claude_binary: Path, otlp_tee: OtlpTee, ccmetrics_server: ServerPro
     try:
         # A: team platform, gRPC, delta; Write + Edit accepted by config, then a git commit.
         a_file = str(repos["a"] / "hello.py")
-        run = Run("A-grpc-delta-edits-commit", "a", fake(1, [
-            write(a_file, "def hello():\n    return 'hi'\n"),
-            edit(a_file, "return 'hi'", "return 'hello'\n    # greeting"),
-            git_commit("add hello"),
-            reply("Wrote hello.py and committed it."),
-        ]), expect_rc=0, repo=repos["a"])
-        run.result = run_print(claude_binary, home=homes["a"], cwd=repos["a"], prompt="write hello.py and commit it",
-                               api_base_url=run.fake.base_url, extra_args=PRINT_FLAGS_ACCEPT, timeout=RUN_TIMEOUT,
-                               telemetry=Telemetry(grpc_ep, protocol="grpc", temporality="delta",
-                                                   resource_attributes={"team.id": "platform"}))
+        run = Run(
+            "A-grpc-delta-edits-commit",
+            "a",
+            fake(
+                1,
+                [
+                    write(a_file, "def hello():\n    return 'hi'\n"),
+                    edit(a_file, "return 'hi'", "return 'hello'\n    # greeting"),
+                    git_commit("add hello"),
+                    reply("Wrote hello.py and committed it."),
+                ],
+            ),
+            expect_rc=0,
+            repo=repos["a"],
+        )
+        run.result = run_print(
+            claude_binary,
+            home=homes["a"],
+            cwd=repos["a"],
+            prompt="write hello.py and commit it",
+            api_base_url=run.fake.base_url,
+            extra_args=PRINT_FLAGS_ACCEPT,
+            timeout=RUN_TIMEOUT,
+            telemetry=Telemetry(
+                grpc_ep, protocol="grpc", temporality="delta", resource_attributes={"team.id": "platform"}
+            ),
+        )
         runs.append(run)
 
         # B: team web, http/protobuf, cumulative, gzip; a Write rejected (no permission flags), then a Read.
         # The fake answers slowly so the run spans several 500 ms export intervals (several cumulative points).
-        run = Run("B-protobuf-cumulative-gzip-reject", "b", fake(2, [
-            write(str(repos["b"] / "notes.md"), "# notes\n"),
-            read(str(repos["b"] / "README.md")),
-            reply("Could not write notes.md."),
-        ], latency_s=0.45), expect_rc=0, repo=repos["b"])
-        run.result = run_print(claude_binary, home=homes["b"], cwd=repos["b"], prompt="add notes",
-                               api_base_url=run.fake.base_url, timeout=RUN_TIMEOUT,
-                               telemetry=Telemetry(http, protocol="http/protobuf", temporality="cumulative",
-                                                   gzip=True, interval_ms=500,
-                                                   resource_attributes={"team.id": "web"}))
+        run = Run(
+            "B-protobuf-cumulative-gzip-reject",
+            "b",
+            fake(
+                2,
+                [
+                    write(str(repos["b"] / "notes.md"), "# notes\n"),
+                    read(str(repos["b"] / "README.md")),
+                    reply("Could not write notes.md."),
+                ],
+                latency_s=0.45,
+            ),
+            expect_rc=0,
+            repo=repos["b"],
+        )
+        run.result = run_print(
+            claude_binary,
+            home=homes["b"],
+            cwd=repos["b"],
+            prompt="add notes",
+            api_base_url=run.fake.base_url,
+            timeout=RUN_TIMEOUT,
+            telemetry=Telemetry(
+                http,
+                protocol="http/protobuf",
+                temporality="cumulative",
+                gzip=True,
+                interval_ms=500,
+                resource_attributes={"team.id": "web"},
+            ),
+        )
         runs.append(run)
 
         # C: http/json, delta, another model; a Read.
-        run = Run("C-json-delta-read", "c", fake(3, [
-            read(str(repos["c"] / "README.md")),
-            reply("The README has two lines."),
-        ]), expect_rc=0, repo=repos["c"])
-        run.result = run_print(claude_binary, home=homes["c"], cwd=repos["c"], prompt="what does the README say?",
-                               api_base_url=run.fake.base_url, extra_args=["--model", "sonnet"], timeout=RUN_TIMEOUT,
-                               telemetry=Telemetry(http, protocol="http/json", temporality="delta",
-                                                   resource_attributes={"department": "eng"}))
+        run = Run(
+            "C-json-delta-read",
+            "c",
+            fake(
+                3,
+                [
+                    read(str(repos["c"] / "README.md")),
+                    reply("The README has two lines."),
+                ],
+            ),
+            expect_rc=0,
+            repo=repos["c"],
+        )
+        run.result = run_print(
+            claude_binary,
+            home=homes["c"],
+            cwd=repos["c"],
+            prompt="what does the README say?",
+            api_base_url=run.fake.base_url,
+            extra_args=["--model", "sonnet"],
+            timeout=RUN_TIMEOUT,
+            telemetry=Telemetry(
+                http, protocol="http/json", temporality="delta", resource_attributes={"department": "eng"}
+            ),
+        )
         runs.append(run)
 
         # C again, second session, gRPC + gzip, cumulative: the first API attempt is answered 529 overloaded,
         # the retry succeeds.
-        run = Run("C2-grpc-gzip-cumulative-529-retried", "c", fake(4, [reply("Answered after a retry.")],
-                                                               overload_first=1), expect_rc=0, repo=repos["c"])
-        run.result = run_print(claude_binary, home=homes["c"], cwd=repos["c"], prompt="hello again",
-                               api_base_url=run.fake.base_url, timeout=RUN_TIMEOUT,
-                               telemetry=Telemetry(grpc_ep, protocol="grpc", temporality="cumulative", gzip=True,
-                                                   resource_attributes={"department": "eng"}))
+        run = Run(
+            "C2-grpc-gzip-cumulative-529-retried",
+            "c",
+            fake(4, [reply("Answered after a retry.")], overload_first=1),
+            expect_rc=0,
+            repo=repos["c"],
+        )
+        run.result = run_print(
+            claude_binary,
+            home=homes["c"],
+            cwd=repos["c"],
+            prompt="hello again",
+            api_base_url=run.fake.base_url,
+            timeout=RUN_TIMEOUT,
+            telemetry=Telemetry(
+                grpc_ep,
+                protocol="grpc",
+                temporality="cumulative",
+                gzip=True,
+                resource_attributes={"department": "eng"},
+            ),
+        )
         runs.append(run)
 
         # E: a model the API does not know -> 404 not_found_error; the CLI exits 1 and reports one api_error.
-        run = Run("E-404-unknown-model", "e", fake(5, [reply("never played")],
-                                                   not_found_models={MISSING_MODEL}), expect_rc=1, repo=repos["e"])
-        run.result = run_print(claude_binary, home=homes["e"], cwd=repos["e"], prompt="this will fail",
-                               api_base_url=run.fake.base_url, extra_args=["--model", MISSING_MODEL],
-                               timeout=RUN_TIMEOUT, telemetry=Telemetry(http, protocol="http/protobuf"))
+        run = Run(
+            "E-404-unknown-model",
+            "e",
+            fake(5, [reply("never played")], not_found_models={MISSING_MODEL}),
+            expect_rc=1,
+            repo=repos["e"],
+        )
+        run.result = run_print(
+            claude_binary,
+            home=homes["e"],
+            cwd=repos["e"],
+            prompt="this will fail",
+            api_base_url=run.fake.base_url,
+            extra_args=["--model", MISSING_MODEL],
+            timeout=RUN_TIMEOUT,
+            telemetry=Telemetry(http, protocol="http/protobuf"),
+        )
         runs.append(run)
 
         # D: an interactive session in tmux (the only way to get active_time{type="user"}).
-        run = Run("D-interactive-tmux", "d", fake(6, [reply("Interactive answer 4711.")]), expect_rc=0,
-                  repo=repos["d"])
-        run.result = run_interactive(claude_binary, home=homes["d"], cwd=repos["d"], prompt="say something nice",
-                                     answer_marker="Interactive answer 4711", api_base_url=run.fake.base_url,
-                                     timeout=RUN_TIMEOUT,
-                                     telemetry=Telemetry(http, protocol="http/protobuf", temporality="delta",
-                                                         resource_attributes={"team.id": "mobile"}))
+        run = Run(
+            "D-interactive-tmux",
+            "d",
+            fake(6, [reply("Interactive answer 4711.")]),
+            expect_rc=0,
+            repo=repos["d"],
+        )
+        run.result = run_interactive(
+            claude_binary,
+            home=homes["d"],
+            cwd=repos["d"],
+            prompt="say something nice",
+            answer_marker="Interactive answer 4711",
+            api_base_url=run.fake.base_url,
+            timeout=RUN_TIMEOUT,
+            telemetry=Telemetry(
+                http, protocol="http/protobuf", temporality="delta", resource_attributes={"team.id": "mobile"}
+            ),
+        )
         runs.append(run)
     finally:
         for r in runs:
@@ -178,8 +277,11 @@ def scenario(claude_binary: Path, otlp_tee: OtlpTee, ccmetrics_server: ServerPro
     points, events = flatten(records)
     # user.id is derived by the CLI from its HOME; learn it from the session.count points of each run's user.
     user_ids: dict[str, str] = {}
-    by_session_user = {p.attrs.get("session.id"): p.attrs.get("user.id") for p in points
-                       if p.metric == "claude_code.session.count"}
+    by_session_user = {
+        p.attrs.get("session.id"): p.attrs.get("user.id")
+        for p in points
+        if p.metric == "claude_code.session.count"
+    }
     team_of = {"a": "platform", "b": "web", "d": "mobile"}
     for u, team in team_of.items():
         ids = {p.attrs["user.id"] for p in points if p.attrs.get("team.id") == team}
@@ -193,8 +295,16 @@ def scenario(claude_binary: Path, otlp_tee: OtlpTee, ccmetrics_server: ServerPro
     assert len(e_ids) == 1, e_ids
     user_ids["e"] = e_ids.pop()
 
-    sc = Scenario(runs=runs, records=records, points=points, events=events, truth=totals(points, events),
-                  user_ids=user_ids, server=ccmetrics_server, wall_s=time.monotonic() - t0)
+    sc = Scenario(
+        runs=runs,
+        records=records,
+        points=points,
+        events=events,
+        truth=totals(points, events),
+        user_ids=user_ids,
+        server=ccmetrics_server,
+        wall_s=time.monotonic() - t0,
+    )
     yield sc
     _dump_artifacts(sc)
 
@@ -208,27 +318,56 @@ def _dump_artifacts(sc: Scenario) -> None:
     (out / "otlp").mkdir(parents=True, exist_ok=True)
     for r in sc.records:
         (out / "otlp" / f"{r.seq:05d}.bin").write_bytes(r.body)
-        (out / "otlp" / f"{r.seq:05d}.json").write_text(json.dumps({
-            "transport": r.transport, "path": r.path, "content_type": r.content_type,
-            "content_encoding": r.content_encoding, "status": r.status}))
+        (out / "otlp" / f"{r.seq:05d}.json").write_text(
+            json.dumps(
+                {
+                    "transport": r.transport,
+                    "path": r.path,
+                    "content_type": r.content_type,
+                    "content_encoding": r.content_encoding,
+                    "status": r.status,
+                }
+            )
+        )
     runs = []
     for r in sc.runs:
         res = r.result
-        runs.append({"name": r.name, "user": r.user, "user_id": sc.user_ids.get(r.user),
-                     "returncode": getattr(res, "returncode", None), "exited": getattr(res, "exited", None),
-                     "duration_s": getattr(res, "duration_s", None), "stdout": getattr(res, "stdout", None),
-                     "stderr": getattr(res, "stderr", None), "screens": getattr(res, "screens", None),
-                     "served": [asdict(s) for s in r.fake.served]})
+        runs.append(
+            {
+                "name": r.name,
+                "user": r.user,
+                "user_id": sc.user_ids.get(r.user),
+                "returncode": getattr(res, "returncode", None),
+                "exited": getattr(res, "exited", None),
+                "duration_s": getattr(res, "duration_s", None),
+                "stdout": getattr(res, "stdout", None),
+                "stderr": getattr(res, "stderr", None),
+                "screens": getattr(res, "screens", None),
+                "served": [asdict(s) for s in r.fake.served],
+            }
+        )
     try:
-        summaries = {"all": get_summary(sc.server), "team.id=platform": get_summary(sc.server, {"filter": "team.id=platform"})}
+        summaries = {
+            "all": get_summary(sc.server),
+            "team.id=platform": get_summary(sc.server, {"filter": "team.id=platform"}),
+        }
     except Exception as err:  # noqa: BLE001 - best effort
         summaries = {"error": repr(err)}
-    (out / "scenario.json").write_text(json.dumps({
-        "wall_s": sc.wall_s, "runs": runs, "ground_truth": sc.truth.as_summary(),
-        "events_by_name": sc.truth.events_by_name, "metric_names": sorted(sc.truth.metric_names),
-        "by_model": {str(k): v for k, v in by_attr(sc.points, "model").items()},
-        "server_summaries": summaries,
-    }, indent=2, default=str))
+    (out / "scenario.json").write_text(
+        json.dumps(
+            {
+                "wall_s": sc.wall_s,
+                "runs": runs,
+                "ground_truth": sc.truth.as_summary(),
+                "events_by_name": sc.truth.events_by_name,
+                "metric_names": sorted(sc.truth.metric_names),
+                "by_model": {str(k): v for k, v in by_attr(sc.points, "model").items()},
+                "server_summaries": summaries,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     (out / "server.log").write_text(sc.server.log_path.read_text(errors="replace"))
 
 
@@ -241,14 +380,18 @@ def get_summary(server: ServerProcess, params: dict[str, str] | None = None) -> 
     return resp.json()
 
 
-def settled_summary(sc: Scenario, expected: Totals, params: dict[str, str] | None = None,
-                    timeout: float = 15) -> dict[str, Any]:
+def settled_summary(
+    sc: Scenario, expected: Totals, params: dict[str, str] | None = None, timeout: float = 15
+) -> dict[str, Any]:
     """Fetch /api/summary; if ingestion is asynchronous, wait (bounded) until the counters caught up."""
     deadline = time.monotonic() + timeout
     while True:
         got = get_summary(sc.server, params)
-        caught_up = (got.get("sessions") == expected.sessions and got.get("api_requests") == expected.api_requests
-                     and got.get("prompts") == expected.prompts)
+        caught_up = (
+            got.get("sessions") == expected.sessions
+            and got.get("api_requests") == expected.api_requests
+            and got.get("prompts") == expected.prompts
+        )
         if caught_up or time.monotonic() > deadline:
             return got
         time.sleep(0.3)
@@ -278,8 +421,9 @@ def served_by_model(fakes: list[FakeAnthropic]) -> dict[str, dict[str, Any]]:
         for s in f.served:
             if s.path != "/v1/messages":
                 continue
-            row = out.setdefault(s.model, {"requests": 0, "errors": 0,
-                                           "tokens": {k: 0 for k in TOKEN_TYPES.values()}})
+            row = out.setdefault(
+                s.model, {"requests": 0, "errors": 0, "tokens": {k: 0 for k in TOKEN_TYPES.values()}}
+            )
             if s.status == 200:
                 row["requests"] += 1
                 row["tokens"]["input"] += s.input_tokens
@@ -303,7 +447,9 @@ def test_every_run_behaved(scenario: Scenario) -> None:
             assert isinstance(res, InteractiveResult)
             assert res.exited, (run.name, res.screens[-1] if res.screens else "")
     a = next(r for r in scenario.runs if r.user == "a")
-    log = subprocess.run(["git", "log", "--oneline"], cwd=a.repo, capture_output=True, text=True, check=True).stdout
+    log = subprocess.run(
+        ["git", "log", "--oneline"], cwd=a.repo, capture_output=True, text=True, check=True
+    ).stdout
     assert "add hello" in log
     b = next(r for r in scenario.runs if r.user == "b")
     assert not (b.repo / "notes.md").exists(), "the Write without permission must have been rejected"
@@ -340,7 +486,9 @@ def test_metrics_tokens_and_requests_match_what_the_fake_api_served(scenario: Sc
     ok_models = {m for m, row in served.items() if row["requests"]}
     assert set(tokens) == ok_models
     for model in ok_models:
-        assert tokens[model]["tokens"] == approx_tree({k: float(v) for k, v in served[model]["tokens"].items()}), model
+        assert tokens[model]["tokens"] == approx_tree(
+            {k: float(v) for k, v in served[model]["tokens"].items()}
+        ), model
         assert requests.get(model, 0) == served[model]["requests"], model
     # Errors: every api_error names a model the fake answered with an error.  The CLI retries a 404 once
     # without streaming, so it reports ONE api_error for TWO error answers; a 529 that a retry fixed
@@ -379,10 +527,17 @@ def test_summary_by_user_matches_ground_truth(scenario: Scenario) -> None:
     assert set(rows) == set(scenario.user_ids.values())
     for name, uid in scenario.user_ids.items():
         t = totals(scenario.points, scenario.events, scenario.where_user(name))
-        emails = {e.attrs.get("user.email") for e in scenario.events if e.attrs.get("user.id") == uid} - {None}
+        emails = {e.attrs.get("user.email") for e in scenario.events if e.attrs.get("user.id") == uid} - {
+            None
+        }
         expected = {
-            "sessions": t.sessions, "cost_usd": t.cost_usd, "tokens": t.tokens, "lines_of_code": t.lines_of_code,
-            "commits": t.commits, "pull_requests": t.pull_requests, "prompts": t.prompts,
+            "sessions": t.sessions,
+            "cost_usd": t.cost_usd,
+            "tokens": t.tokens,
+            "lines_of_code": t.lines_of_code,
+            "commits": t.commits,
+            "pull_requests": t.pull_requests,
+            "prompts": t.prompts,
             "user_email": max(emails) if emails else None,
         }
         assert {k: rows[uid].get(k) for k in expected} == approx_tree(expected), name
@@ -403,15 +558,38 @@ def test_summary_filtered_by_team_matches_ground_truth_of_user_a(scenario: Scena
 def test_report_cli_json_equals_api(scenario: Scenario) -> None:
     api = settled_summary(scenario, scenario.truth)
     out = subprocess.run(
-        [sys.executable, "-m", "ccmetrics", "report", "summary", "--json", "--data-dir", str(scenario.server.data_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ccmetrics",
+            "report",
+            "summary",
+            "--json",
+            "--data-dir",
+            str(scenario.server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == approx_tree(api)
     out = subprocess.run(
-        [sys.executable, "-m", "ccmetrics", "report", "summary", "--json", "--data-dir", str(scenario.server.data_dir),
-         "--filter", "team.id=platform"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ccmetrics",
+            "report",
+            "summary",
+            "--json",
+            "--data-dir",
+            str(scenario.server.data_dir),
+            "--filter",
+            "team.id=platform",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == approx_tree(get_summary(scenario.server, {"filter": "team.id=platform"}))
@@ -426,7 +604,13 @@ def test_every_dashboard_panel_matches_ground_truth(scenario: Scenario) -> None:
     dashboard = httpx.get(f"{scenario.server.url}/api/dashboard", timeout=30).json()
     check_panels(dashboard, expected_panels(scenario.points, scenario.events), panels)
     team = lambda a: a.get("team.id") == "platform"  # noqa: E731
-    filtered = httpx.get(f"{scenario.server.url}/api/dashboard", params={"filter": "team.id=platform"},
-                         timeout=30).json()  # fmt: skip
-    check_panels(filtered, expected_panels([p for p in scenario.points if team(p.attrs)],
-                                           [e for e in scenario.events if team(e.attrs)]), panels)  # fmt: skip
+    filtered = httpx.get(
+        f"{scenario.server.url}/api/dashboard", params={"filter": "team.id=platform"}, timeout=30
+    ).json()
+    check_panels(
+        filtered,
+        expected_panels(
+            [p for p in scenario.points if team(p.attrs)], [e for e in scenario.events if team(e.attrs)]
+        ),
+        panels,
+    )

@@ -25,8 +25,13 @@ TELEMETRY_PREFIXES = ("OTEL_", "CLAUDE_CODE_ENABLE_TELEMETRY")
 def ccmetrics(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(TELEMETRY_PREFIXES + ("CCMETRICS_",))}
     env.pop("CLAUDE_CONFIG_DIR", None)
-    return subprocess.run([sys.executable, "-m", "ccmetrics", *args], capture_output=True, text=True,
-                          env={**env, "HOME": str(home)}, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "ccmetrics", *args],
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": str(home)},
+        timeout=60,
+    )
 
 
 def sessions(server: ServerProcess) -> list[dict]:
@@ -49,34 +54,54 @@ def configured_user(tmp_path: Path, name: str, *setup_args: str) -> tuple[Path, 
     project = tmp_path / "project"
     project.mkdir()
     home = make_home(tmp_path, name, [project])
-    setup = ccmetrics(home, "setup", "--yes", *setup_args, "--metric-interval", "1000",
-                      "--logs-interval", "1000")  # fmt: skip
+    setup = ccmetrics(
+        home, "setup", "--yes", *setup_args, "--metric-interval", "1000", "--logs-interval", "1000"
+    )
     assert setup.returncode == 0, setup.stdout + setup.stderr
     return home, project
 
 
 def doctor_report(home: Path, project: Path, server: ServerProcess, tmp_path: Path) -> tuple[int, dict]:
-    doctor = ccmetrics(home, "doctor", "--server", server.url, "--json", "--project-dir", str(project),
-                       "--managed-settings", str(tmp_path / "none.json"))  # fmt: skip
+    doctor = ccmetrics(
+        home,
+        "doctor",
+        "--server",
+        server.url,
+        "--json",
+        "--project-dir",
+        str(project),
+        "--managed-settings",
+        str(tmp_path / "none.json"),
+    )
     return doctor.returncode, json.loads(doctor.stdout)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, tmp_path: Path, protocol: str,
-                                                ccmetrics_server: ServerProcess) -> None:  # fmt: skip
+def test_cli_configured_only_by_setup_is_stored(
+    claude_binary: Path, fake_api, tmp_path: Path, protocol: str, ccmetrics_server: ServerProcess
+) -> None:
     server = ccmetrics_server
     already = len(sessions(server))
     port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
-    home, project = configured_user(tmp_path, "setup-user", "--protocol", protocol, "--endpoint",
-                                    f"http://127.0.0.1:{port}", "--team", "e2e")  # fmt: skip
+    home, project = configured_user(
+        tmp_path,
+        "setup-user",
+        "--protocol",
+        protocol,
+        "--endpoint",
+        f"http://127.0.0.1:{port}",
+        "--team",
+        "e2e",
+    )
     written = json.loads((home / ".claude" / "settings.json").read_text())["env"]
     assert written["OTEL_EXPORTER_OTLP_PROTOCOL"] == protocol
 
     fake = fake_api(final_text="All done.")
     env = cli_env(home, fake.base_url, telemetry=None)
     assert not [k for k in env if k.startswith(TELEMETRY_PREFIXES)]  # only the settings file configures it
-    result = run_print(claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url,
-                       telemetry=None)  # fmt: skip
+    result = run_print(
+        claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url, telemetry=None
+    )
     assert result.returncode == 0, result.stderr
 
     found = wait_for_sessions(server, already + 1)
@@ -93,29 +118,40 @@ def test_cli_configured_only_by_setup_is_stored(claude_binary: Path, fake_api, t
     undo = ccmetrics(home, "setup", "--undo", "--yes")
     assert undo.returncode == 0, undo.stderr
     assert not (home / ".claude" / "settings.json").exists()
-    again = run_print(claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url,
-                      telemetry=None)  # fmt: skip
+    again = run_print(
+        claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url, telemetry=None
+    )
     assert again.returncode == 0
     time.sleep(3)
     assert len(sessions(server)) == already + 1  # nothing more arrived
 
 
-def test_telemetry_without_session_ids_is_explained(claude_binary: Path, fake_api, tmp_path: Path,
-                                                    ccmetrics_server: ServerProcess) -> None:  # fmt: skip
+def test_telemetry_without_session_ids_is_explained(
+    claude_binary: Path, fake_api, tmp_path: Path, ccmetrics_server: ServerProcess
+) -> None:
     """With OTEL_METRICS_INCLUDE_SESSION_ID=false the real CLI names no session in its metrics nor its events:
     the usage is counted, no session can be listed, and doctor says which setting did it."""
     server = ccmetrics_server
     before = httpx.get(f"{server.url}/api/status", timeout=10).json()
-    home, project = configured_user(tmp_path, "no-session-user", "--protocol", "http/protobuf", "--endpoint",
-                                    server.otlp_http, "--team", "no-session")  # fmt: skip
+    home, project = configured_user(
+        tmp_path,
+        "no-session-user",
+        "--protocol",
+        "http/protobuf",
+        "--endpoint",
+        server.otlp_http,
+        "--team",
+        "no-session",
+    )
     settings = json.loads((home / ".claude" / "settings.json").read_text())
     settings["env"]["OTEL_METRICS_INCLUDE_SESSION_ID"] = "false"
     (home / ".claude" / "settings.json").write_text(json.dumps(settings))
 
     fake = fake_api(final_text="All done.")
     started_ns = time.time_ns()
-    result = run_print(claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url,
-                       telemetry=None)  # fmt: skip
+    result = run_print(
+        claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url, telemetry=None
+    )
     assert result.returncode == 0, result.stderr
 
     team = {"filter": "team.id=no-session"}
@@ -124,8 +160,12 @@ def test_telemetry_without_session_ids_is_explained(claude_binary: Path, fake_ap
         summary = httpx.get(f"{server.url}/api/summary", params=team, timeout=10).json()
         status = httpx.get(f"{server.url}/api/status", timeout=10).json()
         unattributed = status["without_session"]
-        if summary["cost_usd"] > 0 and summary["prompts"] >= 1 and unattributed["last_metric"] \
-                and unattributed["last_event"]:  # fmt: skip
+        if (
+            summary["cost_usd"] > 0
+            and summary["prompts"] >= 1
+            and unattributed["last_metric"]
+            and unattributed["last_event"]
+        ):
             break
         time.sleep(0.3)
     assert summary["sessions"] == 1 and summary["cost_usd"] > 0 and summary["prompts"] >= 1

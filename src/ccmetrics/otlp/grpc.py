@@ -42,7 +42,9 @@ def _handler(store: Store, signal: Signal, store_prompts: bool) -> Callable[...,
     return export
 
 
-async def start(store: Store, host: str, port: int, *, max_body_bytes: int, store_prompts: bool) -> grpc.aio.Server:
+async def start(
+    store: Store, host: str, port: int, *, max_body_bytes: int, store_prompts: bool
+) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_body_bytes),

@@ -18,8 +18,12 @@ from .receiver import ingest
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "2"
-_GRPC_CODE = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT,
-              503: code_pb2.UNAVAILABLE}  # fmt: skip
+_GRPC_CODE = {
+    400: code_pb2.INVALID_ARGUMENT,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+    415: code_pb2.INVALID_ARGUMENT,
+    503: code_pb2.UNAVAILABLE,
+}
 _ROUTES = {f"/v1/{signal.value}": signal for signal in Signal}
 
 Scope = MutableMapping[str, Any]
@@ -42,12 +46,16 @@ class OtlpHttpApp:
             return
         signal = _ROUTES.get(scope["path"].rstrip("/") or "/")
         if signal is None:
-            await _respond(send, 404, b"not found: OTLP/HTTP serves /v1/metrics, /v1/logs and /v1/traces", "text/plain")
+            await _respond(
+                send, 404, b"not found: OTLP/HTTP serves /v1/metrics, /v1/logs and /v1/traces", "text/plain"
+            )
             return
         if scope["method"] != "POST":
             await _respond(send, 405, b"use POST", "text/plain", {"allow": "POST"})
             return
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
         media = PROTOBUF
         try:
             media = media_type(headers.get("content-type"))
@@ -88,13 +96,17 @@ def create_app(store: Store, *, max_body_bytes: int, store_prompts: bool) -> Otl
     return OtlpHttpApp(store, max_body_bytes=max_body_bytes, store_prompts=store_prompts)
 
 
-async def _respond(send: Send, status: int, body: bytes, media: str, extra: dict[str, str] | None = None) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, media: str, extra: dict[str, str] | None = None
+) -> None:
     headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, status: int, message: str, media: str, extra: dict[str, str] | None = None) -> None:
+async def _error(
+    send: Send, status: int, message: str, media: str, extra: dict[str, str] | None = None
+) -> None:
     body = status_body(_GRPC_CODE.get(status, code_pb2.INVALID_ARGUMENT), message, media)
     await _respond(send, status, body, media, extra)

@@ -31,11 +31,22 @@ EVENT_PREFIX = "claude_code."
 # Attributes Claude Code sends as numbers or as numeric strings, depending on the event.
 NUMERIC_KEYS = frozenset(
     {
-        "prompt_length", "duration_ms", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_creation_tokens", "cost_usd", "status_code", "attempt", "tool_result_size_bytes",
-        "event.sequence", "ttft_ms", "tool_input_size_bytes", "decision_time_ms",
+        "prompt_length",
+        "duration_ms",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "cost_usd",
+        "status_code",
+        "attempt",
+        "tool_result_size_bytes",
+        "event.sequence",
+        "ttft_ms",
+        "tool_input_size_bytes",
+        "decision_time_ms",
     }
-)  # fmt: skip
+)
 # Conversation text Claude Code sends when OTEL_LOG_USER_PROMPTS=1: only its length is kept by default.
 TEXT_KEYS = {"prompt": "prompt_length", "prompt_text": "prompt_length", "response": "response_length"}
 REDACTED = "<REDACTED>"
@@ -115,7 +126,9 @@ class Batch:
         return "; ".join(self.problems)
 
 
-def to_batch(signal: Signal, request: Message, *, store_prompts: bool = False, now_ns: int | None = None) -> Batch:
+def to_batch(
+    signal: Signal, request: Message, *, store_prompts: bool = False, now_ns: int | None = None
+) -> Batch:
     batch = Batch(signal)
     if signal is Signal.METRICS:
         _metrics(request, batch)
@@ -207,8 +220,9 @@ def _metrics(request: Message, batch: Batch) -> None:
                 _metric(metric, resource, resource_key, sm.scope.name, batch)
 
 
-def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: bytes, scope: str,
-            batch: Batch) -> None:  # fmt: skip
+def _metric(
+    metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: bytes, scope: str, batch: Batch
+) -> None:
     kind = metric.WhichOneof("data")
     if kind is None:
         return
@@ -247,8 +261,11 @@ def _metric(metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: 
             attrs = {**resource, **attributes(dp.attributes, batch)}
             if number and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
                 _ATTRIBUTES[key] = attrs
-        batch.points.append(Point(name, unit, kind, temporality, monotonic, scope, attrs,
-                                  start_ns, time_ns, value, extra, key))  # fmt: skip
+        batch.points.append(
+            Point(
+                name, unit, kind, temporality, monotonic, scope, attrs, start_ns, time_ns, value, extra, key
+            )
+        )
 
 
 # The wire tags of a number data point's times and value (fields 2, 3, 4 and 6), all 8 bytes wide.
@@ -309,14 +326,22 @@ def _logs(request: Message, batch: Batch, store_prompts: bool, now_ns: int) -> N
                 batch.events.append(_event(record, resource, resource_bytes, batch, store_prompts, now_ns))
 
 
-def _event(record: Any, resource: dict[str, Any], resource_bytes: bytes, batch: Batch, store_prompts: bool,
-           now_ns: int) -> Event:  # fmt: skip
+def _event(
+    record: Any,
+    resource: dict[str, Any],
+    resource_bytes: bytes,
+    batch: Batch,
+    store_prompts: bool,
+    now_ns: int,
+) -> Event:
     own = attributes(record.attributes, batch)
     for key, value in own.items():
         if type(value) is str and _numeric_key(key):  # numbers sent as strings, for keys numeric by nature
             own[key] = _number_from_text(value)
     body = any_value(record.body, batch) if record.HasField("body") else None
-    name = str(own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown")
+    name = str(
+        own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown"
+    )
     name = name.removeprefix(EVENT_PREFIX)
     _redact(own, store_prompts)
     if not TEXT_KEYS.keys().isdisjoint(resource):

@@ -34,7 +34,8 @@ def files(opts: StackOptions) -> dict[str, str]:
     }
     if not opts.lite:
         out["otel-collector/config.yaml"] = _yaml(
-            configs.collector(opts), "\n# Why each setting is here: see README.md.")
+            configs.collector(opts), "\n# Why each setting is here: see README.md."
+        )
         out["loki/config.yaml"] = _yaml(configs.loki(opts))
     return out
 
@@ -57,8 +58,12 @@ def write(directory: Path, opts: StackOptions, force: bool = False) -> list[Path
     env = directory / ".env"
     if not env.exists():
         env.touch(mode=0o600)
-        env.write_text(docs.env_file(uid=os.getuid() if hasattr(os, "getuid") else 1000,
-                                     gid=os.getgid() if hasattr(os, "getgid") else 1000))  # fmt: skip
+        env.write_text(
+            docs.env_file(
+                uid=os.getuid() if hasattr(os, "getuid") else 1000,
+                gid=os.getgid() if hasattr(os, "getgid") else 1000,
+            )
+        )
         written.append(env)
     env.chmod(0o600)
     return written

@@ -46,42 +46,57 @@ def compose(opts: StackOptions) -> dict[str, Any]:
     services: dict[str, Any] = {}
     if not opts.lite:
         services["otel-collector"] = {
-            "image": IMAGES["otel-collector"], "restart": "unless-stopped",
+            "image": IMAGES["otel-collector"],
+            "restart": "unless-stopped",
             "command": ["--config=/etc/otelcol-contrib/config.yaml"],
             "volumes": ["./otel-collector/config.yaml:/etc/otelcol-contrib/config.yaml:ro"],
             "ports": ["4317:4317", "4318:4318", "127.0.0.1:8889:8889", "127.0.0.1:13133:13133"],
             "depends_on": ["loki"],
-        }  # fmt: skip
+        }
     services["prometheus"] = {
-        "image": IMAGES["prometheus"], "restart": "unless-stopped", "user": user,
-        "command": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                    f"--storage.tsdb.retention.time={opts.prometheus_retention}", "--web.enable-lifecycle"],
+        "image": IMAGES["prometheus"],
+        "restart": "unless-stopped",
+        "user": user,
+        "command": [
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+            f"--storage.tsdb.retention.time={opts.prometheus_retention}",
+            "--web.enable-lifecycle",
+        ],
         "volumes": ["./prometheus:/etc/prometheus:ro", "./data/prometheus:/prometheus"],
         "ports": ["127.0.0.1:9090:9090"],
-    }  # fmt: skip
+    }
     if opts.lite:
         services["prometheus"]["extra_hosts"] = ["host.docker.internal:host-gateway"]
     else:
         services["prometheus"]["depends_on"] = ["otel-collector"]
         services["loki"] = {
-            "image": IMAGES["loki"], "restart": "unless-stopped", "user": user,
+            "image": IMAGES["loki"],
+            "restart": "unless-stopped",
+            "user": user,
             "command": ["-config.file=/etc/loki/config.yaml"],
             "volumes": ["./loki/config.yaml:/etc/loki/config.yaml:ro", "./data/loki:/loki"],
             "ports": ["127.0.0.1:3100:3100"],
-        }  # fmt: skip
+        }
     services["grafana"] = {
-        "image": IMAGES["grafana"], "restart": "unless-stopped", "user": user,
+        "image": IMAGES["grafana"],
+        "restart": "unless-stopped",
+        "user": user,
         "environment": {
             "GF_SECURITY_ADMIN_USER": "${GRAFANA_ADMIN_USER:?set it in .env}",
             "GF_SECURITY_ADMIN_PASSWORD": "${GRAFANA_ADMIN_PASSWORD:?set it in .env}",
-            "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_AUTH_ANONYMOUS_ENABLED": "false",
             "GF_ANALYTICS_REPORTING_ENABLED": "false",
         },
-        "volumes": ["./grafana/provisioning:/etc/grafana/provisioning:ro",
-                    "./grafana/dashboards:/var/lib/grafana/dashboards:ro", "./data/grafana:/var/lib/grafana"],
+        "volumes": [
+            "./grafana/provisioning:/etc/grafana/provisioning:ro",
+            "./grafana/dashboards:/var/lib/grafana/dashboards:ro",
+            "./data/grafana:/var/lib/grafana",
+        ],
         "ports": [f"{opts.grafana_port}:3000"],
         "depends_on": ["prometheus"] if opts.lite else ["prometheus", "loki"],
-    }  # fmt: skip
+    }
     return {"name": "ccmetrics-stack", "services": services}
 
 
@@ -89,8 +104,11 @@ def collector(opts: StackOptions) -> dict[str, Any]:
     """The Collector: OTLP in; metrics to the Prometheus exporter, events to Loki's native OTLP endpoint."""
     return {
         "extensions": {"health_check": {"endpoint": "0.0.0.0:13133"}},
-        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "0.0.0.0:4317"},
-                                             "http": {"endpoint": "0.0.0.0:4318"}}}},
+        "receivers": {
+            "otlp": {
+                "protocols": {"grpc": {"endpoint": "0.0.0.0:4317"}, "http": {"endpoint": "0.0.0.0:4318"}}
+            }
+        },
         "processors": {
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
             # Claude Code sends delta sums; the prometheus exporter only adds up cumulative ones (it drops
@@ -116,13 +134,19 @@ def collector(opts: StackOptions) -> dict[str, Any]:
         "service": {
             "extensions": ["health_check"],
             "pipelines": {
-                "metrics": {"receivers": ["otlp"], "processors": ["memory_limiter", "deltatocumulative", "batch"],
-                            "exporters": ["prometheus"]},
-                "logs": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                         "exporters": ["otlphttp/loki"]},
+                "metrics": {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "deltatocumulative", "batch"],
+                    "exporters": ["prometheus"],
+                },
+                "logs": {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "batch"],
+                    "exporters": ["otlphttp/loki"],
+                },
             },
         },
-    }  # fmt: skip
+    }
 
 
 def prometheus(opts: StackOptions) -> dict[str, Any]:
@@ -132,11 +156,15 @@ def prometheus(opts: StackOptions) -> dict[str, Any]:
         "global": {"scrape_interval": opts.scrape_interval, "evaluation_interval": opts.scrape_interval},
         "rule_files": ["recording_rules.yml", "alert_rules.yml"],
         "scrape_configs": [
-            {"job_name": job, "metrics_path": "/metrics", "honor_labels": True,
-             "static_configs": [{"targets": [target]}]},
+            {
+                "job_name": job,
+                "metrics_path": "/metrics",
+                "honor_labels": True,
+                "static_configs": [{"targets": [target]}],
+            },
             {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
         ],
-    }  # fmt: skip
+    }
     if opts.remote_write_url:
         config["remote_write"] = [{"url": opts.remote_write_url}]
     return config
@@ -149,40 +177,90 @@ def _ratio(numerator: str, denominator: str) -> str:
 def recording_rules() -> dict[str, Any]:
     """Ratios of rates: extrapolation cancels out, so they are exact wherever both sides are sampled alike."""
     rate = lambda metric, sel="": f"rate({metric}{sel}[5m])"  # noqa: E731
-    return {"groups": [{"name": "claude_code_recording", "interval": "1m", "rules": [
-        {"record": "claude_code:cache_efficiency:ratio",
-         "expr": _ratio(rate(TOKENS, '{type="cacheRead"}'), rate(TOKENS, '{type=~"input|cacheRead|cacheCreation"}'))},
-        {"record": "claude_code:cost_per_1k_tokens:ratio",
-         "expr": f"{_ratio(rate(COST), rate(TOKENS, OUTPUT))} * 1000"},
-        {"record": "claude_code:productivity:ratio",
-         "expr": _ratio(rate(ACTIVE, '{type="cli"}'), rate(ACTIVE, '{type="user"}'))},
-        {"record": "claude_code:cost_usd:rate5m", "expr": f"sum by (user_id, team_id, model) ({rate(COST)})"},
-        {"record": "claude_code:tokens:rate5m", "expr": f"sum by (type, model) ({rate(TOKENS)})"},
-    ]}]}  # fmt: skip
+    return {
+        "groups": [
+            {
+                "name": "claude_code_recording",
+                "interval": "1m",
+                "rules": [
+                    {
+                        "record": "claude_code:cache_efficiency:ratio",
+                        "expr": _ratio(
+                            rate(TOKENS, '{type="cacheRead"}'),
+                            rate(TOKENS, '{type=~"input|cacheRead|cacheCreation"}'),
+                        ),
+                    },
+                    {
+                        "record": "claude_code:cost_per_1k_tokens:ratio",
+                        "expr": f"{_ratio(rate(COST), rate(TOKENS, OUTPUT))} * 1000",
+                    },
+                    {
+                        "record": "claude_code:productivity:ratio",
+                        "expr": _ratio(rate(ACTIVE, '{type="cli"}'), rate(ACTIVE, '{type="user"}')),
+                    },
+                    {
+                        "record": "claude_code:cost_usd:rate5m",
+                        "expr": f"sum by (user_id, team_id, model) ({rate(COST)})",
+                    },
+                    {"record": "claude_code:tokens:rate5m", "expr": f"sum by (type, model) ({rate(TOKENS)})"},
+                ],
+            }
+        ]
+    }
 
 
 def alert_rules(opts: StackOptions) -> dict[str, Any]:
     minutes = opts.no_telemetry_minutes
-    return {"groups": [{"name": "claude_code_alerts", "rules": [
-        {"alert": "ClaudeCodeHighHourlyCost", "expr": f"sum(increase({COST}[1h])) > {opts.hourly_cost_alert_usd:g}",
-         "for": "5m", "labels": {"severity": "warning"},
-         "annotations": {"summary": "Claude Code spent more than ${} in the last hour".format(
-             f"{opts.hourly_cost_alert_usd:g}"), "description": "Spent {{ $value | printf \"%.2f\" }} USD."}},
-        {"alert": "ClaudeCodeSpendSpike",
-         "expr": f"sum(rate({COST}[15m])) > 3 * sum(rate({COST}[1d])) and sum(increase({COST}[15m])) > 1",
-         "for": "10m", "labels": {"severity": "warning"},
-         "annotations": {"summary": "Claude Code spend is over three times its daily average rate"}},
-        {"alert": "ClaudeCodeUserOverDailyBudget",
-         "expr": f"sum by (user_id) (increase({COST}[1d])) > {opts.daily_budget_usd:g}",
-         "labels": {"severity": "info"},
-         "annotations": {"summary": "{{ $labels.user_id }} spent over $" + f"{opts.daily_budget_usd:g} today"}},
-        {"alert": "ClaudeCodeNoTelemetry",
-         "expr": f"sum(changes({TOKENS}[{minutes}m])) == 0 or absent({TOKENS})",
-         "for": "5m", "labels": {"severity": "info"},
-         "annotations": {"summary": f"No Claude Code telemetry for {minutes} minutes",
-                         "description": "Nobody used Claude Code, or its telemetry does not arrive: "
-                                        "run `ccmetrics doctor --backend stack` on a workstation."}},
-    ]}]}  # fmt: skip
+    return {
+        "groups": [
+            {
+                "name": "claude_code_alerts",
+                "rules": [
+                    {
+                        "alert": "ClaudeCodeHighHourlyCost",
+                        "expr": f"sum(increase({COST}[1h])) > {opts.hourly_cost_alert_usd:g}",
+                        "for": "5m",
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "Claude Code spent more than ${} in the last hour".format(
+                                f"{opts.hourly_cost_alert_usd:g}"
+                            ),
+                            "description": 'Spent {{ $value | printf "%.2f" }} USD.',
+                        },
+                    },
+                    {
+                        "alert": "ClaudeCodeSpendSpike",
+                        "expr": f"sum(rate({COST}[15m])) > 3 * sum(rate({COST}[1d])) and sum(increase({COST}[15m])) > 1",
+                        "for": "10m",
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "Claude Code spend is over three times its daily average rate"
+                        },
+                    },
+                    {
+                        "alert": "ClaudeCodeUserOverDailyBudget",
+                        "expr": f"sum by (user_id) (increase({COST}[1d])) > {opts.daily_budget_usd:g}",
+                        "labels": {"severity": "info"},
+                        "annotations": {
+                            "summary": "{{ $labels.user_id }} spent over $"
+                            + f"{opts.daily_budget_usd:g} today"
+                        },
+                    },
+                    {
+                        "alert": "ClaudeCodeNoTelemetry",
+                        "expr": f"sum(changes({TOKENS}[{minutes}m])) == 0 or absent({TOKENS})",
+                        "for": "5m",
+                        "labels": {"severity": "info"},
+                        "annotations": {
+                            "summary": f"No Claude Code telemetry for {minutes} minutes",
+                            "description": "Nobody used Claude Code, or its telemetry does not arrive: "
+                            "run `ccmetrics doctor --backend stack` on a workstation.",
+                        },
+                    },
+                ],
+            }
+        ]
+    }
 
 
 def _hours(duration: str) -> str:
@@ -198,34 +276,77 @@ def loki(opts: StackOptions) -> dict[str, Any]:
     return {
         "auth_enabled": False,
         "server": {"http_listen_port": 3100, "grpc_listen_port": 9096, "log_level": "warn"},
-        "common": {"instance_addr": "127.0.0.1", "path_prefix": "/loki", "replication_factor": 1,
-                   "storage": {"filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}},
-                   "ring": {"kvstore": {"store": "inmemory"}}},
-        "schema_config": {"configs": [{"from": "2024-01-01", "store": "tsdb", "object_store": "filesystem",
-                                       "schema": "v13", "index": {"prefix": "index_", "period": "24h"}}]},
+        "common": {
+            "instance_addr": "127.0.0.1",
+            "path_prefix": "/loki",
+            "replication_factor": 1,
+            "storage": {"filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}},
+            "ring": {"kvstore": {"store": "inmemory"}},
+        },
+        "schema_config": {
+            "configs": [
+                {
+                    "from": "2024-01-01",
+                    "store": "tsdb",
+                    "object_store": "filesystem",
+                    "schema": "v13",
+                    "index": {"prefix": "index_", "period": "24h"},
+                }
+            ]
+        },
         "limits_config": {
-            "allow_structured_metadata": True, "volume_enabled": True,
+            "allow_structured_metadata": True,
+            "volume_enabled": True,
             "retention_period": _hours(opts.loki_retention),
             "otlp_config": {"log_attributes": [{"action": "structured_metadata", "regex": ".*"}]},
         },
-        "compactor": {"working_directory": "/loki/compactor", "retention_enabled": True,
-                      "delete_request_store": "filesystem"},
+        "compactor": {
+            "working_directory": "/loki/compactor",
+            "retention_enabled": True,
+            "delete_request_store": "filesystem",
+        },
         "analytics": {"reporting_enabled": False},
-    }  # fmt: skip
+    }
 
 
 def grafana_datasources(opts: StackOptions) -> dict[str, Any]:
-    sources = [{"name": "Prometheus", "uid": "prometheus", "type": "prometheus", "access": "proxy",
-                "url": "http://prometheus:9090", "isDefault": True, "editable": True}]  # fmt: skip
+    sources = [
+        {
+            "name": "Prometheus",
+            "uid": "prometheus",
+            "type": "prometheus",
+            "access": "proxy",
+            "url": "http://prometheus:9090",
+            "isDefault": True,
+            "editable": True,
+        }
+    ]
     if not opts.lite:
-        sources.append({"name": "Loki", "uid": "loki", "type": "loki", "access": "proxy",
-                        "url": "http://loki:3100", "editable": True})  # fmt: skip
+        sources.append(
+            {
+                "name": "Loki",
+                "uid": "loki",
+                "type": "loki",
+                "access": "proxy",
+                "url": "http://loki:3100",
+                "editable": True,
+            }
+        )
     return {"apiVersion": 1, "datasources": sources}
 
 
 def grafana_dashboards() -> dict[str, Any]:
-    return {"apiVersion": 1, "providers": [{
-        "name": "ccmetrics", "folder": "Claude Code", "type": "file", "disableDeletion": False,
-        "allowUiUpdates": True, "updateIntervalSeconds": 30,
-        "options": {"path": "/var/lib/grafana/dashboards", "foldersFromFilesStructure": False},
-    }]}  # fmt: skip
+    return {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "ccmetrics",
+                "folder": "Claude Code",
+                "type": "file",
+                "disableDeletion": False,
+                "allowUiUpdates": True,
+                "updateIntervalSeconds": 30,
+                "options": {"path": "/var/lib/grafana/dashboards", "foldersFromFilesStructure": False},
+            }
+        ],
+    }

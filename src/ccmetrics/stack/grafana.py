@@ -22,15 +22,42 @@ COLUMNS = 24
 PROM = {"type": "prometheus", "uid": "${datasource}"}
 LOKI = {"type": "loki", "uid": "${loki}"}
 FILTERS = (("user_id", "user"), ("team_id", "team"), ("model", "model"))
-UNITS = {"count": "short", "usd": "currencyUSD", "tokens": "short", "seconds": "s", "percent": "percentunit",
-         "ratio": "none", "chars": "short", "ms": "ms", "lines": "short"}  # fmt: skip
-KINDS = {"stat": "stat", "gauge": "gauge", "pie": "piechart", "bar": "bargauge", "table": "table",
-         "timeseries": "timeseries", "stacked_bars": "timeseries"}  # fmt: skip
+UNITS = {
+    "count": "short",
+    "usd": "currencyUSD",
+    "tokens": "short",
+    "seconds": "s",
+    "percent": "percentunit",
+    "ratio": "none",
+    "chars": "short",
+    "ms": "ms",
+    "lines": "short",
+}
+KINDS = {
+    "stat": "stat",
+    "gauge": "gauge",
+    "pie": "piechart",
+    "bar": "bargauge",
+    "table": "table",
+    "timeseries": "timeseries",
+    "stacked_bars": "timeseries",
+}
 RENAMES = {"cacheRead": "cache read", "cacheCreation": "cache creation"}  # the built-in dashboard's words
-COLUMN_TITLES = {"cost_usd": "Cost", "tokens": "Tokens", "sessions": "Sessions", "lines": "Lines added",
-                 "commits": "Commits", "requests": "Requests", "errors": "Errors", "p50_ms": "Latency p50",
-                 "p95_ms": "Latency p95", "ttft_p50_ms": "TTFT p50", "ttft_p95_ms": "TTFT p95", "calls": "Calls",
-                 "success_rate": "Success"}  # fmt: skip
+COLUMN_TITLES = {
+    "cost_usd": "Cost",
+    "tokens": "Tokens",
+    "sessions": "Sessions",
+    "lines": "Lines added",
+    "commits": "Commits",
+    "requests": "Requests",
+    "errors": "Errors",
+    "p50_ms": "Latency p50",
+    "p95_ms": "Latency p95",
+    "ttft_p50_ms": "TTFT p50",
+    "ttft_p95_ms": "TTFT p95",
+    "calls": "Calls",
+    "success_rate": "Success",
+}
 METRIC = re.compile(r"\b(claude_code_[A-Za-z0-9_]+_total)(\{[^}]*\})?")
 INCREASE = re.compile(r"increase\(([A-Za-z_:][A-Za-z0-9_:]*\{[^}]*\})\[(\$__\w+)\]\)")
 EVENT = re.compile(r'(\| event_name="[^"]+")')
@@ -50,8 +77,10 @@ def with_filters(promql: str) -> str:
 def exact_increase(promql: str) -> str:
     """``increase(s[w])`` as the exact change of the counter over w, new series included (see above)."""
     return INCREASE.sub(
-        lambda m: f"(({m[1]} - {m[1]} offset {m[2]} >= 0) or ({m[1]} unless {m[1]} offset {m[2]}) "
-        f"or increase({m[1]}[{m[2]}]))",
+        lambda m: (
+            f"(({m[1]} - {m[1]} offset {m[2]} >= 0) or ({m[1]} unless {m[1]} offset {m[2]}) "
+            f"or increase({m[1]}[{m[2]}]))"
+        ),
         promql,
     )
 
@@ -91,38 +120,78 @@ def _targets(panel: Panel) -> list[dict[str, Any]]:
     ranged = panel.kind in ("timeseries", "stacked_bars")
     targets = []
     for i, (expr, legend) in enumerate(panel.promql):
-        targets.append({"refId": chr(65 + i), "datasource": PROM, "expr": promql_for(expr), "legendFormat": legend,
-                        "instant": not ranged, "range": ranged, "format": "table" if table else "time_series",
-                        "editorMode": "code"})  # fmt: skip
+        targets.append(
+            {
+                "refId": chr(65 + i),
+                "datasource": PROM,
+                "expr": promql_for(expr),
+                "legendFormat": legend,
+                "instant": not ranged,
+                "range": ranged,
+                "format": "table" if table else "time_series",
+                "editorMode": "code",
+            }
+        )
     for i, (expr, legend) in enumerate(panel.logql, start=len(targets)):
-        targets.append({"refId": chr(65 + i), "datasource": LOKI, "expr": logql_for(expr), "legendFormat": legend,
-                        "queryType": "range" if ranged else "instant", "editorMode": "code"})  # fmt: skip
+        targets.append(
+            {
+                "refId": chr(65 + i),
+                "datasource": LOKI,
+                "expr": logql_for(expr),
+                "legendFormat": legend,
+                "queryType": "range" if ranged else "instant",
+                "editorMode": "code",
+            }
+        )
     return targets
 
 
 def _transformations(panel: Panel, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if panel.kind == "table":
-        rename = {f"Value #{t['refId']}": COLUMN_TITLES.get(t["legendFormat"], t["legendFormat"]) for t in targets}
-        return [{"id": "merge", "options": {}},
-                {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename}}]  # fmt: skip
-    return [{"id": "renameByRegex", "options": {"regex": f"^{old}$", "renamePattern": new}}
-            for old, new in RENAMES.items() if any("type" in t["legendFormat"] for t in targets)]  # fmt: skip
+        rename = {
+            f"Value #{t['refId']}": COLUMN_TITLES.get(t["legendFormat"], t["legendFormat"]) for t in targets
+        }
+        return [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename}},
+        ]
+    return [
+        {"id": "renameByRegex", "options": {"regex": f"^{old}$", "renamePattern": new}}
+        for old, new in RENAMES.items()
+        if any("type" in t["legendFormat"] for t in targets)
+    ]
 
 
 def _options(panel: Panel) -> dict[str, Any]:
     reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
     if panel.kind in ("stat", "gauge"):
-        return {"reduceOptions": reduce, "colorMode": "value", "graphMode": "none", "textMode": "auto",
-                "showThresholdLabels": False, "showThresholdMarkers": True}  # fmt: skip
+        return {
+            "reduceOptions": reduce,
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "auto",
+            "showThresholdLabels": False,
+            "showThresholdMarkers": True,
+        }
     if panel.kind == "pie":
-        return {"reduceOptions": reduce, "pieType": "donut",
-                "legend": {"displayMode": "table", "placement": "right", "values": ["value", "percent"]}}  # fmt: skip
+        return {
+            "reduceOptions": reduce,
+            "pieType": "donut",
+            "legend": {"displayMode": "table", "placement": "right", "values": ["value", "percent"]},
+        }
     if panel.kind == "bar":
-        return {"reduceOptions": reduce, "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True}
+        return {
+            "reduceOptions": reduce,
+            "orientation": "horizontal",
+            "displayMode": "gradient",
+            "showUnfilled": True,
+        }
     if panel.kind == "table":
         return {"showHeader": True, "cellHeight": "sm"}
-    return {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-            "tooltip": {"mode": "multi", "sort": "desc"}}  # fmt: skip
+    return {
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
 
 
 def _field_config(panel: Panel) -> dict[str, Any]:
@@ -132,9 +201,13 @@ def _field_config(panel: Panel) -> dict[str, Any]:
     if panel.kind in ("timeseries", "stacked_bars"):
         bars = panel.kind == "stacked_bars"
         stacked = bars or panel.options.get("stacked", False)
-        defaults["custom"] = {"drawStyle": "bars" if bars else "line", "fillOpacity": 60 if bars else 20,
-                              "stacking": {"mode": "normal" if stacked else "none", "group": "A"},
-                              "lineWidth": 1, "showPoints": "never"}  # fmt: skip
+        defaults["custom"] = {
+            "drawStyle": "bars" if bars else "line",
+            "fillOpacity": 60 if bars else 20,
+            "stacking": {"mode": "normal" if stacked else "none", "group": "A"},
+            "lineWidth": 1,
+            "showPoints": "never",
+        }
     return {"defaults": defaults, "overrides": []}
 
 
@@ -142,28 +215,69 @@ def grafana_panel(panel: Panel, panel_id: int, grid: dict[str, int]) -> dict[str
     targets = _targets(panel)
     datasource = LOKI if panel.logql and not panel.promql else PROM
     return {
-        "id": panel_id, "type": KINDS[panel.kind], "title": panel.title, "description": panel.description,
-        "gridPos": grid, "datasource": datasource, "targets": targets, "options": _options(panel),
-        "fieldConfig": _field_config(panel), "transformations": _transformations(panel, targets),
+        "id": panel_id,
+        "type": KINDS[panel.kind],
+        "title": panel.title,
+        "description": panel.description,
+        "gridPos": grid,
+        "datasource": datasource,
+        "targets": targets,
+        "options": _options(panel),
+        "fieldConfig": _field_config(panel),
+        "transformations": _transformations(panel, targets),
         "interval": "1m" if panel.kind in ("timeseries", "stacked_bars") else None,
-    }  # fmt: skip
+    }
 
 
 def _variables(loki: bool = True) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
-        {"type": "datasource", "name": "datasource", "label": "Prometheus", "query": "prometheus", "hide": 0,
-         "current": {}, "options": [], "refresh": 1, "regex": ""},
-    ]  # fmt: skip
+        {
+            "type": "datasource",
+            "name": "datasource",
+            "label": "Prometheus",
+            "query": "prometheus",
+            "hide": 0,
+            "current": {},
+            "options": [],
+            "refresh": 1,
+            "regex": "",
+        },
+    ]
     if loki:
-        out.append({"type": "datasource", "name": "loki", "label": "Loki", "query": "loki", "hide": 0,
-                    "current": {}, "options": [], "refresh": 1, "regex": ""})  # fmt: skip
+        out.append(
+            {
+                "type": "datasource",
+                "name": "loki",
+                "label": "Loki",
+                "query": "loki",
+                "hide": 0,
+                "current": {},
+                "options": [],
+                "refresh": 1,
+                "regex": "",
+            }
+        )
     for label, var in FILTERS:
         query = f"label_values(claude_code_token_usage_tokens_total, {label})"
-        out.append({"type": "query", "name": var, "label": var.capitalize(), "datasource": PROM,
-                    "query": {"query": query, "refId": f"{var}-values"}, "definition": query,
-                    "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1, "hide": 0,
-                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [],
-                    "regex": ""})  # fmt: skip
+        out.append(
+            {
+                "type": "query",
+                "name": var,
+                "label": var.capitalize(),
+                "datasource": PROM,
+                "query": {"query": query, "refId": f"{var}-values"},
+                "definition": query,
+                "includeAll": True,
+                "multi": True,
+                "allValue": ".*",
+                "refresh": 2,
+                "sort": 1,
+                "hide": 0,
+                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                "options": [],
+                "regex": "",
+            }
+        )
     return out
 
 
@@ -179,8 +293,16 @@ def dashboard(panels: tuple[Panel, ...] = PANELS, loki: bool = True) -> dict[str
     for panel in panels:
         if panel.row != row:
             row = panel.row
-            out.append({"id": next_id, "type": "row", "title": row, "collapsed": False, "panels": [],
-                        "gridPos": grid[f"row:{row}"]})  # fmt: skip
+            out.append(
+                {
+                    "id": next_id,
+                    "type": "row",
+                    "title": row,
+                    "collapsed": False,
+                    "panels": [],
+                    "gridPos": grid[f"row:{row}"],
+                }
+            )
             next_id += 1
         if in_grafana(panel):
             out.append(grafana_panel(panel, next_id, grid[panel.id]))
@@ -189,14 +311,36 @@ def dashboard(panels: tuple[Panel, ...] = PANELS, loki: bool = True) -> dict[str
         if item.get("interval") is None:
             item.pop("interval", None)
     return {
-        "uid": UID, "title": TITLE, "tags": ["claude-code", "ccmetrics"], "timezone": "browser",
-        "schemaVersion": 39, "version": 1, "editable": True, "graphTooltip": 1, "refresh": "1m",
-        "time": {"from": "now-7d", "to": "now"}, "timepicker": {}, "fiscalYearStartMonth": 0, "liveNow": False,
-        "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                                  "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-                                  "name": "Annotations & Alerts", "type": "dashboard"}]},
-        "templating": {"list": _variables(loki)}, "panels": out, "links": [],
-    }  # fmt: skip
+        "uid": UID,
+        "title": TITLE,
+        "tags": ["claude-code", "ccmetrics"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "1m",
+        "time": {"from": "now-7d", "to": "now"},
+        "timepicker": {},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {"list": _variables(loki)},
+        "panels": out,
+        "links": [],
+    }
 
 
 def dashboard_json(panels: tuple[Panel, ...] = PANELS, loki: bool = True) -> str:

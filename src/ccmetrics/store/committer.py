@@ -30,7 +30,6 @@ from .schema import (
     NOT_IN_FAMILY,
 )
 
-
 LOG_SIZE_LIMIT = 20_000_000  # bytes the write-ahead log file keeps once started over
 
 
@@ -101,11 +100,14 @@ def prepare(batch: Batch) -> Prepared:
         rows.append(_point_row(series_id, start_ns, time_ns, value, extra))
         rows_meta.append((family_id, session_id, kind == "sum"))
         rows_rollups.point(family_id, session_id, time_ns, value if kind == "sum" else None)
-    return Prepared(batch, rows, rows_meta, rows_rollups, others, [_event_parts(event) for event in batch.events])
+    return Prepared(
+        batch, rows, rows_meta, rows_rollups, others, [_event_parts(event) for event in batch.events]
+    )
 
 
-def _point_row(series_id: int, start_ns: int, time_ns: int, value: float,
-               extra: dict[str, Any] | None) -> tuple[Any, ...]:  # fmt: skip
+def _point_row(
+    series_id: int, start_ns: int, time_ns: int, value: float, extra: dict[str, Any] | None
+) -> tuple[Any, ...]:
     """A point that is not cumulative, as ``_INSERT_POINT`` (or, with an extra, ``_INSERT_POINT_EXTRA``)
     takes it."""
     if extra is None:
@@ -128,7 +130,9 @@ class NewFamily:
     attrs: list[tuple[str, str]]
 
     @classmethod
-    def of(cls, table: str, identity: tuple[Any, ...], names: tuple[str, ...], attrs: dict[str, Any]) -> NewFamily:
+    def of(
+        cls, table: str, identity: tuple[Any, ...], names: tuple[str, ...], attrs: dict[str, Any]
+    ) -> NewFamily:
         columns = _FAMILY_TABLES[table][1]
         row = (_digest(identity), *names, *[_text(attrs.get(attr)) for attr in columns], _json(attrs))
         return cls(identity, row, [(k, _text(v)) for k, v in attrs.items() if v is not None])
@@ -144,23 +148,54 @@ class NewSeries:
 
     @classmethod
     def of(cls, point: Point) -> NewSeries:
-        identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, _frozen(point.attrs))
+        identity = (
+            point.metric,
+            point.unit,
+            point.kind,
+            point.temporality,
+            point.scope,
+            _frozen(point.attrs),
+        )
         family_attrs = {k: v for k, v in point.attrs.items() if k not in NOT_IN_FAMILY}
-        family = NewFamily.of("families", ("family", point.metric, point.kind, _frozen(family_attrs)),
-                              (point.metric, point.kind), family_attrs)  # fmt: skip
-        row = (_digest(identity), point.metric, point.unit, point.kind, point.temporality, point.monotonic,
-               point.scope, *[_text(point.attrs.get(attr)) for attr in COMMON_COLUMNS], _json(point.attrs))  # fmt: skip
+        family = NewFamily.of(
+            "families",
+            ("family", point.metric, point.kind, _frozen(family_attrs)),
+            (point.metric, point.kind),
+            family_attrs,
+        )
+        row = (
+            _digest(identity),
+            point.metric,
+            point.unit,
+            point.kind,
+            point.temporality,
+            point.monotonic,
+            point.scope,
+            *[_text(point.attrs.get(attr)) for attr in COMMON_COLUMNS],
+            _json(point.attrs),
+        )
         return cls(identity, row, family)
 
 
 def _event_parts(event: Event) -> tuple[Any, dict[str, Any], tuple[Any, ...]]:
     """An event's family identity and dimensions, and its row without the family id (known later)."""
-    dims = {k: v for k, v in event.attrs.items()
-            if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY}  # fmt: skip
+    dims = {
+        k: v
+        for k, v in event.attrs.items()
+        if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY
+    }
     measures = [_number(event.attrs.get(m)) for m in EVENT_MEASURES]
     common = [_text(event.attrs.get(attr)) for attr in EVENT_COLUMNS]
-    row = (event.key, event.name, event.time_ns, *common, *measures, sample_level(event.key), _json(event.attrs),
-           event.body)  # fmt: skip
+    row = (
+        event.key,
+        event.name,
+        event.time_ns,
+        *common,
+        *measures,
+        sample_level(event.key),
+        _json(event.attrs),
+        event.body,
+    )
     return ("event", event.name, _frozen(dims)), dims, row
 
 
@@ -179,7 +214,9 @@ class Committer:
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
-        self._ids: Recent[Any, Any] = Recent(10_000)  # identities of series on their way to being known, families
+        self._ids: Recent[Any, Any] = Recent(
+            10_000
+        )  # identities of series on their way to being known, families
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
         (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
@@ -198,8 +235,12 @@ class Committer:
         finally:
             self._conn.execute("PRAGMA busy_timeout = 10000")
 
-    def commit(self, work: list[Prepared | BaseException], now_ns: int | None = None,
-               before_commit: Callable[[], object] | None = None) -> list[WriteResult | BaseException]:
+    def commit(
+        self,
+        work: list[Prepared | BaseException],
+        now_ns: int | None = None,
+        before_commit: Callable[[], object] | None = None,
+    ) -> list[WriteResult | BaseException]:
         """One transaction for the group; each batch's outcome (an exception stands for a batch that could not
         be prepared, and is its outcome). Days that have ended by ``now_ns`` get their daily sums.
         ``before_commit`` is called once every row is in, before the transaction is written to disk."""
@@ -281,19 +322,36 @@ class Committer:
             for time_ns, delta in changes:
                 rollups.point(family_id, session_id, time_ns, delta)
         if prepared.events:
-            rows = [self._event_row(*parts, new_ids) for parts in prepared.events
-                    if not self._stored_under_untimed_key(parts[2][0])]  # fmt: skip
+            rows = [
+                self._event_row(*parts, new_ids)
+                for parts in prepared.events
+                if not self._stored_under_untimed_key(parts[2][0])
+            ]
             inserted = self._insert_new(_INSERT_EVENT, rows)
             result.events += len(inserted)
             for i in inserted:
-                rollups.event(rows[i][1], rows[i][3], rows[i][_MEASURES_AT : _MEASURES_AT + len(EVENT_MEASURES)])
+                rollups.event(
+                    rows[i][1], rows[i][3], rows[i][_MEASURES_AT : _MEASURES_AT + len(EVENT_MEASURES)]
+                )
         if batch.spans:
             result.spans += self._conn.executemany(
                 "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, start_ns, end_ns, "
                 "status_code, session_id, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(s.trace_id, s.span_id, s.parent_span_id, s.name, s.start_ns, s.end_ns, s.status_code,
-                  _text(s.attrs.get("session.id")), _json(s.attrs)) for s in batch.spans],
-            ).rowcount  # fmt: skip
+                [
+                    (
+                        s.trace_id,
+                        s.span_id,
+                        s.parent_span_id,
+                        s.name,
+                        s.start_ns,
+                        s.end_ns,
+                        s.status_code,
+                        _text(s.attrs.get("session.id")),
+                        _json(s.attrs),
+                    )
+                    for s in batch.spans
+                ],
+            ).rowcount
         return result, rollups
 
     def _insert_new(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -348,14 +406,20 @@ class Committer:
         new_ids[new.identity] = (row[0], row[1])
         return row[0], row[1]
 
-    def _event_row(self, identity: tuple[Any, ...], dims: dict[str, Any], row: tuple[Any, ...],
-                   new_ids: dict[Any, int]) -> tuple[Any, ...]:  # fmt: skip
-        family_id = self._family_id("event_families", identity, new_ids,
-                                    lambda: NewFamily.of("event_families", identity, (row[1],), dims))  # fmt: skip
+    def _event_row(
+        self, identity: tuple[Any, ...], dims: dict[str, Any], row: tuple[Any, ...], new_ids: dict[Any, int]
+    ) -> tuple[Any, ...]:
+        family_id = self._family_id(
+            "event_families",
+            identity,
+            new_ids,
+            lambda: NewFamily.of("event_families", identity, (row[1],), dims),
+        )
         return (row[0], family_id, *row[1:])
 
-    def _family_id(self, table: str, identity: tuple[Any, ...], new_ids: dict[Any, Any],
-                   new: Callable[[], NewFamily]) -> int:  # fmt: skip
+    def _family_id(
+        self, table: str, identity: tuple[Any, ...], new_ids: dict[Any, Any], new: Callable[[], NewFamily]
+    ) -> int:
         known = self._ids.get(identity) or new_ids.get(identity)
         if known is not None:
             return known
@@ -369,8 +433,10 @@ class Committer:
                 family.row,
             )
             family_id = int(cursor.lastrowid or 0)
-            self._conn.executemany(f"INSERT OR IGNORE INTO {attrs_table} (key, value, family_id) VALUES (?, ?, ?)",
-                                   [(k, v, family_id) for k, v in family.attrs])  # fmt: skip
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO {attrs_table} (key, value, family_id) VALUES (?, ?, ?)",
+                [(k, v, family_id) for k, v in family.attrs],
+            )
             row = (family_id,)
         new_ids[identity] = row[0]
         return row[0]
@@ -481,12 +547,18 @@ class Rollups:
             "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)",
             [(session_id, *span) for session_id, span in self.sessions.items()],
         )
-        conn.executemany("INSERT OR IGNORE INTO session_times (session_id, time_ns) VALUES (?, ?)",
-                         sorted(self.session_times))  # fmt: skip
+        conn.executemany(
+            "INSERT OR IGNORE INTO session_times (session_id, time_ns) VALUES (?, ?)",
+            sorted(self.session_times),
+        )
 
 
-def _upsert(conn: sqlite3.Connection, tier: str, metrics: dict[tuple[int, int], float],
-            events: dict[tuple[int, int], list[float]]) -> None:  # fmt: skip
+def _upsert(
+    conn: sqlite3.Connection,
+    tier: str,
+    metrics: dict[tuple[int, int], float],
+    events: dict[tuple[int, int], list[float]],
+) -> None:
     """Add sums to a tier's rollups, by (family, start of the hour or day)."""
     if metrics:
         conn.executemany(
@@ -550,8 +622,18 @@ def _number(value: Any) -> float | None:
 
 def _store_level(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY",
-                            "SQLITE_CANTOPEN", "SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return name.startswith(
+        (
+            "SQLITE_FULL",
+            "SQLITE_IOERR",
+            "SQLITE_BUSY",
+            "SQLITE_LOCKED",
+            "SQLITE_READONLY",
+            "SQLITE_CANTOPEN",
+            "SQLITE_CORRUPT",
+            "SQLITE_NOTADB",
+        )
+    )
 
 
 def _increment(previous: tuple[float] | None, total: float) -> float:

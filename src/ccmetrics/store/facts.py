@@ -96,7 +96,8 @@ class FamilyCache:
         for chunk in range(0, len(missing), 500):
             part = missing[chunk : chunk + 500]
             for family_id, name, text in conn.execute(
-                f"SELECT id, {self._NAME[table]}, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})", part
+                f"SELECT id, {self._NAME[table]}, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})",
+                part,
             ):
                 attrs[family_id] = json.loads(text)
                 names[family_id] = name
@@ -110,7 +111,9 @@ class FamilyCache:
         self._load(conn, table, ids)
         return self._names[table]
 
-    def keys(self, conn: sqlite3.Connection, table: str, ids: Iterable[int], by: tuple[str, ...]) -> dict[int, Key]:
+    def keys(
+        self, conn: sqlite3.Connection, table: str, ids: Iterable[int], by: tuple[str, ...]
+    ) -> dict[int, Key]:
         """``{family_id: (value of each key in by)}`` for (at least) the families asked for."""
         ids = set(ids)
         if (table, by) not in self._keys and len(self._keys) >= MAX_GROUPINGS:
@@ -141,8 +144,9 @@ class AnswerCache:
         self._max_rows = max_rows
         self._lock = threading.Lock()
 
-    def rows(self, conn: sqlite3.Connection, sql: str, params: list[Any], lo: int | None,
-             hi: int | None) -> list[tuple[Any, ...]]:  # fmt: skip
+    def rows(
+        self, conn: sqlite3.Connection, sql: str, params: list[Any], lo: int | None, hi: int | None
+    ) -> list[tuple[Any, ...]]:
         # The versions are read before the answer: a commit landing in between can only make it look stale.
         version = conn.execute(
             "SELECT COUNT(*), TOTAL(version) FROM hour_versions WHERE start_ns >= ? AND start_ns < ?",
@@ -210,8 +214,13 @@ def _group(totals: dict[int, T], keys: dict[int, Key]) -> dict[Key, list[T]]:
 
 
 class Facts:
-    def __init__(self, conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None,
-                 answers: AnswerCache | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        filters: Filters = Filters(),
+        cache: FamilyCache | None = None,
+        answers: AnswerCache | None = None,
+    ) -> None:
         self.conn = conn
         self.filters = filters
         self.cache = cache or FamilyCache()
@@ -250,7 +259,9 @@ class Facts:
         right either way)."""
         return self.conn.execute("SELECT until_ns FROM closed_days").fetchone()[0]
 
-    def _read(self, source: str, lo: int | None, hi: int | None, sql: str, params: list[Any]) -> Iterable[Any]:
+    def _read(
+        self, source: str, lo: int | None, hi: int | None, sql: str, params: list[Any]
+    ) -> Iterable[Any]:
         """Rows of a query on one piece of the range; answers from rollups are reused while still right."""
         if source == "raw" or self.answers is None:
             return self.conn.execute(sql, params)
@@ -292,16 +303,21 @@ class Facts:
         sessions = [value for key, value in self.filters.attrs if key == "session.id"]
         if not sessions:
             return "points p CROSS JOIN series s ON s.id = p.series_id", []
-        return ("session_times t CROSS JOIN points p ON p.time_ns = t.time_ns "
-                "CROSS JOIN series s ON s.id = p.series_id "
-                f"AND {' AND '.join('t.session_id = ?' for _ in sessions)}", sessions)  # fmt: skip
+        return (
+            "session_times t CROSS JOIN points p ON p.time_ns = t.time_ns "
+            "CROSS JOIN series s ON s.id = p.series_id "
+            f"AND {' AND '.join('t.session_id = ?' for _ in sessions)}",
+            sessions,
+        )
 
     @functools.cached_property
     def _event_filter(self) -> tuple[str, list[Any], bool]:
         clauses, params, raw_only = [], [], False
         for key, value in self.filters.attrs:
             if key not in NOT_IN_FAMILY and (key in EVENT_DIMENSIONS or self._is_event_dimension(key)):
-                clauses.append("{fid} IN (SELECT family_id FROM event_family_attrs WHERE key = ? AND value = ?)")
+                clauses.append(
+                    "{fid} IN (SELECT family_id FROM event_family_attrs WHERE key = ? AND value = ?)"
+                )
                 params += [key, value]
             elif key in EVENT_COLUMNS:
                 clauses.append(f"e.{EVENT_COLUMNS[key]} = ?")
@@ -314,12 +330,17 @@ class Facts:
         return " AND ".join(clauses) or "1", params, raw_only
 
     def _is_event_dimension(self, key: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1", (key,)).fetchone() is not None
+        return (
+            self.conn.execute("SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1", (key,)).fetchone()
+            is not None
+        )
 
     # --- metrics --------------------------------------------------------------------------------------
 
     @memoized
-    def family_totals(self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()) -> dict[Key, float]:
+    def family_totals(
+        self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()
+    ) -> dict[Key, float]:
         """A counter's increments per family, or per value of common ``columns`` (grouped in SQL, for big
         groupings such as timelines), and per time bucket when asked: ``{(family_id | *values[, bucket]): sum}``."""
         where, params, raw_only = self._metric_filter
@@ -328,21 +349,27 @@ class Facts:
             rollup = source != "raw"
             time_column = "r.start_ns" if rollup else "p.time_ns"
             owner = "f" if rollup else "s"
-            keys = [f"{owner}.{FAMILY_COLUMNS[c]}" for c in columns] or [f"{owner}.{'id' if rollup else 'family_id'}"]
+            keys = [f"{owner}.{FAMILY_COLUMNS[c]}" for c in columns] or [
+                f"{owner}.{'id' if rollup else 'family_id'}"
+            ]
             if bucket_ns:
                 keys.append(f"{time_column} - {time_column} % {int(bucket_ns)}")
             group = ", ".join(str(i + 1) for i in range(len(keys)))
             time_sql, time_params = self._time(time_column, lo, hi)
             if rollup:
-                sql = (f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup_{source} r "
-                       f"CROSS JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
-                       f"AND {_on(where, 'r.family_id')} GROUP BY {group}")  # fmt: skip
+                sql = (
+                    f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup_{source} r "
+                    f"CROSS JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
+                    f"AND {_on(where, 'r.family_id')} GROUP BY {group}"
+                )
                 args = [metric, *time_params, *params]
             else:
                 points, points_params = self._raw_points
-                sql = (f"SELECT {', '.join(keys)}, SUM(p.value) FROM {points} "
-                       f"WHERE s.metric = ? AND s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} "
-                       f"GROUP BY {group}")  # fmt: skip
+                sql = (
+                    f"SELECT {', '.join(keys)}, SUM(p.value) FROM {points} "
+                    f"WHERE s.metric = ? AND s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} "
+                    f"GROUP BY {group}"
+                )
                 args = [*points_params, metric, *time_params, *params]
             for *key, value in self._read(source, lo, hi, sql, args):
                 out[tuple(key)] += value
@@ -356,14 +383,18 @@ class Facts:
         for source, lo, hi in self._spans(raw_only):
             if source != "raw":
                 time_sql, time_params = self._time("r.start_ns", lo, hi)
-                sql = (f"SELECT r.family_id, SUM(r.value) FROM rollup_{source} r WHERE {time_sql} "
-                       f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
+                sql = (
+                    f"SELECT r.family_id, SUM(r.value) FROM rollup_{source} r WHERE {time_sql} "
+                    f"AND {_on(where, 'r.family_id')} GROUP BY 1"
+                )
                 args = [*time_params, *params]
             else:
                 time_sql, time_params = self._time("p.time_ns", lo, hi)
                 points, points_params = self._raw_points
-                sql = (f"SELECT s.family_id, SUM(p.value) FROM {points} "
-                       f"WHERE s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} GROUP BY 1")  # fmt: skip
+                sql = (
+                    f"SELECT s.family_id, SUM(p.value) FROM {points} "
+                    f"WHERE s.kind = 'sum' AND {time_sql} AND {_on(where, '+s.family_id')} GROUP BY 1"
+                )
                 args = [*points_params, *time_params, *params]
             for family_id, value in self._read(source, lo, hi, sql, args):
                 out[family_id] += value
@@ -391,7 +422,10 @@ class Facts:
     def metric_timeline(self, metric: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
         """Like ``metric_totals``, with the start of the time bucket as the key's first element."""
         if all(key in FAMILY_COLUMNS for key in by):
-            return {(bucket, *values): v for (*values, bucket), v in self.family_totals(metric, bucket_ns, by).items()}
+            return {
+                (bucket, *values): v
+                for (*values, bucket), v in self.family_totals(metric, bucket_ns, by).items()
+            }
         totals = self.family_totals(metric, bucket_ns)
         keys = self.cache.keys(self.conn, "families", {family_id for family_id, _ in totals}, by)
         out: dict[Key, float] = defaultdict(float)
@@ -424,12 +458,16 @@ class Facts:
         for source, lo, hi in self._spans(raw_only):
             if source != "raw":
                 time_sql, time_params = self._time("r.start_ns", lo, hi)
-                sql = (f"SELECT r.family_id, SUM(r.count), {sums} FROM event_rollup_{source} r WHERE {time_sql} "
-                       f"AND {_on(where, 'r.family_id')} GROUP BY 1")  # fmt: skip
+                sql = (
+                    f"SELECT r.family_id, SUM(r.count), {sums} FROM event_rollup_{source} r WHERE {time_sql} "
+                    f"AND {_on(where, 'r.family_id')} GROUP BY 1"
+                )
             else:
                 time_sql, time_params = self._time("e.time_ns", lo, hi)
-                sql = (f"SELECT e.family_id, COUNT(*), {raw_sums} FROM events e WHERE {time_sql} "
-                       f"AND {_on(where, 'e.family_id')} GROUP BY 1")  # fmt: skip
+                sql = (
+                    f"SELECT e.family_id, COUNT(*), {raw_sums} FROM events e WHERE {time_sql} "
+                    f"AND {_on(where, 'e.family_id')} GROUP BY 1"
+                )
             for family_id, *values in self._read(source, lo, hi, sql, [*time_params, *params]):
                 mine = out.get(family_id)
                 if mine is None:
@@ -460,13 +498,17 @@ class Facts:
         time_sql, time_params = self._time("e.time_ns", self.filters.since_ns, self.filters.until_ns)
         measures = ", ".join(f"e.{m}" for m in PERCENTILE_MEASURES)
         if self.filters.attrs and total <= FEW_EVENTS:
-            sql = (f"SELECT e.family_id, {measures} FROM events e INDEXED BY events_family "
-                   f"WHERE e.family_id IN (SELECT value FROM json_each(?)) AND e.sample >= ? AND {time_sql} "
-                   f"AND {_on(where, 'e.family_id')}")  # fmt: skip
+            sql = (
+                f"SELECT e.family_id, {measures} FROM events e INDEXED BY events_family "
+                f"WHERE e.family_id IN (SELECT value FROM json_each(?)) AND e.sample >= ? AND {time_sql} "
+                f"AND {_on(where, 'e.family_id')}"
+            )
             args = [json.dumps(list(totals)), level, *time_params, *params]
         else:
-            sql = (f"SELECT e.family_id, {measures} FROM events e "
-                   f"WHERE e.name = ? AND e.sample >= ? AND {time_sql} AND {_on(where, 'e.family_id')}")  # fmt: skip
+            sql = (
+                f"SELECT e.family_id, {measures} FROM events e "
+                f"WHERE e.name = ? AND e.sample >= ? AND {time_sql} AND {_on(where, 'e.family_id')}"
+            )
             args = [name, level, *time_params, *params]
         return self.conn.execute(sql, args).fetchall(), level > 0
 
@@ -491,7 +533,9 @@ class Facts:
             total = sum(t[at] for t in family_totals)
             ordered = sorted(per_group.get(key, ()))
             if count:
-                out[key] = Stats(int(count), total, percentile(ordered, 0.5), percentile(ordered, 0.95), sampled)
+                out[key] = Stats(
+                    int(count), total, percentile(ordered, 0.5), percentile(ordered, 0.95), sampled
+                )
         return out
 
     # --- sessions -------------------------------------------------------------------------------------
@@ -508,11 +552,17 @@ class Facts:
             clauses.append("t.first_ns < ?")
             args.append(hi)
         if self.filters.attrs:
-            clauses.append(f"t.session_id IN (SELECT s.session_id FROM series s WHERE {_on(where, 's.family_id')})")
+            clauses.append(
+                f"t.session_id IN (SELECT s.session_id FROM series s WHERE {_on(where, 's.family_id')})"
+            )
             args += params
-        ids = [row[0] for row in self.conn.execute(
-            f"SELECT t.session_id FROM sessions t WHERE {' AND '.join(clauses) or '1'} ORDER BY t.last_ns DESC LIMIT ?",
-            [*args, limit])]  # fmt: skip
+        ids = [
+            row[0]
+            for row in self.conn.execute(
+                f"SELECT t.session_id FROM sessions t WHERE {' AND '.join(clauses) or '1'} ORDER BY t.last_ns DESC LIMIT ?",
+                [*args, limit],
+            )
+        ]
         if not ids:
             return []
         time_sql, time_params = self._time("t.time_ns", lo, hi)
@@ -528,7 +578,7 @@ class Facts:
             FROM session_times t CROSS JOIN points p ON p.time_ns = t.time_ns
             CROSS JOIN series s ON s.id = p.series_id AND s.session_id = t.session_id
             WHERE t.session_id IN ({", ".join("?" * len(ids))}) AND s.kind = 'sum' AND s.metric LIKE 'claude_code.%'
-              AND {time_sql} AND {_on(where, '+s.family_id')}
+              AND {time_sql} AND {_on(where, "+s.family_id")}
             GROUP BY s.session_id
             ORDER BY MAX(p.time_ns) DESC
             """,
@@ -537,14 +587,22 @@ class Facts:
         prompts = self._prompts_per_session(ids)
         return [
             {
-                "session_id": sid, "start_ns": start or end, "end_ns": end, "user_id": user, "user_email": email,
+                "session_id": sid,
+                "start_ns": start or end,
+                "end_ns": end,
+                "user_id": user,
+                "user_email": email,
                 "models": sorted(m for m in (models or "").split(",") if m),
-                "prompts": prompts.get(sid, 0), "cost_usd": cost or 0.0, "tokens": tokens or 0,
-                "lines_added": added or 0, "lines_removed": removed or 0, "commits": commits or 0,
+                "prompts": prompts.get(sid, 0),
+                "cost_usd": cost or 0.0,
+                "tokens": tokens or 0,
+                "lines_added": added or 0,
+                "lines_removed": removed or 0,
+                "commits": commits or 0,
                 "duration_s": max(0.0, (end - (start or end)) / 1e9),
             }
             for sid, start, end, user, email, models, cost, tokens, added, removed, commits in rows
-        ]  # fmt: skip
+        ]
 
     def _prompts_per_session(self, session_ids: list[str]) -> dict[str, int]:
         where, params, _ = self._event_filter
@@ -569,24 +627,54 @@ def filter_options(conn: sqlite3.Connection, limit: int = 200) -> dict[str, Any]
         "ORDER BY 2, 1 LIMIT ?",
         (limit,),
     ).fetchall()
-    models = [row[0] for row in conn.execute(
-        "SELECT DISTINCT model FROM families WHERE model IS NOT NULL ORDER BY model LIMIT ?", (limit,))]  # fmt: skip
-    keys = [row[0] for row in conn.execute(
-        "SELECT key FROM (SELECT key, COUNT(DISTINCT value) AS n FROM family_attrs GROUP BY key) "
-        "WHERE n <= ? ORDER BY key", (limit,))]  # fmt: skip
+    models = [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT model FROM families WHERE model IS NOT NULL ORDER BY model LIMIT ?", (limit,)
+        )
+    ]
+    keys = [
+        row[0]
+        for row in conn.execute(
+            "SELECT key FROM (SELECT key, COUNT(DISTINCT value) AS n FROM family_attrs GROUP BY key) "
+            "WHERE n <= ? ORDER BY key",
+            (limit,),
+        )
+    ]
     return {"users": [{"id": user, "email": email} for user, email in users], "models": models, "keys": keys}
 
 
 def attribute_values(conn: sqlite3.Connection, key: str, limit: int = 200) -> list[str]:
-    return [row[0] for row in conn.execute(
-        "SELECT DISTINCT value FROM family_attrs WHERE key = ? ORDER BY value LIMIT ?", (key, limit))]  # fmt: skip
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT value FROM family_attrs WHERE key = ? ORDER BY value LIMIT ?", (key, limit)
+        )
+    ]
 
 
 TIMELINE_FIELDS = (
-    "prompt.id", "prompt_length", "model", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_creation_tokens", "cost_usd", "duration_ms", "ttft_ms", "tool_name", "decision", "source", "success",
-    "error", "status_code", "attempt", "response_length", "query_source", "effort",
-)  # fmt: skip
+    "prompt.id",
+    "prompt_length",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "duration_ms",
+    "ttft_ms",
+    "tool_name",
+    "decision",
+    "source",
+    "success",
+    "error",
+    "status_code",
+    "attempt",
+    "response_length",
+    "query_source",
+    "effort",
+)
 
 
 def session_timeline(conn: sqlite3.Connection, session_id: str, limit: int = 5000) -> list[dict[str, Any]]:
@@ -599,6 +687,11 @@ def session_timeline(conn: sqlite3.Connection, session_id: str, limit: int = 500
     timeline = []
     for time_ns, name, attrs in rows:
         values = json.loads(attrs)
-        timeline.append({"time_ns": time_ns, "name": name,
-                         "fields": {k: values[k] for k in TIMELINE_FIELDS if k in values}})  # fmt: skip
+        timeline.append(
+            {
+                "time_ns": time_ns,
+                "name": name,
+                "fields": {k: values[k] for k in TIMELINE_FIELDS if k in values},
+            }
+        )
     return timeline

@@ -19,8 +19,13 @@ class Filters:
     attrs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, since: str | None = None, until: str | None = None, filters: list[str] | tuple[str, ...] = (),
-              now: datetime | None = None) -> Filters:  # fmt: skip
+    def parse(
+        cls,
+        since: str | None = None,
+        until: str | None = None,
+        filters: list[str] | tuple[str, ...] = (),
+        now: datetime | None = None,
+    ) -> Filters:
         now = now or datetime.now(UTC)
         return cls(
             since_ns=parse_time(since, now) if since else None,
@@ -42,7 +47,9 @@ def parse_time(text: str, now: datetime) -> int:
         try:
             moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise QueryError(f"cannot read time {text!r}: use ISO 8601 (2026-01-31T12:00) or 7d, 24h, 30m") from None
+            raise QueryError(
+                f"cannot read time {text!r}: use ISO 8601 (2026-01-31T12:00) or 7d, 24h, 30m"
+            ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1_000_000) * 1000

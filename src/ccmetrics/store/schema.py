@@ -21,15 +21,33 @@ COMMON_COLUMNS = {
 EVENT_COLUMNS = {**COMMON_COLUMNS, "prompt.id": "prompt_id"}
 
 # Attributes that single out one session or prompt: a family (what dashboards group by) leaves them out.
-NOT_IN_FAMILY = frozenset({"session.id", "prompt.id", "event.sequence", "event.timestamp", "message.uuid",
-                           "tool_use_id"})  # fmt: skip
+NOT_IN_FAMILY = frozenset(
+    {"session.id", "prompt.id", "event.sequence", "event.timestamp", "message.uuid", "tool_use_id"}
+)
 # Event attributes that describe a kind of event rather than one event: with the resource's, they make
 # an event's family. Everything else about an event (ids, measurements, messages) stays on its row.
-EVENT_DIMENSIONS = frozenset({
-    "user.id", "user.email", "user.account_uuid", "organization.id", "terminal.type", "service.version",
-    "app.version", "model", "tool_name", "success", "decision", "source", "status_code", "query_source",
-    "effort", "speed", "tool_source", "permission_mode",
-})  # fmt: skip
+EVENT_DIMENSIONS = frozenset(
+    {
+        "user.id",
+        "user.email",
+        "user.account_uuid",
+        "organization.id",
+        "terminal.type",
+        "service.version",
+        "app.version",
+        "model",
+        "tool_name",
+        "success",
+        "decision",
+        "source",
+        "status_code",
+        "query_source",
+        "effort",
+        "speed",
+        "tool_source",
+        "permission_mode",
+    }
+)
 FAMILY_COLUMNS = {k: v for k, v in COMMON_COLUMNS.items() if k != "session.id"}
 EVENT_FAMILY_COLUMNS = {k: v for k, v in EVENT_COLUMNS.items() if k not in ("session.id", "prompt.id")}
 # Event attributes that are measurements: kept as columns so rollups can add them up.
@@ -47,12 +65,17 @@ def _measures() -> str:
 
 
 def _measure_sums() -> str:
-    return ", ".join(f"{m}_sum REAL NOT NULL DEFAULT 0, {m}_count INTEGER NOT NULL DEFAULT 0" for m in EVENT_MEASURES)
+    return ", ".join(
+        f"{m}_sum REAL NOT NULL DEFAULT 0, {m}_count INTEGER NOT NULL DEFAULT 0" for m in EVENT_MEASURES
+    )
 
 
 TIERS = {"hour": HOUR_NS, "day": DAY_NS}  # rollup tables: rollup_hour, rollup_day, event_rollup_hour, ...
 
-ROLLUP_COLUMNS = {"rollup": "value REAL NOT NULL", "event_rollup": f"count INTEGER NOT NULL, {_measure_sums()}"}
+ROLLUP_COLUMNS = {
+    "rollup": "value REAL NOT NULL",
+    "event_rollup": f"count INTEGER NOT NULL, {_measure_sums()}",
+}
 
 
 def _rollup_tables(prefix: str, key: str, suffix: str = "") -> str:

@@ -70,8 +70,9 @@ def _sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     sessions: dict[str, dict[str, Any]] = {}
     for signal, sql in (("metric", _METRIC_SESSIONS), ("event", _EVENT_SESSIONS)):
         for session_id, last_ns, user, email, host, version in conn.execute(sql):
-            row = sessions.setdefault(session_id, _new(session_id=session_id, user_id=user, host=host,
-                                                       version=version))  # fmt: skip
+            row = sessions.setdefault(
+                session_id, _new(session_id=session_id, user_id=user, host=host, version=version)
+            )
             row[f"last_{signal}_ns"] = last_ns
             row["user_email"] = row["user_email"] or email
     return sessions
@@ -101,13 +102,21 @@ def _last_ns(row: dict[str, Any]) -> int:
 
 def _times(row: dict[str, Any]) -> dict[str, Any]:
     last = _last_ns(row) or None
-    return {**row, "last_ns": last, "last_seen": iso(last), "last_metric": iso(row["last_metric_ns"]),
-            "last_event": iso(row["last_event_ns"])}  # fmt: skip
+    return {
+        **row,
+        "last_ns": last,
+        "last_seen": iso(last),
+        "last_metric": iso(row["last_metric_ns"]),
+        "last_event": iso(row["last_event_ns"]),
+    }
 
 
 def _signals(row: dict[str, Any]) -> str:
-    return "both" if row["last_metric_ns"] and row["last_event_ns"] else (
-        "metrics" if row["last_metric_ns"] else "events")  # fmt: skip
+    return (
+        "both"
+        if row["last_metric_ns"] and row["last_event_ns"]
+        else ("metrics" if row["last_metric_ns"] else "events")
+    )
 
 
 def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:

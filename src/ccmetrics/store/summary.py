@@ -12,7 +12,12 @@ from typing import Any
 from .facts import AnswerCache, Facts, FamilyCache
 from .filters import Filters
 
-TOKEN_TYPES = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
+TOKEN_TYPES = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache_read",
+    "cacheCreation": "cache_creation",
+}
 COST = "claude_code.cost.usage"
 TOKENS = "claude_code.token.usage"
 SESSIONS = "claude_code.session.count"
@@ -35,23 +40,38 @@ def _round(value: float | None, places: int = 9) -> float | None:
     return None if value is None else round(value, places)
 
 
-def summary(conn: sqlite3.Connection, filters: Filters = Filters(), cache: FamilyCache | None = None,
-            answers: AnswerCache | None = None) -> dict[str, Any]:  # fmt: skip
+def summary(
+    conn: sqlite3.Connection,
+    filters: Filters = Filters(),
+    cache: FamilyCache | None = None,
+    answers: AnswerCache | None = None,
+) -> dict[str, Any]:
     f = Facts(conn, filters, cache, answers)
     by_model: dict[str, dict[str, Any]] = {}
     by_user: dict[str, dict[str, Any]] = {}
 
     def model_row(model: Any) -> dict[str, Any]:
         key = "unknown" if model is None else str(model)
-        return by_model.setdefault(key, {"model": key, "cost_usd": 0.0, "tokens": _tokens(), "api_requests": 0})
+        return by_model.setdefault(
+            key, {"model": key, "cost_usd": 0.0, "tokens": _tokens(), "api_requests": 0}
+        )
 
     def user_row(user: Any) -> dict[str, Any]:
         key = "unknown" if user is None else str(user)
         return by_user.setdefault(
             key,
-            {"user_id": key, "user_email": None, "sessions": 0, "cost_usd": 0.0, "tokens": _tokens(),
-             "lines_of_code": {"added": 0, "removed": 0}, "commits": 0, "pull_requests": 0, "prompts": 0},
-        )  # fmt: skip
+            {
+                "user_id": key,
+                "user_email": None,
+                "sessions": 0,
+                "cost_usd": 0.0,
+                "tokens": _tokens(),
+                "lines_of_code": {"added": 0, "removed": 0},
+                "commits": 0,
+                "pull_requests": 0,
+                "prompts": 0,
+            },
+        )
 
     tokens = _tokens()
     for (kind, model, user), value in f.metric_totals(TOKENS, ("type", "model", "user.id")).items():
@@ -123,5 +143,13 @@ def _integral(value: Any) -> Any:
     return value
 
 
-_KEEP_FLOAT = frozenset({"cost_usd", "cache_efficiency", "cost_per_1k_output_tokens", "productivity_ratio",
-                         "avg_prompt_length", "active_time_seconds"})  # fmt: skip
+_KEEP_FLOAT = frozenset(
+    {
+        "cost_usd",
+        "cache_efficiency",
+        "cost_per_1k_output_tokens",
+        "productivity_ratio",
+        "avg_prompt_length",
+        "active_time_seconds",
+    }
+)

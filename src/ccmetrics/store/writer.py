@@ -145,7 +145,9 @@ class Writer:
         answered 503, and their exporters send them again."""
         if time.monotonic() < self._next_start:
             raise StoreUnavailable("the writer stopped; it is being started again")
-        self._next_start = time.monotonic() + RESTART_INTERVAL_S  # a writer that cannot start is not retried hot
+        self._next_start = (
+            time.monotonic() + RESTART_INTERVAL_S
+        )  # a writer that cannot start is not retried hot
         log.warning("the writer process stopped (exit status %s); starting it again", self._process.poll())
         self._sock.close()
         if self._process.poll() is None:
@@ -283,7 +285,9 @@ class Writer:
                 continue
             self._series.learn(unknown, outcome)
             stored = stored or outcome.stored_anything
-            if not future.done():  # done: its request was cancelled (the client went away); stored all the same
+            if (
+                not future.done()
+            ):  # done: its request was cancelled (the client went away); stored all the same
                 future.set_result(outcome)
         if stored:
             self.commits += 1
@@ -321,8 +325,9 @@ def _writer_main(path: str, fd: int) -> None:
     committer = Committer(Path(path))
     arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
     checkpointer = Checkpointer(Path(path))
-    threading.Thread(target=_receive_batches, args=(sock, arrived), name="ccmetrics-writer-receive",
-                     daemon=True).start()  # fmt: skip
+    threading.Thread(
+        target=_receive_batches, args=(sock, arrived), name="ccmetrics-writer-receive", daemon=True
+    ).start()
     checkpointer.start()
     gc.freeze()  # what has started lives as long as the process: out of the collector's full passes
     sock.sendall(_frame("ready"))
@@ -346,8 +351,14 @@ def _writer_main(path: str, fd: int) -> None:
                     checkpointer.log_pages = 0
                     committer.restart_log()
                 checkpointer.wake()
-                sock.sendall(_frame([(batch_id, _portable(outcome))
-                                     for (batch_id, _), outcome in zip(work, outcomes, strict=True)]))  # fmt: skip
+                sock.sendall(
+                    _frame(
+                        [
+                            (batch_id, _portable(outcome))
+                            for (batch_id, _), outcome in zip(work, outcomes, strict=True)
+                        ]
+                    )
+                )
             if stop:
                 sock.sendall(_frame(None))
                 return

@@ -79,9 +79,17 @@ def _first_data_ns(facts: Facts, end: int) -> int:
 
 
 def panel_meta(panel: Panel) -> dict[str, Any]:
-    return {"id": panel.id, "title": panel.title, "description": panel.description, "row": panel.row,
-            "kind": panel.kind, "unit": panel.unit, "width": panel.width, "height": panel.height,
-            "options": panel.options}  # fmt: skip
+    return {
+        "id": panel.id,
+        "title": panel.title,
+        "description": panel.description,
+        "row": panel.row,
+        "kind": panel.kind,
+        "unit": panel.unit,
+        "width": panel.width,
+        "height": panel.height,
+        "options": panel.options,
+    }
 
 
 def to_csv(data: dict[str, Any]) -> str:
@@ -120,10 +128,14 @@ def create_app(store: Store, config: Config) -> Starlette:
         return JSONResponse(result, headers={"Server-Timing": f"store;dur={ms:.1f}"})
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({
-            "status": "ok", "version": __version__, "host": config.host,
-            "otlp": {"grpc_port": config.otlp_grpc_port, "http_port": config.otlp_http_port},
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "host": config.host,
+                "otlp": {"grpc_port": config.otlp_grpc_port, "http_port": config.otlp_http_port},
+            }
+        )
 
     async def api_summary(request: Request) -> Response:
         return await query(
@@ -140,8 +152,13 @@ def create_app(store: Store, config: Config) -> Starlette:
                 "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') "
                 "OR EXISTS (SELECT 1 FROM events)"
             ).fetchone()
-            return {"start_ns": view.start_ns, "end_ns": view.end_ns, "version": store.version,
-                    "has_data": bool(has_data), "panels": {p.id: p.data(view) for p in PANELS}}  # fmt: skip
+            return {
+                "start_ns": view.start_ns,
+                "end_ns": view.end_ns,
+                "version": store.version,
+                "has_data": bool(has_data),
+                "panels": {p.id: p.data(view) for p in PANELS},
+            }
 
         return await query(request, work)
 
@@ -154,9 +171,14 @@ def create_app(store: Store, config: Config) -> Starlette:
                 text = await store.read(lambda: to_csv(panel.data(view_from(request, store))))
             except (QueryError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
-            return Response(text, media_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="{panel.id}.csv"'})  # fmt: skip
-        return await query(request, lambda: {**panel_meta(panel), "data": panel.data(view_from(request, store))})
+            return Response(
+                text,
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="{panel.id}.csv"'},
+            )
+        return await query(
+            request, lambda: {**panel_meta(panel), "data": panel.data(view_from(request, store))}
+        )
 
     async def api_filters(request: Request) -> Response:
         key = request.query_params.get("key")
@@ -172,8 +194,12 @@ def create_app(store: Store, config: Config) -> Starlette:
             only = Filters(attrs=(("session.id", session_id),))
             totals = summary(conn, only, store.family_cache)
             sessions = Facts(conn, only, store.family_cache).sessions(limit=1)
-            return {"session_id": session_id, "summary": totals, "session": sessions[0] if sessions else None,
-                    "timeline": session_timeline(conn, session_id)}  # fmt: skip
+            return {
+                "session_id": session_id,
+                "summary": totals,
+                "session": sessions[0] if sessions else None,
+                "timeline": session_timeline(conn, session_id),
+            }
 
         return await query(request, work)
 
@@ -191,16 +217,22 @@ def create_app(store: Store, config: Config) -> Starlette:
                     quiet = 0.0
                     yield ": keep-alive\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     metrics_cache: dict = {}
 
     async def metrics(request: Request) -> Response:
         from ..prometheus import CONTENT_TYPE_LATEST, exposition
 
-        body = await store.read(lambda: exposition(store.reader(), config.metrics_labels,
-                                                   config.metrics_session_labels, metrics_cache))  # fmt: skip
+        body = await store.read(
+            lambda: exposition(
+                store.reader(), config.metrics_labels, config.metrics_session_labels, metrics_cache
+            )
+        )
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     def page(name: str):  # noqa: ANN202 - a Starlette endpoint
