@@ -1,7 +1,10 @@
-"""Shared fixtures: a real ``ccmetrics serve`` process on free loopback ports, and the shared fixtures."""
+"""What the tests share: a real ``ccmetrics serve`` process on free loopback ports, and the real CLI's captured
+exports (``tests/fixtures``), replayed as if sent now."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import signal
@@ -16,7 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.332"
+from . import replay
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.332"
+CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -148,7 +154,7 @@ def server(start_server) -> ServerProcess:
 
 @dataclass(frozen=True)
 class Export:
-    """One OTLP/HTTP request the real CLI sent, as captured in the shared fixtures."""
+    """One OTLP/HTTP request the real CLI sent, as captured in ``tests/fixtures``."""
 
     path: str
     content_type: str
@@ -162,17 +168,41 @@ class Export:
             headers["Content-Encoding"] = self.content_encoding
         return headers
 
+    @property
+    def raw(self) -> bytes:
+        """The body without its Content-Encoding."""
+        return replay.decompressed(self.body, self.content_encoding)
 
-def fixture_exports(capture: str) -> list[Export]:
+    def shifted(self, delta_ns: int) -> Export:
+        body = replay.shift_body(self.path, self.content_type, self.raw, delta_ns)
+        return dataclasses.replace(self, body=replay.compressed(body, self.content_encoding))
+
+
+def captured_exports(capture: str) -> list[Export]:
+    """A capture's exports exactly as the CLI sent them, on the day it sent them."""
     folder = FIXTURES / capture
     if not folder.is_dir():
-        pytest.fail(f"shared fixtures missing: {folder}")
+        pytest.fail(f"fixtures missing: {folder}")
     exports = []
     for meta_path in sorted(folder.glob("*.json")):
         meta = json.loads(meta_path.read_text())
         body = meta_path.with_suffix(".bin").read_bytes()
         exports.append(Export(meta["path"], meta["ctype"], meta.get("enc"), body))
     return exports
+
+
+@functools.cache
+def replay_shift_ns() -> int:
+    """How far every replayed capture is moved: whole hours that bring the newest of them into the past hour,
+    worked out once per test run, so that a capture replayed twice is the same export (a retry) both times."""
+    exports = [export for capture in CAPTURES for export in captured_exports(capture)]
+    newest = max(replay.newest_time_ns(e.path, e.content_type, e.raw) for e in exports)
+    return replay.hours_to_present(newest)
+
+
+def fixture_exports(capture: str) -> list[Export]:
+    """A capture's exports as if the CLI sent them within the past hour (see ``replay``)."""
+    return [export.shifted(replay_shift_ns()) for export in captured_exports(capture)]
 
 
 def send(base_url: str, export: Export) -> httpx.Response:

@@ -44,6 +44,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP request accepted, after decompression.", int),
     Setting("store_prompts", False, "Keep prompt text (only its length is kept otherwise).", bool),
     Setting(
+        "max_clock_skew",
+        600,
+        "Seconds a point or event may be dated ahead of this server's clock; later ones are rejected.",
+        int,
+    ),
+    Setting(
+        "new_series_per_minute",
+        1000,
+        "New series one client may create per minute; the excess is rejected (a cardinality flood).",
+        int,
+    ),
+    Setting(
         "metrics_labels",
         "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
         "query_source,effort,service.version",
@@ -71,6 +83,8 @@ class Config:
     otlp_grpc_port: int = _default("otlp_grpc_port")
     max_body_bytes: int = _default("max_body_bytes")
     store_prompts: bool = _default("store_prompts")
+    max_clock_skew: int = _default("max_clock_skew")
+    new_series_per_minute: int = _default("new_series_per_minute")
     metrics_labels: str = _default("metrics_labels")
     metrics_session_labels: bool = _default("metrics_session_labels")
 
