@@ -55,65 +55,23 @@ EVENT_MEASURES = ("prompt_length", "duration_ms", "ttft_ms")
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
 
-
-def _columns(columns: dict[str, str]) -> str:
-    return ", ".join(f"{column} TEXT" for column in columns.values())
-
-
-def _measures() -> str:
-    return ", ".join(f"{m} REAL" for m in EVENT_MEASURES)
-
-
-def _measure_sums() -> str:
-    return ", ".join(
-        f"{m}_sum REAL NOT NULL DEFAULT 0, {m}_count INTEGER NOT NULL DEFAULT 0" for m in EVENT_MEASURES
-    )
-
-
 TIERS = {"hour": HOUR_NS, "day": DAY_NS}  # rollup tables: rollup_hour, rollup_day, event_rollup_hour, ...
 
-ROLLUP_COLUMNS = {
-    "rollup": "value REAL NOT NULL",
-    "event_rollup": f"count INTEGER NOT NULL, {_measure_sums()}",
-}
-
-
-def _rollup_tables(prefix: str, key: str, suffix: str = "") -> str:
-    """One table per tier (``rollup_hour``, ``rollup_day``...): the same columns, sums per family and period."""
-    return "\n".join(
-        f"""    CREATE TABLE {prefix}_{tier}{suffix} (
-        family_id INTEGER NOT NULL,
-        start_ns INTEGER NOT NULL,
-        {ROLLUP_COLUMNS[prefix]},
-        PRIMARY KEY ({key})
-    ) WITHOUT ROWID;"""
-        for tier in TIERS
-    )
-
-
-def _rollups_by_time() -> str:
-    """Rebuild the rollup tables ordered by time first: a range of time is one stretch of the table to read,
-    and the hour being written is a few adjacent pages rather than one page per family."""
-    statements = []
-    for prefix in ROLLUP_COLUMNS:
-        statements.append(_rollup_tables(prefix, "start_ns, family_id", "_by_time"))
-        for tier in TIERS:
-            statements.append(f"""    INSERT INTO {prefix}_{tier}_by_time SELECT * FROM {prefix}_{tier};
-    DROP TABLE {prefix}_{tier};
-    ALTER TABLE {prefix}_{tier}_by_time RENAME TO {prefix}_{tier};""")
-    return "\n".join(statements)
-
-
+# The migrations, in order, each the literal SQL it ran: none is built from a constant. A migration, once
+# released, never changes (databases out there ran it as it was): a schema change, a new entry in
+# COMMON_COLUMNS or EVENT_MEASURES included, is a new migration appended at the end. tests/test_schema.py
+# holds the checksum of each; migrate checks that the constants name only columns the tables have.
 MIGRATIONS: tuple[str, ...] = (
-    # 1: metrics as families, series and points; events; spans; hourly and daily rollups.
-    f"""
+    # 1: metrics as families, series and points; events; spans; hourly and daily rollups (one table per tier,
+    # the same columns: sums per family and period).
+    """
     -- A family is a series without its session: what dashboards group and filter by, a few per person.
     CREATE TABLE families (
         id INTEGER PRIMARY KEY,
         key BLOB NOT NULL UNIQUE,
         metric TEXT NOT NULL,
         kind TEXT NOT NULL,                -- sum | gauge | histogram | exponential_histogram | summary
-        {_columns(FAMILY_COLUMNS)},
+        user_id TEXT, user_email TEXT, account_uuid TEXT, organization_id TEXT, model TEXT, type TEXT, terminal_type TEXT, service_version TEXT, decision TEXT,
         attrs TEXT NOT NULL                -- JSON: every attribute but session.id
     );
     CREATE INDEX families_metric ON families (metric);
@@ -136,7 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
         temporality TEXT,                  -- delta | cumulative
         monotonic INTEGER NOT NULL,
         scope TEXT NOT NULL,
-        {_columns(COMMON_COLUMNS)},
+        session_id TEXT, user_id TEXT, user_email TEXT, account_uuid TEXT, organization_id TEXT, model TEXT, type TEXT, terminal_type TEXT, service_version TEXT, decision TEXT,
         attrs TEXT NOT NULL                -- JSON: resource attributes, overridden by point attributes
     );
     CREATE INDEX series_family ON series (family_id);
@@ -156,7 +114,18 @@ MIGRATIONS: tuple[str, ...] = (
     -- Sums per family and hour, and per family and day, kept exact by the writer in the same transaction as
     -- the points (late points and corrections included): long ranges read days, their edges hours, and
     -- only partial hours read points.
-{_rollup_tables("rollup", "family_id, start_ns")}
+    CREATE TABLE rollup_hour (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_day (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;
     -- When each session was active, to find recent sessions without scanning points.
     CREATE TABLE sessions (
         session_id TEXT PRIMARY KEY,
@@ -169,7 +138,7 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY,
         key BLOB NOT NULL UNIQUE,
         name TEXT NOT NULL,
-        {_columns(EVENT_FAMILY_COLUMNS)},
+        user_id TEXT, user_email TEXT, account_uuid TEXT, organization_id TEXT, model TEXT, type TEXT, terminal_type TEXT, service_version TEXT, decision TEXT,
         attrs TEXT NOT NULL                -- JSON: resource attributes and the record's dimensions
     );
     CREATE TABLE event_family_attrs (
@@ -185,8 +154,8 @@ MIGRATIONS: tuple[str, ...] = (
         family_id INTEGER NOT NULL,
         name TEXT NOT NULL,                -- user_prompt, api_request, ... (without the claude_code. prefix)
         time_ns INTEGER NOT NULL,
-        {_columns(EVENT_COLUMNS)},
-        {_measures()},
+        session_id TEXT, user_id TEXT, user_email TEXT, account_uuid TEXT, organization_id TEXT, model TEXT, type TEXT, terminal_type TEXT, service_version TEXT, decision TEXT, prompt_id TEXT,
+        prompt_length REAL, duration_ms REAL, ttft_ms REAL,
         sample INTEGER NOT NULL,           -- 0, 1, 2... with odds 1/2, 1/4, 1/8...: sampling for percentiles
         attrs TEXT NOT NULL,
         body TEXT
@@ -197,7 +166,18 @@ MIGRATIONS: tuple[str, ...] = (
     -- Covers the percentile queries: an even sample of one event's measures, read from the index alone.
     CREATE INDEX events_sample ON events (name, sample, time_ns, family_id, duration_ms, ttft_ms);
 
-{_rollup_tables("event_rollup", "family_id, start_ns")}
+    CREATE TABLE event_rollup_hour (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL, prompt_length_sum REAL NOT NULL DEFAULT 0, prompt_length_count INTEGER NOT NULL DEFAULT 0, duration_ms_sum REAL NOT NULL DEFAULT 0, duration_ms_count INTEGER NOT NULL DEFAULT 0, ttft_ms_sum REAL NOT NULL DEFAULT 0, ttft_ms_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;
+    CREATE TABLE event_rollup_day (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL, prompt_length_sum REAL NOT NULL DEFAULT 0, prompt_length_count INTEGER NOT NULL DEFAULT 0, duration_ms_sum REAL NOT NULL DEFAULT 0, duration_ms_count INTEGER NOT NULL DEFAULT 0, ttft_ms_sum REAL NOT NULL DEFAULT 0, ttft_ms_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (family_id, start_ns)
+    ) WITHOUT ROWID;
     CREATE TABLE spans (
         trace_id TEXT NOT NULL,
         span_id TEXT NOT NULL,
@@ -211,11 +191,47 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (trace_id, span_id)
     ) WITHOUT ROWID;
     CREATE INDEX spans_session ON spans (session_id, start_ns);
-    """,
+    """,  # noqa: E501
     # 2: rollups ordered by time; a version per hour of data, so answers about hours that did not change can
-    # be reused.
-    f"""
-{_rollups_by_time()}
+    # be reused. The rollup tables are rebuilt ordered by time first: a range of time is one stretch of the
+    # table to read, and the hour being written is a few adjacent pages rather than one page per family.
+    """
+    CREATE TABLE rollup_hour_by_time (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (start_ns, family_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_day_by_time (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (start_ns, family_id)
+    ) WITHOUT ROWID;
+    INSERT INTO rollup_hour_by_time SELECT * FROM rollup_hour;
+    DROP TABLE rollup_hour;
+    ALTER TABLE rollup_hour_by_time RENAME TO rollup_hour;
+    INSERT INTO rollup_day_by_time SELECT * FROM rollup_day;
+    DROP TABLE rollup_day;
+    ALTER TABLE rollup_day_by_time RENAME TO rollup_day;
+    CREATE TABLE event_rollup_hour_by_time (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL, prompt_length_sum REAL NOT NULL DEFAULT 0, prompt_length_count INTEGER NOT NULL DEFAULT 0, duration_ms_sum REAL NOT NULL DEFAULT 0, duration_ms_count INTEGER NOT NULL DEFAULT 0, ttft_ms_sum REAL NOT NULL DEFAULT 0, ttft_ms_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (start_ns, family_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE event_rollup_day_by_time (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL, prompt_length_sum REAL NOT NULL DEFAULT 0, prompt_length_count INTEGER NOT NULL DEFAULT 0, duration_ms_sum REAL NOT NULL DEFAULT 0, duration_ms_count INTEGER NOT NULL DEFAULT 0, ttft_ms_sum REAL NOT NULL DEFAULT 0, ttft_ms_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (start_ns, family_id)
+    ) WITHOUT ROWID;
+    INSERT INTO event_rollup_hour_by_time SELECT * FROM event_rollup_hour;
+    DROP TABLE event_rollup_hour;
+    ALTER TABLE event_rollup_hour_by_time RENAME TO event_rollup_hour;
+    INSERT INTO event_rollup_day_by_time SELECT * FROM event_rollup_day;
+    DROP TABLE event_rollup_day;
+    ALTER TABLE event_rollup_day_by_time RENAME TO event_rollup_day;
     -- Percentiles under a filter that leaves few families: their events, read from this index alone.
     DROP INDEX events_name_time;
     CREATE INDEX events_family ON events (family_id, time_ns, sample, duration_ms, ttft_ms);
@@ -226,7 +242,7 @@ MIGRATIONS: tuple[str, ...] = (
         start_ns INTEGER PRIMARY KEY,
         version INTEGER NOT NULL
     ) WITHOUT ROWID;
-    """,
+    """,  # noqa: E501
     # 3: points ordered by time. An export's points go to the end of the table instead of one place per
     # series, so a commit writes far fewer pages, and a range of time is one stretch of the table. A session's
     # points are found through the times it sent them.
@@ -266,9 +282,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 5: a day's daily sums are written once, when the day has ended, from its hours; only late data for a day
     # that has ended adds to them directly. Readers read days from until_ns on by the hour.
-    f"""
+    """
     CREATE TABLE closed_days (until_ns INTEGER NOT NULL);
-    INSERT INTO closed_days SELECT CAST(strftime('%s', 'now') AS INTEGER) / 86400 * {DAY_NS};
+    INSERT INTO closed_days SELECT CAST(strftime('%s', 'now') AS INTEGER) / 86400 * 86400000000000;
     """,
 )
 
@@ -276,7 +292,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database up to ``SCHEMA_VERSION``; returns the version it started from."""
+    """Bring the database up to ``SCHEMA_VERSION``, then check its columns against the constants (see
+    ``check_columns``); returns the version it started from."""
     (current,) = conn.execute("PRAGMA user_version").fetchone()
     if current > SCHEMA_VERSION:
         raise RuntimeError(
@@ -293,7 +310,41 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    check_columns(conn)
     return current
+
+
+def expected_columns() -> dict[str, list[str]]:
+    """The columns the code reads and writes by the constants above, table by table."""
+    measure_sums = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
+    return {
+        "families": list(FAMILY_COLUMNS.values()),
+        "series": list(COMMON_COLUMNS.values()),
+        "event_families": list(EVENT_FAMILY_COLUMNS.values()),
+        "events": [*EVENT_COLUMNS.values(), *EVENT_MEASURES],
+        **{f"rollup_{tier}": ["value"] for tier in TIERS},
+        **{f"event_rollup_{tier}": ["count", *measure_sums] for tier in TIERS},
+    }
+
+
+def missing_columns(conn: sqlite3.Connection) -> list[str]:
+    """``table.column`` for each column the constants name that the database lacks."""
+    missing = []
+    for table, columns in expected_columns().items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing += [f"{table}.{column}" for column in columns if column not in present]
+    return missing
+
+
+def check_columns(conn: sqlite3.Connection) -> None:
+    """Raises unless the tables have every column the constants name: an entry added to COMMON_COLUMNS,
+    EVENT_MEASURES... needs a new migration that adds its column."""
+    missing = missing_columns(conn)
+    if missing:
+        raise RuntimeError(
+            f"the schema lacks {', '.join(missing)}: a column named in store/schema.py's constants needs a "
+            "migration of its own, appended to MIGRATIONS"
+        )
 
 
 def _statements(script: str) -> list[str]:
