@@ -367,7 +367,8 @@ def main() -> None:
         started = time.perf_counter()
         sessions, points, events = asyncio.run(generate(db, args.developers, args.days, args.seed))
         print(
-            f"  {sessions} sessions, {points:,} points, {events:,} events in {time.perf_counter() - started:.0f} s"
+            f"  {sessions} sessions, {points:,} points, {events:,} events "
+            f"in {time.perf_counter() - started:.0f} s"
         )
     size = sum(f.stat().st_size for f in data_dir.glob("ccmetrics.db*")) / 1e6
     print(f"store on disk: {size:.0f} MB")
@@ -395,7 +396,8 @@ def main() -> None:
                 "doctor's status (every session)": "/api/status",
             }
             print(
-                f"\n{'page':34} {'server ms: cold':>15} {'warm p50':>9} {'warm max':>9}   {'round trip p50':>14} {'KB':>5}"
+                f"\n{'page':34} {'server ms: cold':>15} {'warm p50':>9} {'warm max':>9}   "
+                f"{'round trip p50':>14} {'KB':>5}"
             )
             for name, url in pages.items():
                 _, cold, size_b = timed(client, url)
@@ -403,8 +405,8 @@ def main() -> None:
                 server_ms = [w[1] for w in warm]
                 trip = statistics.median(w[0] for w in warm)
                 print(
-                    f"{name:34} {cold:15.0f} {statistics.median(server_ms):9.0f} {max(server_ms):9.0f}   {trip:14.0f} "
-                    f"{size_b / 1024:5.0f}"
+                    f"{name:34} {cold:15.0f} {statistics.median(server_ms):9.0f} {max(server_ms):9.0f}   "
+                    f"{trip:14.0f} {size_b / 1024:5.0f}"
                 )
             # The same dashboard while exports keep arriving: the hours receiving data are read every time.
             stop = threading.Event()

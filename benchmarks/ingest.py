@@ -156,7 +156,7 @@ class Session:
         os_type, arch = rng.choice(OS_TYPES)
         return cls(
             session_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            user_id="%064x" % rng.getrandbits(256),
+            user_id=f"{rng.getrandbits(256):064x}",
             terminal=rng.choice(TERMINALS),
             team=rng.choice(TEAMS),
             version=rng.choice(VERSIONS),
@@ -381,7 +381,7 @@ WINDOW_NS = 60 * 1_000_000_000  # Claude Code's default metric export interval
 
 def _iso(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % (rest // 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
 
 
 SESSION_SENT = "00000000-5e55-4000-8000-5e55105e5510"  # 36 chars, like a uuid
@@ -597,7 +597,8 @@ def _record(
     t_start: float,
     buckets: array.array,
 ) -> None:
-    """One answer: its latency and its second when it was sent after the warm-up, whether it was acknowledged."""
+    """One answer: its latency and its second when it was sent after the warm-up, whether it was
+    acknowledged."""
     measured = time.monotonic() - elapsed >= t_start
     if measured:
         result.latencies.append(elapsed)
@@ -973,7 +974,8 @@ def child_pids(pid: int) -> list[int]:
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) of every thread of ``pid`` and of its child processes: {tid: (comm, seconds)}."""
+    """CPU seconds (user + system) of every thread of ``pid`` and of its child processes:
+    {tid: (comm, seconds)}."""
     tick = os.sysconf("SC_CLK_TCK")
     threads = {}
     tasks = [task for p in (pid, *child_pids(pid)) for task in Path(f"/proc/{p}/task").glob("*")]
@@ -1328,21 +1330,26 @@ def main(argv: list[str] | None = None) -> int:
             + ("   (stopped early: pre-built requests exhausted; raise --max-exports)" if exhausted else "")
         )
         print(
-            f"  acknowledged exports   {acked:8,d}   ({measured:,d} measured; all: metric points {int(points):,d}, log events {int(events):,d})"
+            f"  acknowledged exports   {acked:8,d}   ({measured:,d} measured; "
+            f"all: metric points {int(points):,d}, log events {int(events):,d})"
         )
         print(
-            f"  exports/s              {exports_s:8.1f}   target >= {TARGET_EXPORTS_PER_S:,.0f}   {mark(exports_s >= TARGET_EXPORTS_PER_S)}"
+            f"  exports/s              {exports_s:8.1f}   target >= {TARGET_EXPORTS_PER_S:,.0f}   "
+            f"{mark(exports_s >= TARGET_EXPORTS_PER_S)}"
         )
         if full_seconds:
             srt = sorted(full_seconds)
             print(
-                f"    per second           min {srt[0]:,d} / median {srt[len(srt) // 2]:,d} / max {srt[-1]:,d}"
+                f"    per second           min {srt[0]:,d} / median {srt[len(srt) // 2]:,d} "
+                f"/ max {srt[-1]:,d}"
             )
         print(
-            f"  points/s               {points * share / elapsed:8.1f}   (+ {events * share / elapsed:,.1f} events/s)"
+            f"  points/s               {points * share / elapsed:8.1f}   "
+            f"(+ {events * share / elapsed:,.1f} events/s)"
         )
         print(
-            f"  ack latency ms         p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {pmax:.2f}  mean {mean:.2f}"
+            f"  ack latency ms         p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {pmax:.2f}  "
+            f"mean {mean:.2f}"
             f"   p99 target <= {TARGET_P99_MS:g}   {mark(p99 <= TARGET_P99_MS)}"
         )
         print(
@@ -1361,7 +1368,8 @@ def main(argv: list[str] | None = None) -> int:
             for child in child_pids(pid):  # the writer, and multiprocessing's resource tracker
                 child_status = proc_status(child)
                 print(
-                    f"    child process {child:<7d} peak (VmHWM) {_fmt_bytes(child_status.get('VmHWM', 0) * 1024)}, "
+                    f"    child process {child:<7d} "
+                    f"peak (VmHWM) {_fmt_bytes(child_status.get('VmHWM', 0) * 1024)}, "
                     f"now (VmRSS) {_fmt_bytes(child_status.get('VmRSS', 0) * 1024)}"
                 )
         if server_cpu:
@@ -1380,15 +1388,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"{(total_cpu - main_cpu) / measured * 1e3:.2f} ms)"
                 )
         print(
-            f"  generator CPU          {gen_cpu_measured / elapsed * 100:5.1f}% of a core ({args.procs} process(es), "
+            f"  generator CPU          {gen_cpu_measured / elapsed * 100:5.1f}% of a core "
+            f"({args.procs} process(es), "
             f"{gen_cpu / max(1, acked + indeterminate) * 1e6:.0f} us/request)"
         )
         other = machine_busy - gen_cpu_measured - sum(server_cpu.values())
         # A fifth of a core taken by something else costs this benchmark about a tenth of its throughput.
         busy_box = other / elapsed > 0.15
         print(
-            f"  other load on the box  {other / elapsed * 100:5.1f}% of a core busy outside server + generator "
-            f"({os.cpu_count()} cores; {steal / elapsed * 100:.1f}% stolen by the hypervisor)"
+            f"  other load on the box  {other / elapsed * 100:5.1f}% of a core busy outside server + "
+            f"generator ({os.cpu_count()} cores; {steal / elapsed * 100:.1f}% stolen by the hypervisor)"
             + ("   WARNING: not a quiet machine, figures are pessimistic" if busy_box else "")
         )
         if data_dir is not None:
@@ -1408,7 +1417,7 @@ def main(argv: list[str] | None = None) -> int:
                 sent = totals[F[name]]
                 if name == "cost":
                     stored, sent = round(value, 9) - round(got_before[name], 9), round(sent, 9)
-                    # With earlier data, both totals are rounded to 9 places: allow that rounding, nothing more.
+                    # With earlier data, both totals are rounded to 9 places: allow that rounding, no more.
                     ok = (
                         math.isclose(stored, sent, rel_tol=0, abs_tol=2.5e-9)
                         if got_before[name]
@@ -1452,7 +1461,8 @@ def main(argv: list[str] | None = None) -> int:
                 "api_request": int(totals[F["api_request"]]),
             }
             print(
-                f"  zero-loss check        {'PASS' if loss_ok else 'FAIL'}  acknowledged == stored for tokens (4 types), "
+                f"  zero-loss check        {'PASS' if loss_ok else 'FAIL'}  "
+                "acknowledged == stored for tokens (4 types), "
                 f"cost, sessions, lines, decisions, active time, prompts, api_requests"
                 + (", point and event rows" if rows_before is not None else "")
             )
@@ -1469,7 +1479,8 @@ def main(argv: list[str] | None = None) -> int:
         targets_ok = exports_s >= TARGET_EXPORTS_PER_S and p99 <= TARGET_P99_MS
         print(
             f"  verdict                throughput {mark(exports_s >= TARGET_EXPORTS_PER_S).strip()}, "
-            f"p99 {mark(p99 <= TARGET_P99_MS).strip()}, loss {'PASS' if loss_ok else ('n/a' if loss_ok is None else 'FAIL')}"
+            f"p99 {mark(p99 <= TARGET_P99_MS).strip()}, "
+            f"loss {'PASS' if loss_ok else ('n/a' if loss_ok is None else 'FAIL')}"
         )
         if args.strict and not targets_ok and code == 0:
             code = 3

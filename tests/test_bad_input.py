@@ -619,7 +619,8 @@ def huge_attribute_requests() -> tuple[
 
 
 def check_huge_stored(server: ServerProcess) -> None:
-    """Schema-agnostic: every copy of the huge value anywhere in the database is cut to MAX_STRING characters."""
+    """Schema-agnostic: every copy of the huge value anywhere in the database is cut to MAX_STRING
+    characters."""
     conn = sqlite3.connect(f"file:{server.data_dir / 'ccmetrics.db'}?mode=ro", uri=True)
     runs = []
     try:

@@ -269,7 +269,7 @@ def test_parse_deeply_nested_json(signal: Signal, depth: int, opener: str) -> No
     decode_all(signal, (opener * depth).encode(), JSON)
 
 
-# --- valid messages -------------------------------------------------------------------------------------------
+# --- valid messages -----------------------------------------------------------------------------------------
 
 int64 = st.integers(-(2**63), 2**63 - 1)
 uint64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1, NOW_NS]))

@@ -1,4 +1,7 @@
-"""``ccmetrics doctor`` against a real ``ccmetrics serve``: a running one, a stopped one, and each misconfiguration."""
+"""``ccmetrics doctor`` against a real ``ccmetrics serve``.
+
+A running one, a stopped one, and each misconfiguration.
+"""
 
 from __future__ import annotations
 

@@ -207,7 +207,7 @@ def test_sigterm_restart_keeps_totals(start_server) -> None:
     assert start_server(server.data_dir).summary() == before
 
 
-# --- cumulative temporality ----------------------------------------------------------------------------------
+# --- cumulative temporality --------------------------------------------------------------------------------
 
 USER = {"user.id": "cumulative-user", "session.id": "cumulative-session", "model": "claude-sonnet-4-5"}
 

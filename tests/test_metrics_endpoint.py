@@ -1,4 +1,4 @@
-"""``GET /metrics`` on a real server: Collector names, bounded labels, all-time totals that survive restarts."""
+"""``GET /metrics`` on a real server: Collector names, bounded labels, all-time totals surviving restarts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every catalogue panel, over the real CLI's captures, shows what the raw exports say; every panel renders."""
+"""Every catalogue panel, over the real CLI's captures, shows what the raw exports say, and renders."""
 
 from __future__ import annotations
 

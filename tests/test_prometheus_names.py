@@ -1,4 +1,4 @@
-"""Golden tests: the names the Collector's ``prometheus`` exporter gives Claude Code's metrics, and its rules."""
+"""Golden tests: the names the Collector's ``prometheus`` exporter gives Claude Code's metrics; its rules."""
 
 from __future__ import annotations
 

@@ -15,7 +15,10 @@ from ccmetrics import setup as s
 from ccmetrics.claude_settings import TELEMETRY_VARS
 from ccmetrics.cli import main
 
-EXISTING = '{\n    "model": "opus",\n    "permissions": {\n        "allow": ["Bash(git:*)"]\n    },\n    "env": {\n        "FOO": "bär"\n    }\n}\n'
+EXISTING = (
+    '{\n    "model": "opus",\n    "permissions": {\n        "allow": ["Bash(git:*)"]\n    },\n'
+    '    "env": {\n        "FOO": "bär"\n    }\n}\n'
+)
 
 
 @pytest.fixture

@@ -260,10 +260,14 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - {series: 'claude_code_token_usage_tokens_total{type="input", model="m", user_id="u1"}', values: '0+60x30'}
-      - {series: 'claude_code_token_usage_tokens_total{type="cacheRead", model="m", user_id="u1"}', values: '0+180x30'}
-      - {series: 'claude_code_token_usage_tokens_total{type="cacheCreation", model="m", user_id="u1"}', values: '0+60x30'}
-      - {series: 'claude_code_token_usage_tokens_total{type="output", model="m", user_id="u1"}', values: '0+120x30'}
+      - {series: 'claude_code_token_usage_tokens_total{type="input", model="m", user_id="u1"}',
+         values: '0+60x30'}
+      - {series: 'claude_code_token_usage_tokens_total{type="cacheRead", model="m", user_id="u1"}',
+         values: '0+180x30'}
+      - {series: 'claude_code_token_usage_tokens_total{type="cacheCreation", model="m", user_id="u1"}',
+         values: '0+60x30'}
+      - {series: 'claude_code_token_usage_tokens_total{type="output", model="m", user_id="u1"}',
+         values: '0+120x30'}
       - {series: 'claude_code_cost_usage_USD_total{model="m", user_id="u1"}', values: '0+60x30'}
       - {series: 'claude_code_active_time_seconds_total{type="cli", user_id="u1"}', values: '0+2x30'}
       - {series: 'claude_code_active_time_seconds_total{type="user", user_id="u1"}', values: '0+1x30'}
@@ -277,11 +281,14 @@ tests:
   - interval: 1m
     input_series:
       - {series: 'claude_code_cost_usage_USD_total{user_id="u1", model="m"}', values: '0+1x40'}
-      - {series: 'claude_code_token_usage_tokens_total{type="input", user_id="u1"}', values: '0+10x10 100x100'}
+      - {series: 'claude_code_token_usage_tokens_total{type="input", user_id="u1"}',
+         values: '0+10x10 100x100'}
     alert_rule_test:
       - eval_time: 35m
         alertname: ClaudeCodeUserOverDailyBudget
-        exp_alerts: [{exp_labels: {severity: info, user_id: u1}, exp_annotations: {summary: u1 spent over $25 today}}]
+        exp_alerts:
+          - exp_labels: {severity: info, user_id: u1}
+            exp_annotations: {summary: u1 spent over $25 today}
       - {eval_time: 30m, alertname: ClaudeCodeNoTelemetry, exp_alerts: []}
       - eval_time: 85m
         alertname: ClaudeCodeNoTelemetry
@@ -289,7 +296,8 @@ tests:
           - exp_labels: {severity: info}
             exp_annotations:
               summary: No Claude Code telemetry for 60 minutes
-              description: 'Nobody used Claude Code, or its telemetry does not arrive: run `ccmetrics doctor --backend stack` on a workstation.'
+              description: 'Nobody used Claude Code, or its telemetry does not arrive: run
+                `ccmetrics doctor --backend stack` on a workstation.'
 """
 
 

@@ -216,7 +216,8 @@ def test_gauges_histograms_and_unknown_metrics_are_kept(store):
     rows = (
         store.reader()
         .execute(
-            "SELECT s.metric, s.kind, p.value, p.extra FROM points p JOIN series s ON s.id = p.series_id ORDER BY 1"
+            "SELECT s.metric, s.kind, p.value, p.extra FROM points p JOIN series s ON s.id = p.series_id "
+            "ORDER BY 1"
         )
         .fetchall()
     )

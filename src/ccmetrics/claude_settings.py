@@ -1,21 +1,23 @@
-"""Where Claude Code finds its telemetry variables, and which value wins: the model ``setup`` and ``doctor`` share.
+"""Where Claude Code finds its telemetry variables, and which value wins: what ``setup`` and ``doctor`` share.
 
 Claude Code reads an ``"env"`` object from its settings files and applies it on top of the process
 environment. Facts about Claude Code 2.1.332, checked by running the real CLI against two ccmetrics servers
 (print mode, and interactive mode for the project file):
 
 - A variable in the user file (``~/.claude/settings.json``, or ``$CLAUDE_CONFIG_DIR/settings.json``) beats
-  the same variable in the process environment, key by key: a variable the file does not set still comes from
-  the environment. ``CLAUDE_CODE_ENABLE_TELEMETRY=0`` in the file turns off telemetry that the shell turned on.
+  the same variable in the process environment, key by key: a variable the file does not set still comes
+  from the environment. ``CLAUDE_CODE_ENABLE_TELEMETRY=0`` in the file turns off telemetry that the shell
+  turned on.
 - ``--settings '{"env": ...}'`` on the command line beats the user file.
 - The project files (``.claude/settings.json`` and ``.claude/settings.local.json``) do apply their ``env`` to
   other variables (``ANTHROPIC_BASE_URL``, for example). They do not apply it to telemetry: neither
-  ``CLAUDE_CODE_ENABLE_TELEMETRY`` nor ``OTEL_*`` from those files changed where, or whether, the CLI exported.
-  They are listed here, so that a value someone put there is reported as ignored instead of silently missing.
+  ``CLAUDE_CODE_ENABLE_TELEMETRY`` nor ``OTEL_*`` from those files changed where, or whether, the CLI
+  exported. They are listed here, so that a value someone put there is reported as ignored instead of
+  silently missing.
 
-Assumed from Claude Code's documentation, not checked (checking it means writing to ``/etc``): managed settings
-(``/etc/claude-code/managed-settings.json`` on Linux, ``/Library/Application Support/ClaudeCode/`` on macOS)
-beat every other source.
+Assumed from Claude Code's documentation, not checked (checking it means writing to ``/etc``): managed
+settings (``/etc/claude-code/managed-settings.json`` on Linux, ``/Library/Application Support/ClaudeCode/``
+on macOS) beat every other source.
 
 So the effective order, highest first, is: managed file > command line > user file > process environment.
 """

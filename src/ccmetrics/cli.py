@@ -289,7 +289,8 @@ def doctor(
     wait: float,
     as_json: bool,
 ) -> None:
-    """Check the telemetry settings, send a test export, and show what the server has seen. Exit 0: data flows."""
+    """Check the telemetry settings, send a test export, and show what the server has seen.
+    Exit 0: data flows."""
     import os
     from pathlib import Path
 

@@ -214,7 +214,8 @@ def check_variables(variables: Mapping[str, Variable], backend: str = "ccmetrics
                     Finding(
                         ERROR,
                         "resource_attributes_spaces",
-                        f"OTEL_RESOURCE_ATTRIBUTES: {key}={value!r} has a space, which Claude Code cannot parse",
+                        f"OTEL_RESOURCE_ATTRIBUTES: {key}={value!r} has a space, "
+                        "which Claude Code cannot parse",
                         "use - or _ instead of spaces",
                     )
                 )

@@ -1,4 +1,7 @@
-"""``ccmetrics health``: is each piece up? The embedded server, or a stack's Collector, Prometheus, Loki, Grafana."""
+"""``ccmetrics health``: is each piece up?
+
+The embedded server, or a stack's Collector, Prometheus, Loki, Grafana.
+"""
 
 from __future__ import annotations
 

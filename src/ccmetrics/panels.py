@@ -47,7 +47,7 @@ class View:
 
     @property
     def bucket_ns(self) -> int:
-        """Up to MAX_BUCKETS per chart; two weeks and more are charted by the day (read from daily rollups)."""
+        """Up to MAX_BUCKETS per chart; two weeks and more are charted by the day (from the daily rollups)."""
         span_s = max(1, (self.end_ns - self.start_ns) // SECOND)
         choices = [b for b in BUCKETS_S if b >= DAY_S] if span_s >= 14 * DAY_S else BUCKETS_S
         for bucket in choices:
@@ -338,7 +338,9 @@ PANELS: tuple[Panel, ...] = (
         _net_lines,
         promql=(
             (
-                'sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range])) - (sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range])) or vector(0))',
+                'sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range])) - '
+                '(sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range])) or '
+                "vector(0))",
                 "Net lines",
             ),
         ),
@@ -373,7 +375,10 @@ PANELS: tuple[Panel, ...] = (
         _avg_prompt_length,
         logql=(
             (
-                'sum(sum_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" | unwrap prompt_length [$__range])) / sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" [$__range]))',
+                'sum(sum_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" '
+                "| unwrap prompt_length [$__range])) / "
+                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="user_prompt" '
+                "[$__range]))",
                 "Average prompt length",
             ),
         ),
@@ -391,7 +396,9 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 1},
         promql=(
             (
-                'sum(increase(claude_code_token_usage_tokens_total{type="cacheRead"}[$__range])) / sum(increase(claude_code_token_usage_tokens_total{type=~"input|cacheRead|cacheCreation"}[$__range]))',
+                'sum(increase(claude_code_token_usage_tokens_total{type="cacheRead"}[$__range]))'
+                " / sum(increase(claude_code_token_usage_tokens_total"
+                '{type=~"input|cacheRead|cacheCreation"}[$__range]))',
                 "Cache efficiency",
             ),
         ),
@@ -408,7 +415,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 10},
         promql=(
             (
-                'sum(increase(claude_code_active_time_seconds_total{type="cli"}[$__range])) / sum(increase(claude_code_active_time_seconds_total{type="user"}[$__range]))',
+                'sum(increase(claude_code_active_time_seconds_total{type="cli"}[$__range])) / '
+                'sum(increase(claude_code_active_time_seconds_total{type="user"}[$__range]))',
                 "Productivity ratio",
             ),
         ),
@@ -425,7 +433,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 1},
         promql=(
             (
-                'sum(increase(claude_code_cost_usage_USD_total[$__range])) * 1000 / sum(increase(claude_code_token_usage_tokens_total{type="output"}[$__range]))',
+                "sum(increase(claude_code_cost_usage_USD_total[$__range])) * 1000 / "
+                'sum(increase(claude_code_token_usage_tokens_total{type="output"}[$__range]))',
                 "Cost per 1K output tokens",
             ),
         ),
@@ -587,7 +596,8 @@ PANELS: tuple[Panel, ...] = (
         height=6,
         promql=(
             (
-                "sum by (decision, tool_name, language) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+                "sum by (decision, tool_name, language) "
+                "(increase(claude_code_code_edit_tool_decision_total[$__range]))",
                 "{{decision}} · {{tool_name}} · {{language}}",
             ),
         ),
@@ -603,7 +613,8 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _stat(sum(v.facts.event_counts("api_request").values())),
         logql=(
             (
-                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" [$__range]))',
+                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" '
+                "[$__range]))",
                 "API requests",
             ),
         ),
@@ -618,7 +629,8 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _stat(sum(v.facts.event_counts("api_error").values())),
         logql=(
             (
-                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))',
+                'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" '
+                "[$__range]))",
                 "API errors",
             ),
         ),
@@ -635,7 +647,8 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         logql=(
             (
-                'sum by (status_code) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))',
+                'sum by (status_code) (count_over_time({service_name=~"claude-code|claude_code"} | '
+                'event_name="api_error" [$__range]))',
                 "HTTP {{status_code}}",
             ),
         ),
@@ -652,27 +665,33 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         logql=(
             (
-                'sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" [$__range]))',
+                'sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | '
+                'event_name="api_request" [$__range]))',
                 "requests",
             ),
             (
-                'sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" [$__range]))',
+                'sum by (model) (count_over_time({service_name=~"claude-code|claude_code"} | '
+                'event_name="api_error" [$__range]))',
                 "errors",
             ),
             (
-                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap duration_ms [$__range]) by (model)',
+                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | '
+                'event_name="api_request" | unwrap duration_ms [$__range]) by (model)',
                 "p50_ms",
             ),
             (
-                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap duration_ms [$__range]) by (model)',
+                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | '
+                'event_name="api_request" | unwrap duration_ms [$__range]) by (model)',
                 "p95_ms",
             ),
             (
-                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap ttft_ms [$__range]) by (model)',
+                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | '
+                'event_name="api_request" | unwrap ttft_ms [$__range]) by (model)',
                 "ttft_p50_ms",
             ),
             (
-                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="api_request" | unwrap ttft_ms [$__range]) by (model)',
+                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | '
+                'event_name="api_request" | unwrap ttft_ms [$__range]) by (model)',
                 "ttft_p95_ms",
             ),
         ),
@@ -690,19 +709,25 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         logql=(
             (
-                'sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" [$__range]))',
+                'sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | '
+                'event_name="tool_result" [$__range]))',
                 "calls",
             ),
             (
-                'sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" | success="true" [$__range])) / sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" [$__range]))',
+                'sum by (tool_name) (count_over_time({service_name=~"claude-code|claude_code"} | '
+                'event_name="tool_result" | success="true" [$__range])) / sum by (tool_name) '
+                '(count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_result" '
+                "[$__range]))",
                 "success_rate",
             ),
             (
-                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)',
+                'quantile_over_time(0.5, {service_name=~"claude-code|claude_code"} | '
+                'event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)',
                 "p50_ms",
             ),
             (
-                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)',
+                'quantile_over_time(0.95, {service_name=~"claude-code|claude_code"} | '
+                'event_name="tool_result" | unwrap duration_ms [$__range]) by (tool_name)',
                 "p95_ms",
             ),
         ),
@@ -722,7 +747,8 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         logql=(
             (
-                'sum by (decision, source) (count_over_time({service_name=~"claude-code|claude_code"} | event_name="tool_decision" [$__range]))',
+                'sum by (decision, source) (count_over_time({service_name=~"claude-code|claude_code"} | '
+                'event_name="tool_decision" [$__range]))',
                 "{{decision}} · {{source}}",
             ),
         ),
@@ -738,7 +764,10 @@ PANELS: tuple[Panel, ...] = (
         _active_users,
         promql=(
             (
-                'count(sum by (user_id) (increase(claude_code_session_count_total{user_id!=""}[$__range])) > 0 or sum by (user_id) (increase(claude_code_token_usage_tokens_total{user_id!=""}[$__range])))',
+                "count("
+                'sum by (user_id) (increase(claude_code_session_count_total{user_id!=""}[$__range])) > 0'
+                ' or sum by (user_id) (increase(claude_code_token_usage_tokens_total{user_id!=""}[$__range]))'
+                ")",
                 "Active users",
             ),
         ),

@@ -1,4 +1,4 @@
-"""``/metrics``: the store's counters under the names the OpenTelemetry Collector's Prometheus exporter gives them.
+"""``/metrics``: the store's counters, named as the OpenTelemetry Collector's Prometheus exporter names them.
 
 A dashboard or alert written for a Collector-fed Prometheus therefore works unchanged on a Prometheus that
 scrapes ``ccmetrics serve``. The values are all-time sums read from the store, so a restart of ccmetrics
@@ -173,7 +173,8 @@ class StoreCollector:
         if self.per_session:
             sql = (
                 "SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM points p "
-                "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' GROUP BY s.family_id, s.session_id"
+                "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' "
+                "GROUP BY s.family_id, s.session_id"
             )
         else:
             sql = """

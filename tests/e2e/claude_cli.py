@@ -17,7 +17,10 @@ CLAUDE_VERSION = "2.1.332"
 DEFAULT_CLAUDE_DIR = Path.home() / ".cache" / "ccmetrics" / f"claude-code-{CLAUDE_VERSION}"
 _BINARY_IN_DIR = Path("node_modules/@anthropic-ai/claude-code-linux-x64/claude")
 FAKE_API_KEY = "sk-ant-api03-fake-key-for-ccmetrics-e2e-tests-0000000000"
-INSTALL_HINT = f"npm install --prefix ~/.cache/ccmetrics/claude-code-{CLAUDE_VERSION} @anthropic-ai/claude-code@{CLAUDE_VERSION}"
+INSTALL_HINT = (
+    f"npm install --prefix ~/.cache/ccmetrics/claude-code-{CLAUDE_VERSION} "
+    f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"
+)
 
 
 def claude_dir() -> Path:

@@ -70,7 +70,8 @@ class Recorded:
 
 class OtlpTee:
     def __init__(self, upstream_http: str, upstream_grpc: str | None) -> None:
-        """``upstream_http``: base URL such as ``http://127.0.0.1:4318``; ``upstream_grpc``: ``127.0.0.1:4317``."""
+        """``upstream_http``: base URL such as ``http://127.0.0.1:4318``;
+        ``upstream_grpc``: ``127.0.0.1:4317``."""
         self.upstream_http = upstream_http.rstrip("/")
         self.upstream_grpc = upstream_grpc
         self.records: list[Recorded] = []

@@ -140,7 +140,8 @@ def scenario(
         runs.append(run)
 
         # B: team web, http/protobuf, cumulative, gzip; a Write rejected (no permission flags), then a Read.
-        # The fake answers slowly so the run spans several 500 ms export intervals (several cumulative points).
+        # The fake answers slowly so the run spans several 500 ms export intervals (several cumulative
+        # points).
         run = Run(
             "B-protobuf-cumulative-gzip-reject",
             "b",

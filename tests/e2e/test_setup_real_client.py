@@ -1,4 +1,4 @@
-"""The real Claude Code CLI, configured only by ``ccmetrics setup``, sends a session that ``ccmetrics serve`` stores.
+"""The real Claude Code CLI, set up only by ``ccmetrics setup``, sends a session ``ccmetrics serve`` stores.
 
 The CLI's environment carries no telemetry variable at all: whatever arrives, arrives because the CLI honoured
 the settings file setup wrote. After ``setup --undo`` the next session sends nothing.

@@ -230,7 +230,8 @@ def alert_rules(opts: StackOptions) -> dict[str, Any]:
                     },
                     {
                         "alert": "ClaudeCodeSpendSpike",
-                        "expr": f"sum(rate({COST}[15m])) > 3 * sum(rate({COST}[1d])) and sum(increase({COST}[15m])) > 1",
+                        "expr": f"sum(rate({COST}[15m])) > 3 * sum(rate({COST}[1d])) "
+                        f"and sum(increase({COST}[15m])) > 1",
                         "for": "10m",
                         "labels": {"severity": "warning"},
                         "annotations": {

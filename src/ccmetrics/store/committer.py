@@ -457,15 +457,16 @@ class Committer:
         ).fetchone()
         increment = _increment(previous, point.value)
         inserted = conn.execute(
-            "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, cumulative) "
+            "VALUES (?, ?, ?, ?, ?)",
             (*key, point.time_ns, increment, point.value),
         ).rowcount
         if not inserted:
             return []  # already stored: a retry
         changes = [(point.time_ns, increment)]
         following = conn.execute(
-            "SELECT time_ns, cumulative, value FROM points WHERE series_id = ? AND start_ns = ? AND time_ns > ? "
-            "AND cumulative IS NOT NULL ORDER BY time_ns LIMIT 1",
+            "SELECT time_ns, cumulative, value FROM points WHERE series_id = ? AND start_ns = ? "
+            "AND time_ns > ? AND cumulative IS NOT NULL ORDER BY time_ns LIMIT 1",
             (*key, point.time_ns),
         ).fetchone()
         if following is not None:
@@ -544,7 +545,8 @@ class Rollups:
         )
         conn.executemany(
             "INSERT INTO sessions (session_id, first_ns, last_ns) VALUES (?, ?, ?) ON CONFLICT (session_id) "
-            "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)",
+            "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), "
+            "last_ns = max(last_ns, excluded.last_ns)",
             [(session_id, *span) for session_id, span in self.sessions.items()],
         )
         conn.executemany(
@@ -574,7 +576,8 @@ def _upsert(
 _MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
 _UPSERT_EVENT_ROLLUP = (
     f"INSERT INTO event_rollup_{{tier}} (family_id, start_ns, count, {', '.join(_MEASURE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (3 + len(_MEASURE_COLUMNS)))}) ON CONFLICT (start_ns, family_id) DO UPDATE SET "
+    f"VALUES ({', '.join('?' * (3 + len(_MEASURE_COLUMNS)))}) "
+    "ON CONFLICT (start_ns, family_id) DO UPDATE SET "
     f"count = count + excluded.count, " + ", ".join(f"{c} = {c} + excluded.{c}" for c in _MEASURE_COLUMNS)
 )
 _INSERT_SERIES = (

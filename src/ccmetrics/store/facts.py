@@ -37,6 +37,7 @@ SAMPLE_TARGET = 5_000  # events read (about, at most) for percentiles: p95 to wi
 MAX_GROUPINGS = 64  # group keys kept for this many (table, attribute keys) groupings
 FEW_EVENTS = 4 * SAMPLE_TARGET  # under a filter, this many events are cheaper to read by family than sampled
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")
+NO_FILTERS = Filters()  # the default: everything; frozen, so one instance serves every caller
 Span = tuple[str, int | None, int | None]  # ("day" | "hour" | "raw", from, to)
 
 
@@ -96,7 +97,8 @@ class FamilyCache:
         for chunk in range(0, len(missing), 500):
             part = missing[chunk : chunk + 500]
             for family_id, name, text in conn.execute(
-                f"SELECT id, {self._NAME[table]}, attrs FROM {table} WHERE id IN ({', '.join('?' * len(part))})",
+                f"SELECT id, {self._NAME[table]}, attrs FROM {table} "
+                f"WHERE id IN ({', '.join('?' * len(part))})",
                 part,
             ):
                 attrs[family_id] = json.loads(text)
@@ -217,7 +219,7 @@ class Facts:
     def __init__(
         self,
         conn: sqlite3.Connection,
-        filters: Filters = Filters(),
+        filters: Filters = NO_FILTERS,
         cache: FamilyCache | None = None,
         answers: AnswerCache | None = None,
     ) -> None:
@@ -342,7 +344,8 @@ class Facts:
         self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()
     ) -> dict[Key, float]:
         """A counter's increments per family, or per value of common ``columns`` (grouped in SQL, for big
-        groupings such as timelines), and per time bucket when asked: ``{(family_id | *values[, bucket]): sum}``."""
+        groupings such as timelines), and per time bucket when asked:
+        ``{(family_id | *values[, bucket]): sum}``."""
         where, params, raw_only = self._metric_filter
         out: dict[Key, float] = defaultdict(float)
         for source, lo, hi in self._spans(raw_only, bucket_ns):
@@ -359,8 +362,8 @@ class Facts:
             if rollup:
                 sql = (
                     f"SELECT {', '.join(keys)}, SUM(r.value) FROM rollup_{source} r "
-                    f"CROSS JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' AND {time_sql} "
-                    f"AND {_on(where, 'r.family_id')} GROUP BY {group}"
+                    "CROSS JOIN families f ON f.id = r.family_id WHERE f.metric = ? AND f.kind = 'sum' "
+                    f"AND {time_sql} AND {_on(where, 'r.family_id')} GROUP BY {group}"
                 )
                 args = [metric, *time_params, *params]
             else:
@@ -519,7 +522,7 @@ class Facts:
 
     @memoized
     def event_stats(self, name: str, measure: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:
-        """Count, sum and percentiles of an event measure (latency, duration, length), grouped by attributes."""
+        """Count, sum and percentiles of an event measure (latency, duration, length), by attributes."""
         totals = self.event_family_totals(name)
         values, sampled = self.event_values(name, measure) if measure in PERCENTILE_MEASURES else ([], False)
         keys = self.cache.keys(self.conn, "event_families", set(totals).union(f for f, _ in values), by)
@@ -559,7 +562,8 @@ class Facts:
         ids = [
             row[0]
             for row in self.conn.execute(
-                f"SELECT t.session_id FROM sessions t WHERE {' AND '.join(clauses) or '1'} ORDER BY t.last_ns DESC LIMIT ?",
+                f"SELECT t.session_id FROM sessions t WHERE {' AND '.join(clauses) or '1'} "
+                "ORDER BY t.last_ns DESC LIMIT ?",
                 [*args, limit],
             )
         ]
@@ -572,13 +576,15 @@ class Facts:
                    GROUP_CONCAT(DISTINCT s.model),
                    SUM(CASE WHEN s.metric = 'claude_code.cost.usage' THEN p.value END),
                    SUM(CASE WHEN s.metric = 'claude_code.token.usage' THEN p.value END),
-                   SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'added' THEN p.value END),
-                   SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'removed' THEN p.value END),
+                   SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'added'
+                       THEN p.value END),
+                   SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'removed'
+                       THEN p.value END),
                    SUM(CASE WHEN s.metric = 'claude_code.commit.count' THEN p.value END)
             FROM session_times t CROSS JOIN points p ON p.time_ns = t.time_ns
             CROSS JOIN series s ON s.id = p.series_id AND s.session_id = t.session_id
-            WHERE t.session_id IN ({", ".join("?" * len(ids))}) AND s.kind = 'sum' AND s.metric LIKE 'claude_code.%'
-              AND {time_sql} AND {_on(where, "+s.family_id")}
+            WHERE t.session_id IN ({", ".join("?" * len(ids))}) AND s.kind = 'sum'
+              AND s.metric LIKE 'claude_code.%' AND {time_sql} AND {_on(where, "+s.family_id")}
             GROUP BY s.session_id
             ORDER BY MAX(p.time_ns) DESC
             """,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .facts import AnswerCache, Facts, FamilyCache
+from .facts import NO_FILTERS, AnswerCache, Facts, FamilyCache
 from .filters import Filters
 
 TOKEN_TYPES = {
@@ -42,7 +42,7 @@ def _round(value: float | None, places: int = 9) -> float | None:
 
 def summary(
     conn: sqlite3.Connection,
-    filters: Filters = Filters(),
+    filters: Filters = NO_FILTERS,
     cache: FamilyCache | None = None,
     answers: AnswerCache | None = None,
 ) -> dict[str, Any]:

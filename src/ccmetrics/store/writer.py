@@ -77,7 +77,8 @@ class KnownSeries:
         self._heads: Recent[Any, tuple[Any, ...]] = Recent(20_000)
 
     def compact(self, batch: Batch) -> tuple[Batch, list[tuple[int, Any, Point]]]:
-        """The batch as sent to the writer, and (index, key, point) of the points whose ids are still to learn."""
+        """The batch as sent to the writer, and (index, key, point) of the points whose ids are still to
+        learn."""
         points: list[Any] = []
         unknown = []
         heads = self._heads
@@ -123,8 +124,11 @@ class Writer:
 
     def _start(self) -> tuple[socket.socket, subprocess.Popen[bytes]]:
         ours, theirs = socket.socketpair()
-        # A fresh interpreter (never a fork of a process that runs threads and grpc), given its end of the pair.
-        code = f"from ccmetrics.store.writer import _writer_main; _writer_main({str(self._path)!r}, {theirs.fileno()})"
+        # A fresh interpreter (never a fork of a process running threads and grpc), given its end of the pair.
+        code = (
+            "from ccmetrics.store.writer import _writer_main; "
+            f"_writer_main({str(self._path)!r}, {theirs.fileno()})"
+        )
         process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()])
         theirs.close()
         ours.settimeout(60)

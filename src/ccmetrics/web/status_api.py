@@ -1,4 +1,4 @@
-"""``GET /api/status`` (what the server has seen) and ``GET /api/probes/{probe_id}`` (did a doctor probe land)."""
+"""``GET /api/status``: what the server has seen; ``GET /api/probes/{probe_id}``: did a doctor probe land."""
 
 from __future__ import annotations
 
