@@ -95,7 +95,7 @@ class Config:
     @classmethod
     def from_options(cls, **options: Any) -> Config:
         """Build from CLI options; ``None`` means 'not given', so the table's default applies."""
-        values = {}
+        values: dict[str, Any] = {}
         for name, value in options.items():
             if name in SETTINGS_BY_NAME and value is not None:
                 values[name] = Path(value).expanduser() if name == "data_dir" else value

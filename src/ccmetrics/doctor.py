@@ -498,10 +498,10 @@ def _send_grpc(dest: Destination, request: Any, headers: Mapping[str, str], time
         else grpc.insecure_channel(target)
     )
     try:
-        call = channel.unary_unary(
+        call: grpc.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
             method, request_serializer=lambda m: m.SerializeToString(), response_deserializer=lambda b: b
         )
-        call(request, timeout=timeout, metadata=[(k.lower(), v) for k, v in headers.items()])
+        call(request, timeout=timeout, metadata=tuple((k.lower(), v) for k, v in headers.items()))
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else str(exc)
@@ -649,9 +649,9 @@ def _check_against_server(
     """The server says which port speaks which protocol; a local endpoint on the other one cannot work."""
     ports = {}
     for kind in ("grpc", "http"):  # {"grpc_port": 4317} or {"grpc": "127.0.0.1:4317"}
-        port = str(otlp.get(f"{kind}_port") or str(otlp.get(kind) or "").rpartition(":")[2])
-        if port.isdigit():
-            ports[kind] = int(port)
+        text = str(otlp.get(f"{kind}_port") or str(otlp.get(kind) or "").rpartition(":")[2])
+        if text.isdigit():
+            ports[kind] = int(text)
     server_host = urllib.parse.urlsplit(server).hostname or ""
     local = {"127.0.0.1", "localhost", "::1", "0.0.0.0", server_host}
     findings = []

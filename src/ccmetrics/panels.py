@@ -13,7 +13,7 @@ A panel's ``compute`` asks the store (through ``Facts``) and returns plain data 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,9 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _items(totals: dict[tuple, float], label: Callable[[tuple], str] = lambda k: str(k[0])) -> dict[str, Any]:
+def _items(
+    totals: Mapping[tuple, float], label: Callable[[tuple], str] = lambda k: str(k[0])
+) -> dict[str, Any]:
     merged: dict[str, float] = defaultdict(float)
     for key, value in totals.items():
         merged[label(key) if key and key[0] is not None else "unknown"] += value

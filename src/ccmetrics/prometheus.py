@@ -204,7 +204,7 @@ class StoreCollector:
             grouped[(family.metric, family.unit, family.monotonic)][
                 tuple(_value(attrs.get(k)) for k in keys)
             ] += value
-        families: dict[str, Metric] = {}
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for (metric, unit, monotonic), rows in sorted(grouped.items()):
             name = metric_name(metric, unit, "sum", monotonic)
             if name not in families:

@@ -377,6 +377,7 @@ def plan_undo(path: Path) -> Plan:
     if current is None:
         return Plan(path, manifest["kind"], None, None, [], "the file is gone; only the manifest is removed")
     note = "the file was edited since setup: only ccmetrics' variables are taken out"
+    after: str | None
     if manifest["kind"] == "json":
         try:
             after, changes = unset_env_json(
@@ -469,7 +470,7 @@ def apply_undo(plan: Plan) -> None:
     """Carry out an undo plan and drop the manifest; backups stay, for the cautious."""
     path = plan.path
     if plan.restore_backup is not None:
-        mode = plan.restore_backup.stat().st_mode & 0o7777
+        mode: int | None = plan.restore_backup.stat().st_mode & 0o7777
         _write_atomic(path, plan.restore_backup.read_bytes(), mode)
     elif plan.after is None:
         path.unlink(missing_ok=True)

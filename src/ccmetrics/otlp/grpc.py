@@ -52,7 +52,9 @@ async def start(
         ]
     )
     for signal, service in _SERVICES.items():
-        handler = grpc.unary_unary_rpc_method_handler(_handler(store, signal, store_prompts))
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+            _handler(store, signal, store_prompts)
+        )
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

@@ -15,9 +15,12 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
@@ -52,7 +55,7 @@ TEXT_KEYS = {"prompt": "prompt_length", "prompt_text": "prompt_length", "respons
 REDACTED = "<REDACTED>"
 NUMERIC_SUFFIXES = ("_ms", "_tokens", "_bytes", "_usd", "_length", "_count")
 
-_TEMPORALITY = {
+_TEMPORALITY: dict[int, str] = {
     metrics_pb2.AGGREGATION_TEMPORALITY_DELTA: "delta",
     metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE: "cumulative",
 }
@@ -131,11 +134,11 @@ def to_batch(
 ) -> Batch:
     batch = Batch(signal)
     if signal is Signal.METRICS:
-        _metrics(request, batch)
+        _metrics(cast(ExportMetricsServiceRequest, request), batch)
     elif signal is Signal.LOGS:
-        _logs(request, batch, store_prompts, now_ns or time.time_ns())
+        _logs(cast(ExportLogsServiceRequest, request), batch, store_prompts, now_ns or time.time_ns())
     else:
-        _traces(request, batch)
+        _traces(cast(ExportTraceServiceRequest, request), batch)
     return batch
 
 
@@ -211,7 +214,7 @@ def _number_from_text(text: str) -> str | int | float:
 _ATTRIBUTES: Recent[Any, dict[str, Any]] = Recent(20_000)
 
 
-def _metrics(request: Message, batch: Batch) -> None:
+def _metrics(request: ExportMetricsServiceRequest, batch: Batch) -> None:
     for rm in request.resource_metrics:
         resource = attributes(rm.resource.attributes, batch)
         resource_key = rm.resource.SerializeToString(deterministic=True)
@@ -317,7 +320,7 @@ def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any]]:
 # --- logs ---------------------------------------------------------------------------------------------
 
 
-def _logs(request: Message, batch: Batch, store_prompts: bool, now_ns: int) -> None:
+def _logs(request: ExportLogsServiceRequest, batch: Batch, store_prompts: bool, now_ns: int) -> None:
     for rl in request.resource_logs:
         resource = attributes(rl.resource.attributes, batch)
         resource_bytes = rl.resource.SerializeToString(deterministic=True)
@@ -389,7 +392,7 @@ def _valid_time(ns: int) -> int:
 # --- traces -------------------------------------------------------------------------------------------
 
 
-def _traces(request: Message, batch: Batch) -> None:
+def _traces(request: ExportTraceServiceRequest, batch: Batch) -> None:
     for rs in request.resource_spans:
         resource = attributes(rs.resource.attributes, batch)
         for ss in rs.scope_spans:

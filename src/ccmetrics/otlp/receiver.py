@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import Message
 
 from ..store import Store
@@ -22,7 +24,7 @@ async def ingest(store: Store, signal: Signal, request: Message, *, store_prompt
     """
     batch = to_batch(signal, request, store_prompts=store_prompts)
     await store.write(batch)
-    response = signal.response_type()
+    response: Any = signal.response_type()  # the Export*ServiceResponse of the signal
     if batch.rejected or batch.problems:
         setattr(response.partial_success, _REJECTED_FIELD[signal], batch.rejected)
         response.partial_success.error_message = batch.message

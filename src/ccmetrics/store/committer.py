@@ -88,7 +88,10 @@ class Prepared:
 
 
 def prepare(batch: Batch) -> Prepared:
-    rows, rows_meta, rows_rollups, others = [], [], Rollups(), []
+    rows: list[tuple[Any, ...]] = []
+    rows_meta: list[tuple[int, str | None, bool]] = []
+    rows_rollups = Rollups()
+    others: list[tuple[int, Point | SeriesPoint, NewSeries | None]] = []
     for index, point in enumerate(batch.points):
         if type(point) is not tuple:
             others.append((index, point, NewSeries.of(point)))
@@ -127,7 +130,7 @@ class NewFamily:
 
     identity: tuple[Any, ...]
     row: tuple[Any, ...]  # key, name (and kind), common attributes, every attribute as JSON
-    attrs: list[tuple[str, str]]
+    attrs: list[tuple[str, str | None]]  # never a None value: attributes that are None are left out
 
     @classmethod
     def of(
@@ -295,6 +298,7 @@ class Committer:
             if isinstance(point, SeriesPoint):
                 series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
             else:
+                assert new is not None  # a point that came with its attributes comes with its NewSeries
                 series_id, family_id = self._series_id(new, new_ids)
                 session_id = _text(point.attrs.get("session.id"))
                 result.series.append((i, series_id, family_id))

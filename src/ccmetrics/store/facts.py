@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .filters import Filters
 from .schema import (
@@ -517,7 +517,10 @@ class Facts:
 
     @memoized
     def event_counts(self, name: str, by: tuple[str, ...] = ()) -> dict[Key, int]:
-        counts = {family_id: t[0] for family_id, t in self.event_family_totals(name).items()}
+        # the first of a family's totals is its count, an int, though the list is typed as floats
+        counts = cast(
+            dict[int, int], {family_id: t[0] for family_id, t in self.event_family_totals(name).items()}
+        )
         return _sum_by(counts, self.cache.keys(self.conn, "event_families", counts, by))
 
     @memoized
