@@ -65,6 +65,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "metrics_session_labels", False, "Add a session_id label on /metrics: one series per session.", bool
     ),
+    Setting(
+        "max_connections",
+        1000,
+        "Connections each listener holds at a time; more are closed as they come. The open-file limit is "
+        "raised to fit all three listeners, or this lowered to fit it.",
+        int,
+    ),
+    Setting(
+        "idle_timeout",
+        60,
+        "Seconds a connection may stay open without a request (HTTP) or a call (gRPC) before it is closed.",
+        int,
+    ),
+    Setting(
+        "header_timeout",
+        10,
+        "Seconds a client has to send a whole request head, from connecting or from the first byte of a "
+        "request (gRPC: the connection preface); slower ones are closed.",
+        int,
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -87,6 +107,9 @@ class Config:
     new_series_per_minute: int = _default("new_series_per_minute")
     metrics_labels: str = _default("metrics_labels")
     metrics_session_labels: bool = _default("metrics_session_labels")
+    max_connections: int = _default("max_connections")
+    idle_timeout: int = _default("idle_timeout")
+    header_timeout: int = _default("header_timeout")
 
     @property
     def db_path(self) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from . import listeners
 from .config import Config
 from .otlp import grpc as otlp_grpc
 from .otlp import http as otlp_http
@@ -47,6 +48,9 @@ async def serve(config: Config) -> None:
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
     store = Store(config.db_path)
+    max_connections = listeners.fit_open_files(config.max_connections)
+    # Each uvicorn server counts the connections of its own listener.
+    http = listeners.guarded_http(max_connections, config.header_timeout)
     grpc_server = None
     try:
         grpc_server = await otlp_grpc.start(
@@ -55,6 +59,9 @@ async def serve(config: Config) -> None:
             config.otlp_grpc_port,
             max_body_bytes=config.max_body_bytes,
             store_prompts=config.store_prompts,
+            max_connections=max_connections,
+            idle_timeout=config.idle_timeout,
+            header_timeout=config.header_timeout,
         )
         otlp_app = otlp_http.create_app(
             store, max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts
@@ -62,7 +69,12 @@ async def serve(config: Config) -> None:
         servers = [
             _Server(
                 uvicorn.Config(
-                    create_app(store, config), log_level="warning", lifespan="off", access_log=False
+                    create_app(store, config),
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                    http=http,
+                    timeout_keep_alive=config.idle_timeout,
                 )
             ),
             _Server(
@@ -74,6 +86,8 @@ async def serve(config: Config) -> None:
                     proxy_headers=False,
                     server_header=False,
                     date_header=False,
+                    http=http,
+                    timeout_keep_alive=config.idle_timeout,
                 )
             ),
         ]

@@ -43,12 +43,27 @@ def _handler(store: Store, signal: Signal, store_prompts: bool) -> Callable[...,
 
 
 async def start(
-    store: Store, host: str, port: int, *, max_body_bytes: int, store_prompts: bool
+    store: Store,
+    host: str,
+    port: int,
+    *,
+    max_body_bytes: int,
+    store_prompts: bool,
+    max_connections: int,
+    idle_timeout: int,
+    header_timeout: int,
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_body_bytes),
             ("grpc.so_reuseport", 0),  # a port already taken must fail loudly, not be shared
+            # gRPC core's own bounds on connections (see listeners.py for the HTTP ones): beyond the limit a
+            # connection is closed as it is accepted; one that has not sent the HTTP/2 preface within the
+            # header timeout is closed; one without a call for the idle timeout is sent GOAWAY and closed
+            # (a client reconnects when it next exports).
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            ("grpc.server_handshake_timeout_ms", header_timeout * 1000),
+            ("grpc.max_connection_idle_ms", idle_timeout * 1000),
         ]
     )
     for signal, service in _SERVICES.items():

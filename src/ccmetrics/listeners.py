@@ -1,0 +1,115 @@
+"""How many connections each listener holds, and how long a client may take to send a request head.
+
+uvicorn closes a connection left idle between requests (``timeout_keep_alive``, our ``--idle-timeout``), but
+nothing closes one that sends nothing at all, or a request head a byte at a time, and nothing bounds how many
+it holds: its ``limit_concurrency`` answers 503 to *requests* beyond the limit, so a socket that never sends
+one is never refused. Some thousands of those exhaust the process's open files. :class:`GuardedHttp` is
+uvicorn's own HTTP/1.1 protocol with both, given to uvicorn through its documented ``http=`` setting (a class
+or an import path): a small subclass instead of a proxy in front of uvicorn or a patched uvicorn. The gRPC
+listener has the same from gRPC core's own settings (``otlp/grpc.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("ccmetrics")
+
+LISTENERS = 3  # the dashboard, OTLP/HTTP and OTLP/gRPC
+# Open files that are not connections: the database and its WAL and shared memory (per reader), the event
+# loop's and gRPC's own descriptors, the listening sockets, logs; measured at about 30, with room to spare.
+RESERVED_FILES = 128
+
+_MESSAGE = b"too many connections: this server accepts --max-connections at a time; try again shortly\n"
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nretry-after: 2\r\nconnection: close\r\n\r\n%s" % (len(_MESSAGE), _MESSAGE)
+)
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools, what its ``auto`` picks) with a limit on the connections of its
+    listener and a deadline for each request head: ``header_timeout`` seconds from the moment the connection
+    opens, or from the first byte of a later request on it."""
+
+    max_connections = 1000
+    header_timeout = 10
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_deadline: asyncio.TimerHandle | None = None
+        super().connection_made(transport)  # counts it in its server's connections
+        if len(self.connections) > self.max_connections:
+            # Closed as soon as it is accepted, so the process never runs out of files; 503 with
+            # Retry-After is what OTLP exporters retry, and a request already sent reads it as its answer.
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self._expect_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._between_requests():
+            self._cancel_deadline()  # the head is in: from here on the request is the application's
+        elif self._head_deadline is None:
+            self._expect_head()  # the first bytes of the next request (uvicorn's keep-alive timer stopped)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        """No request head received, or its response sent: uvicorn's own test in ``shutdown()``."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _expect_head(self) -> None:
+        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _cancel_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self._between_requests():
+            self.transport.close()
+
+
+def guarded_http(max_connections: int, header_timeout: int) -> type[GuardedHttp]:
+    """The protocol class for one listener: each uvicorn server counts its own connections."""
+    settings = {"max_connections": max_connections, "header_timeout": header_timeout}
+    return type("GuardedHttp", (GuardedHttp,), settings)
+
+
+def fit_open_files(max_connections: int) -> int:
+    """Raise the soft limit on open files, up to the hard limit, until every listener can hold
+    ``max_connections``; when the hard limit is too low for that, the per-listener limit that fits."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return max_connections
+    need = LISTENERS * max_connections + RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return max_connections
+    raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    except (ValueError, OSError):  # macOS caps it below an unlimited hard limit
+        pass
+    if soft >= need:
+        return max_connections
+    fitted = max(1, (soft - RESERVED_FILES) // LISTENERS)
+    log.warning(
+        "the open-file limit (%d) is too low for --max-connections %d on each of %d listeners: "
+        "each one takes %d; raise the limit (ulimit -n) to allow more",
+        soft,
+        max_connections,
+        LISTENERS,
+        fitted,
+    )
+    return fitted

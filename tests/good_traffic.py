@@ -1,0 +1,64 @@
+"""The good data sent around a hostile input: for the tests of the listeners, the Host check, the CSV export.
+
+Before the hostile input: the real CLI's delta capture over OTLP/HTTP. After it: the server must still answer
+``/api/health``, the totals must be exactly what they were, and a normal export over OTLP/HTTP (the cumulative
+capture) and one over OTLP/gRPC (one cost point) must both be counted, exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import httpx
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+
+from .conftest import ServerProcess, fixture_exports, send
+from .otlp_builders import sum_request
+
+DELTA_COST = 0.044672  # tests/fixtures/claude-code-2.1.332/README.md
+CUMULATIVE_COST = 0.052602
+GRPC_COST = 0.25
+BOTH_CAPTURES_TOKENS = {"input": 8585, "output": 535, "cache_read": 94545, "cache_creation": 6665}
+TOTALS = ("sessions", "cost_usd", "tokens", "lines_of_code", "commits", "api_requests", "prompts")
+
+
+def totals(summary: dict) -> dict:
+    return {key: summary[key] for key in TOTALS}
+
+
+def send_before(server: ServerProcess) -> dict:
+    """The delta capture, sent before anything hostile; returns its totals."""
+    for export in fixture_exports("http-protobuf-delta"):
+        response = send(server.otlp_http, export)
+        assert response.status_code == 200, response.content
+    before = totals(server.summary())
+    assert before["cost_usd"] == pytest.approx(DELTA_COST, abs=1e-9)
+    return before
+
+
+def assert_unchanged(server: ServerProcess, before: dict) -> None:
+    assert httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
+    assert totals(server.summary()) == before
+
+
+def assert_still_counts(server: ServerProcess, before: dict) -> None:
+    """Nothing changed, and then a normal export over each protocol is counted exactly."""
+    assert_unchanged(server, before)
+    for export in fixture_exports("http-json-cumulative"):
+        response = send(server.otlp_http, export)
+        assert response.status_code == 200, response.content
+    now = time.time_ns()
+    request = sum_request(
+        "claude_code.cost.usage",
+        [(now - 1_000_000_000, now, GRPC_COST, {"session.id": "after-grpc", "model": "claude-test"})],
+        unit="USD",
+    )
+    with grpc.insecure_channel(server.otlp_grpc) as channel:
+        metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(request, timeout=10)
+    after = server.summary()
+    assert after["cost_usd"] == pytest.approx(DELTA_COST + CUMULATIVE_COST + GRPC_COST, abs=1e-9)
+    assert after["tokens"] == BOTH_CAPTURES_TOKENS
+    assert after["api_requests"] == 10
+    assert after["prompts"] == 2
