@@ -49,6 +49,30 @@ const ccm = (() => {
     return node;
   }
 
+  // Cut to at most `max` characters (code points, so never half a surrogate pair), the last one an ellipsis.
+  function cut(value, max) {
+    const text = String(value ?? "");
+    if (text.length <= max) return text;
+    const points = Array.from(text);
+    return points.length <= max ? text : points.slice(0, max - 1).join("") + "\u2026";
+  }
+
+  // A value that came from a client (user id, model, tool name, attribute value...), as text in a <bdi>: a
+  // U+202E in it cannot reorder the text around it. CSS keeps it on one line and ellipsises it when it is
+  // longer than its box; the whole value is in the title.
+  function client(value, attrs) {
+    const text = String(value ?? "");
+    const extra = attrs && attrs.class ? " " + attrs.class : "";
+    return el("bdi", { ...attrs, class: "client" + extra, title: text }, text);
+  }
+
+  // The same for a client value drawn on a canvas (Chart.js legends, axes, tooltips), where there is no
+  // element to style: cut to `max` characters and wrapped in FIRST STRONG ISOLATE ... POP DIRECTIONAL
+  // ISOLATE, so that an override inside ends there and cannot reorder what is drawn after it.
+  function chartText(value, max = 32) {
+    return "\u2068" + cut(value, max) + "\u2069";
+  }
+
   function theme() {
     return document.documentElement.dataset.theme ||
       (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
@@ -79,5 +103,5 @@ const ccm = (() => {
     return body;
   }
 
-  return { format, compact, duration, el, initTheme, theme, css, palette, getJSON };
+  return { format, compact, duration, el, cut, client, chartText, initTheme, theme, css, palette, getJSON };
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, format, getJSON, palette, css } = ccm;
+  const { el, format, getJSON, palette, css, cut, client, chartText } = ccm;
   const $ = (id) => document.getElementById(id);
   const charts = {};     // panel id -> Chart
   const bodies = {};     // panel id -> element holding the panel's content
@@ -62,26 +62,40 @@
     return el("option", { value }, label);
   }
 
+  // A choice that came from a client: isolated, cut in the list, whole in its title.
+  function clientOption(value, label) {
+    const text = String(label ?? value);
+    return el("option", { value, class: "client", title: text }, cut(text, 60));
+  }
+
+  // A select shows its choice's whole text in its own title, as it may be cut in the box.
+  function titleSelect(select) {
+    const chosen = select.selectedOptions[0];
+    select.title = chosen && chosen.classList.contains("client") ? chosen.title : "";
+  }
+
   async function loadFilterOptions() {
     const options = await getJSON("/api/filters");
     const user = $("user"), model = $("model"), groupKey = $("group-key");
-    user.replaceChildren(option("", "All users"), ...options.users.map((u) => option(u.id, u.email || u.id.slice(0, 12))));
-    model.replaceChildren(option("", "All models"), ...options.models.map((m) => option(m, m)));
+    user.replaceChildren(option("", "All users"), ...options.users.map((u) => clientOption(u.id, u.email || u.id)));
+    model.replaceChildren(option("", "All models"), ...options.models.map((m) => clientOption(m)));
     const keys = new Set(["team.id", ...options.keys]);
-    groupKey.replaceChildren(...[...keys].map((k) => option(k, k)));
+    groupKey.replaceChildren(...[...keys].map((k) => clientOption(k)));
     await loadGroupValues();
     syncControls();
   }
 
   async function loadGroupValues() {
     const values = await getJSON("/api/filters?key=" + encodeURIComponent(state.groupKey));
-    $("group-value").replaceChildren(option("", "All"), ...values.values.map((v) => option(v, v)));
-    $("group-value-label").firstChild.textContent = state.groupKey + " ";
+    $("group-value").replaceChildren(option("", "All"), ...values.values.map((v) => clientOption(v)));
+    const key = $("group-value-key");
+    key.textContent = key.title = state.groupKey;
   }
 
   function ensureOption(select, value) {
-    if (value && ![...select.options].some((o) => o.value === value)) select.append(option(value, value));
+    if (value && ![...select.options].some((o) => o.value === value)) select.append(clientOption(value));
     select.value = value || "";
+    titleSelect(select);
   }
 
   function syncControls() {
@@ -94,6 +108,7 @@
     ensureOption($("group-key"), state.groupKey);
     ensureOption($("group-value"), state.filters[state.groupKey]);
     $("session").value = state.filters["session.id"] || "";
+    $("session").title = $("session").value;
   }
 
   function bindControls() {
@@ -157,13 +172,27 @@
     return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   }
 
+  // Legend items as Chart.js makes them for this type of chart, with their text cut and isolated.
+  function legendLabels(type) {
+    const own = Chart.overrides[type] && Chart.overrides[type].plugins && Chart.overrides[type].plugins.legend;
+    const make = (own && own.labels && own.labels.generateLabels) || Chart.defaults.plugins.legend.labels.generateLabels;
+    return function (chart) {
+      return make.call(this, chart).map((item) => ({ ...item, text: chartText(item.text) }));
+    };
+  }
+
+  // Labels are client strings (models, tools, attribute values): every text the chart draws from them is cut
+  // and isolated (chartText); the data keep the whole labels, and so do the CSV and JSON downloads.
   function chartOptions(panel, extra) {
     const text = css("--text"), grid = css("--grid");
     return {
       responsive: true, maintainAspectRatio: false, animation: false,
       plugins: {
-        legend: { labels: { color: text, boxWidth: 12 } },
-        tooltip: { callbacks: { label: (c) => `${c.dataset.label || c.label}: ${format(c.parsed.y ?? c.parsed.x ?? c.parsed, panel.unit)}` } },
+        legend: { labels: { color: text, boxWidth: 12, generateLabels: legendLabels(extra.type) } },
+        tooltip: { callbacks: {
+          title: (items) => (items.length ? chartText(items[0].label, 40) : ""),
+          label: (c) => `${chartText(c.dataset.label || c.label, 40)}: ${format(c.parsed.y ?? c.parsed.x ?? c.parsed, panel.unit)}`,
+        } },
       },
       scales: extra.noScales ? {} : {
         x: { stacked: !!extra.stacked, ticks: { color: text, maxRotation: 0, autoSkip: true }, grid: { color: grid } },
@@ -184,16 +213,19 @@
     if (panel.kind === "pie") {
       return { type: "doughnut",
         data: { labels: data.items.map((i) => i.label), datasets: [{ data: data.items.map((i) => i.value), backgroundColor: palette }] },
-        options: { ...chartOptions(panel, { noScales: true }), plugins: { ...chartOptions(panel, { noScales: true }).plugins,
-          tooltip: { callbacks: { label: (c) => `${c.label}: ${format(c.parsed, panel.unit)}` } } } } };
+        options: (() => {
+          const opts = chartOptions(panel, { noScales: true, type: "doughnut" });
+          opts.plugins.tooltip.callbacks.label = (c) => `${chartText(c.label, 40)}: ${format(c.parsed, panel.unit)}`;
+          return opts;
+        })() };
     }
     if (panel.kind === "bar") {
       data = topItems(data, 12);
-      const opts = chartOptions(panel, { indexAxis: "y" });
+      const opts = chartOptions(panel, { indexAxis: "y", type: "bar" });
       opts.plugins.legend.display = false;
-      opts.plugins.tooltip.callbacks.label = (c) => `${c.label}: ${format(c.parsed.x, panel.unit)}`;
+      opts.plugins.tooltip.callbacks.label = (c) => `${chartText(c.label, 40)}: ${format(c.parsed.x, panel.unit)}`;
       opts.scales.x.ticks.callback = (v) => format(v, panel.unit);
-      opts.scales.y.ticks.callback = function (v) { return this.getLabelForValue(v); };
+      opts.scales.y.ticks.callback = function (v) { return chartText(this.getLabelForValue(v), 28); };
       return { type: "bar",
         data: { labels: data.items.map((i) => i.label), datasets: [{ label: panel.title, data: data.items.map((i) => i.value), backgroundColor: palette }] },
         options: opts };
@@ -207,7 +239,7 @@
           backgroundColor: palette[i % palette.length] + (panel.kind === "stacked_bars" ? "" : "55"),
           fill: stacked ? (i === 0 ? "origin" : "-1") : false, pointRadius: 0, tension: 0.2 })),
       },
-      options: chartOptions(panel, { stacked }),
+      options: chartOptions(panel, { stacked, type: panel.kind === "stacked_bars" ? "bar" : "line" }),
     };
   }
 
@@ -264,9 +296,11 @@
   }
 
   function renderTable(panel, data) {
-    const head = el("tr", {}, data.columns.map((c) => el("th", { class: c.unit === "text" ? "" : "num" }, c.label)));
+    // Text columns hold client strings (and a text column's label can be an attribute key, "Group by").
+    const head = el("tr", {}, data.columns.map((c) =>
+      c.unit === "text" ? el("th", {}, client(c.label)) : el("th", { class: "num" }, c.label)));
     const rows = data.rows.map((row) => el("tr", {}, data.columns.map((c, i) => {
-      const text = c.unit === "text" ? (row[c.key] ?? "") : format(row[c.key], c.unit);
+      const text = c.unit === "text" ? client(row[c.key] ?? "") : format(row[c.key], c.unit);
       if (i === 0 && row.link) {
         return el("td", {}, el("a", { href: "/session/" + encodeURIComponent(row.link) }, text));
       }
@@ -287,7 +321,7 @@
       bodies[panel.id].closest(".panel").classList.remove("panel-error");
     } catch (error) {
       bodies[panel.id].closest(".panel").classList.add("panel-error");
-      bodies[panel.id].replaceChildren(el("div", { class: "error" }, String(error)));
+      bodies[panel.id].replaceChildren(el("div", { class: "error" }, el("bdi", {}, String(error))));
     }
   }
 
@@ -304,7 +338,7 @@
       for (const panel of panels) render(panel, data.panels[panel.id]);
       document.body.dataset.version = String(data.version);
     } catch (error) {
-      $("error").textContent = "Could not load the dashboard: " + error.message;
+      $("error").replaceChildren("Could not load the dashboard: ", el("bdi", {}, error.message));
       $("error").hidden = false;
     } finally {
       inFlight = null;

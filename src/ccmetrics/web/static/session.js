@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, format, getJSON } = ccm;
+  const { el, format, getJSON, client } = ccm;
   const $ = (id) => document.getElementById(id);
   const sessionId = decodeURIComponent(location.pathname.replace(/^\/session\//, ""));
 
@@ -17,30 +17,36 @@
     return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, "0")}`;
   }
 
+  // unit "client": a value that came from a client, shown isolated and ellipsised (ccm.client). A card's title
+  // has its whole value, as a narrow card cuts it.
   function card(label, value, unit, title) {
-    return el("div", { class: "card", title: title || label }, el("div", { class: "label" }, label),
-      el("div", { class: "stat-value", "data-value": value === null ? "" : String(value) }, format(value, unit)));
+    const shown = unit === "client" && value !== null && value !== undefined ? client(value) : format(value, unit);
+    title = title || `${label}: ${typeof shown === "string" ? shown : shown.textContent}`;
+    return el("div", { class: "card", title }, el("div", { class: "label" }, label),
+      el("div", { class: "stat-value", "data-value": value === null ? "" : String(value) }, shown));
   }
 
+  // Every field's value is the client's: isolated, ellipsised, whole in its title; numbers with a unit formatted.
   function describe(fields) {
     return Object.entries(fields).filter(([k]) => k !== "prompt.id").map(([k, v]) =>
-      el("span", {}, el("b", {}, k.replace(/_(ms|usd)$/, "").replace(/_/g, " ") + " "), UNITS[k] ? format(Number(v), UNITS[k]) : String(v)));
+      el("span", { class: "field" }, el("b", {}, k.replace(/_(ms|usd)$/, "").replace(/_/g, " ")),
+        UNITS[k] ? el("span", {}, format(Number(v), UNITS[k])) : client(v)));
   }
 
   async function main() {
     ccm.initTheme($("theme"));
-    $("session-id").textContent = sessionId;
+    $("session-id").textContent = $("session-id").title = sessionId;
     let data;
     try {
       data = await getJSON("/api/sessions/" + encodeURIComponent(sessionId));
     } catch (error) {
-      $("error").textContent = "Could not load the session: " + error.message;
+      $("error").replaceChildren("Could not load the session: ", el("bdi", {}, error.message));
       $("error").hidden = false;
       return;
     }
     const s = data.summary, info = data.session;
     $("facts").replaceChildren(
-      card("User", info ? info.user_email || info.user_id : null, "text", info && info.user_id),
+      card("User", info ? info.user_email || info.user_id : null, "client", info && info.user_id),
       card("Started", info ? info.start_ns : null, "time"),
       card("Duration", info ? info.duration_s : null, "seconds"),
       card("Cost", s.cost_usd, "usd"),
@@ -53,7 +59,7 @@
     );
     const items = data.timeline.map((e) => el("li", { class: "ev-" + e.name, "data-event": e.name },
       el("span", { class: "when", title: new Date(e.time_ns / 1e6).toString() }, clock(e.time_ns)),
-      el("span", { class: "what" }, LABELS[e.name] || e.name),
+      el("span", { class: "what" }, LABELS[e.name] || client(e.name)),
       el("span", { class: "fields" }, describe(e.fields))));
     $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No events recorded for this session.")]));
   }
