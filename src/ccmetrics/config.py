@@ -85,6 +85,14 @@ SETTINGS: tuple[Setting, ...] = (
         "request (gRPC: the connection preface); slower ones are closed.",
         int,
     ),
+    Setting(
+        "allowed_hosts",
+        "",
+        "Host names the dashboard and OTLP/HTTP answer besides the bound address's own (comma-separated); "
+        "with a wildcard --host (0.0.0.0, ::) the only ones besides localhost. Others get 421: a guard "
+        "against DNS rebinding.",
+        str,
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -110,6 +118,7 @@ class Config:
     max_connections: int = _default("max_connections")
     idle_timeout: int = _default("idle_timeout")
     header_timeout: int = _default("header_timeout")
+    allowed_hosts: str = _default("allowed_hosts")
 
     @property
     def db_path(self) -> Path:

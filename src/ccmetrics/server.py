@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from . import listeners
+from . import hosts, listeners
 from .config import Config
 from .otlp import grpc as otlp_grpc
 from .otlp import http as otlp_http
@@ -63,8 +63,12 @@ async def serve(config: Config) -> None:
             idle_timeout=config.idle_timeout,
             header_timeout=config.header_timeout,
         )
-        otlp_app = otlp_http.create_app(
-            store, max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts
+        # The same Host names as the dashboard: a rebinding page could write exports too.
+        otlp_app = hosts.HostCheck(
+            otlp_http.create_app(
+                store, max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts
+            ),
+            hosts.allowed_names(config.host, config.allowed_hosts),
         )
         servers = [
             _Server(

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -24,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import Config
+from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, View
 from ..store import Store
 from ..store.facts import Facts, attribute_values, filter_options, session_timeline
@@ -257,7 +259,9 @@ def create_app(store: Store, config: Config) -> Starlette:
             Route("/metrics", metrics),
             *status_routes(store, query),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
-        ]
+        ],
+        # Only this server's own Host names are answered (DNS rebinding); /api/health included.
+        middleware=[Middleware(HostCheck, allowed=allowed_names(config.host, config.allowed_hosts))],
     )
 
 
