@@ -94,25 +94,44 @@ def panel_meta(panel: Panel) -> dict[str, Any]:
     }
 
 
+# A spreadsheet takes a cell that starts with one of these for a formula, and runs it (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """OWASP's rule: text that starts like a formula gets a leading ', which makes it text. Numbers, negative
+    ones too, stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(data: dict[str, Any]) -> str:
-    """A panel's data as a CSV table, whatever its kind."""
+    """A panel's data as a CSV table, whatever its kind. Every text is quoted and no number is, so that a
+    spreadsheet reads each as what it is; no text can be a formula."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC)
+
+    def write(row: list[Any]) -> None:
+        writer.writerow([_inert(value) for value in row])
+
     if "rows" in data:
         keys = [c["key"] for c in data["columns"]]
-        writer.writerow([c["label"] for c in data["columns"]])
-        writer.writerows([[row.get(k) for k in keys] for row in data["rows"]])
+        write([c["label"] for c in data["columns"]])
+        for row in data["rows"]:
+            write([row.get(k) for k in keys])
     elif "items" in data:
-        writer.writerow(["label", "value"])
-        writer.writerows([[item["label"], item["value"]] for item in data["items"]])
+        write(["label", "value"])
+        for item in data["items"]:
+            write([item["label"], item["value"]])
     elif "series" in data:
-        writer.writerow(["time", *(s["label"] for s in data["series"])])
+        write(["time", *(s["label"] for s in data["series"])])
         for i, t in enumerate(data["times"]):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t / 1e9))
-            writer.writerow([stamp, *(s["values"][i] for s in data["series"])])
+            write([stamp, *(s["values"][i] for s in data["series"])])
     else:
-        writer.writerow(["value"])
-        writer.writerow([data.get("value")])
+        write(["value"])
+        write([data.get("value")])
     return out.getvalue()
 
 
