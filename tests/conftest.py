@@ -1,5 +1,5 @@
-"""What the tests share: a real ``ccmetrics serve`` process on free loopback ports, and the real CLI's captured
-exports (``tests/fixtures``), replayed as if sent now."""
+"""What the tests share: a real ``ccmetrics serve`` process on free loopback ports, and the real CLI's
+captured exports (``tests/fixtures``), replayed as if sent now."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     "/v1/logs": ExportLogsServiceRequest,
     "/v1/traces": ExportTraceServiceRequest,
 }
-_TIME_SUFFIXES = ("time_unix_nano", "TimeUnixNano")
+_TIME_SUFFIXES = ("time_unix_nano", "TimeUnixNano", "timeUnixNano")  # proto and JSON spellings
 _TIMESTAMP_KEY = "event.timestamp"
 
 

@@ -714,8 +714,10 @@ def max_time_request() -> metrics_service_pb2.ExportMetricsServiceRequest:
     )
 
 
-MAX_TIME_REJECTED = 4  # 2**64-1 as time, as start time, 2**63 (over SQLite's INTEGER), and 0
-MAX_TIME_ADDED = {"input": 48}  # 16 at 2**63-1 (year 2262, still representable) and 32
+# 2**64-1 as time, as start time, 2**63 (over SQLite's INTEGER), 0, and 2**63-1 (year 2262: representable, but
+# far ahead of the server's clock)
+MAX_TIME_REJECTED = 5
+MAX_TIME_ADDED = {"input": 32}
 
 
 @MEDIA

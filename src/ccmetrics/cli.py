@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, jsontext
 from .config import SETTINGS_BY_NAME, Config
 from .store import StoreOutdated, open_reader
 from .store.filters import Filters, QueryError
@@ -108,7 +108,7 @@ def report_summary(
     with contextlib.closing(conn):
         result = summary(conn, query)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(jsontext.dumps(result, indent=2))
     else:
         from .report import print_summary
 
@@ -306,7 +306,7 @@ def doctor(
         wait_s=wait,
     )
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        click.echo(jsontext.dumps(result.as_dict(), indent=2))
     else:
         doctor_mod.render(result)
     raise SystemExit(0 if result.ok else 1)

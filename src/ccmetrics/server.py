@@ -16,6 +16,7 @@ from . import hosts, listeners
 from .config import Config
 from .otlp import grpc as otlp_grpc
 from .otlp import http as otlp_http
+from .otlp.receiver import Intake, Receiver
 from .store import Store
 from .web.app import create_app, warm_up
 
@@ -48,27 +49,30 @@ async def serve(config: Config) -> None:
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
     store = Store(config.db_path)
+    receiver = Receiver(
+        store,
+        Intake(
+            max_body_bytes=config.max_body_bytes,
+            store_prompts=config.store_prompts,
+            max_clock_skew_s=config.max_clock_skew,
+        ),
+    )
     max_connections = listeners.fit_open_files(config.max_connections)
     # Each uvicorn server counts the connections of its own listener.
     http = listeners.guarded_http(max_connections, config.header_timeout)
     grpc_server = None
     try:
         grpc_server = await otlp_grpc.start(
-            store,
+            receiver,
             config.host,
             config.otlp_grpc_port,
-            max_body_bytes=config.max_body_bytes,
-            store_prompts=config.store_prompts,
             max_connections=max_connections,
             idle_timeout=config.idle_timeout,
             header_timeout=config.header_timeout,
         )
         # The same Host names as the dashboard: a rebinding page could write exports too.
         otlp_app = hosts.HostCheck(
-            otlp_http.create_app(
-                store, max_body_bytes=config.max_body_bytes, store_prompts=config.store_prompts
-            ),
-            hosts.allowed_names(config.host, config.allowed_hosts),
+            otlp_http.create_app(receiver), hosts.allowed_names(config.host, config.allowed_hosts)
         )
         servers = [
             _Server(
@@ -132,6 +136,7 @@ async def serve(config: Config) -> None:
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
+        receiver.close()
         store.close()
         web_socket.close()
         otlp_socket.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import json.scanner
 import zlib
 from dataclasses import dataclass
 from enum import Enum
@@ -83,22 +84,32 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     else:
         raise DecodeError(415, f"unsupported content encoding {encoding!r}: use gzip, deflate or none")
     # Concatenated gzip members are one valid stream (``cat a.gz b.gz``): inflate them all, within the limit.
-    out, rest = b"", body
+    # The input is fed a slice at a time, so what is left after each member is never copied whole: the work is
+    # linear in the body's size, however many members it holds.
+    view, at = memoryview(body), 0
+    pieces: list[bytes] = []
+    size = 0
     while True:
         inflater = zlib.decompressobj(wbits)
-        try:
-            out += inflater.decompress(rest, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise DecodeError(400, f"body is not valid {encoding}: {exc}") from None
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise DecodeError(413, f"body inflates past the limit of {limit} bytes")
+        while not inflater.eof and at < len(view):
+            chunk = view[at : at + _FEED_BYTES]
+            try:
+                pieces.append(inflater.decompress(chunk, limit + 1 - size))
+            except zlib.error as exc:
+                raise DecodeError(400, f"body is not valid {encoding}: {exc}") from None
+            size += len(pieces[-1])
+            if size > limit:
+                raise DecodeError(413, f"body inflates past the limit of {limit} bytes")
+            at += len(chunk) - len(inflater.unused_data)
         if not inflater.eof:
             raise DecodeError(400, f"body is truncated {encoding} data")
-        rest = inflater.unused_data
-        if not rest:
-            return out
+        if at == len(view):
+            return b"".join(pieces)
         if encoding != "gzip":
-            raise DecodeError(400, f"body has {len(rest)} bytes after the end of the {encoding} data")
+            raise DecodeError(400, f"body has {len(view) - at} bytes after the end of the {encoding} data")
+
+
+_FEED_BYTES = 64 * 1024
 
 
 def parse(signal: Signal, body: bytes, media: str) -> Message:
@@ -111,7 +122,7 @@ def parse(signal: Signal, body: bytes, media: str) -> Message:
             raise DecodeError(400, f"body is not a valid {request.DESCRIPTOR.name} protobuf: {exc}") from None
         return request
     try:
-        document = json.loads(body)
+        document = _read_json(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DecodeError(400, f"body is not valid JSON: {str(exc) or 'it nests too deeply'}") from None
     if not isinstance(document, dict):
@@ -122,6 +133,20 @@ def parse(signal: Signal, body: bytes, media: str) -> Message:
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise DecodeError(400, f"body is not a valid {request.DESCRIPTOR.name}: {exc}") from None
     return request
+
+
+# ``json.loads`` holds the interpreter lock for a whole document, about 60 ms a megabyte, and the event loop
+# (on another thread) waits meanwhile. A larger document is read by the json module's Python scanner, which
+# lets the loop run every few milliseconds; it is slower, but only exports far larger than usual take it.
+LARGE_JSON_BYTES = 512 * 1024
+_PATIENT_JSON = json.JSONDecoder()
+_PATIENT_JSON.scan_once = json.scanner.py_make_scanner(_PATIENT_JSON)  # type: ignore[attr-defined]
+
+
+def _read_json(body: bytes) -> Any:
+    if len(body) <= LARGE_JSON_BYTES:
+        return json.loads(body)
+    return _PATIENT_JSON.decode(body.decode())
 
 
 # OTLP/JSON spells trace and span ids in hex where proto3 JSON expects base64.

@@ -14,9 +14,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from ..store import Store, StoreUnavailable
-from .decode import PROTOBUF, DecodeError, Signal, parse
-from .receiver import ingest
+from .decode import PROTOBUF, DecodeError, Signal
+from .receiver import ExportFailed, Receiver
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +26,31 @@ _SERVICES = {
 }
 
 
-def _handler(store: Store, signal: Signal, store_prompts: bool) -> Callable[..., Awaitable[bytes]]:
+def _handler(receiver: Receiver, signal: Signal) -> Callable[..., Awaitable[bytes]]:
     async def export(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            message = parse(signal, raw, PROTOBUF)
-            response = await ingest(store, signal, message, store_prompts=store_prompts)
+            response = await receiver.export(signal, raw, PROTOBUF, source=_peer_host(context.peer()))
         except DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-        except StoreUnavailable as exc:
-            log.warning("refusing an export: %s", exc)
+        except ExportFailed as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return response.SerializeToString()
 
     return export
 
 
+def _peer_host(peer: str) -> str:
+    """``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000`` without the port: who sent it, across connections."""
+    address = peer.partition(":")[2]
+    return address.rpartition(":")[0].strip("[]") or address
+
+
 async def start(
-    store: Store,
-    host: str,
-    port: int,
-    *,
-    max_body_bytes: int,
-    store_prompts: bool,
-    max_connections: int,
-    idle_timeout: int,
-    header_timeout: int,
+    receiver: Receiver, host: str, port: int, *, max_connections: int, idle_timeout: int, header_timeout: int
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", max_body_bytes),
+            ("grpc.max_receive_message_length", receiver.intake.max_body_bytes),
             ("grpc.so_reuseport", 0),  # a port already taken must fail loudly, not be shared
             # gRPC core's own bounds on connections (see listeners.py for the HTTP ones): beyond the limit a
             # connection is closed as it is accepted; one that has not sent the HTTP/2 preface within the
@@ -68,7 +63,7 @@ async def start(
     )
     for signal, service in _SERVICES.items():
         handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
-            _handler(store, signal, store_prompts)
+            _handler(receiver, signal)
         )
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -11,9 +11,8 @@ from typing import Any
 
 from google.rpc import code_pb2
 
-from ..store import Store, StoreUnavailable
-from .decode import PROTOBUF, DecodeError, Signal, decompress, encode, media_type, parse, status_body
-from .receiver import ingest
+from .decode import PROTOBUF, DecodeError, Signal, encode, media_type, status_body
+from .receiver import ExportFailed, Receiver
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,9 @@ class _Disconnected(Exception):
 
 
 class OtlpHttpApp:
-    def __init__(self, store: Store, *, max_body_bytes: int, store_prompts: bool) -> None:
-        self.store = store
-        self.max_body_bytes = max_body_bytes
-        self.store_prompts = store_prompts
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.max_body_bytes = receiver.intake.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,13 +58,13 @@ class OtlpHttpApp:
         try:
             media = media_type(headers.get("content-type"))
             body = await self._read_body(receive, headers.get("content-length"))
-            raw = decompress(body, headers.get("content-encoding"), self.max_body_bytes)
-            message = parse(signal, raw, media)
-            response = await ingest(self.store, signal, message, store_prompts=self.store_prompts)
+            client = scope.get("client")
+            response = await self.receiver.export(
+                signal, body, media, headers.get("content-encoding"), source=client[0] if client else ""
+            )
         except DecodeError as exc:
             await _error(send, exc.status, exc.message, media)
-        except StoreUnavailable as exc:
-            log.warning("refusing an export: %s", exc)
+        except ExportFailed as exc:
             await _error(send, 503, str(exc), media, {"retry-after": RETRY_AFTER_SECONDS})
         except _Disconnected:
             return
@@ -92,8 +90,8 @@ class OtlpHttpApp:
                 return b"".join(chunks)
 
 
-def create_app(store: Store, *, max_body_bytes: int, store_prompts: bool) -> OtlpHttpApp:
-    return OtlpHttpApp(store, max_body_bytes=max_body_bytes, store_prompts=store_prompts)
+def create_app(receiver: Receiver) -> OtlpHttpApp:
+    return OtlpHttpApp(receiver)
 
 
 async def _respond(

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from .decode import Signal
 
 MAX_TIME_NS = 2**63 - 1  # what SQLite's INTEGER holds; year 2262
 MAX_STRING = 16 * 1024  # longer attribute strings are cut, as OTel SDKs do with attribute limits
+MAX_KEY = 256  # longer attribute keys are cut too
+# No measurement Claude Code sends comes near this (a trillion dollars, tokens or milliseconds); larger values
+# are rejected, so no sum the store keeps can overflow to infinity.
+MAX_VALUE = 1e12
 EVENT_PREFIX = "claude_code."
 
 # Attributes Claude Code sends as numbers or as numeric strings, depending on the event.
@@ -50,8 +55,19 @@ NUMERIC_KEYS = frozenset(
         "decision_time_ms",
     }
 )
-# Conversation text Claude Code sends when OTEL_LOG_USER_PROMPTS=1: only its length is kept by default.
-TEXT_KEYS = {"prompt": "prompt_length", "prompt_text": "prompt_length", "response": "response_length"}
+# Conversation text, wherever it turns up (an attribute of a record, a point or a span, or nested in one):
+# only its length is kept, unless the server was started with --store-prompts.
+TEXT_KEYS = {
+    "prompt": "prompt_length",
+    "prompt_text": "prompt_length",
+    "user_prompt": "prompt_length",
+    "response": "response_length",
+    "response_text": "response_length",
+    "assistant_response": "response_length",
+    "completion": "response_length",
+}
+# Events whose body may be the conversation text itself.
+TEXT_EVENTS = frozenset({"user_prompt", "assistant_response"})
 REDACTED = "<REDACTED>"
 NUMERIC_SUFFIXES = ("_ms", "_tokens", "_bytes", "_usd", "_length", "_count")
 
@@ -110,6 +126,9 @@ class Batch:
     """What one export request contributes, and what of it had to be rejected."""
 
     signal: Signal
+    source: str = (
+        ""  # who sent it (the client's address): limits such as new series per minute are per source
+    )
     points: list[Point] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
@@ -128,35 +147,71 @@ class Batch:
     def message(self) -> str:
         return "; ".join(self.problems)
 
+    def parts(self, size: int) -> list[Batch]:
+        """The batch in parts of at most ``size`` records each, for an export too large to hand over at once.
+        Storing a part twice changes nothing, so an export stored in parts can be retried whole."""
+        records: list[Point | Event | Span] = [*self.points, *self.events, *self.spans]
+        if len(records) <= size:
+            return [self]
+        parts = []
+        for start in range(0, len(records), size):
+            chunk = records[start : start + size]
+            parts.append(
+                Batch(
+                    self.signal,
+                    self.source,
+                    points=[r for r in chunk if isinstance(r, Point)],
+                    events=[r for r in chunk if isinstance(r, Event)],
+                    spans=[r for r in chunk if isinstance(r, Span)],
+                )
+            )
+        parts[0].rejected, parts[0].problems = self.rejected, self.problems
+        return parts
+
 
 def to_batch(
-    signal: Signal, request: Message, *, store_prompts: bool = False, now_ns: int | None = None
+    signal: Signal,
+    request: Message,
+    *,
+    store_prompts: bool = False,
+    now_ns: int | None = None,
+    latest_ns: int = MAX_TIME_NS,
 ) -> Batch:
+    """The records of an export. Anything dated after ``latest_ns`` (the server's clock and the skew it
+    allows) is rejected: a client whose clock runs years ahead would otherwise pin its data first."""
     batch = Batch(signal)
+    rules = _Rules(store_prompts, min(latest_ns, MAX_TIME_NS))
     if signal is Signal.METRICS:
-        _metrics(cast(ExportMetricsServiceRequest, request), batch)
+        _metrics(cast(ExportMetricsServiceRequest, request), batch, rules)
     elif signal is Signal.LOGS:
-        _logs(cast(ExportLogsServiceRequest, request), batch, store_prompts, now_ns or time.time_ns())
+        _logs(cast(ExportLogsServiceRequest, request), batch, rules, now_ns or time.time_ns())
     else:
-        _traces(cast(ExportTraceServiceRequest, request), batch)
+        _traces(cast(ExportTraceServiceRequest, request), batch, rules)
     return batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    store_prompts: bool
+    latest_ns: int
+
+    def too_late(self, time_ns: int) -> str | None:
+        if time_ns > self.latest_ns:
+            return "data dated ahead of the server's clock (more than --max-clock-skew) was rejected"
+        return None
 
 
 # --- attributes ---------------------------------------------------------------------------------------
 
 
 def any_value(value: common_pb2.AnyValue, batch: Batch | None = None, depth: int = 0) -> Any:
+    """An attribute's value as Python: arrays and key-value lists as lists and dicts (see ``attributes``)."""
     text = value.string_value
     if text and len(text) <= MAX_STRING:
         return text  # by far the most common case: skip the oneof lookup
     which = value.WhichOneof("value")
     if which == "string_value":
-        text = value.string_value
-        if len(text) > MAX_STRING:
-            if batch is not None:
-                batch.note(f"attribute values longer than {MAX_STRING} characters were shortened")
-            return text[:MAX_STRING]
-        return text
+        return _cut(value.string_value, batch)
     if which == "bool_value":
         return value.bool_value
     if which == "int_value":
@@ -170,19 +225,53 @@ def any_value(value: common_pb2.AnyValue, batch: Batch | None = None, depth: int
     if which == "array_value":
         return [any_value(v, batch, depth + 1) for v in value.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: any_value(kv.value, batch, depth + 1) for kv in value.kvlist_value.values}
+        return {
+            _key(kv.key, batch): any_value(kv.value, batch, depth + 1) for kv in value.kvlist_value.values
+        }
     return None
 
 
-def attributes(kvs: Iterable[common_pb2.KeyValue], batch: Batch | None = None) -> dict[str, Any]:
-    out = {}
+def attributes(
+    kvs: Iterable[common_pb2.KeyValue], batch: Batch | None = None, *, store_prompts: bool = False
+) -> dict[str, Any]:
+    """Attributes as a flat map of text, numbers and booleans. An array or key-value list (such as
+    ``process.command_args``) becomes its JSON text: a value a filter can match and a row can hold.
+    Conversation text is replaced by ``REDACTED`` unless ``store_prompts``; its length is kept either way."""
+    out: dict[str, Any] = {}
     for kv in kvs:
         key = kv.key
         if key:
             value = kv.value
             text = value.string_value  # the common case, read here without a call
-            out[key] = text if text and len(text) <= MAX_STRING else any_value(value, batch)
+            if len(key) > MAX_KEY:
+                key = _key(key, batch)
+            if text and len(text) <= MAX_STRING:
+                out[key] = text
+                continue
+            plain = any_value(value, batch)
+            if isinstance(plain, list | dict):
+                nested = plain if store_prompts else _redacted(plain)
+                plain = _cut(json.dumps(nested, ensure_ascii=False), batch)
+            out[key] = plain
+    if not TEXT_KEYS.keys().isdisjoint(out):
+        _redact(out, store_prompts)
     return out
+
+
+def _cut(text: str, batch: Batch | None) -> str:
+    if len(text) <= MAX_STRING:
+        return text
+    if batch is not None:
+        batch.note(f"attribute values longer than {MAX_STRING} characters were shortened")
+    return text[:MAX_STRING]
+
+
+def _key(key: str, batch: Batch | None) -> str:
+    if len(key) <= MAX_KEY:
+        return key
+    if batch is not None:
+        batch.note(f"attribute keys longer than {MAX_KEY} characters were shortened")
+    return key[:MAX_KEY]
 
 
 def _json_number(x: float) -> float | str:
@@ -214,17 +303,22 @@ def _number_from_text(text: str) -> str | int | float:
 _ATTRIBUTES: Recent[Any, dict[str, Any]] = Recent(20_000)
 
 
-def _metrics(request: ExportMetricsServiceRequest, batch: Batch) -> None:
+def _metrics(request: ExportMetricsServiceRequest, batch: Batch, rules: _Rules) -> None:
     for rm in request.resource_metrics:
-        resource = attributes(rm.resource.attributes, batch)
+        resource = attributes(rm.resource.attributes, batch, store_prompts=rules.store_prompts)
         resource_key = rm.resource.SerializeToString(deterministic=True)
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                _metric(metric, resource, resource_key, sm.scope.name, batch)
+                _metric(metric, resource, resource_key, sm.scope.name, batch, rules)
 
 
 def _metric(
-    metric: metrics_pb2.Metric, resource: dict[str, Any], resource_key: bytes, scope: str, batch: Batch
+    metric: metrics_pb2.Metric,
+    resource: dict[str, Any],
+    resource_key: bytes,
+    scope: str,
+    batch: Batch,
+    rules: _Rules,
 ) -> None:
     kind = metric.WhichOneof("data")
     if kind is None:
@@ -241,11 +335,14 @@ def _metric(
         return
     monotonic = bool(getattr(data, "is_monotonic", False))
     number = kind in ("sum", "gauge")
-    metric_key = (resource_key, scope, name, unit, kind, temporality, monotonic)
+    metric_key = (resource_key, scope, name, unit, kind, temporality, monotonic, rules.store_prompts)
     for dp in points:
         start_ns, time_ns = dp.start_time_unix_nano, dp.time_unix_nano
         if not 0 < time_ns <= MAX_TIME_NS or start_ns > MAX_TIME_NS:
             batch.reject(1, f"{name}: a data point without a valid time_unix_nano was rejected")
+            continue
+        if late := rules.too_late(time_ns):
+            batch.reject(1, f"{name}: {late}")
             continue
         if number:
             value, extra = (dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int)), None
@@ -254,6 +351,9 @@ def _metric(
         if not math.isfinite(value):
             batch.reject(1, f"{name}: a non-finite value was rejected")
             continue
+        if abs(value) > MAX_VALUE:
+            batch.reject(1, f"{name}: a value beyond {MAX_VALUE:.0e} was rejected")
+            continue
         if monotonic and value < 0:
             batch.reject(1, f"{name}: a negative value of a monotonic sum was rejected")
             continue
@@ -261,7 +361,7 @@ def _metric(
         attrs = _ATTRIBUTES.get(key) if number else None
         if attrs is None:
             notes = len(batch.problems)
-            attrs = {**resource, **attributes(dp.attributes, batch)}
+            attrs = {**resource, **attributes(dp.attributes, batch, store_prompts=rules.store_prompts)}
             if number and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
                 _ATTRIBUTES[key] = attrs
         batch.points.append(
@@ -320,13 +420,15 @@ def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any]]:
 # --- logs ---------------------------------------------------------------------------------------------
 
 
-def _logs(request: ExportLogsServiceRequest, batch: Batch, store_prompts: bool, now_ns: int) -> None:
+def _logs(request: ExportLogsServiceRequest, batch: Batch, rules: _Rules, now_ns: int) -> None:
     for rl in request.resource_logs:
-        resource = attributes(rl.resource.attributes, batch)
+        resource = attributes(rl.resource.attributes, batch, store_prompts=rules.store_prompts)
         resource_bytes = rl.resource.SerializeToString(deterministic=True)
         for sl in rl.scope_logs:
             for record in sl.log_records:
-                batch.events.append(_event(record, resource, resource_bytes, batch, store_prompts, now_ns))
+                event = _event(record, resource, resource_bytes, batch, rules, now_ns)
+                if event is not None:
+                    batch.events.append(event)
 
 
 def _event(
@@ -334,23 +436,26 @@ def _event(
     resource: dict[str, Any],
     resource_bytes: bytes,
     batch: Batch,
-    store_prompts: bool,
+    rules: _Rules,
     now_ns: int,
-) -> Event:
-    own = attributes(record.attributes, batch)
-    for key, value in own.items():
-        if type(value) is str and _numeric_key(key):  # numbers sent as strings, for keys numeric by nature
-            own[key] = _number_from_text(value)
-    body = any_value(record.body, batch) if record.HasField("body") else None
-    name = str(
-        own.get("event.name") or record.event_name or (body if isinstance(body, str) else "") or "unknown"
-    )
-    name = name.removeprefix(EVENT_PREFIX)
-    _redact(own, store_prompts)
-    if not TEXT_KEYS.keys().isdisjoint(resource):
-        resource = _redact(dict(resource), store_prompts)
-    digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
+) -> Event | None:
     own_time = _valid_time(record.time_unix_nano) or _valid_time(record.observed_time_unix_nano)
+    if late := rules.too_late(own_time):
+        batch.reject(1, late)
+        return None
+    own = attributes(record.attributes, batch, store_prompts=rules.store_prompts)
+    for key, value in own.items():
+        if _numeric_key(key):
+            if type(value) is str:  # numbers sent as strings, for keys numeric by nature
+                value = own[key] = _number_from_text(value)
+            if type(value) in (int, float) and abs(value) > MAX_VALUE:
+                batch.reject(1, f"an event's {key} beyond {MAX_VALUE:.0e} was rejected")
+                return None
+    body = any_value(record.body, batch) if record.HasField("body") else None
+    name = str(own.get("event.name") or record.event_name or _name_in(body) or "unknown")
+    name = name.removeprefix(EVENT_PREFIX)
+    body = _redacted_body(name, body, own, rules.store_prompts)
+    digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
     return Event(
         key=event_key(own_time, digest.digest()),
         name=name,
@@ -359,6 +464,26 @@ def _event(
         body=body if isinstance(body, str) else (json.dumps(body) if body is not None else None),
         resource_keys=frozenset(resource),
     )
+
+
+def _name_in(body: Any) -> str:
+    """The event's name, when the body is one (Claude Code's is ``claude_code.user_prompt``), never text."""
+    return body if isinstance(body, str) and _EVENT_NAME.fullmatch(body) else ""
+
+
+_EVENT_NAME = re.compile(r"[\w.\-]{1,128}")
+
+
+def _redacted_body(name: str, body: Any, attrs: dict[str, Any], store_prompts: bool) -> Any:
+    """A record's body with conversation text in it redacted: all of it, for the events whose body may be the
+    text itself; by key, when it is a key-value list."""
+    if store_prompts or body is None or body == REDACTED:
+        return body
+    if name in TEXT_EVENTS and body not in (name, EVENT_PREFIX + name):
+        if isinstance(body, str):
+            attrs.setdefault(TEXT_KEYS["prompt" if name == "user_prompt" else "response"], len(body))
+        return REDACTED
+    return _redacted(body)
 
 
 def event_key(time_ns: int, digest: bytes) -> bytes:
@@ -372,8 +497,8 @@ def split_event_key(key: bytes) -> tuple[int, bytes]:
     return int.from_bytes(key[:8], "big"), key[8:]
 
 
-def _redact(attrs: dict[str, Any], store_prompts: bool) -> dict[str, Any]:
-    """Keep the length of conversation text; keep the text only when asked (a list of strings is text too)."""
+def _redact(attrs: dict[str, Any], store_prompts: bool = False) -> dict[str, Any]:
+    """The length of conversation text kept beside it, in place; the text itself only when asked."""
     for text_key, length_key in TEXT_KEYS.items():
         text = attrs.get(text_key)
         if text is None or text == REDACTED:
@@ -385,6 +510,15 @@ def _redact(attrs: dict[str, Any], store_prompts: bool) -> dict[str, Any]:
     return attrs
 
 
+def _redacted(value: Any) -> Any:
+    """A nested value (from an array or key-value list) with the conversation text in it redacted."""
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return _redact({key: _redacted(item) for key, item in value.items()})
+    return value
+
+
 def _valid_time(ns: int) -> int:
     return ns if 0 < ns <= MAX_TIME_NS else 0
 
@@ -392,23 +526,29 @@ def _valid_time(ns: int) -> int:
 # --- traces -------------------------------------------------------------------------------------------
 
 
-def _traces(request: ExportTraceServiceRequest, batch: Batch) -> None:
+def _traces(request: ExportTraceServiceRequest, batch: Batch, rules: _Rules) -> None:
     for rs in request.resource_spans:
-        resource = attributes(rs.resource.attributes, batch)
+        resource = attributes(rs.resource.attributes, batch, store_prompts=rules.store_prompts)
         for ss in rs.scope_spans:
             for span in ss.spans:
                 if len(span.trace_id) != 16 or len(span.span_id) != 8:
                     batch.reject(1, "a span without a valid trace_id and span_id was rejected")
+                    continue
+                if late := rules.too_late(max(span.start_time_unix_nano, span.end_time_unix_nano)):
+                    batch.reject(1, late)
                     continue
                 batch.spans.append(
                     Span(
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
                         parent_span_id=span.parent_span_id.hex(),
-                        name=span.name,
+                        name=_cut(span.name, batch),
                         start_ns=_valid_time(span.start_time_unix_nano),
                         end_ns=_valid_time(span.end_time_unix_nano),
                         status_code=span.status.code,
-                        attrs={**resource, **attributes(span.attributes, batch)},
+                        attrs={
+                            **resource,
+                            **attributes(span.attributes, batch, store_prompts=rules.store_prompts),
+                        },
                     )
                 )

@@ -1,15 +1,37 @@
-"""What both transports share: turn a decoded export into stored data and an OTLP response."""
+"""What both transports share: an export's bytes in, stored data and an OTLP response out.
+
+Decompressing, parsing and normalising run on a worker thread, never on the event loop: one export can hold
+hundreds of thousands of points, and the dashboard, the health check and every other client must keep being
+answered meanwhile.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import cast
 
 from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from ..store import Store
-from .decode import Signal
-from .normalize import to_batch
+from ..store import Store, StoreUnavailable
+from .decode import DecodeError, Signal, decompress, parse
+from .normalize import Batch, to_batch
 
+log = logging.getLogger(__name__)
+
+DECODERS = 2  # worker threads that decode exports: enough to keep both cores busy, and bounded memory
+# A large export is handed to the store in parts of this many records, one after the other: handing over is
+# done on the event loop, and so must take a few milliseconds at most. (A retried export is stored once, so
+# an export stored in parts is as safe as one stored whole.)
+PART_RECORDS = 5000
+
+ExportResponse = ExportMetricsServiceResponse | ExportLogsServiceResponse | ExportTraceServiceResponse
 _REJECTED_FIELD = {
     Signal.METRICS: "rejected_data_points",
     Signal.LOGS: "rejected_log_records",
@@ -17,15 +39,65 @@ _REJECTED_FIELD = {
 }
 
 
-async def ingest(store: Store, signal: Signal, request: Message, *, store_prompts: bool) -> Message:
-    """Store what is usable and answer with the Export*ServiceResponse, ``partial_success`` filled in.
+@dataclass(frozen=True)
+class Intake:
+    """The rules every export is held to, from the settings."""
 
-    Returns only after the data is committed; raises ``StoreUnavailable`` when it could not be.
-    """
-    batch = to_batch(signal, request, store_prompts=store_prompts)
-    await store.write(batch)
-    response: Any = signal.response_type()  # the Export*ServiceResponse of the signal
-    if batch.rejected or batch.problems:
-        setattr(response.partial_success, _REJECTED_FIELD[signal], batch.rejected)
-        response.partial_success.error_message = batch.message
-    return response
+    max_body_bytes: int
+    store_prompts: bool = False
+    max_clock_skew_s: int = 600
+
+
+class ExportFailed(Exception):
+    """Something went wrong that is not the client's fault: it should send the export again."""
+
+
+class Receiver:
+    def __init__(self, store: Store, intake: Intake) -> None:
+        self.store = store
+        self.intake = intake
+        self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="ccmetrics-decode")
+
+    async def export(
+        self, signal: Signal, body: bytes, media: str, encoding: str | None = None, source: str = ""
+    ) -> Message:
+        """Store what is usable and answer with the Export*ServiceResponse, ``partial_success`` filled in.
+
+        Returns only after the data is committed. Raises ``DecodeError`` for what is not valid OTLP (the
+        client must not send it again) and ``ExportFailed`` for anything else (it should).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            batch = await loop.run_in_executor(
+                self._decoders, self._batch, signal, body, media, encoding, source
+            )
+            results = [await self.store.write(part) for part in batch.parts(PART_RECORDS)]
+        except (DecodeError, asyncio.CancelledError):
+            raise
+        except StoreUnavailable as exc:
+            log.warning("refusing an export: %s", exc)
+            raise ExportFailed(str(exc)) from None
+        except Exception as exc:
+            log.exception("could not store an export")
+            raise ExportFailed(f"could not store the export ({type(exc).__name__}); retry") from None
+        response = cast(ExportResponse, signal.response_type())
+        rejected = batch.rejected + sum(result.rejected for result in results)
+        problems = list(dict.fromkeys(batch.problems + [p for r in results for p in r.problems]))
+        if rejected or problems:
+            setattr(response.partial_success, _REJECTED_FIELD[signal], rejected)
+            response.partial_success.error_message = "; ".join(problems)
+        return response
+
+    def _batch(self, signal: Signal, body: bytes, media: str, encoding: str | None, source: str) -> Batch:
+        raw = decompress(body, encoding, self.intake.max_body_bytes)
+        batch = to_batch(
+            signal,
+            parse(signal, raw, media),
+            store_prompts=self.intake.store_prompts,
+            latest_ns=time.time_ns() + self.intake.max_clock_skew_s * 1_000_000_000,
+        )
+        batch.source = source
+        return batch
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=False, cancel_futures=True)

@@ -62,6 +62,8 @@ class WriteResult:
     points: int = 0  # new points stored (a retried point is not new)
     events: int = 0
     spans: int = 0
+    rejected: int = 0  # points the store refused (see ``problems``); the client is told in partial_success
+    problems: list[str] = field(default_factory=list)
     # (index in the batch, series id, family id) of the points that came with their attributes
     series: list[tuple[int, int, int]] = field(default_factory=list)
 

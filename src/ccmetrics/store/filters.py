@@ -38,11 +38,20 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+# What the store can hold: nanoseconds since 1970 in SQLite's 64-bit integers, up to 2262.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)  # leaves room for a range's last bucket
+
+
 def parse_time(text: str, now: datetime) -> int:
-    """``7d``, ``24h``, ``30m`` (that long before now) or an ISO 8601 time (UTC unless it says otherwise)."""
+    """``7d``, ``24h``, ``30m`` (that long before now) or an ISO 8601 time (UTC unless it says otherwise),
+    between 1970 and 2262."""
     match = _RELATIVE.match(text)
     if match:
-        moment = now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        try:
+            moment = now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        except OverflowError:
+            moment = datetime.min.replace(tzinfo=UTC)  # reported as out of range below
     else:
         try:
             moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -52,6 +61,8 @@ def parse_time(text: str, now: datetime) -> int:
             ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise QueryError(f"time {text!r} is out of range: use a time between 1970 and 2262")
     return int(moment.timestamp() * 1_000_000) * 1000
 
 

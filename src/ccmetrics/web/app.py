@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import __version__
+from .. import __version__, jsontext
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, View
@@ -39,6 +39,13 @@ LIVE_POLL_S = 0.25
 LIVE_HEARTBEAT_S = 15
 DEFAULT_RANGE = "7d"  # what the dashboard shows first (static/dashboard.js)
 log = logging.getLogger("ccmetrics")
+
+
+class FiniteJSONResponse(JSONResponse):
+    """Valid JSON whatever the store answers: a number that is not finite is written as null."""
+
+    def render(self, content: Any) -> bytes:
+        return jsontext.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def filters_from(request: Request) -> Filters:
@@ -146,7 +153,7 @@ def create_app(store: Store, config: Config) -> Starlette:
         except (QueryError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         # Server-Timing: how long the store took, for browsers' developer tools and the benchmarks.
-        return JSONResponse(result, headers={"Server-Timing": f"store;dur={ms:.1f}"})
+        return FiniteJSONResponse(result, headers={"Server-Timing": f"store;dur={ms:.1f}"})
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(
