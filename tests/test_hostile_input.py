@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -472,3 +473,36 @@ def test_prompt_text_is_redacted_wherever_it_arrives(start_server: Callable[...,
         assert post(keeping, path, body).status_code == 200
     keeping.stop()
     assert _database_bytes(keeping).count(SECRET.encode()) >= 5
+
+
+# --- 11. a body sent a byte at a time -----------------------------------------------------------------------
+
+
+def test_a_body_that_trickles_in_is_cut_off(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(None, "--idle-timeout", "2")
+    before = send_before(server)
+    body = cost_points([0.5], "trickle").SerializeToString()
+    head = (
+        f"POST /v1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {PROTOBUF}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.otlp_http_port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.3)
+            try:
+                answer += sock.recv(4096)
+            except TimeoutError:
+                continue
+            if answer:
+                break
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert 1.5 < took < 8, took
+    assert_unchanged(server, before)

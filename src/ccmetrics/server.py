@@ -72,7 +72,8 @@ async def serve(config: Config) -> None:
         )
         # The same Host names as the dashboard: a rebinding page could write exports too.
         otlp_app = hosts.HostCheck(
-            otlp_http.create_app(receiver), hosts.allowed_names(config.host, config.allowed_hosts)
+            otlp_http.create_app(receiver, config.idle_timeout),
+            hosts.allowed_names(config.host, config.allowed_hosts),
         )
         servers = [
             _Server(

@@ -59,6 +59,11 @@ async def start(
             ("grpc.max_allowed_incoming_connections", max_connections),
             ("grpc.server_handshake_timeout_ms", header_timeout * 1000),
             ("grpc.max_connection_idle_ms", idle_timeout * 1000),
+            # A call that is started and never finished keeps its connection from being idle: every
+            # connection is asked to go away after ten minutes, and closed once its calls have had the idle
+            # timeout to finish. Exporters open a new one.
+            ("grpc.max_connection_age_ms", 600_000),
+            ("grpc.max_connection_age_grace_ms", idle_timeout * 1000),
         ]
     )
     for signal, service in _SERVICES.items():

@@ -5,6 +5,7 @@ A bare ASGI application: this is the hot path of the server, and three routes ne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "2"
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
+    408: code_pb2.DEADLINE_EXCEEDED,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
     503: code_pb2.UNAVAILABLE,
@@ -35,9 +37,10 @@ class _Disconnected(Exception):
 
 
 class OtlpHttpApp:
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Receiver, body_timeout_s: float = 60) -> None:
         self.receiver = receiver
         self.max_body_bytes = receiver.intake.max_body_bytes
+        self.body_timeout_s = body_timeout_s  # a body sent a byte at a time would hold its connection forever
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,13 +60,17 @@ class OtlpHttpApp:
         media = PROTOBUF
         try:
             media = media_type(headers.get("content-type"))
-            body = await self._read_body(receive, headers.get("content-length"))
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await self._read_body(receive, headers.get("content-length"))
             client = scope.get("client")
             response = await self.receiver.export(
                 signal, body, media, headers.get("content-encoding"), source=client[0] if client else ""
             )
         except DecodeError as exc:
             await _error(send, exc.status, exc.message, media)
+        except TimeoutError:
+            message = f"the body did not arrive within {self.body_timeout_s:g} s"
+            await _error(send, 408, message, media, {"connection": "close"})
         except ExportFailed as exc:
             await _error(send, 503, str(exc), media, {"retry-after": RETRY_AFTER_SECONDS})
         except _Disconnected:
@@ -90,8 +97,8 @@ class OtlpHttpApp:
                 return b"".join(chunks)
 
 
-def create_app(receiver: Receiver) -> OtlpHttpApp:
-    return OtlpHttpApp(receiver)
+def create_app(receiver: Receiver, body_timeout_s: float = 60) -> OtlpHttpApp:
+    return OtlpHttpApp(receiver, body_timeout_s)
 
 
 async def _respond(
