@@ -48,7 +48,7 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
 async def serve(config: Config) -> None:
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
-    store = Store(config.db_path)
+    store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute)
     receiver = Receiver(
         store,
         Intake(

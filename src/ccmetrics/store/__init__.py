@@ -42,7 +42,10 @@ def open_reader(path: Path) -> sqlite3.Connection:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """``new_series_per_minute``: the limit on new series per client and minute (see
+    committer.NewSeriesLimit); None, the default for callers other than the server, sets none."""
+
+    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         setup = connect(path)
         try:
@@ -50,7 +53,7 @@ class Store:
         finally:
             setup.close()
         self.path = path
-        self._writer = Writer(path)
+        self._writer = Writer(path, new_series_per_minute)
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
         self.family_cache = FamilyCache()

@@ -10,7 +10,7 @@ import json
 import math
 import sqlite3
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +204,74 @@ def _event_parts(event: Event) -> tuple[Any, dict[str, Any], tuple[Any, ...]]:
     return ("event", event.name, _frozen(dims)), dims, row
 
 
+MINUTE_NS = 60_000_000_000
+MAX_SOURCES = 100_000  # sources whose use of the limit below is remembered at a time
+
+
+class NewSeriesLimit:
+    """How many new series each source (a client's address) may still create, and, counted apart, how many
+    new kinds of event (an event name with new attributes: a new event family).
+
+    Each source has a bucket that holds up to ``per_minute`` and fills up again at that rate: a client may
+    create that many at once, and that many a minute after. A bucket that has filled up is the same as none,
+    so only the sources that created something in the last minute are remembered (at most MAX_SOURCES; past
+    that, the longest unused are forgotten, which only ever gives them more). ``per_minute`` 0 or None: no
+    limit."""
+
+    def __init__(self, per_minute: int | None) -> None:
+        self.per_minute = per_minute if per_minute and per_minute > 0 else None
+        # (what, source): (what is left, as of when), in order of last use
+        self._buckets: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+
+    @property
+    def sources(self) -> int:
+        """Buckets remembered: (what, source) pairs that created something in the last minute."""
+        return len(self._buckets)
+
+    def allowance(self, what: str, source: str, now_ns: int) -> float:
+        """How many ``what`` ("series" or "events") the source may create at ``now_ns``."""
+        if self.per_minute is None:
+            return math.inf
+        left, as_of = self._buckets.get((what, source), (self.per_minute, now_ns))
+        return min(self.per_minute, left + max(0, now_ns - as_of) * self.per_minute / MINUTE_NS)
+
+    def spend(self, what: str, source: str, count: int, now_ns: int) -> None:
+        if self.per_minute is None or count <= 0:
+            return
+        key = (what, source)
+        self._buckets[key] = (max(0.0, self.allowance(what, source, now_ns) - count), now_ns)
+        self._buckets.move_to_end(key)
+        while self._buckets:  # forget the buckets that are full again, and the oldest past MAX_SOURCES
+            _, as_of = next(iter(self._buckets.values()))
+            if now_ns - as_of < MINUTE_NS and len(self._buckets) <= MAX_SOURCES:
+                break
+            self._buckets.popitem(last=False)
+
+
+class _Allowance:
+    """What one transaction's batches may create, per (what, source), from the limit as it stands."""
+
+    def __init__(self, limit: NewSeriesLimit, now_ns: int) -> None:
+        self.limit = limit
+        self.now_ns = now_ns
+        self.used: dict[tuple[str, str], int] = {}
+
+    def take(self, what: str, source: str) -> bool:
+        """One more new ``what`` for the source, if it may create it."""
+        if self.limit.per_minute is None:
+            return True
+        used = self.used.get((what, source), 0)
+        if used + 1 > self.limit.allowance(what, source, self.now_ns):
+            return False
+        self.used[(what, source)] = used + 1
+        return True
+
+    def spend(self) -> None:
+        """The transaction is committed: what it created counts against the limit."""
+        for (what, source), count in self.used.items():
+            self.limit.spend(what, source, count, self.now_ns)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -213,9 +281,16 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class Committer:
-    """Writes groups of batches in one transaction each, every batch in a savepoint of its own."""
+    """Writes groups of batches in one transaction each, every batch in a savepoint of its own.
 
-    def __init__(self, path: Path) -> None:
+    ``new_series_per_minute`` limits the new series each source creates (see NewSeriesLimit): a point of a
+    series that does not exist yet, from a source that has used up its allowance, is rejected, and so is an
+    event that would start a new event family. Points of series that exist, and events of families that
+    exist, are never refused, so an exporter's retry stays a no-op.
+    """
+
+    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
+        self.limit = NewSeriesLimit(new_series_per_minute)
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # a thread of the writer's does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
@@ -249,10 +324,12 @@ class Committer:
         """One transaction for the group; each batch's outcome (an exception stands for a batch that could not
         be prepared, and is its outcome). Days that have ended by ``now_ns`` get their daily sums.
         ``before_commit`` is called once every row is in, before the transaction is written to disk."""
-        closed_until = max((now_ns or time.time_ns()) // DAY_NS * DAY_NS, self._closed_until)
+        now_ns = now_ns or time.time_ns()
+        closed_until = max(now_ns // DAY_NS * DAY_NS, self._closed_until)
         outcomes: list[WriteResult | BaseException] = []
         new_ids: dict[Any, Any] = {}
         rollups = Rollups()
+        allowance = _Allowance(self.limit, now_ns)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for batch in work:
@@ -261,9 +338,9 @@ class Committer:
                     continue
                 # A savepoint per batch: one batch that fails cannot take the others down with it.
                 self._conn.execute("SAVEPOINT batch")
-                known = set(new_ids)
+                known, used = set(new_ids), dict(allowance.used)
                 try:
-                    outcome, batch_rollups = self._apply(batch, new_ids)
+                    outcome, batch_rollups = self._apply(batch, new_ids, allowance)
                     self._conn.execute("RELEASE batch")
                     outcomes.append(outcome)
                     rollups.merge(batch_rollups)
@@ -274,6 +351,7 @@ class Committer:
                     self._conn.execute("RELEASE batch")
                     for key in set(new_ids) - known:
                         del new_ids[key]
+                    allowance.used = used
                     outcomes.append(exc)
             if closed_until > self._closed_until:
                 self._close_days(self._closed_until, closed_until)
@@ -286,22 +364,30 @@ class Committer:
                 self._conn.execute("ROLLBACK")
             return [StoreUnavailable(f"the store could not commit: {exc}")] * len(work)
         self._closed_until = closed_until
+        allowance.spend()
         for identity, ids in new_ids.items():
             self._ids[identity] = ids
         return outcomes
 
-    def _apply(self, prepared: Prepared, new_ids: dict[Any, Any]) -> tuple[WriteResult, Rollups]:
+    def _apply(
+        self, prepared: Prepared, new_ids: dict[Any, Any], allowance: _Allowance
+    ) -> tuple[WriteResult, Rollups]:
         """Store the batch; what it stored, and what that adds to the rollups."""
         batch = prepared.batch
         result = WriteResult()
         rollups = Rollups()
         plain, plain_meta, cumulative = list(prepared.rows), list(prepared.rows_meta), []
+        refused = 0  # points of new series over the source's limit
         for i, point, new in prepared.others:
             if isinstance(point, SeriesPoint):
                 series_id, family_id, session_id = point.series_id, point.family_id, point.session_id
             else:
                 assert new is not None  # a point that came with its attributes comes with its NewSeries
-                series_id, family_id = self._series_id(new, new_ids)
+                ids = self._series_id(new, new_ids, lambda: allowance.take("series", batch.source))
+                if ids is None:
+                    refused += 1
+                    continue
+                series_id, family_id = ids
                 session_id = _text(point.attrs.get("session.id"))
                 result.series.append((i, series_id, family_id))
             if point.kind == "sum" and point.temporality == "cumulative":
@@ -327,12 +413,30 @@ class Committer:
             result.points += bool(changes)
             for time_ns, delta in changes:
                 rollups.point(family_id, session_id, time_ns, delta)
+        if refused:
+            result.rejected += refused
+            result.problems.append(
+                f"{refused} points of new series were rejected: this client created more than "
+                f"{self.limit.per_minute} new series in a minute (--new-series-per-minute)"
+            )
         if prepared.events:
-            rows = [
-                self._event_row(*parts, new_ids)
-                for parts in prepared.events
-                if not self._stored_under_untimed_key(parts[2][0])
-            ]
+            rows, refused = [], 0
+            may_create = lambda: allowance.take("events", batch.source)  # noqa: E731
+            for parts in prepared.events:
+                if self._stored_under_untimed_key(parts[2][0]):
+                    continue
+                row = self._event_row(*parts, new_ids, may_create)
+                if row is None:
+                    refused += 1
+                else:
+                    rows.append(row)
+            if refused:
+                result.rejected += refused
+                result.problems.append(
+                    f"{refused} events of new kinds were rejected: this client sent more than "
+                    f"{self.limit.per_minute} new kinds of event (a name with new attributes) in a minute "
+                    "(--new-series-per-minute)"
+                )
             inserted = self._insert_new(_INSERT_EVENT, rows)
             result.events += len(inserted)
             for i in inserted:
@@ -399,39 +503,59 @@ class Committer:
     # --- identities: series, their families, event families --------------------------------------------
     # Known ones are looked up in memory by a tuple of the attributes; only new ones are hashed and stored.
 
-    def _series_id(self, new: NewSeries, new_ids: dict[Any, Any]) -> tuple[int, int]:
-        """The series' and its family's ids, storing them when new."""
+    def _series_id(
+        self, new: NewSeries, new_ids: dict[Any, Any], may_create: Callable[[], bool]
+    ) -> tuple[int, int] | None:
+        """The series' and its family's ids, storing them when new; None for a new series that
+        ``may_create`` refuses."""
         known = self._ids.get(new.identity) or new_ids.get(new.identity)
         if known is not None:
             return known
         row = self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (new.row[0],)).fetchone()
         if row is None:
+            if not may_create():
+                return None
             family_id = self._family_id("families", new.family.identity, new_ids, lambda: new.family)
+            assert family_id is not None  # a new family comes with a new series: counted as that
             cursor = self._conn.execute(_INSERT_SERIES, (new.row[0], family_id, *new.row[1:]))
             row = (int(cursor.lastrowid or 0), family_id)
         new_ids[new.identity] = (row[0], row[1])
         return row[0], row[1]
 
     def _event_row(
-        self, identity: tuple[Any, ...], dims: dict[str, Any], row: tuple[Any, ...], new_ids: dict[Any, int]
-    ) -> tuple[Any, ...]:
+        self,
+        identity: tuple[Any, ...],
+        dims: dict[str, Any],
+        row: tuple[Any, ...],
+        new_ids: dict[Any, int],
+        may_create: Callable[[], bool],
+    ) -> tuple[Any, ...] | None:
+        """The event's row with its family id; None if its family is new and ``may_create`` refuses it."""
         family_id = self._family_id(
             "event_families",
             identity,
             new_ids,
             lambda: NewFamily.of("event_families", identity, (row[1],), dims),
+            may_create,
         )
-        return (row[0], family_id, *row[1:])
+        return None if family_id is None else (row[0], family_id, *row[1:])
 
     def _family_id(
-        self, table: str, identity: tuple[Any, ...], new_ids: dict[Any, Any], new: Callable[[], NewFamily]
-    ) -> int:
+        self,
+        table: str,
+        identity: tuple[Any, ...],
+        new_ids: dict[Any, Any],
+        new: Callable[[], NewFamily],
+        may_create: Callable[[], bool] = lambda: True,
+    ) -> int | None:
         known = self._ids.get(identity) or new_ids.get(identity)
         if known is not None:
             return known
         family = new()
         row = self._conn.execute(f"SELECT id FROM {table} WHERE key = ?", (family.row[0],)).fetchone()
         if row is None:
+            if not may_create():
+                return None
             names, columns, attrs_table = _FAMILY_TABLES[table]
             cursor = self._conn.execute(
                 f"INSERT INTO {table} (key, {names}, {', '.join(columns.values())}, attrs) "

@@ -105,8 +105,9 @@ class KnownSeries:
 class Writer:
     """The server's handle on the writer process: ``await write(batch)`` returns after the commit."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
         self._path = path
+        self._new_series_per_minute = new_series_per_minute
         self._sock, self._process = self._start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, tuple[asyncio.Future[WriteResult], list[tuple[int, Any, Point]]]] = {}
@@ -127,7 +128,7 @@ class Writer:
         # A fresh interpreter (never a fork of a process running threads and grpc), given its end of the pair.
         code = (
             "from ccmetrics.store.writer import _writer_main; "
-            f"_writer_main({str(self._path)!r}, {theirs.fileno()})"
+            f"_writer_main({str(self._path)!r}, {theirs.fileno()}, {self._new_series_per_minute!r})"
         )
         process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()])
         theirs.close()
@@ -316,7 +317,7 @@ class Writer:
                 future.set_exception(StoreUnavailable("the writer stopped"))
 
 
-def _writer_main(path: str, fd: int) -> None:
+def _writer_main(path: str, fd: int, new_series_per_minute: int | None = None) -> None:
     """The writer process: take what has arrived (up to MAX_GROUP batches), insert its rows, say that the
     commit begins (the server then sends what has arrived since), commit, report, repeat.
 
@@ -326,7 +327,7 @@ def _writer_main(path: str, fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop, and says so on the socket
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    committer = Committer(Path(path))
+    committer = Committer(Path(path), new_series_per_minute)
     arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
     checkpointer = Checkpointer(Path(path))
     threading.Thread(
