@@ -34,7 +34,8 @@ from .schema import (
 Key = tuple[Any, ...]
 T = TypeVar("T")
 SAMPLE_TARGET = 5_000  # events read (about, at most) for percentiles: p95 to within a fraction of a percent
-MAX_GROUPINGS = 64  # group keys kept for this many (table, attribute keys) groupings
+MAX_CACHED_FAMILY_KEYS = 200_000  # (family, grouping) pairs FamilyCache keeps: 10 to 50 MB
+KEEP_GROUPING_S = 60  # a grouping used this recently is not forgotten to make room for another
 FEW_EVENTS = 4 * SAMPLE_TARGET  # under a filter, this many events are cheaper to read by family than sampled
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")
 NO_FILTERS = Filters()  # the default: everything; frozen, so one instance serves every caller
@@ -80,56 +81,111 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 class FamilyCache:
-    """Name, attributes and group keys of families, by id: families never change once written, so what is
-    learnt about them is kept for good. Group keys (the values of a tuple of attribute keys) are worked out
-    once per family and grouping, so grouping thousands of families is one dictionary lookup each."""
+    """Metric or event names and group keys of families, by id. Families never change once written, so what
+    is learnt about them stays right. A group key (the values of a tuple of attribute keys) is read once per
+    family and grouping, straight from SQL (only those attributes, never a family's whole JSON), so grouping
+    thousands of families is one dictionary lookup each.
+
+    Bounded, whatever clients send: at most ``max_entries`` (family, grouping) pairs are kept between
+    requests, and groupings used least recently are forgotten first, but only those not used for a minute:
+    the groupings a dashboard asks for in turn would otherwise push each other out, and none would ever be
+    found. A grouping that does not fit is worked out for the request that asks and not kept: a store with
+    more families than that (a cardinality flood) costs time, its keys read again by every request, never
+    memory that stays.
+    """
 
     _NAME = {"families": "metric", "event_families": "name"}
 
-    def __init__(self) -> None:
-        self._names: dict[str, dict[int, str]] = {table: {} for table in self._NAME}
-        self._attrs: dict[str, dict[int, dict[str, Any]]] = {table: {} for table in self._NAME}
-        self._keys: dict[tuple[str, tuple[str, ...]], dict[int, Key]] = {}
+    def __init__(self, max_entries: int = MAX_CACHED_FAMILY_KEYS) -> None:
+        self._max = max_entries
+        # By (table, attribute keys, or None for the names): family id -> key (or name).
+        self._kept: OrderedDict[tuple[str, tuple[str, ...] | None], dict[int, Any]] = OrderedDict()
+        self._used: dict[tuple[str, tuple[str, ...] | None], float] = {}  # when each was last asked for
+        self._size = 0
+        self._lock = threading.Lock()  # the reader threads share the cache
 
-    def _load(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> None:
-        names, attrs = self._names[table], self._attrs[table]
-        missing = list(set(ids).difference(names))
-        for chunk in range(0, len(missing), 500):
-            part = missing[chunk : chunk + 500]
-            for family_id, name, text in conn.execute(
-                f"SELECT id, {self._NAME[table]}, attrs FROM {table} "
-                f"WHERE id IN ({', '.join('?' * len(part))})",
-                part,
-            ):
-                attrs[family_id] = json.loads(text)
-                names[family_id] = name
-
-    def attrs(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Attributes of (at least) the families asked for."""
-        self._load(conn, table, ids)
-        return self._attrs[table]
+    @property
+    def entries(self) -> int:
+        """(family, grouping) pairs kept."""
+        return self._size
 
     def names(self, conn: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, str]:
-        self._load(conn, table, ids)
-        return self._names[table]
+        """``{family_id: metric or event name}`` for (at least) the families asked for."""
+        return self._lookup(conn, table, ids, None)
 
     def keys(
         self, conn: sqlite3.Connection, table: str, ids: Iterable[int], by: tuple[str, ...]
     ) -> dict[int, Key]:
         """``{family_id: (value of each key in by)}`` for (at least) the families asked for."""
-        ids = set(ids)
-        if (table, by) not in self._keys and len(self._keys) >= MAX_GROUPINGS:
-            self._keys.clear()  # groupings come from requests too (group_by): keep a bounded few
-        keys = self._keys.setdefault((table, by), {})
-        missing = ids.difference(keys)
-        if missing:
-            attrs = self.attrs(conn, table, missing)
-            shared: dict[Key, Key] = {}  # one tuple per distinct key, however many families share it
-            for family_id in missing:
-                family = attrs.get(family_id, {})
-                key = tuple(family.get(k) for k in by)
-                keys[family_id] = shared.setdefault(key, key)
-        return keys
+        return self._lookup(conn, table, ids, by)
+
+    def _lookup(
+        self, conn: sqlite3.Connection, table: str, ids: Iterable[int], by: tuple[str, ...] | None
+    ) -> dict[int, Any]:
+        grouping = (table, by)
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(grouping)
+            if kept is not None:
+                self._kept.move_to_end(grouping)
+                self._used[grouping] = now
+        known = kept if kept is not None else {}
+        asked = ids if isinstance(ids, set | dict) else set(ids)
+        missing = [family_id for family_id in asked if family_id not in known]
+        if not missing:
+            return known
+        loaded = self._read(conn, table, missing, by)
+        with self._lock:
+            kept = self._kept.get(grouping)
+            for other in list(self._kept):  # make room: the groupings used least recently go first
+                if self._size + len(loaded) <= self._max or now - self._used[other] < KEEP_GROUPING_S:
+                    break
+                if other != grouping:
+                    self._size -= len(self._kept.pop(other))
+                    del self._used[other]
+            if self._size + len(loaded) <= self._max:
+                self._used[grouping] = now
+                if kept is None:
+                    kept = self._kept[grouping] = {}
+                before = len(kept)
+                kept.update(loaded)  # never removed from while kept: other threads may be reading it
+                self._size += len(kept) - before
+                return kept
+        for family_id in asked:  # too many to keep: this request's own answer
+            if family_id in known:
+                loaded[family_id] = known[family_id]
+        return loaded
+
+    def _read(
+        self, conn: sqlite3.Connection, table: str, ids: list[int], by: tuple[str, ...] | None
+    ) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        if by is None:
+            sql = f"SELECT id, {self._NAME[table]} FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+            out.update(conn.execute(sql, (json.dumps(ids),)))
+            return {family_id: out.get(family_id, "") for family_id in ids}
+        if not by:
+            return dict.fromkeys(ids, ())
+        columns = ", ".join("json_type(attrs, ?), json_extract(attrs, ?)" for _ in by)
+        sql = f"SELECT id, {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+        params = [path for key in by for path in (json_path(key), json_path(key))]
+        shared: dict[Key, Key] = {}  # one tuple per distinct key, however many families share it
+        for family_id, *typed in conn.execute(sql, (*params, json.dumps(ids))):
+            key = tuple(_json_value(typed[i], typed[i + 1]) for i in range(0, len(typed), 2))
+            out[family_id] = shared.setdefault(key, key)
+        nothing = (None,) * len(by)
+        return {family_id: out.get(family_id, nothing) for family_id in ids}
+
+
+def _json_value(kind: str | None, value: Any) -> Any:
+    """An attribute's value as json.loads gives it, from SQLite's json_type and json_extract."""
+    if kind == "true":
+        return True
+    if kind == "false":
+        return False
+    if kind in ("array", "object"):
+        return json.loads(value)
+    return value  # text, integer, real; None for null or a missing key
 
 
 class AnswerCache:
