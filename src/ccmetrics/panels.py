@@ -8,12 +8,17 @@ A panel's ``compute`` asks the store (through ``Facts``) and returns plain data 
 - ``pie``, ``bar``: ``{"items": [{"label", "value"}]}``
 - ``timeseries``, ``stacked_bars``: ``{"times": [ns], "series": [{"label", "values"}], "bucket_ns"}``
 - ``table``: ``{"columns": [{"key", "label", "unit"}], "rows": [{...}]}``
+
+Breakdowns show their TOP largest rows, slices or lines: the rest are added up in one more, labelled
+``others (N)`` and marked with ``"others": N`` (how many it holds), so that they still add up to the total.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,7 @@ SECOND = 1_000_000_000
 BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 120
 DAY_S = 86400
+TOP = 20  # rows of a table or leaderboard, slices of a pie, bars and lines a panel shows; the rest: "others"
 
 TOKEN_LABELS = {
     "input": "input",
@@ -92,31 +98,67 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def others_label(count: int) -> str:
+    return f"others ({count})"
+
+
+def top(keys: Iterable[Any], order: Callable[[Any], Any], n: int = TOP) -> list[Any] | None:
+    """The first ``n`` keys in ``order``, or None when all of them fit (``n + 1`` do: a row of "others"
+    holding one would take as much room as that one)."""
+    keys = keys if isinstance(keys, list) else list(keys)
+    if len(keys) <= n + 1:
+        return None
+    return heapq.nsmallest(n, keys, key=order)  # the same as sorted(...)[:n], ties in the same order
+
+
+def _rest(total: float, shown: float) -> float:
+    """What is left of a total once the rows shown are taken out; 0 rather than a rounding error."""
+    rest = total - shown
+    return 0.0 if abs(rest) <= 1e-9 * max(1.0, abs(total)) else rest
+
+
 def _items(
     totals: Mapping[tuple, float], label: Callable[[tuple], str] = lambda k: str(k[0])
 ) -> dict[str, Any]:
     merged: dict[str, float] = defaultdict(float)
     for key, value in totals.items():
         merged[label(key) if key and key[0] is not None else "unknown"] += value
-    items = [{"label": k, "value": v} for k, v in merged.items() if v]
-    return {"items": sorted(items, key=lambda item: (-item["value"], item["label"]))}
+    labels = [k for k, v in merged.items() if v]
+    order = lambda k: (-merged[k], k)  # noqa: E731
+    shown = top(labels, order)
+    if shown is None:
+        return {"items": [{"label": k, "value": merged[k]} for k in sorted(labels, key=order)]}
+    kept = set(shown)
+    rest = [merged[k] for k in labels if k not in kept]
+    others = {"label": others_label(len(rest)), "value": math.fsum(rest), "others": len(rest)}
+    return {"items": [*({"label": k, "value": merged[k]} for k in shown), others]}
 
 
 def _timeline(view: View, rows: dict[tuple, float], label: Callable[[tuple], str]) -> dict[str, Any]:
     times = view.times()
     index = {t: i for i, t in enumerate(times)}
-    series: dict[str, list[float]] = {}
+
+    def name_of(rest: list[Any]) -> str:
+        return label(tuple(rest)) if rest and rest[0] is not None else ("unknown" if rest else "total")
+
+    totals: dict[str, float] = {}
     for (bucket, *rest), value in rows.items():
-        if bucket not in index:
-            continue
-        name = label(tuple(rest)) if rest and rest[0] is not None else ("unknown" if rest else "total")
-        series.setdefault(name, [0.0] * len(times))[index[bucket]] += value
-    ordered = sorted(series.items(), key=lambda kv: -sum(kv[1]))
-    return {
-        "times": times,
-        "bucket_ns": view.bucket_ns,
-        "series": [{"label": name, "values": values} for name, values in ordered],
-    }
+        if bucket in index:
+            name = name_of(rest)
+            totals[name] = totals.get(name, 0.0) + value
+    order = lambda name: -totals[name]  # noqa: E731
+    shown = top(totals, order)
+    names = sorted(totals, key=order) if shown is None else shown
+    series = {name: [0.0] * len(times) for name in names}
+    others = [0.0] * len(times)
+    for (bucket, *rest), value in rows.items():
+        if bucket in index:
+            series.get(name_of(rest), others)[index[bucket]] += value
+    lines = [{"label": name, "values": values} for name, values in series.items()]
+    if shown is not None:
+        count = len(totals) - len(shown)
+        lines.append({"label": others_label(count), "values": others, "others": count})
+    return {"times": times, "bucket_ns": view.bucket_ns, "series": lines}
 
 
 def _token_label(key: tuple) -> str:
@@ -154,6 +196,40 @@ def _cost_per_1k_output(v: View) -> dict[str, Any]:
 
 
 def _recent_sessions(v: View) -> dict[str, Any]:
+    f = v.facts
+    sessions = f.sessions(limit=TOP)
+    rows = [
+        {
+            **s,
+            "user": s["user_email"] or s["user_id"],
+            "models": ", ".join(s["models"]),
+            "lines": f"+{s['lines_added']:g} / -{s['lines_removed']:g}",
+            "link": s["session_id"],
+        }
+        for s in sessions
+    ]
+    more = f.session_count() - len(sessions)
+    if more > 0:  # the rest of the range, sessions and data that names none, in one row
+
+        def rest(total: float, key: str) -> float:
+            return _rest(total, math.fsum(s[key] for s in sessions))
+
+        added = rest(f.metric_total(LINES, type="added"), "lines_added")
+        removed = rest(f.metric_total(LINES, type="removed"), "lines_removed")
+        rows.append(
+            {
+                "start_ns": None,
+                "user": others_label(more),
+                "models": "",
+                "prompts": rest(sum(f.event_counts("user_prompt").values()), "prompts"),
+                "cost_usd": rest(f.metric_total(COST), "cost_usd"),
+                "tokens": rest(f.metric_total(TOKENS), "tokens"),
+                "lines": f"+{added:g} / -{removed:g}",
+                "commits": rest(f.metric_total(COMMITS), "commits"),
+                "duration_s": None,
+                "others": more,
+            }
+        )
     return {
         "columns": [
             {"key": "start_ns", "label": "Start", "unit": "time"},
@@ -166,16 +242,7 @@ def _recent_sessions(v: View) -> dict[str, Any]:
             {"key": "commits", "label": "Commits", "unit": "count"},
             {"key": "duration_s", "label": "Duration", "unit": "seconds"},
         ],
-        "rows": [
-            {
-                **s,
-                "user": s["user_email"] or s["user_id"],
-                "models": ", ".join(s["models"]),
-                "lines": f"+{s['lines_added']:g} / -{s['lines_removed']:g}",
-                "link": s["session_id"],
-            }
-            for s in v.facts.sessions(limit=20)
-        ],
+        "rows": rows,
     }
 
 
@@ -192,18 +259,41 @@ def _latency_by_model(v: View) -> dict[str, Any]:
     latency = v.facts.event_stats("api_request", "duration_ms", ("model",))
     ttft = v.facts.event_stats("api_request", "ttft_ms", ("model",))
     errors = v.facts.event_counts("api_error", ("model",))
+
+    def requests(key: tuple) -> int:
+        lat = latency.get(key)
+        return lat.count if lat else 0
+
+    keys = list(set(latency) | set(errors))
+    order = lambda k: (-requests(k), -errors.get(k, 0), str(k[0]))  # noqa: E731
+    shown = top(keys, order)
     rows = []
-    for key in sorted(set(latency) | set(errors), key=lambda k: str(k[0])):
+    for key in sorted(keys, key=order) if shown is None else shown:
         lat, first = latency.get(key), ttft.get(key)
         rows.append(
             {
                 "model": key[0] or "unknown",
-                "requests": lat.count if lat else 0,
+                "requests": requests(key),
                 "errors": errors.get(key, 0),
                 "p50_ms": lat and lat.p50,
                 "p95_ms": lat and lat.p95,
                 "ttft_p50_ms": first and first.p50,
                 "ttft_p95_ms": first and first.p95,
+            }
+        )
+    if shown is not None:  # percentiles of the rest together are not worked out: only their counts
+        kept = set(shown)
+        rest = [k for k in keys if k not in kept]
+        rows.append(
+            {
+                "model": others_label(len(rest)),
+                "requests": sum(requests(k) for k in rest),
+                "errors": sum(errors.get(k, 0) for k in rest),
+                "p50_ms": None,
+                "p95_ms": None,
+                "ttft_p50_ms": None,
+                "ttft_p95_ms": None,
+                "others": len(rest),
             }
         )
     return {
@@ -230,15 +320,32 @@ def _tools(v: View) -> dict[str, Any]:
         row["calls"] += count
         if str(success).lower() == "true":
             row["succeeded"] += count
+    order = lambda tool: -per_tool[tool]["calls"]  # noqa: E731
+    shown = top(per_tool, order)
     rows = []
-    for tool, row in sorted(per_tool.items(), key=lambda kv: -kv[1]["calls"]):
-        stats = durations.get((tool,))
+    for tool in sorted(per_tool, key=order) if shown is None else shown:
+        row, stats = per_tool[tool], durations.get((tool,))
         rows.append(
             {
                 **row,
                 "success_rate": _ratio(row["succeeded"], row["calls"]),
                 "p50_ms": stats and stats.p50,
                 "p95_ms": stats and stats.p95,
+            }
+        )
+    if shown is not None:
+        kept = set(shown)
+        rest = [row for tool, row in per_tool.items() if tool not in kept]
+        calls, succeeded = sum(r["calls"] for r in rest), sum(r["succeeded"] for r in rest)
+        rows.append(
+            {
+                "tool": others_label(len(rest)),
+                "calls": calls,
+                "succeeded": succeeded,
+                "success_rate": _ratio(succeeded, calls),
+                "p50_ms": None,
+                "p95_ms": None,
+                "others": len(rest),
             }
         )
     return {
@@ -254,40 +361,45 @@ def _tools(v: View) -> dict[str, Any]:
     }
 
 
+LEADERBOARD_COLUMNS = ("cost_usd", "tokens", "sessions", "lines", "commits")
+
+
 def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
+    """Cost, tokens, sessions, lines added and commits per value of ``key``: the TOP by cost, the rest in a
+    row of others. Each column is added up per value first; rows are made only for the ones shown."""
     f = v.facts
-    board: dict[str, dict[str, Any]] = {}
+    columns: dict[str, dict[str, float]] = {c: defaultdict(float) for c in LEADERBOARD_COLUMNS}
 
-    def row(k: Any) -> dict[str, Any]:
-        name = "unknown" if k is None else str(k)
-        return board.setdefault(
-            name,
-            {
-                "key": name,
-                "name": name,
-                "cost_usd": 0.0,
-                "tokens": 0.0,
-                "sessions": 0.0,
-                "lines": 0.0,
-                "commits": 0.0,
-            },
-        )
+    def add(column: str, totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True):
+        for k, value in totals.items():
+            if only(k):
+                columns[column]["unknown" if k[0] is None else str(k[0])] += value
 
-    for (k,), value in f.metric_totals(COST, (key,)).items():
-        row(k)["cost_usd"] += value
-    for (k,), value in f.metric_totals(TOKENS, (key,)).items():
-        row(k)["tokens"] += value
-    for (k,), value in f.metric_totals(SESSIONS, (key,)).items():
-        row(k)["sessions"] += value
-    for (k, kind), value in f.metric_totals(LINES, (key, "type")).items():
-        if kind == "added":
-            row(k)["lines"] += value
-    for (k,), value in f.metric_totals(COMMITS, (key,)).items():
-        row(k)["commits"] += value
+    add("cost_usd", f.metric_totals(COST, (key,)))
+    add("tokens", f.metric_totals(TOKENS, (key,)))
+    add("sessions", f.metric_totals(SESSIONS, (key,)))
+    add("lines", f.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
+    add("commits", f.metric_totals(COMMITS, (key,)))
+    names: dict[str, str] = {}
     if key == "user.id":
-        for (k, email), _ in f.metric_totals(SESSIONS, ("user.id", "user.email")).items():
+        for k, email in f.metric_totals(SESSIONS, ("user.id", "user.email")):
             if email:
-                row(k)["name"] = email
+                names["unknown" if k is None else str(k)] = email
+    keys = list(set().union(*columns.values(), names))
+    cost = columns["cost_usd"]
+    order = lambda k: (-cost.get(k, 0.0), names.get(k, k))  # noqa: E731
+    shown = top(keys, order)
+    rows: list[dict[str, Any]] = [
+        {"key": k, "name": names.get(k, k), **{c: columns[c].get(k, 0.0) for c in LEADERBOARD_COLUMNS}}
+        for k in (sorted(keys, key=order) if shown is None else shown)
+    ]
+    if shown is not None:  # each column's total less the rows shown
+        sums = {
+            c: _rest(math.fsum(columns[c].values()), math.fsum(row[c] for row in rows))
+            for c in LEADERBOARD_COLUMNS
+        }
+        rest = len(keys) - len(shown)
+        rows.append({"key": None, "name": others_label(rest), **sums, "others": rest})
     return {
         "columns": [
             {"key": "name", "label": label, "unit": "text"},
@@ -297,7 +409,7 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
             {"key": "lines", "label": "Lines added", "unit": "lines"},
             {"key": "commits", "label": "Commits", "unit": "count"},
         ],
-        "rows": sorted(board.values(), key=lambda r: (-r["cost_usd"], r["name"])),
+        "rows": rows,
     }
 
 

@@ -22,6 +22,11 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+def _others(row: dict[str, Any]) -> str | None:
+    """The label of the entry that adds up the models or users past the first ones listed."""
+    return f"others ({row['others']:,})" if row.get("others") else None
+
+
 def print_summary(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     tokens, lines, decisions, active = (
@@ -60,7 +65,7 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
         for row in result["by_model"]:
             t = row["tokens"]
             models.add_row(
-                row["model"],
+                _others(row) or row["model"],
                 _money(row["cost_usd"]),
                 _number(t["input"]),
                 _number(t["output"]),
@@ -75,7 +80,7 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
         for column in ("user", "sessions", "cost", "tokens", "lines +/-", "commits", "prompts"):
             users.add_column(column, justify="left" if column == "user" else "right")
         for row in result["by_user"]:
-            name = row["user_email"] or row["user_id"][:16]
+            name = _others(row) or row["user_email"] or row["user_id"][:16]
             lines_row = (
                 f"{_number(row['lines_of_code']['added'])} / {_number(row['lines_of_code']['removed'])}"
             )

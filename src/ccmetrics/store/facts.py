@@ -602,8 +602,9 @@ class Facts:
 
     # --- sessions -------------------------------------------------------------------------------------
 
-    def sessions(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The most recently active sessions (under the filters), with their totals in the range."""
+    @functools.cached_property
+    def _sessions_in_range(self) -> tuple[str, list[Any]]:
+        """Conditions on ``sessions t``: active in the range, and under the filters."""
         where, params, _ = self._metric_filter
         lo, hi = self.filters.since_ns, self.filters.until_ns
         clauses, args = [], []
@@ -618,11 +619,23 @@ class Facts:
                 f"t.session_id IN (SELECT s.session_id FROM series s WHERE {_on(where, 's.family_id')})"
             )
             args += params
+        return " AND ".join(clauses) or "1", args
+
+    @memoized
+    def session_count(self) -> int:
+        """Sessions active in the range (under the filters)."""
+        where, args = self._sessions_in_range
+        return self.conn.execute(f"SELECT COUNT(*) FROM sessions t WHERE {where}", args).fetchone()[0]
+
+    def sessions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recently active sessions (under the filters), with their totals in the range."""
+        where, params, _ = self._metric_filter
+        lo, hi = self.filters.since_ns, self.filters.until_ns
+        in_range, args = self._sessions_in_range
         ids = [
             row[0]
             for row in self.conn.execute(
-                f"SELECT t.session_id FROM sessions t WHERE {' AND '.join(clauses) or '1'} "
-                "ORDER BY t.last_ns DESC LIMIT ?",
+                f"SELECT t.session_id FROM sessions t WHERE {in_range} ORDER BY t.last_ns DESC LIMIT ?",
                 [*args, limit],
             )
         ]

@@ -2,11 +2,18 @@
 
 Tokens and cost come from the metrics only: the ``api_request`` events carry copies of the same numbers,
 and adding both would count everything twice.
+
+``by_model`` and ``by_user`` list the TOP models and users by cost; the rest are added up in one more entry,
+whose ``model`` or ``user_id`` is null and whose ``others`` says how many it holds.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import sqlite3
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from .facts import NO_FILTERS, AnswerCache, Facts, FamilyCache
@@ -26,6 +33,7 @@ COMMITS = "claude_code.commit.count"
 PULL_REQUESTS = "claude_code.pull_request.count"
 DECISIONS = "claude_code.code_edit_tool.decision"
 ACTIVE = "claude_code.active_time.total"
+TOP = 100  # entries of by_model and by_user; the rest are added up in one more
 
 
 def _tokens() -> dict[str, float]:
@@ -47,57 +55,37 @@ def summary(
     answers: AnswerCache | None = None,
 ) -> dict[str, Any]:
     f = Facts(conn, filters, cache, answers)
-    by_model: dict[str, dict[str, Any]] = {}
-    by_user: dict[str, dict[str, Any]] = {}
-
-    def model_row(model: Any) -> dict[str, Any]:
-        key = "unknown" if model is None else str(model)
-        return by_model.setdefault(
-            key, {"model": key, "cost_usd": 0.0, "tokens": _tokens(), "api_requests": 0}
-        )
-
-    def user_row(user: Any) -> dict[str, Any]:
-        key = "unknown" if user is None else str(user)
-        return by_user.setdefault(
-            key,
-            {
-                "user_id": key,
-                "user_email": None,
-                "sessions": 0,
-                "cost_usd": 0.0,
-                "tokens": _tokens(),
-                "lines_of_code": {"added": 0, "removed": 0},
-                "commits": 0,
-                "pull_requests": 0,
-                "prompts": 0,
-            },
-        )
-
+    # Each number per model and per user, by field ("tokens.input"), filled in first: entries are made only
+    # for the models and users listed.
+    models = _Columns()
+    users = _Columns()
     tokens = _tokens()
     for (kind, model, user), value in f.metric_totals(TOKENS, ("type", "model", "user.id")).items():
         if kind in TOKEN_TYPES:
             tokens[TOKEN_TYPES[kind]] += value
-            model_row(model)["tokens"][TOKEN_TYPES[kind]] += value
-            user_row(user)["tokens"][TOKEN_TYPES[kind]] += value
+            models.add(f"tokens.{TOKEN_TYPES[kind]}", model, value)
+            users.add(f"tokens.{TOKEN_TYPES[kind]}", user, value)
     for (model, user), value in f.metric_totals(COST, ("model", "user.id")).items():
-        model_row(model)["cost_usd"] += value
-        user_row(user)["cost_usd"] += value
+        models.add("cost_usd", model, value)
+        users.add("cost_usd", user, value)
     for (user,), value in f.metric_totals(SESSIONS, ("user.id",)).items():
-        user_row(user)["sessions"] += value
+        users.add("sessions", user, value)
     for (kind, user), value in f.metric_totals(LINES, ("type", "user.id")).items():
         if kind in ("added", "removed"):
-            user_row(user)["lines_of_code"][kind] += value
+            users.add(f"lines_of_code.{kind}", user, value)
     for (user,), value in f.metric_totals(COMMITS, ("user.id",)).items():
-        user_row(user)["commits"] += value
+        users.add("commits", user, value)
     for (user,), value in f.metric_totals(PULL_REQUESTS, ("user.id",)).items():
-        user_row(user)["pull_requests"] += value
+        users.add("pull_requests", user, value)
     for (model,), count in f.event_counts("api_request", ("model",)).items():
-        model_row(model)["api_requests"] += count
+        models.add("api_requests", model, count)
     for (user,), count in f.event_counts("user_prompt", ("user.id",)).items():
-        user_row(user)["prompts"] += count
+        users.add("prompts", user, count)
+    emails: dict[str, str] = {}
     for (user, email), _ in f.metric_totals(SESSIONS, ("user.id", "user.email")).items():
+        users.add("sessions", user, 0)  # listed, as every user seen
         if email:
-            user_row(user)["user_email"] = email
+            emails[_name(user)] = email
 
     cost = f.metric_total(COST)
     all_input = tokens["input"] + tokens["cache_read"] + tokens["cache_creation"]
@@ -120,16 +108,65 @@ def summary(
             "cache_efficiency": _round(_ratio(tokens["cache_read"], all_input), 6),
             "cost_per_1k_output_tokens": _round(_ratio(cost * 1000, tokens["output"]), 9),
             "productivity_ratio": _round(_ratio(active["cli"], active["user"]), 6),
-            "by_model": sorted(
-                ({**row, "cost_usd": _round(row["cost_usd"])} for row in by_model.values()),
-                key=lambda row: (-row["cost_usd"], row["model"]),
+            "by_model": models.entries(
+                lambda name, get: {
+                    "model": name,
+                    "cost_usd": _round(get("cost_usd")),
+                    "tokens": {kind: get(f"tokens.{kind}") for kind in TOKEN_TYPES.values()},
+                    "api_requests": get("api_requests"),
+                }
             ),
-            "by_user": sorted(
-                ({**row, "cost_usd": _round(row["cost_usd"])} for row in by_user.values()),
-                key=lambda row: (-row["cost_usd"], row["user_id"]),
+            "by_user": users.entries(
+                lambda name, get: {
+                    "user_id": name,
+                    "user_email": None if name is None else emails.get(name),
+                    "sessions": get("sessions"),
+                    "cost_usd": _round(get("cost_usd")),
+                    "tokens": {kind: get(f"tokens.{kind}") for kind in TOKEN_TYPES.values()},
+                    "lines_of_code": {kind: get(f"lines_of_code.{kind}") for kind in ("added", "removed")},
+                    "commits": get("commits"),
+                    "pull_requests": get("pull_requests"),
+                    "prompts": get("prompts"),
+                }
             ),
         }
     )
+
+
+def _name(value: Any) -> str:
+    return "unknown" if value is None else str(value)
+
+
+class _Columns:
+    """Numbers per field and name (a model, a user), and the entries of the TOP names by cost."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def add(self, field: str, name: Any, value: float) -> None:
+        self._fields[field][_name(name)] += value
+
+    def entries(self, entry: Callable[[str | None, Callable[[str], float]], dict[str, Any]]) -> list[Any]:
+        """``entry(name, get)`` for the TOP names by cost (then by name), and one for the rest, if any, with
+        name None, the sums of the rest and ``others``: how many they are."""
+        names = list(set().union(*self._fields.values()))
+        cost = self._fields["cost_usd"]
+        order = lambda name: (-round(cost.get(name, 0.0), 9), name)  # noqa: E731
+        if len(names) <= TOP + 1:
+            shown, rest = sorted(names, key=order), []
+        else:
+            shown = heapq.nsmallest(TOP, names, key=order)
+            kept = set(shown)
+            rest = [name for name in names if name not in kept]
+
+        def of(name: str) -> Callable[[str], float]:
+            return lambda field: self._fields[field].get(name, 0)
+
+        out = [entry(name, of(name)) for name in shown]
+        if rest:
+            sums = {field: math.fsum(v.get(n, 0) for n in rest) for field, v in self._fields.items()}
+            out.append({**entry(None, lambda field: sums.get(field, 0)), "others": len(rest)})
+        return out
 
 
 def _integral(value: Any) -> Any:
