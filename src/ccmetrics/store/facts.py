@@ -699,36 +699,79 @@ class Facts:
 # --- what there is to filter on, and one session in detail -------------------------------------------
 
 
-def filter_options(conn: sqlite3.Connection, limit: int = 200) -> dict[str, Any]:
-    users = conn.execute(
-        "SELECT user_id, MAX(user_email) FROM families WHERE user_id IS NOT NULL GROUP BY user_id "
-        "ORDER BY 2, 1 LIMIT ?",
-        (limit,),
-    ).fetchall()
-    models = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT model FROM families WHERE model IS NOT NULL ORDER BY model LIMIT ?", (limit,)
-        )
-    ]
-    keys = [
-        row[0]
-        for row in conn.execute(
-            "SELECT key FROM (SELECT key, COUNT(DISTINCT value) AS n FROM family_attrs GROUP BY key) "
-            "WHERE n <= ? ORDER BY key",
-            (limit,),
-        )
-    ]
-    return {"users": [{"id": user, "email": email} for user, email in users], "models": models, "keys": keys}
+FILTER_CHOICES = 100  # users, models, keys, and values of a key that /api/filters lists at most
 
 
-def attribute_values(conn: sqlite3.Connection, key: str, limit: int = 200) -> list[str]:
-    return [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT value FROM family_attrs WHERE key = ? ORDER BY value LIMIT ?", (key, limit)
-        )
-    ]
+def _containing(q: str | None, *columns: str) -> tuple[str, list[str]]:
+    """A condition that one of the columns contains ``q``, ignoring the case of letters A-Z (SQLite's
+    lower()); always true without ``q``."""
+    if not q:
+        return "1", []
+    return "(" + " OR ".join(f"instr(lower({c}), ?) > 0" for c in columns) + ")", [q.lower()] * len(columns)
+
+
+def _most_common(
+    conn: sqlite3.Connection, sql: str, params: list[Any], limit: int
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Up to ``limit`` rows of a query ordered by how common they are, and whether there were more."""
+    rows = conn.execute(f"{sql} LIMIT ?", [*params, limit + 1]).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
+def filter_options(
+    conn: sqlite3.Connection, q: str | None = None, limit: int = FILTER_CHOICES
+) -> dict[str, Any]:
+    """Users, models and attribute keys to filter on: at most ``limit`` of each, the most common first (in
+    the most families), only those containing ``q`` when given (a user's id or email). ``*_truncated`` says
+    that a list was cut (``truncated``: any of them): search with ``q`` for the rest."""
+    where, params = _containing(q, "user_id", "coalesce(user_email, '')")
+    users, users_cut = _most_common(
+        conn,
+        "SELECT user_id, MAX(user_email) FROM families WHERE user_id IS NOT NULL AND "
+        f"{where} GROUP BY user_id ORDER BY COUNT(*) DESC, user_id",
+        params,
+        limit,
+    )
+    where, params = _containing(q, "model")
+    models, models_cut = _most_common(
+        conn,
+        f"SELECT model FROM families WHERE model IS NOT NULL AND {where} GROUP BY model "
+        "ORDER BY COUNT(*) DESC, model",
+        params,
+        limit,
+    )
+    where, params = _containing(q, "key")
+    keys, keys_cut = _most_common(
+        conn,
+        f"SELECT key FROM family_attrs WHERE {where} GROUP BY key ORDER BY COUNT(*) DESC, key",
+        params,
+        limit,
+    )
+    return {
+        "users": [{"id": user, "email": email} for user, email in users],
+        "models": [row[0] for row in models],
+        "keys": [row[0] for row in keys],
+        "truncated": users_cut or models_cut or keys_cut,
+        "users_truncated": users_cut,
+        "models_truncated": models_cut,
+        "keys_truncated": keys_cut,
+    }
+
+
+def attribute_values(
+    conn: sqlite3.Connection, key: str, q: str | None = None, limit: int = FILTER_CHOICES
+) -> dict[str, Any]:
+    """Values of an attribute key: at most ``limit``, the most common first, only those containing ``q``
+    when given; ``truncated`` says there were more."""
+    where, params = _containing(q, "value")
+    rows, cut = _most_common(
+        conn,
+        f"SELECT value FROM family_attrs WHERE key = ? AND {where} GROUP BY value "
+        "ORDER BY COUNT(*) DESC, value",
+        [key, *params],
+        limit,
+    )
+    return {"key": key, "values": [row[0] for row in rows], "truncated": cut}
 
 
 TIMELINE_FIELDS = (

@@ -209,10 +209,11 @@ def create_app(store: Store, config: Config) -> Starlette:
         )
 
     async def api_filters(request: Request) -> Response:
-        key = request.query_params.get("key")
+        # At most FILTER_CHOICES of each list, the most common first; ?q= finds the others.
+        key, q = request.query_params.get("key"), request.query_params.get("q")
         if key:
-            return await query(request, lambda: {"key": key, "values": attribute_values(store.reader(), key)})
-        return await query(request, lambda: filter_options(store.reader()))
+            return await query(request, lambda: attribute_values(store.reader(), key, q))
+        return await query(request, lambda: filter_options(store.reader(), q))
 
     async def api_session(request: Request) -> Response:
         session_id = request.path_params["session_id"]

@@ -74,6 +74,41 @@
     select.title = chosen && chosen.classList.contains("client") ? chosen.title : "";
   }
 
+  // The server lists the most common choices only (see /api/filters): when it cut a list, a search box beside
+  // the select finds the rest as you type (/api/filters?q=...), and what you pick there is the select's choice.
+  const searches = {};  // select id -> its search box
+  function searchable(select, cut, find) {
+    let box = searches[select.id];
+    if (!box) {
+      const list = el("datalist", { id: select.id + "-found" });
+      box = searches[select.id] = el("input", { type: "search", list: list.id, class: "choice-search",
+        placeholder: "search…", size: "10", "aria-label": "Search all choices" });
+      let found = [], timer = null;
+      box.addEventListener("input", () => {
+        clearTimeout(timer);
+        timer = setTimeout(async () => {
+          found = box.value ? await find(box.value).catch(() => []) : [];
+          list.replaceChildren(...found.map(([value, label]) => clientOption(value, label)));
+        }, 200);
+      });
+      box.addEventListener("change", () => {
+        const typed = box.value.trim();
+        if (!typed) return;
+        // What was picked from the list, or the one choice found for what was typed, or what was typed.
+        const hit = found.find(([v]) => v === typed) || (found.length === 1 ? found[0] : null);
+        const value = hit ? hit[0] : typed;
+        if (![...select.options].some((o) => o.value === value)) select.append(clientOption(value, hit && hit[1]));
+        select.value = value;
+        box.value = "";
+        select.dispatchEvent(new Event("change"));
+      });
+      select.after(box, list);
+    }
+    box.hidden = !cut;
+  }
+
+  const search = (params) => getJSON("/api/filters?" + new URLSearchParams(params).toString());
+
   async function loadFilterOptions() {
     const options = await getJSON("/api/filters");
     const user = $("user"), model = $("model"), groupKey = $("group-key");
@@ -81,13 +116,18 @@
     model.replaceChildren(option("", "All models"), ...options.models.map((m) => clientOption(m)));
     const keys = new Set(["team.id", ...options.keys]);
     groupKey.replaceChildren(...[...keys].map((k) => clientOption(k)));
+    searchable(user, options.users_truncated, async (q) => (await search({ q })).users.map((u) => [u.id, u.email || u.id]));
+    searchable(model, options.models_truncated, async (q) => (await search({ q })).models.map((m) => [m, m]));
+    searchable(groupKey, options.keys_truncated, async (q) => (await search({ q })).keys.map((k) => [k, k]));
     await loadGroupValues();
     syncControls();
   }
 
   async function loadGroupValues() {
-    const values = await getJSON("/api/filters?key=" + encodeURIComponent(state.groupKey));
+    const values = await search({ key: state.groupKey });
     $("group-value").replaceChildren(option("", "All"), ...values.values.map((v) => clientOption(v)));
+    searchable($("group-value"), values.truncated,
+      async (q) => (await search({ key: state.groupKey, q })).values.map((v) => [v, v]));
     const key = $("group-value-key");
     key.textContent = key.title = state.groupKey;
   }
@@ -202,11 +242,13 @@
     };
   }
 
-  // A bar chart stays readable with a dozen bars: the rest are added up as "other" (downloads keep them all).
+  // A bar chart stays readable with a dozen bars: the rest are added up as "others" (downloads keep them all),
+  // counting what the server's own "others" item holds.
   function topItems(data, n) {
     if (data.items.length <= n) return data;
-    const rest = data.items.slice(n - 1).reduce((sum, i) => sum + i.value, 0);
-    return { items: [...data.items.slice(0, n - 1), { label: `other (${data.items.length - n + 1})`, value: rest }] };
+    const rest = data.items.slice(n - 1);
+    const value = rest.reduce((sum, i) => sum + i.value, 0), count = rest.reduce((sum, i) => sum + (i.others || 1), 0);
+    return { items: [...data.items.slice(0, n - 1), { label: `others (${count})`, value, others: count }] };
   }
 
   function chartConfig(panel, data) {
@@ -299,7 +341,7 @@
     // Text columns hold client strings (and a text column's label can be an attribute key, "Group by").
     const head = el("tr", {}, data.columns.map((c) =>
       c.unit === "text" ? el("th", {}, client(c.label)) : el("th", { class: "num" }, c.label)));
-    const rows = data.rows.map((row) => el("tr", {}, data.columns.map((c, i) => {
+    const rows = data.rows.map((row) => el("tr", row.others ? { class: "others" } : {}, data.columns.map((c, i) => {
       const text = c.unit === "text" ? client(row[c.key] ?? "") : format(row[c.key], c.unit);
       if (i === 0 && row.link) {
         return el("td", {}, el("a", { href: "/session/" + encodeURIComponent(row.link) }, text));
