@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import unicodedata
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .store.schema import FAMILY_COLUMNS
 
 __all__ = ["CONTENT_TYPE_LATEST", "exposition", "label_name", "metric_name", "parse_label_keys"]
 
@@ -58,6 +60,7 @@ PER_UNIT_WORDS = {
     "mo": "month",
     "y": "year",
 }
+MAX_SERIES = 10_000  # series /metrics exposes at most; ccmetrics_metrics_series_dropped counts the rest
 DEFAULT_LABELS = (
     "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
     "query_source,effort,service.version"
@@ -135,84 +138,141 @@ def _value(value: object) -> str:
 
 @dataclass(frozen=True)
 class FamilyMeta:
+    """Kept for callers that still pass a cache of these to ``exposition``; it is no longer filled."""
+
     metric: str
     unit: str
     monotonic: bool
     attrs: dict
 
 
+def _label_text(text: str) -> str:
+    """``_value`` of an attribute from its JSON text, for what SQL cannot turn into the same text: a float
+    (Python's repr), a list or a map (json.dumps)."""
+    return _value(json.loads(text))
+
+
+def _label_columns(i: int, key: str) -> list[str]:
+    """What a family (``f``) gives for the i-th label, read once per family: the column of a common
+    attribute, or the attribute's JSON text, as ``c{i}`` and ``j{i}`` (a common attribute's JSON text only
+    when its column could be a list's or map's)."""
+    path = "'$.\"" + key.replace('"', "").replace("'", "''") + "\"'"
+    column = FAMILY_COLUMNS.get(key)
+    if column is None:
+        return [f"NULL AS c{i}", f"f.attrs -> {path} AS j{i}"]
+    return [
+        f"f.{column} AS c{i}",
+        f"CASE WHEN substr(f.{column}, 1, 1) IN ('[', '{{') THEN f.attrs -> {path} END AS j{i}",
+    ]
+
+
+def _label_sql(i: int) -> str:
+    """The i-th label's text from ``_label_columns``: the same as ``_value`` gives."""
+    j = f"j{i}"
+    from_json = (
+        f"CASE WHEN {j} = 'null' THEN '' WHEN substr({j}, 1, 1) = '\"' THEN {j} ->> '$' "
+        f"WHEN {j} IN ('true', 'false') THEN {j} "
+        f"WHEN substr({j}, 1, 1) IN ('[', '{{') OR {j} GLOB '*[.eE]*' THEN ccmetrics_label({j}) ELSE {j} END"
+    )
+    return f"CASE WHEN {j} IS NOT NULL THEN {from_json} ELSE coalesce(c{i}, '') END"
+
+
 class StoreCollector:
-    """A ``prometheus_client`` collector over one read connection: counters summed per label set."""
+    """A ``prometheus_client`` collector over one read connection: counters summed per label set.
+
+    At most ``max_series`` series are exposed: each metric's largest first, in turn (every metric's largest,
+    then every metric's second largest...), so that a flood of label sets in one metric cannot push the
+    others out. ``ccmetrics_metrics_series_dropped`` tells how many were left out. The series are added up
+    and picked in SQL: what stays in memory is the series exposed, however many families there are.
+    """
 
     def __init__(
         self,
         conn: sqlite3.Connection,
         keys: tuple[str, ...],
         per_session: bool = False,
-        meta_cache: dict[int, FamilyMeta] | None = None,
+        meta_cache: dict[int, FamilyMeta] | None = None,  # unused, see FamilyMeta
+        max_series: int = MAX_SERIES,
     ) -> None:
         self.conn = conn
         self.keys = keys
         self.per_session = per_session
-        self.meta_cache = meta_cache if meta_cache is not None else {}
+        self.max_series = max_series
 
-    def _meta(self, family_ids: Iterable[int]) -> dict[int, FamilyMeta]:
-        for family_id in set(family_ids) - set(self.meta_cache):
-            row = self.conn.execute(
-                "SELECT f.metric, s.unit, s.monotonic, f.attrs FROM families f "
-                "JOIN series s ON s.family_id = f.id WHERE f.id = ? LIMIT 1",
-                (family_id,),
-            ).fetchone()
-            if row:
-                self.meta_cache[family_id] = FamilyMeta(row[0], row[1], bool(row[2]), json.loads(row[3]))
-        return self.meta_cache
-
-    def _totals(self) -> dict[tuple[int, str], float]:
-        """All-time sums: per family from the daily rollups of days that have them and the hourly ones of the
-        rest, or per family and session from the points."""
+    def _totals_sql(self) -> str:
+        """All-time sums as (family_id, session_id, value): per family from the daily rollups of days that
+        have them and the hourly ones of the rest, or per family and session from the points."""
         if self.per_session:
-            sql = (
+            return (
                 "SELECT s.family_id, coalesce(s.session_id, ''), SUM(p.value) FROM points p "
                 "CROSS JOIN series s ON s.id = p.series_id WHERE s.kind = 'sum' "
                 "GROUP BY s.family_id, s.session_id"
             )
-        else:
-            sql = """
-                SELECT family_id, '', SUM(value) FROM (
-                    SELECT family_id, value FROM rollup_day
-                    WHERE start_ns < (SELECT until_ns FROM closed_days)
-                    UNION ALL
-                    SELECT family_id, value FROM rollup_hour
-                    WHERE start_ns >= (SELECT until_ns FROM closed_days)
-                ) GROUP BY family_id
-            """
-        return {(fid, sid): value for fid, sid, value in self.conn.execute(sql)}
+        return """
+            SELECT family_id, '', SUM(value) FROM (
+                SELECT family_id, value FROM rollup_day
+                WHERE start_ns < (SELECT until_ns FROM closed_days)
+                UNION ALL
+                SELECT family_id, value FROM rollup_hour
+                WHERE start_ns >= (SELECT until_ns FROM closed_days)
+            ) GROUP BY family_id
+        """
+
+    def series(self) -> tuple[list[tuple[Any, ...]], int]:
+        """``(metric, unit, monotonic, *label values, value)`` of the series exposed, and how many there are
+        in all."""
+        keys = (*self.keys, "session.id") if self.per_session else self.keys
+        labels = [f"l{i}" for i in range(len(keys))]
+        columns = [
+            f"t.session_id AS c{i}, NULL AS j{i}"
+            if key == "session.id"
+            else ", ".join(_label_columns(i, key))
+            for i, key in enumerate(keys)
+        ]
+        group = ", ".join(["metric", "unit", "monotonic", *labels])
+        self.conn.create_function("ccmetrics_label", 1, _label_text, deterministic=True)
+        # Each family's label columns are read once (MATERIALIZED: not once per use), then turned into text.
+        sql = f"""
+            WITH totals(family_id, session_id, value) AS ({self._totals_sql()}),
+            labelled AS MATERIALIZED (
+                SELECT f.metric AS metric, s.unit AS unit, s.monotonic AS monotonic,
+                       {", ".join([*columns, "t.value AS value"])}
+                FROM totals t CROSS JOIN families f ON f.id = t.family_id
+                CROSS JOIN series s ON s.id = (SELECT id FROM series WHERE family_id = f.id LIMIT 1)
+            ),
+            grouped AS (
+                SELECT metric, unit, monotonic,
+                       {", ".join(f"{_label_sql(i)} AS {label}" for i, label in enumerate(labels))},
+                       SUM(value) AS value
+                FROM labelled GROUP BY {group}
+            )
+            SELECT {group}, value, COUNT(*) OVER () FROM (
+                SELECT *, ROW_NUMBER() OVER (PARTITION BY metric ORDER BY abs(value) DESC, {group}) AS turn
+                FROM grouped
+            ) ORDER BY turn, metric LIMIT ?  -- a turn holds one series of each metric
+        """
+        rows = self.conn.execute(sql, (self.max_series,)).fetchall()
+        return [row[:-1] for row in rows], rows[0][-1] if rows else 0
 
     def collect(self) -> Iterator[Metric]:
-        totals = self._totals()
-        meta = self._meta(fid for fid, _ in totals)
+        rows, count = self.series()
         keys = (*self.keys, "session.id") if self.per_session else self.keys
         labels = [label_name(k) for k in keys]
-        grouped: dict[tuple[str, str, bool], dict[tuple[str, ...], float]] = defaultdict(
-            lambda: defaultdict(float)
-        )
-        for (family_id, session_id), value in totals.items():
-            family = meta.get(family_id)
-            if family is None:
-                continue
-            attrs = {**family.attrs, "session.id": session_id}
-            grouped[(family.metric, family.unit, family.monotonic)][
-                tuple(_value(attrs.get(k)) for k in keys)
-            ] += value
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
-        for (metric, unit, monotonic), rows in sorted(grouped.items()):
-            name = metric_name(metric, unit, "sum", monotonic)
+        for metric, unit, monotonic, *label_values, value in sorted(rows, key=lambda r: r[:-1]):
+            name = metric_name(metric, unit, "sum", bool(monotonic))
             if name not in families:
                 kind = CounterMetricFamily if monotonic else GaugeMetricFamily
                 families[name] = kind(name, f"{metric} ({unit or 'no unit'}), all-time total", labels=labels)
-            for label_values, value in sorted(rows.items()):
-                families[name].add_metric(list(label_values), value)
+            families[name].add_metric(list(label_values), value)
         yield from families.values()
+        if count:
+            yield GaugeMetricFamily(
+                "ccmetrics_metrics_series_dropped",
+                f"Series left out of this exposition: it shows at most {self.max_series}, each metric's "
+                "largest first; fewer labels (--metrics-labels) make fewer series",
+                value=count - len(rows),
+            )
 
 
 def exposition(
@@ -220,8 +280,9 @@ def exposition(
     keys: str | Iterable[str] = DEFAULT_LABELS,
     per_session: bool = False,
     meta_cache: dict[int, FamilyMeta] | None = None,
+    max_series: int = MAX_SERIES,
 ) -> bytes:
-    """The text exposition format of every counter in the store."""
+    """The text exposition format of every counter in the store (up to ``max_series`` series)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(conn, parse_label_keys(keys), per_session, meta_cache))
+    registry.register(StoreCollector(conn, parse_label_keys(keys), per_session, max_series=max_series))
     return generate_latest(registry)
