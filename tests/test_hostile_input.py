@@ -146,11 +146,26 @@ def test_values_beyond_the_bound_are_rejected_and_every_answer_stays_valid_json(
         post(server, "/v1/logs", events.SerializeToString()), logs_service_pb2.ExportLogsServiceResponse
     )
     assert response.partial_success.rejected_log_records == 1
+    # Within the bound, but their ratio is not finite: cost per 1k output tokens is then unknown (null).
+    extreme = sum_request(
+        "claude_code.token.usage",
+        [(now - 2 * SECOND, now - SECOND, 1e-300, {"session.id": "huge", "type": "output", "model": "m"})],
+        unit="tokens",
+    )
+    exported(
+        post(server, "/v1/metrics", extreme.SerializeToString()),
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
+    exported(
+        post(server, "/v1/metrics", cost_points([1e12], "huge").SerializeToString()),
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
+    assert server.summary(filter="session.id=huge")["cost_per_1k_output_tokens"] is None
     for path in ("/api/summary", "/api/dashboard", "/api/panels/cost_per_1k_output", "/api/sessions/huge"):
         answer = httpx.get(server.url + path, timeout=30)
         assert answer.status_code in (200, 404), (path, answer.status_code)
         json.loads(answer.text, parse_constant=_no_constants)
-    assert server.summary()["cost_usd"] == pytest.approx(before["cost_usd"] + 0.25, abs=1e-9)
+    assert server.summary()["cost_usd"] == pytest.approx(before["cost_usd"] + 0.25 + 1e12, rel=1e-12)
     report = subprocess.run(
         [
             sys.executable,
@@ -166,9 +181,8 @@ def test_values_beyond_the_bound_are_rejected_and_every_answer_stays_valid_json(
         text=True,
         check=True,
     )
-    assert json.loads(report.stdout, parse_constant=_no_constants)["cost_usd"] == pytest.approx(
-        before["cost_usd"] + 0.25, abs=1e-9
-    )
+    answer = json.loads(report.stdout, parse_constant=_no_constants)
+    assert answer["cost_usd"] == pytest.approx(before["cost_usd"] + 0.25 + 1e12, rel=1e-12)
 
 
 def _no_constants(name: str) -> None:

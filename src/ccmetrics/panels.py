@@ -95,7 +95,8 @@ def _stat(value: float | None) -> dict[str, Any]:
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
+    ratio = numerator / denominator if denominator else None
+    return ratio if ratio is None or math.isfinite(ratio) else None  # extreme inputs can overflow
 
 
 def others_label(count: int) -> str:

@@ -41,7 +41,8 @@ def _tokens() -> dict[str, float]:
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
+    ratio = numerator / denominator if denominator else None
+    return ratio if ratio is None or math.isfinite(ratio) else None  # extreme inputs can overflow
 
 
 def _round(value: float | None, places: int = 9) -> float | None:
