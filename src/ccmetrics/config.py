@@ -52,7 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "new_series_per_minute",
         1000,
-        "New series one client may create per minute; the excess is rejected (a cardinality flood).",
+        "New series one client may create per minute (0: no limit); the excess is rejected, as a flood.",
         int,
     ),
     Setting(

@@ -11,7 +11,6 @@ import json
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -136,16 +135,6 @@ def _value(value: object) -> str:
     )
 
 
-@dataclass(frozen=True)
-class FamilyMeta:
-    """Kept for callers that still pass a cache of these to ``exposition``; it is no longer filled."""
-
-    metric: str
-    unit: str
-    monotonic: bool
-    attrs: dict
-
-
 def _label_text(text: str) -> str:
     """``_value`` of an attribute from its JSON text, for what SQL cannot turn into the same text: a float
     (Python's repr), a list or a map (json.dumps)."""
@@ -191,7 +180,6 @@ class StoreCollector:
         conn: sqlite3.Connection,
         keys: tuple[str, ...],
         per_session: bool = False,
-        meta_cache: dict[int, FamilyMeta] | None = None,  # unused, see FamilyMeta
         max_series: int = MAX_SERIES,
     ) -> None:
         self.conn = conn
@@ -279,7 +267,6 @@ def exposition(
     conn: sqlite3.Connection,
     keys: str | Iterable[str] = DEFAULT_LABELS,
     per_session: bool = False,
-    meta_cache: dict[int, FamilyMeta] | None = None,
     max_series: int = MAX_SERIES,
 ) -> bytes:
     """The text exposition format of every counter in the store (up to ``max_series`` series)."""

@@ -252,15 +252,11 @@ def create_app(store: Store, config: Config) -> Starlette:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    metrics_cache: dict = {}
-
     async def metrics(request: Request) -> Response:
         from ..prometheus import CONTENT_TYPE_LATEST, exposition
 
         body = await store.read(
-            lambda: exposition(
-                store.reader(), config.metrics_labels, config.metrics_session_labels, metrics_cache
-            )
+            lambda: exposition(store.reader(), config.metrics_labels, config.metrics_session_labels)
         )
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
