@@ -51,7 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "new_series_per_minute",
-        1000,
+        10_000,
         "New series one client may create per minute (0: no limit); the excess is rejected, as a flood.",
         int,
     ),
@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max_connections",
-        1000,
+        10_000,
         "Connections each listener holds at a time; more are closed as they come. The open-file limit is "
         "raised to fit all three listeners, or this lowered to fit it.",
         int,
