@@ -150,9 +150,9 @@ class Batch:
     def parts(self, size: int) -> list[Batch]:
         """The batch in parts of at most ``size`` records each, for an export too large to hand over at once.
         Storing a part twice changes nothing, so an export stored in parts can be retried whole."""
-        records: list[Point | Event | Span] = [*self.points, *self.events, *self.spans]
-        if len(records) <= size:
+        if len(self.points) + len(self.events) + len(self.spans) <= size:
             return [self]
+        records: list[Point | Event | Span] = [*self.points, *self.events, *self.spans]
         parts = []
         for start in range(0, len(records), size):
             chunk = records[start : start + size]

@@ -25,6 +25,9 @@ from .normalize import Batch, to_batch
 
 log = logging.getLogger(__name__)
 
+# An export this small (Claude Code's are a few KiB) is decoded on the event loop, in well under a
+# millisecond; a larger or compressed one on a worker thread, so that none holds the loop up.
+SMALL_BODY_BYTES = 64 * 1024
 DECODERS = 2  # worker threads that decode exports: enough to keep both cores busy, and bounded memory
 # A large export is handed to the store in parts of this many records, one after the other: handing over is
 # done on the event loop, and so must take a few milliseconds at most. (A retried export is stored once, so
@@ -66,11 +69,13 @@ class Receiver:
         Returns only after the data is committed. Raises ``DecodeError`` for what is not valid OTLP (the
         client must not send it again) and ``ExportFailed`` for anything else (it should).
         """
-        loop = asyncio.get_running_loop()
         try:
-            batch = await loop.run_in_executor(
-                self._decoders, self._batch, signal, body, media, encoding, source
-            )
+            if len(body) <= SMALL_BODY_BYTES and encoding in (None, "identity"):
+                batch = self._batch(signal, body, media, encoding, source)
+            else:
+                batch = await asyncio.get_running_loop().run_in_executor(
+                    self._decoders, self._batch, signal, body, media, encoding, source
+                )
             results = [await self.store.write(part) for part in batch.parts(PART_RECORDS)]
         except (DecodeError, asyncio.CancelledError):
             raise
