@@ -28,8 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ccmetrics.otlp.decode import Signal  # noqa: E402
-from ccmetrics.otlp.normalize import Batch, Event, Point  # noqa: E402
+from ccmetrics.records import Batch, Event, Point  # noqa: E402
 from ccmetrics.store import Store  # noqa: E402
 
 SECOND = 1_000_000_000
@@ -74,7 +73,7 @@ def session(dev: dict[str, str], start_ns: int, minutes: int, rng: random.Random
         "terminal.type": "vscode",
         "anthropic.provider": "firstParty",
     }
-    batch = Batch(Signal.METRICS)
+    batch = Batch()
 
     points: dict[tuple, Point] = {}
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""What storing costs, without HTTP, the event loop or a second process: the ingest benchmark's exports,
-decoded once, then committed straight through ccmetrics' committer in groups of a fixed size, with a
-checkpoint after each commit as the writer process does. Single-threaded, so the figures hold steady from
-run to run (a few per cent), where the end-to-end benchmark drifts with the machine.
+"""What storing costs, without HTTP or the event loop: the ingest benchmark's exports, decoded once, then
+committed straight through ccmetrics' committer in groups of a fixed size, with a checkpoint after each
+commit as the writer's checkpointer does. Single-threaded, so the figures hold steady from run to run (a few
+per cent), where the end-to-end benchmark drifts with the machine.
 
     .venv/bin/python benchmarks/writer.py                        # groups of 1, 10 and 40, a fresh store
     .venv/bin/python benchmarks/writer.py --group 10 --store /tmp/big/ccmetrics.db   # a copy of a big store
 
-Prints, per group size: exports/s, and per export the milliseconds spent preparing rows, committing (SQLite,
+Prints, per group size: exports/s, and per export the milliseconds spent committing (SQLite,
 fsync included) and checkpointing, and the write-ahead log pages each commit wrote. With --pages, also which
 tables and indexes those pages belong to: each page written costs log and checkpoint I/O, so this says
 where a change to the layout would save. The store given with --store is written to: give it a copy.
@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest  # noqa: E402 - the ingest benchmark's exports
 
 from ccmetrics.otlp.decode import PROTOBUF, Signal, parse  # noqa: E402
-from ccmetrics.otlp.normalize import Batch, to_batch  # noqa: E402
-from ccmetrics.store.committer import Committer, connect, prepare  # noqa: E402
+from ccmetrics.otlp.normalize import to_batch  # noqa: E402
+from ccmetrics.records import Batch  # noqa: E402
+from ccmetrics.store.committer import Committer, connect  # noqa: E402
 from ccmetrics.store.schema import migrate  # noqa: E402
-from ccmetrics.store.writer import RESTART_LOG_PAGES, KnownSeries  # noqa: E402
+from ccmetrics.store.writer import RESTART_LOG_PAGES  # noqa: E402
 
 CLIENTS = 24  # exports interleaved as 24 clients send them
 
@@ -74,21 +75,16 @@ def run(
     setup = connect(path)
     migrate(setup)
     setup.close()
-    committer, checkpoints, known = Committer(path), connect(path), KnownSeries()
-    spent = {"prepare": 0.0, "commit": 0.0, "checkpoint": 0.0}
+    committer, checkpoints = Committer(path), connect(path)
+    spent = {"commit": 0.0, "checkpoint": 0.0}
     pages = commits = 0
     written: Counter[int] = Counter()
     sampled = 0
     started = time.perf_counter()
     for at in range(0, len(batches), group):
-        t0 = time.perf_counter()
-        wires = [known.compact(batch) for batch in batches[at : at + group]]
-        prepared = [prepare(wire) for wire, _ in wires]
         t1 = time.perf_counter()
-        outcomes = committer.commit(prepared)
+        committer.commit(batches[at : at + group])
         t2 = time.perf_counter()
-        for (_, unknown), outcome in zip(wires, outcomes, strict=True):
-            known.learn(unknown, outcome)
         # Every commit finds the log copied in full, so SQLite writes it from the start: what the log holds
         # now is what this commit wrote.
         _, log_pages, _ = checkpoints.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -100,7 +96,6 @@ def run(
         if log_pages > RESTART_LOG_PAGES:
             committer.restart_log()
         t3 = time.perf_counter()
-        spent["prepare"] += t1 - t0
         spent["commit"] += t2 - t1
         spent["checkpoint"] += t3 - t2
     elapsed = time.perf_counter() - started
@@ -131,17 +126,14 @@ def main() -> None:
     started = time.perf_counter()
     batches = exports(args.exports, args.seed)
     print(f"{len(batches):,} exports built and decoded in {time.perf_counter() - started:.1f} s")
-    print(
-        f"{'per commit':>10} {'exports/s':>10} {'prepare ms':>11} {'commit ms':>10} {'checkpoint ms':>14} "
-        f"{'log pages':>10}"
-    )
+    print(f"{'per commit':>10} {'exports/s':>10} {'commit ms':>10} {'checkpoint ms':>14} {'log pages':>10}")
     by_group: dict[int, Counter[str]] = {}
     for group in args.group or [1, 10, 40]:
         by_table = by_group.setdefault(group, Counter()) if args.pages else None
         with tempfile.TemporaryDirectory() as tmp:
             figures = run(args.store or Path(tmp) / "ccmetrics.db", batches, group, by_table)
         print(
-            f"{group:>10} {figures['exports/s']:>10.0f} {figures['prepare']:>11.3f} "
+            f"{group:>10} {figures['exports/s']:>10.0f} "
             f"{figures['commit']:>10.3f} {figures['checkpoint']:>14.3f} {figures['pages/commit']:>10.0f}"
         )
     print("(per export; log pages: written to the write-ahead log per commit)")

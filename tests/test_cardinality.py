@@ -30,8 +30,9 @@ from ccmetrics.otlp.normalize import to_batch
 from ccmetrics.panels import TOP
 from ccmetrics.prometheus import MAX_SERIES
 from ccmetrics.store import Store
-from ccmetrics.store.committer import Committer, NewSeriesLimit, WriteResult, prepare
+from ccmetrics.store.committer import Committer, WriteResult
 from ccmetrics.store.facts import FILTER_CHOICES
+from ccmetrics.store.limits import NewSeriesLimit
 from ccmetrics.store.summary import TOP as SUMMARY_TOP
 
 from .conftest import ServerProcess, fixture_exports
@@ -303,7 +304,7 @@ def commit(committer: Committer, request: Any, now_ns: int, source: str = "10.0.
     signal = Signal.METRICS if request.DESCRIPTOR.name.startswith("ExportMetrics") else Signal.LOGS
     batch = to_batch(signal, request)
     batch.source = source
-    (outcome,) = committer.commit([prepare(batch)], now_ns)
+    (outcome,) = committer.commit([batch], now_ns)
     assert isinstance(outcome, WriteResult)
     return outcome
 

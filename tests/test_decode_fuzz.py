@@ -23,7 +23,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from ccmetrics.otlp.decode import JSON, PROTOBUF, DecodeError, Signal, decompress, media_type, parse
-from ccmetrics.otlp.normalize import REDACTED, TEXT_KEYS, _series_key, to_batch
+from ccmetrics.otlp.normalize import REDACTED, TEXT_KEYS, to_batch
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -596,55 +596,6 @@ def test_to_batch_invariants(case: tuple[Signal, Message]) -> None:
     else:
         for span in batch.spans:
             assert len(span.trace_id) == 32 and len(span.span_id) == 16
-
-
-@SETTINGS
-@given(
-    key_values,
-    key_values,
-    st.integers(0, 3),
-    st.integers(0, 3),
-    uint64,
-    uint64,
-    uint64,
-    uint64,
-    st.one_of(int64, doubles),
-    st.one_of(int64, doubles),
-)
-def test_points_share_a_series_key_exactly_when_all_but_their_times_and_values_match(
-    attrs_a: list,
-    attrs_b: list,
-    flags_a: int,
-    flags_b: int,
-    start_a: int,
-    start_b: int,
-    time_a: int,
-    time_b: int,
-    value_a: float,
-    value_b: float,
-) -> None:
-    """The key that lets a known series skip reading its attributes again: points of one series share it,
-    whatever their times and values; points that differ in anything else do not."""
-    points = []
-    for attrs, flags, start, time_ns, value in (
-        (attrs_a, flags_a, start_a, time_a, value_a),
-        (attrs_b, flags_b, start_b, time_b, value_b),
-    ):
-        dp = metrics_pb2.NumberDataPoint(
-            attributes=attrs, flags=flags, start_time_unix_nano=start, time_unix_nano=time_ns
-        )
-        if isinstance(value, float):
-            dp.as_double = value
-        else:
-            dp.as_int = value
-        points.append(dp)
-    metric_key = ("resource", "scope", "claude_code.token.usage", "tokens", "sum", "delta", True)
-    same = [([kv.SerializeToString() for kv in dp.attributes], dp.flags) for dp in points]  # -0.0 is not 0.0
-    keys = [_series_key(dp, metric_key) for dp in points]
-    assert (keys[0] == keys[1]) == (same[0] == same[1])
-    again = metrics_pb2.NumberDataPoint(attributes=attrs_a, flags=flags_a, time_unix_nano=1, as_double=0.5)
-    assert _series_key(again, metric_key) == keys[0]
-    assert _series_key(again, (*metric_key[:2], "claude_code.cost.usage", *metric_key[3:])) != keys[0]
 
 
 PROMPT_VALUES = {

@@ -287,7 +287,7 @@ def _iso(ns: int) -> str:
 def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact(tmp_path):
     """Daily sums are written when a day ends, from its hours; until then the day is read by the hour. Late
     data for a day that has ended adds to both. Answers are the same before and after the day is closed."""
-    from ccmetrics.store.committer import Committer, prepare
+    from ccmetrics.store.committer import Committer
     from ccmetrics.store.schema import DAY_NS, HOUR_NS
 
     path = tmp_path / "ccmetrics.db"
@@ -299,7 +299,7 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
     reader = sqlite3.connect(path)
 
     def commit(now_ns: int, *requests) -> None:
-        outcomes = committer.commit([prepare(batch_of(request)) for request in requests], now_ns)
+        outcomes = committer.commit([batch_of(request) for request in requests], now_ns)
         assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
 
     def cost(since: int, until: int) -> tuple[float, int]:

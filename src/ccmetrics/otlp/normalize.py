@@ -1,4 +1,4 @@
-"""OTLP export requests to flat records the store can write: pure functions, no I/O.
+"""OTLP export requests to the records the store writes (``records``): pure functions, no I/O.
 
 Every attribute is kept (resource attributes merged under point/record attributes), since nobody can know
 which one a user will filter on. Points that cannot be right (NaN, a negative monotonic sum, no timestamp)
@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from google.protobuf.message import Message
@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from ..recent import Recent
+from ..records import Batch, Event, Point, Span, event_key
 from .decode import Signal
 
 MAX_TIME_NS = 2**63 - 1  # what SQLite's INTEGER holds; year 2262
@@ -77,98 +77,6 @@ _TEMPORALITY: dict[int, str] = {
 }
 
 
-@dataclass(slots=True)
-class Point:
-    metric: str
-    unit: str
-    kind: str  # sum | gauge | histogram | exponential_histogram | summary
-    temporality: str | None  # delta | cumulative, for sums and histograms
-    monotonic: bool
-    scope: str
-    attrs: dict[str, Any]
-    start_ns: int
-    time_ns: int
-    value: float
-    extra: dict[str, Any] | None = None
-    # What makes the series this point belongs to, as it came over the wire (resource, scope, metric and the
-    # point's attributes): equal keys, equal series. None when unknown; then the attributes say it.
-    key: Any = None
-
-
-@dataclass(slots=True)
-class Event:
-    key: bytes  # identical records (an exporter's retry) share it: see event_key
-    name: str
-    time_ns: int
-    attrs: dict[str, Any]
-    body: str | None
-    resource_keys: frozenset[str] = frozenset()  # which of attrs came from the resource
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as its fields (events cross to the writer process): half the cost of the slots' state."""
-        return Event, (self.key, self.name, self.time_ns, self.attrs, self.body, self.resource_keys)
-
-
-@dataclass(frozen=True)
-class Span:
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    name: str
-    start_ns: int
-    end_ns: int
-    status_code: int
-    attrs: dict[str, Any]
-
-
-@dataclass
-class Batch:
-    """What one export request contributes, and what of it had to be rejected."""
-
-    signal: Signal
-    source: str = (
-        ""  # who sent it (the client's address): limits such as new series per minute are per source
-    )
-    points: list[Point] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    spans: list[Span] = field(default_factory=list)
-    rejected: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def reject(self, count: int, why: str) -> None:
-        self.rejected += count
-        self.note(why)
-
-    def note(self, why: str) -> None:
-        if why not in self.problems and len(self.problems) < 10:
-            self.problems.append(why)
-
-    @property
-    def message(self) -> str:
-        return "; ".join(self.problems)
-
-    def parts(self, size: int) -> list[Batch]:
-        """The batch in parts of at most ``size`` records each, for an export too large to hand over at once.
-        Storing a part twice changes nothing, so an export stored in parts can be retried whole."""
-        if len(self.points) + len(self.events) + len(self.spans) <= size:
-            return [self]
-        records: list[Point | Event | Span] = [*self.points, *self.events, *self.spans]
-        parts = []
-        for start in range(0, len(records), size):
-            chunk = records[start : start + size]
-            parts.append(
-                Batch(
-                    self.signal,
-                    self.source,
-                    points=[r for r in chunk if isinstance(r, Point)],
-                    events=[r for r in chunk if isinstance(r, Event)],
-                    spans=[r for r in chunk if isinstance(r, Span)],
-                )
-            )
-        parts[0].rejected, parts[0].problems = self.rejected, self.problems
-        return parts
-
-
 def to_batch(
     signal: Signal,
     request: Message,
@@ -179,7 +87,7 @@ def to_batch(
 ) -> Batch:
     """The records of an export. Anything dated after ``latest_ns`` (the server's clock and the skew it
     allows) is rejected: a client whose clock runs years ahead would otherwise pin its data first."""
-    batch = Batch(signal)
+    batch = Batch()
     rules = _Rules(store_prompts, min(latest_ns, MAX_TIME_NS))
     if signal is Signal.METRICS:
         _metrics(cast(ExportMetricsServiceRequest, request), batch, rules)
@@ -297,25 +205,17 @@ def _number_from_text(text: str) -> str | int | float:
 # --- metrics ------------------------------------------------------------------------------------------
 
 
-# The attributes of series seen recently, by series key: a client sends the same series every minute, and
-# converting its attributes again each time is most of the work of reading an export. Sized for a large
-# team's active series (about 15 per session).
-_ATTRIBUTES: Recent[Any, dict[str, Any]] = Recent(20_000)
-
-
 def _metrics(request: ExportMetricsServiceRequest, batch: Batch, rules: _Rules) -> None:
     for rm in request.resource_metrics:
         resource = attributes(rm.resource.attributes, batch, store_prompts=rules.store_prompts)
-        resource_key = rm.resource.SerializeToString(deterministic=True)
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                _metric(metric, resource, resource_key, sm.scope.name, batch, rules)
+                _metric(metric, resource, sm.scope.name, batch, rules)
 
 
 def _metric(
     metric: metrics_pb2.Metric,
     resource: dict[str, Any],
-    resource_key: bytes,
     scope: str,
     batch: Batch,
     rules: _Rules,
@@ -335,7 +235,6 @@ def _metric(
         return
     monotonic = bool(getattr(data, "is_monotonic", False))
     number = kind in ("sum", "gauge")
-    metric_key = (resource_key, scope, name, unit, kind, temporality, monotonic, rules.store_prompts)
     for dp in points:
         start_ns, time_ns = dp.start_time_unix_nano, dp.time_unix_nano
         if not 0 < time_ns <= MAX_TIME_NS or start_ns > MAX_TIME_NS:
@@ -357,37 +256,10 @@ def _metric(
         if monotonic and value < 0:
             batch.reject(1, f"{name}: a negative value of a monotonic sum was rejected")
             continue
-        key = _series_key(dp, metric_key) if number else None
-        attrs = _ATTRIBUTES.get(key) if number else None
-        if attrs is None:
-            notes = len(batch.problems)
-            attrs = {**resource, **attributes(dp.attributes, batch, store_prompts=rules.store_prompts)}
-            if number and len(batch.problems) == notes:  # nothing was shortened: safe to reuse
-                _ATTRIBUTES[key] = attrs
+        attrs = {**resource, **attributes(dp.attributes, batch, store_prompts=rules.store_prompts)}
         batch.points.append(
-            Point(
-                name, unit, kind, temporality, monotonic, scope, attrs, start_ns, time_ns, value, extra, key
-            )
+            Point(name, unit, kind, temporality, monotonic, scope, attrs, start_ns, time_ns, value, extra)
         )
-
-
-# The wire tags of a number data point's times and value (fields 2, 3, 4 and 6), all 8 bytes wide.
-_TIME_AND_VALUE_TAGS = frozenset({0x11, 0x19, 0x21, 0x31})
-
-
-def _series_key(dp: metrics_pb2.NumberDataPoint, metric_key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The series a number data point belongs to: the point serialised (its attributes, flags and exemplars,
-    by protobuf's C code) without its times and value. Serialisation writes fields in the order of their
-    numbers, so those come first and are cut off; were they ever written later, the key would only be
-    unique per point, which costs speed, not correctness. (The message has no maps, so serialising is
-    deterministic without asking.)"""
-    data = dp.SerializeToString()
-    if data[:1] == b"\x11" and data[9:10] == b"\x19" and data[18:19] == b"\x21":
-        return (metric_key, data[27:])  # the usual point: a start, a time and a double, 9 bytes each
-    at = 0
-    while at < len(data) and data[at] in _TIME_AND_VALUE_TAGS:
-        at += 9  # the tag and 8 bytes
-    return (metric_key, data[at:])
 
 
 def _point_value(kind: str, dp: Any) -> tuple[float, dict[str, Any]]:
@@ -484,17 +356,6 @@ def _redacted_body(name: str, body: Any, attrs: dict[str, Any], store_prompts: b
             attrs.setdefault(TEXT_KEYS["prompt" if name == "user_prompt" else "response"], len(body))
         return REDACTED
     return _redacted(body)
-
-
-def event_key(time_ns: int, digest: bytes) -> bytes:
-    """The record's own time (0 when it has none), then the hash of the record and its resource: identical
-    records share it, and a store indexed by it takes new events at the end of the index, not all over it."""
-    return time_ns.to_bytes(8, "big") + digest
-
-
-def split_event_key(key: bytes) -> tuple[int, bytes]:
-    """An ``event_key``'s parts: the record's own time (0 when it has none) and the hash."""
-    return int.from_bytes(key[:8], "big"), key[8:]
 
 
 def _redact(attrs: dict[str, Any], store_prompts: bool = False) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ..records import Batch
 from ..store import Store, StoreUnavailable
 from .decode import DecodeError, Signal, decompress, parse
-from .normalize import Batch, to_batch
+from .normalize import to_batch
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The embedded database: one writer process, a few reader connections (SQLite in WAL mode)."""
+"""The embedded database: one writer thread, a few reader connections (SQLite in WAL mode)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..otlp.normalize import Batch
+from ..records import Batch
 from .facts import AnswerCache, FamilyCache
 from .schema import SCHEMA_VERSION, migrate
 from .writer import StoreUnavailable, Writer, WriteResult, connect
@@ -54,6 +54,7 @@ class Store:
             setup.close()
         self.path = path
         self._writer = Writer(path, new_series_per_minute)
+        self._version = 0
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
         self.family_cache = FamilyCache()
@@ -61,12 +62,15 @@ class Store:
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be."""
-        return await self._writer.write(batch)
+        result = await self._writer.write(batch)
+        if result.stored_anything:
+            self._version += 1
+        return result
 
     @property
     def version(self) -> int:
         """Changes whenever new data has been committed."""
-        return self._writer.commits
+        return self._version
 
     async def read(self, query: Callable[[], T]) -> T:
         """Run a query (which calls ``reader()``) on one of the reader threads."""

@@ -1,0 +1,128 @@
+"""The hourly and daily sums a transaction adds to, and the sessions' activity: added up in memory first, so
+each (family, hour) is written once per transaction however many points fall in it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+
+from .schema import DAY_NS, EVENT_MEASURES, HOUR_NS
+
+
+class Rollups:
+    """What a transaction adds to the hourly and daily rollups and to the sessions' activity, added up first
+    so each (family, hour) is written once per transaction however many points fall in it."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[tuple[int, int], float] = defaultdict(float)
+        self.events: dict[tuple[int, int], list[float]] = {}
+        self.sessions: dict[str, tuple[int, int]] = {}
+        self.session_times: set[tuple[str, int]] = set()
+        self._last_seen: tuple[str | None, int] | None = None
+
+    def point(self, family_id: int, session_id: str | None, time_ns: int, increment: float | None) -> None:
+        if increment is not None:  # sums only: gauges and histograms are not added up
+            self.metrics[(family_id, time_ns - time_ns % HOUR_NS)] += increment
+        seen = (session_id, time_ns)
+        if seen == self._last_seen:
+            return  # the points of an export share their session and time: noted once
+        self._last_seen = seen
+        self.session_times.add((session_id or "", time_ns))
+        if session_id is not None:
+            first, last = self.sessions.get(session_id, (time_ns, time_ns))
+            self.sessions[session_id] = (min(first, time_ns), max(last, time_ns))
+
+    def event(self, family_id: int, time_ns: int, measures: tuple[float | None, ...]) -> None:
+        sums = self.events.setdefault((family_id, time_ns - time_ns % HOUR_NS), [0] * (1 + 2 * len(measures)))
+        sums[0] += 1
+        for i, value in enumerate(measures):
+            if value is not None:
+                sums[1 + 2 * i] += value
+                sums[2 + 2 * i] += 1
+
+    def merge(self, other: Rollups) -> None:
+        for key, value in other.metrics.items():
+            self.metrics[key] += value
+        for key, sums in other.events.items():
+            mine = self.events.setdefault(key, [0] * len(sums))
+            for i, value in enumerate(sums):
+                mine[i] += value
+        for session_id, (first, last) in other.sessions.items():
+            old_first, old_last = self.sessions.get(session_id, (first, last))
+            self.sessions[session_id] = (min(first, old_first), max(last, old_last))
+        self.session_times |= other.session_times
+
+    def flush(self, conn: sqlite3.Connection, closed_until: int) -> None:
+        """Write what was added up. The daily sums of days from ``closed_until`` on are left to the end of
+        those days (see close_days): only late data for days that have ended adds to them here."""
+        _upsert(conn, "hour", self.metrics, self.events)  # added up by hour already
+        late_metrics: dict[tuple[int, int], float] = defaultdict(float)
+        for (family_id, hour), value in self.metrics.items():
+            if hour < closed_until:
+                late_metrics[(family_id, hour - hour % DAY_NS)] += value
+        late_events: dict[tuple[int, int], list[float]] = {}
+        for (family_id, hour), sums in self.events.items():
+            if hour < closed_until:
+                mine = late_events.setdefault((family_id, hour - hour % DAY_NS), [0] * len(sums))
+                for i, value in enumerate(sums):
+                    mine[i] += value
+        _upsert(conn, "day", late_metrics, late_events)
+        hours = {hour for _, hour in self.metrics} | {hour for _, hour in self.events}
+        conn.executemany(
+            "INSERT INTO hour_versions (start_ns, version) VALUES (?, 1) "
+            "ON CONFLICT (start_ns) DO UPDATE SET version = version + 1",
+            [(hour,) for hour in hours],
+        )
+        conn.executemany(
+            "INSERT INTO sessions (session_id, first_ns, last_ns) VALUES (?, ?, ?) ON CONFLICT (session_id) "
+            "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), "
+            "last_ns = max(last_ns, excluded.last_ns)",
+            [(session_id, *span) for session_id, span in self.sessions.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO session_times (session_id, time_ns) VALUES (?, ?)",
+            sorted(self.session_times),
+        )
+
+
+def _upsert(
+    conn: sqlite3.Connection,
+    tier: str,
+    metrics: dict[tuple[int, int], float],
+    events: dict[tuple[int, int], list[float]],
+) -> None:
+    """Add sums to a tier's rollups, by (family, start of the hour or day)."""
+    if metrics:
+        conn.executemany(
+            f"INSERT INTO rollup_{tier} (family_id, start_ns, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (start_ns, family_id) DO UPDATE SET value = value + excluded.value",
+            [(*key, value) for key, value in metrics.items()],
+        )
+    if events:
+        rows = [(*key, *sums) for key, sums in events.items()]
+        conn.executemany(_UPSERT_EVENT_ROLLUP.format(tier=tier), rows)
+
+
+MEASURE_COLUMNS = [f"{m}_{part}" for m in EVENT_MEASURES for part in ("sum", "count")]
+_UPSERT_EVENT_ROLLUP = (
+    f"INSERT INTO event_rollup_{{tier}} (family_id, start_ns, count, {', '.join(MEASURE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (3 + len(MEASURE_COLUMNS)))}) "
+    "ON CONFLICT (start_ns, family_id) DO UPDATE SET "
+    f"count = count + excluded.count, " + ", ".join(f"{c} = {c} + excluded.{c}" for c in MEASURE_COLUMNS)
+)
+
+
+def close_days(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> None:
+    """The daily sums of the days in [start, end), which have ended: their hours added up. A day's daily
+    sums are written here, once, rather than by every transaction that adds to one of its hours."""
+    for prefix, columns in (("rollup", ["value"]), ("event_rollup", ["count", *MEASURE_COLUMNS])):
+        sums = ", ".join(f"SUM({c})" for c in columns)
+        replace = ", ".join(f"{c} = excluded.{c}" for c in columns)
+        conn.execute(
+            f"INSERT INTO {prefix}_day (family_id, start_ns, {', '.join(columns)}) "
+            f"SELECT family_id, start_ns - start_ns % {DAY_NS}, {sums} FROM {prefix}_hour "
+            f"WHERE start_ns >= ? AND start_ns < ? GROUP BY 1, 2 "
+            f"ON CONFLICT (start_ns, family_id) DO UPDATE SET {replace}",
+            (start_ns, end_ns),
+        )
+    conn.execute("UPDATE closed_days SET until_ns = ?", (end_ns,))
