@@ -27,7 +27,7 @@ _SERVICES = {
 
 
 def _handler(receiver: Receiver, signal: Signal) -> Callable[..., Awaitable[bytes]]:
-    async def export(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def export(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
             response = await receiver.export(signal, raw, PROTOBUF, source=_peer_host(context.peer()))
         except DecodeError as exc:

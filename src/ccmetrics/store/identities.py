@@ -45,6 +45,7 @@ _INSERT_SERIES = (
     f"{', '.join(COMMON_COLUMNS.values())}, attrs) VALUES ({', '.join('?' * (9 + len(COMMON_COLUMNS)))})"
 )
 
+Ids = SeriesIds | int  # a series' ids, or a family's id
 MayCreate = Callable[[], bool]
 
 
@@ -54,16 +55,16 @@ class Identities:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._known: Recent[Identity, Any] = Recent(KNOWN)
-        self._new: dict[Identity, Any] = {}  # created by the transaction under way
+        self._known: Recent[Identity, Ids] = Recent(KNOWN)
+        self._new: dict[Identity, Ids] = {}  # found or created by the transaction under way
 
     def series(self, point: Point, may_create: MayCreate) -> SeriesIds | None:
         """The ids of the point's series and family, stored if new; None when ``may_create`` refuses a new
         series."""
         identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, frozen(point.attrs))
-        ids = self._lookup(identity)
-        if ids is not None:
-            return ids  # type: ignore[no-any-return]
+        known = self._lookup(identity)
+        if isinstance(known, SeriesIds):
+            return known
         key = digest(identity)
         row = self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (key,)).fetchone()
         if row is not None:
@@ -105,17 +106,17 @@ class Identities:
             if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY
         }
         identity = ("event", event.name, frozen(dims))
-        family_id = self._lookup(identity)
-        if family_id is not None:
-            return family_id  # type: ignore[no-any-return]
+        known = self._lookup(identity)
+        if isinstance(known, int):
+            return known
         row = self._conn.execute(
             "SELECT id FROM event_families WHERE key = ?", (digest(identity),)
         ).fetchone()
         if row is None and not may_create():
             return None
-        family_id = row[0] if row else self._family(_EVENT_FAMILIES, identity, (event.name,), dims)
+        family_id = int(row[0]) if row else self._family(_EVENT_FAMILIES, identity, (event.name,), dims)
         self._new[identity] = family_id
-        return family_id  # type: ignore[no-any-return]
+        return family_id
 
     def mark(self) -> int:
         return len(self._new)
@@ -133,16 +134,17 @@ class Identities:
     def rolled_back(self) -> None:
         self._new.clear()
 
-    def _lookup(self, identity: Identity) -> Any:
-        return self._known.get(identity) or self._new.get(identity)
+    def _lookup(self, identity: Identity) -> Ids | None:
+        known = self._known.get(identity)
+        return self._new.get(identity) if known is None else known
 
     def _family(
         self, table: _FamilyTable, identity: Identity, names: tuple[str, ...], attrs: Attributes
     ) -> int:
         """The family's id: looked up, or stored with its attributes."""
         known = self._lookup(identity)
-        if known is not None:
-            return known  # type: ignore[no-any-return]
+        if isinstance(known, int):
+            return known
         key = digest(identity)
         row = self._conn.execute(f"SELECT id FROM {table.table} WHERE key = ?", (key,)).fetchone()
         if row is not None:

@@ -311,7 +311,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
             raise
     check_columns(conn)
-    return current
+    return int(current)
 
 
 def expected_columns() -> dict[str, list[str]]:
