@@ -35,8 +35,8 @@ from ..store.summary import summary
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
-LIVE_POLL_S = 0.25
-LIVE_HEARTBEAT_S = 15
+LIVE_HEARTBEAT_S = 15  # a live stream without news sends a "ping" this often
+LIVE_MIN_INTERVAL_S = 0.25  # and a "data" event at most this often, however often data is committed
 DEFAULT_RANGE = "7d"  # what the dashboard shows first (static/dashboard.js)
 log = logging.getLogger("ccmetrics")
 
@@ -85,6 +85,11 @@ async def warm_up(store: Store) -> None:
 def _first_data_ns(facts: Facts, end: int) -> int:
     (first,) = facts.conn.execute("SELECT MIN(time_ns) FROM points").fetchone()
     return min(first, end) if first else end - DAY_NS
+
+
+def _event(name: str, version: int) -> str:
+    """One server-sent event of the live stream."""
+    return f"event: {name}\ndata: {json.dumps({'version': version})}\n\n"
 
 
 def panel_meta(panel: Panel) -> dict[str, Any]:
@@ -233,18 +238,23 @@ def create_app(store: Store, config: Config) -> Starlette:
         return await query(request, work)
 
     async def live(request: Request) -> StreamingResponse:
+        # Each stream waits on the store (no polling): a commit wakes them all. Starlette ends the stream
+        # when its client goes away (or, under an ASGI server that does not say so, at its next heartbeat).
         async def stream() -> AsyncIterator[str]:
-            seen, quiet = store.version, 0.0
-            yield f"event: hello\ndata: {json.dumps({'version': seen})}\n\n"
-            while not await request.is_disconnected():
-                await asyncio.sleep(LIVE_POLL_S)
-                quiet += LIVE_POLL_S
-                if store.version != seen:
-                    seen, quiet = store.version, 0.0
-                    yield f"event: data\ndata: {json.dumps({'version': seen})}\n\n"
-                elif quiet >= LIVE_HEARTBEAT_S:
-                    quiet = 0.0
-                    yield ": keep-alive\n\n"
+            loop = asyncio.get_running_loop()
+            seen = store.version
+            yield _event("hello", seen)
+            sent_at = float("-inf")
+            while True:
+                version = await store.changed(seen, LIVE_HEARTBEAT_S)
+                if version == seen:
+                    yield _event("ping", seen)  # keeps proxies from closing it; the page sees it is alive
+                    continue
+                # Commits within LIVE_MIN_INTERVAL_S of the last event are announced as one, after it.
+                await asyncio.sleep(sent_at + LIVE_MIN_INTERVAL_S - loop.time())
+                seen = store.version
+                yield _event("data", seen)
+                sent_at = loop.time()
 
         return StreamingResponse(
             stream(),
