@@ -65,8 +65,13 @@ def main() -> None:
 def serve(**options: Any) -> None:
     """Receive Claude Code telemetry (OTLP) and serve the dashboard and API."""
     from .server import serve as run
+    from .web.app import check_dashboard_settings
 
     config = Config.from_options(**options)
+    try:
+        check_dashboard_settings(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         _run_event_loop(run(config))

@@ -12,6 +12,8 @@ from typing import Any
 
 import platformdirs
 
+from .panels import DEFAULT_GROUP_KEY
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -93,6 +95,20 @@ SETTINGS: tuple[Setting, ...] = (
         "against DNS rebinding.",
         str,
     ),
+    Setting(
+        "dashboard_range",
+        "7d",
+        "What the dashboard shows when its link names no range: a span back from now (24h, 7d, 30d, 2w...), "
+        "or all.",
+        str,
+    ),
+    Setting(
+        "dashboard_group_by",
+        DEFAULT_GROUP_KEY,
+        "The attribute the dashboard's group filter and group leaderboard use when its link names none, "
+        "e.g. department.",
+        str,
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -119,6 +135,8 @@ class Config:
     idle_timeout: int = _default("idle_timeout")
     header_timeout: int = _default("header_timeout")
     allowed_hosts: str = _default("allowed_hosts")
+    dashboard_range: str = _default("dashboard_range")
+    dashboard_group_by: str = _default("dashboard_group_by")
 
     @property
     def db_path(self) -> Path:

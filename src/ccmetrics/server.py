@@ -131,7 +131,7 @@ async def serve(config: Config) -> None:
         # leave it out of the garbage collector's full passes, which would otherwise walk those tens of
         # thousands of objects for 20-40 ms each, answering no export meanwhile.
         gc.freeze()
-        warming = asyncio.create_task(warm_up(store))
+        warming = asyncio.create_task(warm_up(store, config))
         await asyncio.gather(*tasks)
         warming.cancel()
     finally:

@@ -54,22 +54,41 @@ class Store:
             setup.close()
         self.path = path
         self._writer = Writer(path, new_series_per_minute)
-        self._version = 0
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
         self.family_cache = FamilyCache()
         self.answers = AnswerCache()
+        self._version = 0
+        # Set, and replaced by a new one, when the version changes: whoever waits on it wakes up.
+        self._changed = asyncio.Event()
 
     async def write(self, batch: Batch) -> WriteResult:
-        """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be."""
+        """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be.
+
+        Every committed batch passes here: one that stored something bumps ``version`` and wakes those
+        waiting in ``changed``. (A batch whose caller is cancelled before its commit, as by a gRPC deadline,
+        is stored all the same but bumps nothing: it shows with the next commit.)"""
         result = await self._writer.write(batch)
         if result.stored_anything:
             self._version += 1
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
         return result
 
     @property
     def version(self) -> int:
         """Changes whenever new data has been committed."""
+        return self._version
+
+    async def changed(self, seen: int, timeout: float) -> int:
+        """Wait until ``version`` is no longer ``seen`` and return it, or return ``seen`` after ``timeout``
+        seconds without a commit. Waiters cost nothing while they wait: a commit wakes them all at once."""
+        if self._version == seen:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
         return self._version
 
     async def read(self, query: Callable[[], T]) -> T:

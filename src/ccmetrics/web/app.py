@@ -27,6 +27,7 @@ from .. import __version__, jsontext
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, View
+from ..setup import telemetry_env
 from ..store import Store
 from ..store.facts import Facts, attribute_values, filter_options, session_timeline
 from ..store.filters import Filters, QueryError
@@ -35,9 +36,18 @@ from ..store.summary import summary
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
-LIVE_POLL_S = 0.25
-LIVE_HEARTBEAT_S = 15
-DEFAULT_RANGE = "7d"  # what the dashboard shows first (static/dashboard.js)
+LIVE_HEARTBEAT_S = 15  # a live stream without news sends a "ping" this often
+LIVE_MIN_INTERVAL_S = 0.25  # and a "data" event at most this often, however often data is committed
+# The dashboard's range presets: a span back from now, or all the data. Which one it shows first is the
+# dashboard_range setting.
+RANGES = (
+    ("1h", "Last hour"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+    ("90d", "Last 90 days"),
+    ("all", "All time"),
+)
 log = logging.getLogger("ccmetrics")
 
 
@@ -53,8 +63,9 @@ def filters_from(request: Request) -> Filters:
     return Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
 
 
-def view_from(request: Request, store: Store) -> View:
-    return view_for(store, filters_from(request), request.query_params.get("group_by") or DEFAULT_GROUP_KEY)
+def view_from(request: Request, store: Store, group_key: str) -> View:
+    """The view a request asks for, grouped by ``group_key`` when it names no ``group_by``."""
+    return view_for(store, filters_from(request), request.query_params.get("group_by") or group_key)
 
 
 def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> View:
@@ -64,12 +75,50 @@ def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY)
     return View(facts, start, end, group_key)
 
 
-async def warm_up(store: Store) -> None:
+def check_dashboard_settings(config: Config) -> None:
+    """Raises ValueError, naming the setting, when the dashboard could not show its default view."""
+    try:
+        Filters.parse(since=_since(config.dashboard_range))
+    except QueryError as exc:
+        raise ValueError(f"--dashboard-range {config.dashboard_range!r}: {exc}") from None
+    try:
+        Filters.parse(filters=[f"{config.dashboard_group_by}=x"])
+    except QueryError as exc:
+        raise ValueError(f"--dashboard-group-by {config.dashboard_group_by!r}: {exc}") from None
+
+
+def _since(range_: str) -> str | None:
+    return None if range_ == "all" else range_
+
+
+def dashboard_config(config: Config, otlp_host: str) -> dict[str, Any]:
+    """What the dashboard page needs before its first request: its defaults and choices of range, how often
+    the live stream pings, the panel catalogue, and the settings that send Claude Code's data here."""
+    ranges = [{"value": value, "label": label} for value, label in RANGES]
+    if config.dashboard_range not in dict(RANGES):
+        ranges.insert(-1, {"value": config.dashboard_range, "label": config.dashboard_range})
+    host = f"[{otlp_host}]" if ":" in otlp_host else otlp_host
+    return {
+        "defaults": {"range": config.dashboard_range, "group_by": config.dashboard_group_by},
+        "ranges": ranges,
+        "live": {"heartbeat_s": LIVE_HEARTBEAT_S, "min_interval_s": LIVE_MIN_INTERVAL_S},
+        "panels": [panel_meta(p) for p in PANELS],
+        "setup": {
+            "grpc": telemetry_env(protocol="grpc", endpoint=f"http://{host}:{config.otlp_grpc_port}"),
+            "http": telemetry_env(
+                protocol="http/protobuf", endpoint=f"http://{host}:{config.otlp_http_port}"
+            ),
+        },
+    }
+
+
+async def warm_up(store: Store, config: Config) -> None:
     """Read what the dashboard's first view needs once, as the server starts, so that its first visitor does
     not wait for a cold store (families to load, history to read into the answer cache)."""
 
     def work() -> None:
-        view = view_for(store, Filters.parse(since=DEFAULT_RANGE))
+        since = _since(config.dashboard_range)
+        view = view_for(store, Filters.parse(since=since), config.dashboard_group_by)
         for panel in PANELS:
             panel.data(view)
 
@@ -85,6 +134,11 @@ async def warm_up(store: Store) -> None:
 def _first_data_ns(facts: Facts, end: int) -> int:
     (first,) = facts.conn.execute("SELECT MIN(time_ns) FROM points").fetchone()
     return min(first, end) if first else end - DAY_NS
+
+
+def _event(name: str, version: int) -> str:
+    """One server-sent event of the live stream."""
+    return f"event: {name}\ndata: {json.dumps({'version': version})}\n\n"
 
 
 def panel_meta(panel: Panel) -> dict[str, Any]:
@@ -143,6 +197,8 @@ def to_csv(data: dict[str, Any]) -> str:
 
 
 def create_app(store: Store, config: Config) -> Starlette:
+    check_dashboard_settings(config)
+
     async def query(request: Request, work: Any) -> Response:
         def timed() -> tuple[Any, float]:
             started = time.perf_counter()
@@ -173,19 +229,31 @@ def create_app(store: Store, config: Config) -> Starlette:
     async def api_panels(request: Request) -> JSONResponse:
         return JSONResponse({"panels": [panel_meta(p) for p in PANELS]})
 
+    async def api_config(request: Request) -> JSONResponse:
+        # Bound to every address, the settings shown name the host this page was reached by.
+        host = config.host if config.host not in ("0.0.0.0", "::", "") else request.url.hostname
+        return JSONResponse(dashboard_config(config, host or "127.0.0.1"))
+
     async def api_dashboard(request: Request) -> Response:
+        # Read before the data: the answer holds at least this version's data, so a page that has it and
+        # hears of a later one never misses a commit.
+        version = store.version
+
         def work() -> dict[str, Any]:
-            view = view_from(request, store)
-            (has_data,) = view.facts.conn.execute(
+            view = view_from(request, store, config.dashboard_group_by)
+            conn = view.facts.conn
+            (has_data,) = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') "
                 "OR EXISTS (SELECT 1 FROM events)"
             ).fetchone()
             return {
                 "start_ns": view.start_ns,
                 "end_ns": view.end_ns,
-                "version": store.version,
+                "version": version,
                 "has_data": bool(has_data),
                 "panels": {p.id: p.data(view) for p in PANELS},
+                # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
+                "choices": {"filters": filter_options(conn), "group": attribute_values(conn, view.group_key)},
             }
 
         return await query(request, work)
@@ -196,7 +264,9 @@ def create_app(store: Store, config: Config) -> Starlette:
             return JSONResponse({"error": "no such panel"}, status_code=404)
         if request.query_params.get("format") == "csv":
             try:
-                text = await store.read(lambda: to_csv(panel.data(view_from(request, store))))
+                text = await store.read(
+                    lambda: to_csv(panel.data(view_from(request, store, config.dashboard_group_by)))
+                )
             except (QueryError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             return Response(
@@ -205,7 +275,11 @@ def create_app(store: Store, config: Config) -> Starlette:
                 headers={"Content-Disposition": f'attachment; filename="{panel.id}.csv"'},
             )
         return await query(
-            request, lambda: {**panel_meta(panel), "data": panel.data(view_from(request, store))}
+            request,
+            lambda: {
+                **panel_meta(panel),
+                "data": panel.data(view_from(request, store, config.dashboard_group_by)),
+            },
         )
 
     async def api_filters(request: Request) -> Response:
@@ -233,18 +307,23 @@ def create_app(store: Store, config: Config) -> Starlette:
         return await query(request, work)
 
     async def live(request: Request) -> StreamingResponse:
+        # Each stream waits on the store (no polling): a commit wakes them all. Starlette ends the stream
+        # when its client goes away (or, under an ASGI server that does not say so, at its next heartbeat).
         async def stream() -> AsyncIterator[str]:
-            seen, quiet = store.version, 0.0
-            yield f"event: hello\ndata: {json.dumps({'version': seen})}\n\n"
-            while not await request.is_disconnected():
-                await asyncio.sleep(LIVE_POLL_S)
-                quiet += LIVE_POLL_S
-                if store.version != seen:
-                    seen, quiet = store.version, 0.0
-                    yield f"event: data\ndata: {json.dumps({'version': seen})}\n\n"
-                elif quiet >= LIVE_HEARTBEAT_S:
-                    quiet = 0.0
-                    yield ": keep-alive\n\n"
+            loop = asyncio.get_running_loop()
+            seen = store.version
+            yield _event("hello", seen)
+            sent_at = float("-inf")
+            while True:
+                version = await store.changed(seen, LIVE_HEARTBEAT_S)
+                if version == seen:
+                    yield _event("ping", seen)  # keeps proxies from closing it; the page sees it is alive
+                    continue
+                # Commits within LIVE_MIN_INTERVAL_S of the last event are announced as one, after it.
+                await asyncio.sleep(sent_at + LIVE_MIN_INTERVAL_S - loop.time())
+                seen = store.version
+                yield _event("data", seen)
+                sent_at = loop.time()
 
         return StreamingResponse(
             stream(),
@@ -273,6 +352,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             Route("/session/{session_id:path}", page("session.html")),
             Route("/api/health", health),
             Route("/api/summary", api_summary),
+            Route("/api/config", api_config),
             Route("/api/panels", api_panels),
             Route("/api/panels/{panel_id}", api_panel),
             Route("/api/dashboard", api_dashboard),

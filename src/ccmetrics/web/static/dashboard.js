@@ -1,4 +1,6 @@
-// The dashboard: panels from the catalogue (/api/panels), data from /api/dashboard, live via /api/live.
+// The dashboard. /api/config first (defaults, range presets, the panel catalogue...); then each refresh is one
+// request, /api/dashboard (every panel's data and the filters' choices), made on load, on a change of filter,
+// and on each "data" event of the live stream (/api/live).
 "use strict";
 
 (() => {
@@ -6,16 +8,20 @@
   const $ = (id) => document.getElementById(id);
   const charts = {};     // panel id -> Chart
   const bodies = {};     // panel id -> element holding the panel's content
+  let config = null;     // /api/config: everything the server decides, defaults included
   let panels = [];
   let lastData = null;
+  let shownVersion = null;  // the store version of the data shown (null: to be fetched)
+  let heardVersion = null;  // the latest the live stream announced
+  let shownChoices = "";    // the filters' choices in the selects (as JSON): rebuilt only when they change
   let inFlight = null;
   let queued = false;
 
   // --- state <-> URL: every filter lives in the URL, so a link reproduces the view ---------------------
   function readState() {
-    const p = new URLSearchParams(location.search);
-    const state = { range: p.get("range") || (p.get("since") ? "custom" : "7d"), since: p.get("since") || "",
-                    until: p.get("until") || "", groupKey: p.get("group_by") || "team.id", filters: {} };
+    const p = new URLSearchParams(location.search), defaults = config.defaults;
+    const state = { range: p.get("range") || (p.get("since") ? "custom" : defaults.range), since: p.get("since") || "",
+                    until: p.get("until") || "", groupKey: p.get("group_by") || defaults.group_by, filters: {} };
     for (const f of p.getAll("filter")) {
       const i = f.indexOf("=");
       if (i > 0) state.filters[f.slice(0, i)] = f.slice(i + 1);
@@ -30,7 +36,7 @@
       if (state.since) p.set("since", state.since);
       if (state.until) p.set("until", state.until);
     }
-    if (state.groupKey !== "team.id") p.set("group_by", state.groupKey);
+    if (state.groupKey !== config.defaults.group_by) p.set("group_by", state.groupKey);
     for (const [k, v] of Object.entries(state.filters)) if (v) p.append("filter", `${k}=${v}`);
     return p;
   }
@@ -48,7 +54,7 @@
     return p;
   }
 
-  let state = readState();
+  let state = null;
 
   function setState(change) {
     state = { ...state, ...change };
@@ -109,27 +115,27 @@
 
   const search = (params) => getJSON("/api/filters?" + new URLSearchParams(params).toString());
 
-  async function loadFilterOptions() {
-    const options = await getJSON("/api/filters");
+  // The choices come with each /api/dashboard answer (as /api/filters and /api/filters?key=<group_by> give
+  // them); the selects are rebuilt only when they changed, so an open one stays open through live updates.
+  function showChoices(choices) {
+    const json = JSON.stringify(choices);
+    if (json === shownChoices) return;
+    shownChoices = json;
+    const options = choices.filters, group = choices.group;
     const user = $("user"), model = $("model"), groupKey = $("group-key");
     user.replaceChildren(option("", "All users"), ...options.users.map((u) => clientOption(u.id, u.email || u.id)));
     model.replaceChildren(option("", "All models"), ...options.models.map((m) => clientOption(m)));
-    const keys = new Set(["team.id", ...options.keys]);
+    const keys = new Set([config.defaults.group_by, ...options.keys]);
     groupKey.replaceChildren(...[...keys].map((k) => clientOption(k)));
     searchable(user, options.users_truncated, async (q) => (await search({ q })).users.map((u) => [u.id, u.email || u.id]));
     searchable(model, options.models_truncated, async (q) => (await search({ q })).models.map((m) => [m, m]));
     searchable(groupKey, options.keys_truncated, async (q) => (await search({ q })).keys.map((k) => [k, k]));
-    await loadGroupValues();
+    if (group.key === state.groupKey) {
+      $("group-value").replaceChildren(option("", "All"), ...group.values.map((v) => clientOption(v)));
+      searchable($("group-value"), group.truncated,
+        async (q) => (await search({ key: state.groupKey, q })).values.map((v) => [v, v]));
+    }
     syncControls();
-  }
-
-  async function loadGroupValues() {
-    const values = await search({ key: state.groupKey });
-    $("group-value").replaceChildren(option("", "All"), ...values.values.map((v) => clientOption(v)));
-    searchable($("group-value"), values.truncated,
-      async (q) => (await search({ key: state.groupKey, q })).values.map((v) => [v, v]));
-    const key = $("group-value-key");
-    key.textContent = key.title = state.groupKey;
   }
 
   function ensureOption(select, value) {
@@ -139,7 +145,7 @@
   }
 
   function syncControls() {
-    $("range").value = state.range;
+    ensureOption($("range"), state.range);  // a range the presets lack, from a link
     document.querySelectorAll(".custom-range").forEach((n) => { n.hidden = state.range !== "custom"; });
     $("since").value = state.since.slice(0, 16);
     $("until").value = state.until.slice(0, 16);
@@ -149,6 +155,8 @@
     ensureOption($("group-value"), state.filters[state.groupKey]);
     $("session").value = state.filters["session.id"] || "";
     $("session").title = $("session").value;
+    const key = $("group-value-key");
+    key.textContent = key.title = state.groupKey;
   }
 
   function bindControls() {
@@ -160,14 +168,14 @@
     $("model").addEventListener("change", (e) => filter("model", e.target.value));
     $("session").addEventListener("change", (e) => filter("session.id", e.target.value.trim()));
     $("group-value").addEventListener("change", (e) => filter(state.groupKey, e.target.value));
-    $("group-key").addEventListener("change", async (e) => {
+    $("group-key").addEventListener("change", (e) => {
       const filters = { ...state.filters };
       delete filters[state.groupKey];
-      state = { ...state, groupKey: e.target.value, filters };
-      await loadGroupValues();
-      setState({});
+      $("group-value").replaceChildren(option("", "All"));  // the new key's values come with the refresh
+      shownChoices = "";
+      setState({ groupKey: e.target.value, filters });
     });
-    $("clear").addEventListener("click", () => setState({ range: "7d", since: "", until: "", filters: {} }));
+    $("clear").addEventListener("click", () => setState({ range: config.defaults.range, since: "", until: "", filters: {} }));
   }
 
   // --- panels ------------------------------------------------------------------------------------------
@@ -368,63 +376,102 @@
   }
 
   // --- data --------------------------------------------------------------------------------------------
+  // Whether the live stream announced data newer than what is shown (versions only grow while a stream lasts).
+  const behind = () => heardVersion !== null && (shownVersion === null || heardVersion > shownVersion);
+
+  // One request for everything; a change of view while it is under way makes one more after it, and so does
+  // data announced meanwhile that it may not hold.
   async function refresh() {
     if (inFlight) { queued = true; return; }
     updateDownloadLinks();
+    let ok = false;
     inFlight = getJSON("/api/dashboard?" + apiParams(state).toString());
     try {
       const data = await inFlight;
       lastData = data;
+      shownVersion = data.version;
       $("error").hidden = true;
-      await showEmptyState(!data.has_data);
+      showEmptyState(!data.has_data);
+      showChoices(data.choices);
       for (const panel of panels) render(panel, data.panels[panel.id]);
       document.body.dataset.version = String(data.version);
+      ok = true;
     } catch (error) {
       $("error").replaceChildren("Could not load the dashboard: ", el("bdi", {}, error.message));
       $("error").hidden = false;
     } finally {
       inFlight = null;
-      if (queued) { queued = false; refresh(); }
+      if (queued || (ok && behind())) { queued = false; refresh(); }
     }
   }
 
-  async function showEmptyState(empty) {
+  // With no data yet: the settings that send Claude Code's data here (the same as `ccmetrics setup` writes),
+  // over gRPC, then what differs over HTTP.
+  function showEmptyState(empty) {
     $("empty").hidden = !empty;
     $("grid").hidden = empty;
     if (!empty || $("empty-env").textContent) return;
-    const health = await getJSON("/api/health");
-    const host = ["0.0.0.0", "::", ""].includes(health.host) ? location.hostname : health.host;
-    const common = ["CLAUDE_CODE_ENABLE_TELEMETRY=1", "OTEL_METRICS_EXPORTER=otlp", "OTEL_LOGS_EXPORTER=otlp",
-                    "OTEL_METRIC_EXPORT_INTERVAL=10000", "OTEL_LOGS_EXPORT_INTERVAL=5000"];
-    $("empty-env").textContent = [...common, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
-      `OTEL_EXPORTER_OTLP_ENDPOINT=http://${host}:${health.otlp.grpc_port}`].map((l) => "export " + l).join("\n");
-    $("empty-env-http").textContent = ["OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-      `OTEL_EXPORTER_OTLP_ENDPOINT=http://${host}:${health.otlp.http_port}`].map((l) => "export " + l).join("\n");
+    const { grpc, http } = config.setup;
+    const lines = (env) => Object.entries(env).map(([k, v]) => `export ${k}=${v}`).join("\n");
+    $("empty-env").textContent = lines(grpc);
+    $("empty-env-http").textContent = lines(Object.fromEntries(Object.entries(http).filter(([k, v]) => grpc[k] !== v)));
   }
 
+  // The server sends "data" when a commit lands (at most every config.live.min_interval_s), "hello" on
+  // connecting and "ping" every config.live.heartbeat_s, each with the store's version. A version newer than
+  // the one shown is fetched: one request per update (a failed one is tried again at the next ping). Silence
+  // for two heartbeats means a connection that died without a word (a laptop that slept): it is opened again.
   function live() {
-    const source = new EventSource("/api/live");
-    let timer = null;
-    source.addEventListener("data", () => {
-      clearTimeout(timer);
-      timer = setTimeout(async () => { await refresh(); if ($("grid").hidden === false) loadFilterOptions(); }, 150);
-    });
-    source.addEventListener("open", () => $("live").classList.add("on"));
-    source.addEventListener("error", () => $("live").classList.remove("on"));
+    let source = null, watchdog = null, reconnect = false;
+    const alive = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(connect, 2 * config.live.heartbeat_s * 1000 + 5000);
+    };
+    const news = (event) => {
+      alive();
+      heardVersion = JSON.parse(event.data).version;
+      if (!inFlight && behind()) refresh();  // under way: refresh() looks again when it is done
+    };
+    function connect() {
+      if (source) source.close();
+      source = new EventSource("/api/live");
+      alive();
+      source.addEventListener("hello", (event) => {
+        if (!reconnect) { reconnect = true; news(event); return; }
+        // Connected again (the browser does so by itself after an error; the server may have restarted, and
+        // counts versions from 0 again): what came meanwhile is fetched.
+        alive();
+        heardVersion = JSON.parse(event.data).version;
+        refresh();
+      });
+      source.addEventListener("data", news);
+      source.addEventListener("ping", news);
+      source.addEventListener("open", () => $("live").classList.add("on"));
+      source.addEventListener("error", () => $("live").classList.remove("on"));
+    }
+    connect();
   }
 
   async function main() {
     ccm.initTheme($("theme"));
+    try {
+      config = await getJSON("/api/config");
+    } catch (error) {
+      $("error").replaceChildren("Could not load the dashboard: ", el("bdi", {}, error.message));
+      $("error").hidden = false;
+      return;
+    }
+    panels = config.panels;
+    state = readState();
     document.addEventListener("themechange", () => {
       for (const id of Object.keys(charts)) { charts[id].destroy(); delete charts[id]; }
       for (const panel of panels) bodies[panel.id].replaceChildren();
       if (lastData) for (const panel of panels) render(panel, lastData.panels[panel.id]);
     });
-    panels = (await getJSON("/api/panels")).panels;
+    $("range").replaceChildren(...config.ranges.map((r) => option(r.value, r.label)), option("custom", "Custom…"));
     buildGrid();
     bindControls();
     syncControls();
-    await loadFilterOptions().catch(() => {});
     await refresh();
     live();
   }

@@ -1,0 +1,97 @@
+"""The dashboard in Chromium against a real server: what it asks the server for, and when.
+
+Loading it is /api/config, /api/dashboard and the live stream; each live update after that is one request,
+/api/dashboard; with nothing committed it asks for nothing. Its default range and group-by key are the
+server's (the dashboard_range and dashboard_group_by settings)."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from . import test_browser
+from .otlp_builders import SECOND, sum_request
+from .test_browser import post, wait_stat
+
+browser, page = test_browser.browser, test_browser.page  # the same Chromium fixtures
+
+
+def new_session(server, session_id: str) -> None:
+    now = time.time_ns()
+    point = {"user.id": "u-" + session_id, "session.id": session_id}
+    post(server, sum_request("claude_code.session.count", [(now - SECOND, now, 1, point)]))
+
+
+def record_api_requests(page) -> list[str]:
+    """The path and query of every request the page makes to the API from now on."""
+    seen: list[str] = []
+
+    def on_request(request) -> None:
+        url = urlsplit(request.url)
+        if url.path.startswith("/api/"):
+            seen.append(url.path + ("?" + url.query if url.query else ""))
+
+    page.on("request", on_request)
+    return seen
+
+
+def test_each_live_update_is_one_request_and_no_update_none(server, page) -> None:
+    new_session(server, "s-0")
+    requests = record_api_requests(page)
+    page.goto(server.url + "/")
+    wait_stat(page, "sessions", "1")
+    page.wait_for_selector("#live.on")
+    page.wait_for_timeout(500)
+    assert [path.split("?")[0] for path in requests] == ["/api/config", "/api/dashboard", "/api/live"]
+
+    # Nothing committed: nothing asked.
+    requests.clear()
+    page.wait_for_timeout(2000)
+    assert requests == []
+
+    for n in range(1, 4):
+        requests.clear()
+        new_session(server, f"s-{n}")
+        committed = time.monotonic()
+        wait_stat(page, "sessions", str(n + 1), timeout=3000)
+        assert time.monotonic() - committed < 2
+        page.wait_for_timeout(1000)  # time enough for any other request it would make
+        assert [path.split("?")[0] for path in requests] == ["/api/dashboard"], requests
+
+    # A burst of commits: refreshes coalesce (the stream announces at most one every 250 ms).
+    requests.clear()
+    started = time.monotonic()
+    for n in range(10, 30):
+        new_session(server, f"s-{n}")
+    took = time.monotonic() - started
+    wait_stat(page, "sessions", "24", timeout=3000)
+    page.wait_for_timeout(1000)
+    assert {path.split("?")[0] for path in requests} == {"/api/dashboard"}
+    assert len(requests) <= took / 0.25 + 2, (len(requests), took)
+    assert page.errors == []
+
+
+def test_the_page_starts_from_the_servers_defaults(start_server, page) -> None:
+    server = start_server(None, "--dashboard-range", "14d", "--dashboard-group-by", "terminal.type")
+    config = httpx.get(f"{server.url}/api/config", timeout=10).json()
+    assert config["defaults"] == {"range": "14d", "group_by": "terminal.type"}
+    requests = record_api_requests(page)
+    page.goto(server.url + "/")
+    page.wait_for_function("() => document.body.dataset.version !== undefined")
+    assert page.locator("#range").input_value() == "14d"
+    assert page.locator("#range option:checked").inner_text() == "14d"
+    assert page.locator("#group-key").input_value() == "terminal.type"
+    assert page.locator("#group-value-key").inner_text() == "terminal.type"
+    assert page.locator("#range option").all_inner_texts()[-2:] == ["All time", "Custom…"]
+    dashboard = next(path for path in requests if path.startswith("/api/dashboard"))
+    assert parse_qs(urlsplit(dashboard).query) == {"since": ["14d"], "group_by": ["terminal.type"]}
+
+    # Another range, then Clear: back to the server's default.
+    page.select_option("#range", "30d")
+    page.wait_for_function("() => location.search.includes('range=30d')")
+    page.click("#clear")
+    page.wait_for_function("() => location.search.includes('range=14d')")
+    assert "group_by" not in page.url  # the default key is not spelt out in the link
+    assert page.errors == []
