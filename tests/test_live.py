@@ -7,6 +7,7 @@ second under a stream of commits, and no stream that costs the server anything w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -68,6 +69,22 @@ def test_a_commit_wakes_every_waiter_and_a_retry_wakes_none(tmp_path: Path) -> N
         store.close()
 
 
+def test_a_stopping_store_lets_its_waiters_go(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ccmetrics.db")
+
+    async def scenario() -> None:
+        waiters = [asyncio.ensure_future(store.changed(0, 60)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        store.stop_waiters()
+        assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [0] * 5
+        assert await asyncio.wait_for(store.changed(0, 60), 0.1) == 0  # and those that come later
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+
+
 # --- GET /api/live on a real server ----------------------------------------------------------------------
 
 
@@ -109,8 +126,14 @@ class Stream:
             assert time.monotonic() < deadline, f"the stream did not get there: {self.events}"
             time.sleep(0.01)
 
+    def ended(self, timeout: float = 5) -> bool:
+        """Whether the server ended the stream (within ``timeout``)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def close(self) -> None:
-        self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):  # already closed by the server
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
 
@@ -189,6 +212,18 @@ def test_open_streams_cost_nothing_while_nothing_is_committed(server) -> None:
         # Polling every 250 ms in each stream cost 0.06 to 0.12 s here; the server alone, idle, 0 to 0.02 s.
         assert used <= 0.04, f"{used:.2f} s of CPU in 5 s with 20 open streams and no commit"
         assert all(s.names() == ["hello"] for s in streams)
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_open_streams_end_when_the_server_stops_and_do_not_hold_it_up(server) -> None:
+    streams = [Stream(server) for _ in range(3)]
+    try:
+        started = time.monotonic()
+        assert server.stop(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert all(s.ended() for s in streams)
     finally:
         for s in streams:
             s.close()

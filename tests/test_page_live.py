@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from . import test_browser
+from .conftest import CAPTURES, fixture_exports, send
 from .otlp_builders import SECOND, sum_request
 from .test_browser import post, wait_stat
 
@@ -94,4 +95,46 @@ def test_the_page_starts_from_the_servers_defaults(start_server, page) -> None:
     page.click("#clear")
     page.wait_for_function("() => location.search.includes('range=14d')")
     assert "group_by" not in page.url  # the default key is not spelt out in the link
+    assert page.errors == []
+
+
+def test_a_new_group_by_key_is_one_request_with_its_values(server, page) -> None:
+    for capture in CAPTURES:
+        for export in fixture_exports(capture):
+            assert send(server.otlp_http, export).status_code == 200
+    page.goto(server.url + "/?range=all")
+    wait_stat(page, "sessions", "2")
+    page.wait_for_selector("#live.on")
+    terminals = httpx.get(f"{server.url}/api/filters", params={"key": "terminal.type"}, timeout=10).json()
+    assert terminals["values"]
+    requests = record_api_requests(page)
+    page.select_option("#group-key", "terminal.type")
+    page.wait_for_function(
+        "(values) => values.every((v) => [...document.querySelectorAll('#group-value option')]"
+        ".some((o) => o.value === v))",
+        arg=terminals["values"],
+    )
+    page.wait_for_timeout(500)
+    assert [path.split("?")[0] for path in requests] == ["/api/dashboard"]
+    assert "group_by=terminal.type" in page.url
+    assert page.locator("#group-value-key").inner_text() == "terminal.type"
+    header = page.locator('[data-panel="leaderboard_groups"] th').first.inner_text()
+    assert header == "terminal.type"
+    assert page.errors == []
+
+
+def test_after_a_server_restart_the_page_catches_up(server, page) -> None:
+    new_session(server, "before")
+    page.goto(server.url + "/")
+    wait_stat(page, "sessions", "1")
+    page.wait_for_selector("#live.on")
+    page.evaluate("window.__sameDocument = true")
+    server.stop()
+    page.wait_for_selector("#live:not(.on)")
+    server.start()  # the same ports and data; it counts versions from 0 again
+    new_session(server, "after-1")
+    wait_stat(page, "sessions", "2", timeout=10000)  # the browser reconnects within a few seconds
+    new_session(server, "after-2")
+    wait_stat(page, "sessions", "3", timeout=3000)
+    assert page.evaluate("window.__sameDocument") is True
     assert page.errors == []

@@ -103,6 +103,7 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
+            store.stop_waiters()  # live streams end, or the dashboard's server would wait on them for ever
             for server in servers:
                 server.should_exit = True
 
