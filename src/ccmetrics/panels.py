@@ -2,7 +2,8 @@
 
 The built-in dashboard renders from this list, ``/api/panels/<id>`` answers from it, and the Grafana
 generator renders the same panels to PromQL/LogQL: titles, units and layout cannot drift apart.
-A panel's ``compute`` asks the store (through ``Facts``) and returns plain data in the shape of its kind:
+A panel's ``compute`` asks the store (through a ``Selection``) and returns plain data in the shape of its
+kind:
 
 - ``stat``, ``gauge``: ``{"value": number | None}``
 - ``pie``, ``bar``: ``{"items": [{"label", "value"}]}``
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store.facts import Facts
+from .store.selection import Selection
 from .store.summary import ACTIVE, COMMITS, COST, DECISIONS, LINES, PULL_REQUESTS, SESSIONS, TOKENS
 
 SECOND = 1_000_000_000
@@ -43,10 +44,11 @@ DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels bre
 
 
 @dataclass(frozen=True)
-class View:
-    """What a dashboard request looks at: the facts under its filters, and the time window to chart."""
+class PanelRequest:
+    """What a request asks the panels: the data it selects, the time window to chart, and the attribute the
+    "by team" panels group by."""
 
-    facts: Facts
+    selection: Selection
     start_ns: int
     end_ns: int
     group_key: str = DEFAULT_GROUP_KEY
@@ -75,7 +77,7 @@ class Panel:
     row: str
     kind: str  # stat | gauge | pie | bar | table | timeseries | stacked_bars
     unit: str  # count | usd | tokens | seconds | percent | ratio | chars | ms | lines
-    compute: Callable[[View], dict[str, Any]]
+    compute: Callable[[PanelRequest], dict[str, Any]]
     width: int = 4  # of 24 columns
     height: int = 4
     options: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +85,7 @@ class Panel:
     promql: tuple[tuple[str, str], ...] = ()
     logql: tuple[tuple[str, str], ...] = ()
 
-    def data(self, view: View) -> dict[str, Any]:
+    def data(self, view: PanelRequest) -> dict[str, Any]:
         return self.compute(view)
 
 
@@ -135,7 +137,7 @@ def _items(
     return {"items": [*({"label": k, "value": merged[k]} for k in shown), others]}
 
 
-def _timeline(view: View, rows: dict[tuple, float], label: Callable[[tuple], str]) -> dict[str, Any]:
+def _timeline(view: PanelRequest, rows: dict[tuple, float], label: Callable[[tuple], str]) -> dict[str, Any]:
     times = view.times()
     index = {t: i for i, t in enumerate(times)}
 
@@ -166,39 +168,39 @@ def _token_label(key: tuple) -> str:
     return TOKEN_LABELS.get(key[0], str(key[0]))
 
 
-def _net_lines(v: View) -> dict[str, Any]:
-    f = v.facts
-    return _stat(f.metric_total(LINES, type="added") - f.metric_total(LINES, type="removed"))
+def _net_lines(v: PanelRequest) -> dict[str, Any]:
+    sel = v.selection
+    return _stat(sel.metric_total(LINES, type="added") - sel.metric_total(LINES, type="removed"))
 
 
-def _active_time(v: View) -> dict[str, Any]:
-    return _stat(v.facts.metric_total(ACTIVE))
+def _active_time(v: PanelRequest) -> dict[str, Any]:
+    return _stat(v.selection.metric_total(ACTIVE))
 
 
-def _avg_prompt_length(v: View) -> dict[str, Any]:
-    stats = v.facts.event_stats("user_prompt", "prompt_length").get(())
+def _avg_prompt_length(v: PanelRequest) -> dict[str, Any]:
+    stats = v.selection.event_stats("user_prompt", "prompt_length").get(())
     return _stat(stats.mean if stats else None)
 
 
-def _cache_efficiency(v: View) -> dict[str, Any]:
-    tokens = v.facts.metric_totals(TOKENS, ("type",))
+def _cache_efficiency(v: PanelRequest) -> dict[str, Any]:
+    tokens = v.selection.metric_totals(TOKENS, ("type",))
     all_input = sum(tokens.get((t,), 0) for t in ("input", "cacheRead", "cacheCreation"))
     return _stat(_ratio(tokens.get(("cacheRead",), 0), all_input))
 
 
-def _productivity(v: View) -> dict[str, Any]:
-    f = v.facts
-    return _stat(_ratio(f.metric_total(ACTIVE, type="cli"), f.metric_total(ACTIVE, type="user")))
+def _productivity(v: PanelRequest) -> dict[str, Any]:
+    sel = v.selection
+    return _stat(_ratio(sel.metric_total(ACTIVE, type="cli"), sel.metric_total(ACTIVE, type="user")))
 
 
-def _cost_per_1k_output(v: View) -> dict[str, Any]:
-    f = v.facts
-    return _stat(_ratio(f.metric_total(COST) * 1000, f.metric_total(TOKENS, type="output")))
+def _cost_per_1k_output(v: PanelRequest) -> dict[str, Any]:
+    sel = v.selection
+    return _stat(_ratio(sel.metric_total(COST) * 1000, sel.metric_total(TOKENS, type="output")))
 
 
-def _recent_sessions(v: View) -> dict[str, Any]:
-    f = v.facts
-    sessions = f.sessions(limit=TOP)
+def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
+    sel = v.selection
+    sessions = sel.sessions(limit=TOP)
     rows = [
         {
             **s,
@@ -209,24 +211,24 @@ def _recent_sessions(v: View) -> dict[str, Any]:
         }
         for s in sessions
     ]
-    more = f.session_count() - len(sessions)
+    more = sel.session_count() - len(sessions)
     if more > 0:  # the rest of the range, sessions and data that names none, in one row
 
         def rest(total: float, key: str) -> float:
             return _rest(total, math.fsum(s[key] for s in sessions))
 
-        added = rest(f.metric_total(LINES, type="added"), "lines_added")
-        removed = rest(f.metric_total(LINES, type="removed"), "lines_removed")
+        added = rest(sel.metric_total(LINES, type="added"), "lines_added")
+        removed = rest(sel.metric_total(LINES, type="removed"), "lines_removed")
         rows.append(
             {
                 "start_ns": None,
                 "user": others_label(more),
                 "models": "",
-                "prompts": rest(sum(f.event_counts("user_prompt").values()), "prompts"),
-                "cost_usd": rest(f.metric_total(COST), "cost_usd"),
-                "tokens": rest(f.metric_total(TOKENS), "tokens"),
+                "prompts": rest(sum(sel.event_counts("user_prompt").values()), "prompts"),
+                "cost_usd": rest(sel.metric_total(COST), "cost_usd"),
+                "tokens": rest(sel.metric_total(TOKENS), "tokens"),
                 "lines": f"+{added:g} / -{removed:g}",
-                "commits": rest(f.metric_total(COMMITS), "commits"),
+                "commits": rest(sel.metric_total(COMMITS), "commits"),
                 "duration_s": None,
                 "others": more,
             }
@@ -247,19 +249,19 @@ def _recent_sessions(v: View) -> dict[str, Any]:
     }
 
 
-def _edit_decisions(v: View) -> dict[str, Any]:
-    rows = v.facts.metric_totals(DECISIONS, ("decision", "tool_name", "language"))
+def _edit_decisions(v: PanelRequest) -> dict[str, Any]:
+    rows = v.selection.metric_totals(DECISIONS, ("decision", "tool_name", "language"))
     return _items(rows, lambda k: " · ".join(str(part) for part in k if part is not None))
 
 
-def _api_errors_by_status(v: View) -> dict[str, Any]:
-    return _items(v.facts.event_counts("api_error", ("status_code",)), lambda k: f"HTTP {k[0]}")
+def _api_errors_by_status(v: PanelRequest) -> dict[str, Any]:
+    return _items(v.selection.event_counts("api_error", ("status_code",)), lambda k: f"HTTP {k[0]}")
 
 
-def _latency_by_model(v: View) -> dict[str, Any]:
-    latency = v.facts.event_stats("api_request", "duration_ms", ("model",))
-    ttft = v.facts.event_stats("api_request", "ttft_ms", ("model",))
-    errors = v.facts.event_counts("api_error", ("model",))
+def _latency_by_model(v: PanelRequest) -> dict[str, Any]:
+    latency = v.selection.event_stats("api_request", "duration_ms", ("model",))
+    ttft = v.selection.event_stats("api_request", "ttft_ms", ("model",))
+    errors = v.selection.event_counts("api_error", ("model",))
 
     def requests(key: tuple) -> int:
         lat = latency.get(key)
@@ -312,9 +314,9 @@ def _latency_by_model(v: View) -> dict[str, Any]:
     }
 
 
-def _tools(v: View) -> dict[str, Any]:
-    results = v.facts.event_counts("tool_result", ("tool_name", "success"))
-    durations = v.facts.event_stats("tool_result", "duration_ms", ("tool_name",))
+def _tools(v: PanelRequest) -> dict[str, Any]:
+    results = v.selection.event_counts("tool_result", ("tool_name", "success"))
+    durations = v.selection.event_stats("tool_result", "duration_ms", ("tool_name",))
     per_tool: dict[str, dict[str, Any]] = {}
     for (tool, success), count in results.items():
         row = per_tool.setdefault(tool or "unknown", {"tool": tool or "unknown", "calls": 0, "succeeded": 0})
@@ -365,10 +367,10 @@ def _tools(v: View) -> dict[str, Any]:
 LEADERBOARD_COLUMNS = ("cost_usd", "tokens", "sessions", "lines", "commits")
 
 
-def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
+def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     """Cost, tokens, sessions, lines added and commits per value of ``key``: the TOP by cost, the rest in a
     row of others. Each column is added up per value first; rows are made only for the ones shown."""
-    f = v.facts
+    sel = v.selection
     columns: dict[str, dict[str, float]] = {c: defaultdict(float) for c in LEADERBOARD_COLUMNS}
 
     def add(column: str, totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True):
@@ -376,14 +378,14 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
             if only(k):
                 columns[column]["unknown" if k[0] is None else str(k[0])] += value
 
-    add("cost_usd", f.metric_totals(COST, (key,)))
-    add("tokens", f.metric_totals(TOKENS, (key,)))
-    add("sessions", f.metric_totals(SESSIONS, (key,)))
-    add("lines", f.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
-    add("commits", f.metric_totals(COMMITS, (key,)))
+    add("cost_usd", sel.metric_totals(COST, (key,)))
+    add("tokens", sel.metric_totals(TOKENS, (key,)))
+    add("sessions", sel.metric_totals(SESSIONS, (key,)))
+    add("lines", sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
+    add("commits", sel.metric_totals(COMMITS, (key,)))
     names: dict[str, str] = {}
     if key == "user.id":
-        for k, email in f.metric_totals(SESSIONS, ("user.id", "user.email")):
+        for k, email in sel.metric_totals(SESSIONS, ("user.id", "user.email")):
             if email:
                 names["unknown" if k is None else str(k)] = email
     keys = list(set().union(*columns.values(), names))
@@ -414,9 +416,9 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
     }
 
 
-def _active_users(v: View) -> dict[str, Any]:
-    users = {k for k, value in v.facts.metric_totals(SESSIONS, ("user.id",)).items() if value}
-    users |= {k for k in v.facts.metric_totals(TOKENS, ("user.id",))}
+def _active_users(v: PanelRequest) -> dict[str, Any]:
+    users = {k for k, value in v.selection.metric_totals(SESSIONS, ("user.id",)).items() if value}
+    users |= {k for k in v.selection.metric_totals(TOKENS, ("user.id",))}
     return _stat(len({u for u in users if u[0] is not None}))
 
 
@@ -430,7 +432,7 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "count",
-        lambda v: _stat(v.facts.metric_total(SESSIONS)),
+        lambda v: _stat(v.selection.metric_total(SESSIONS)),
         promql=(("sum(increase(claude_code_session_count_total[$__range]))", "Sessions"),),
     ),
     P(
@@ -440,7 +442,7 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "count",
-        lambda v: _stat(v.facts.metric_total(COMMITS)),
+        lambda v: _stat(v.selection.metric_total(COMMITS)),
         promql=(("sum(increase(claude_code_commit_count_total[$__range]))", "Commits"),),
     ),
     P(
@@ -467,7 +469,7 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "usd",
-        lambda v: _stat(v.facts.metric_total(COST)),
+        lambda v: _stat(v.selection.metric_total(COST)),
         promql=(("sum(increase(claude_code_cost_usage_USD_total[$__range]))", "Cost"),),
     ),
     P(
@@ -562,7 +564,7 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "tokens",
-        lambda v: _items(v.facts.metric_totals(TOKENS, ("type",)), _token_label),
+        lambda v: _items(v.selection.metric_totals(TOKENS, ("type",)), _token_label),
         width=8,
         height=8,
         promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{type}}"),),
@@ -574,7 +576,7 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "tokens",
-        lambda v: _items(v.facts.metric_totals(TOKENS, ("model",))),
+        lambda v: _items(v.selection.metric_totals(TOKENS, ("model",))),
         width=8,
         height=8,
         promql=(("sum by (model) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{model}}"),),
@@ -586,7 +588,7 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "seconds",
-        lambda v: _items(v.facts.metric_totals(ACTIVE, ("type",))),
+        lambda v: _items(v.selection.metric_totals(ACTIVE, ("type",))),
         width=8,
         height=8,
         promql=(("sum by (type) (increase(claude_code_active_time_seconds_total[$__range]))", "{{type}}"),),
@@ -599,7 +601,7 @@ PANELS: tuple[Panel, ...] = (
         "Cost",
         "bar",
         "usd",
-        lambda v: _items(v.facts.metric_totals(COST, ("model",))),
+        lambda v: _items(v.selection.metric_totals(COST, ("model",))),
         width=8,
         height=8,
         promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{model}}"),),
@@ -623,7 +625,7 @@ PANELS: tuple[Panel, ...] = (
         "Trends",
         "timeseries",
         "tokens",
-        lambda v: _timeline(v, v.facts.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
+        lambda v: _timeline(v, v.selection.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
         width=8,
         height=8,
         options={"stacked": True},
@@ -636,7 +638,9 @@ PANELS: tuple[Panel, ...] = (
         "Trends",
         "timeseries",
         "usd",
-        lambda v: _timeline(v, v.facts.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])),
+        lambda v: _timeline(
+            v, v.selection.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])
+        ),
         width=8,
         height=8,
         promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__interval]))", "{{model}}"),),
@@ -648,7 +652,9 @@ PANELS: tuple[Panel, ...] = (
         "Trends",
         "stacked_bars",
         "seconds",
-        lambda v: _timeline(v, v.facts.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])),
+        lambda v: _timeline(
+            v, v.selection.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])
+        ),
         width=8,
         height=8,
         promql=(
@@ -663,7 +669,7 @@ PANELS: tuple[Panel, ...] = (
         "Code",
         "stat",
         "count",
-        lambda v: _stat(v.facts.metric_total(PULL_REQUESTS)),
+        lambda v: _stat(v.selection.metric_total(PULL_REQUESTS)),
         width=4,
         height=6,
         promql=(("sum(increase(claude_code_pull_request_count_total[$__range]))", "Pull requests"),),
@@ -675,7 +681,7 @@ PANELS: tuple[Panel, ...] = (
         "Code",
         "stat",
         "lines",
-        lambda v: _stat(v.facts.metric_total(LINES, type="added")),
+        lambda v: _stat(v.selection.metric_total(LINES, type="added")),
         width=4,
         height=6,
         promql=(
@@ -689,7 +695,7 @@ PANELS: tuple[Panel, ...] = (
         "Code",
         "stat",
         "lines",
-        lambda v: _stat(v.facts.metric_total(LINES, type="removed")),
+        lambda v: _stat(v.selection.metric_total(LINES, type="removed")),
         width=4,
         height=6,
         promql=(
@@ -725,7 +731,7 @@ PANELS: tuple[Panel, ...] = (
         "API",
         "stat",
         "count",
-        lambda v: _stat(sum(v.facts.event_counts("api_request").values())),
+        lambda v: _stat(sum(v.selection.event_counts("api_request").values())),
         logql=(
             (
                 'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" '
@@ -741,7 +747,7 @@ PANELS: tuple[Panel, ...] = (
         "API",
         "stat",
         "count",
-        lambda v: _stat(sum(v.facts.event_counts("api_error").values())),
+        lambda v: _stat(sum(v.selection.event_counts("api_error").values())),
         logql=(
             (
                 'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" '
@@ -855,7 +861,7 @@ PANELS: tuple[Panel, ...] = (
         "bar",
         "count",
         lambda v: _items(
-            v.facts.event_counts("tool_decision", ("decision", "source")),
+            v.selection.event_counts("tool_decision", ("decision", "source")),
             lambda k: " · ".join(str(p) for p in k if p is not None),
         ),
         width=12,
@@ -937,7 +943,7 @@ PANELS: tuple[Panel, ...] = (
         "Cost breakdown",
         "pie",
         "usd",
-        lambda v: _items(v.facts.metric_totals(COST, ("query_source",))),
+        lambda v: _items(v.selection.metric_totals(COST, ("query_source",))),
         width=12,
         height=8,
         promql=(
@@ -954,7 +960,7 @@ PANELS: tuple[Panel, ...] = (
         "Cost breakdown",
         "pie",
         "usd",
-        lambda v: _items(v.facts.metric_totals(COST, ("effort",))),
+        lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
         width=12,
         height=8,
         promql=(("sum by (effort) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{effort}}"),),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..otlp.normalize import Batch
-from .facts import AnswerCache, FamilyCache
+from .caches import AnswerCache, FamilyCache
 from .schema import SCHEMA_VERSION, migrate
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 

@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from .facts import NO_FILTERS, AnswerCache, Facts, FamilyCache
+from .caches import AnswerCache, FamilyCache
 from .filters import Filters
+from .selection import NO_FILTERS, Selection
 
 TOKEN_TYPES = {
     "input": "input",
@@ -55,7 +56,7 @@ def summary(
     cache: FamilyCache | None = None,
     answers: AnswerCache | None = None,
 ) -> dict[str, Any]:
-    f = Facts(conn, filters, cache, answers)
+    f = Selection(conn, filters, cache, answers)
     # Each number per model and per user, by field ("tokens.input"), filled in first: entries are made only
     # for the models and users listed.
     models = _Columns()

@@ -26,12 +26,14 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__, jsontext
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
-from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, View
+from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
 from ..store import Store
-from ..store.facts import Facts, attribute_values, filter_options, session_timeline
+from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
 from ..store.schema import DAY_NS
+from ..store.selection import Selection
 from ..store.summary import summary
+from ..store.timeline import session_timeline
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
@@ -53,15 +55,15 @@ def filters_from(request: Request) -> Filters:
     return Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
 
 
-def view_from(request: Request, store: Store) -> View:
+def view_from(request: Request, store: Store) -> PanelRequest:
     return view_for(store, filters_from(request), request.query_params.get("group_by") or DEFAULT_GROUP_KEY)
 
 
-def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> View:
-    facts = Facts(store.reader(), filters, store.family_cache, store.answers)
+def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> PanelRequest:
+    selection = Selection(store.reader(), filters, store.family_cache, store.answers)
     end = filters.until_ns or time.time_ns()
-    start = filters.since_ns or _first_data_ns(facts, end)
-    return View(facts, start, end, group_key)
+    start = filters.since_ns or _first_data_ns(selection, end)
+    return PanelRequest(selection, start, end, group_key)
 
 
 async def warm_up(store: Store) -> None:
@@ -82,8 +84,8 @@ async def warm_up(store: Store) -> None:
     log.info("dashboard warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
 
 
-def _first_data_ns(facts: Facts, end: int) -> int:
-    (first,) = facts.conn.execute("SELECT MIN(time_ns) FROM points").fetchone()
+def _first_data_ns(selection: Selection, end: int) -> int:
+    first = selection.first_point_ns()
     return min(first, end) if first else end - DAY_NS
 
 
@@ -176,10 +178,7 @@ def create_app(store: Store, config: Config) -> Starlette:
     async def api_dashboard(request: Request) -> Response:
         def work() -> dict[str, Any]:
             view = view_from(request, store)
-            (has_data,) = view.facts.conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') "
-                "OR EXISTS (SELECT 1 FROM events)"
-            ).fetchone()
+            has_data = view.selection.has_claude_code_data()
             return {
                 "start_ns": view.start_ns,
                 "end_ns": view.end_ns,
@@ -222,7 +221,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             conn = store.reader()
             only = Filters(attrs=(("session.id", session_id),))
             totals = summary(conn, only, store.family_cache)
-            sessions = Facts(conn, only, store.family_cache).sessions(limit=1)
+            sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
             return {
                 "session_id": session_id,
                 "summary": totals,
