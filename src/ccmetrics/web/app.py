@@ -146,6 +146,8 @@ def to_csv(data: dict[str, Any]) -> str:
 
 def create_app(store: Store, config: Config) -> Starlette:
     async def query(request: Request, work: Any) -> Response:
+        """Answer a request's work as JSON; ``store.read`` runs all of it in one read transaction."""
+
         def timed() -> tuple[Any, float]:
             started = time.perf_counter()
             return work(), (time.perf_counter() - started) * 1000
@@ -177,12 +179,14 @@ def create_app(store: Store, config: Config) -> Starlette:
 
     async def api_dashboard(request: Request) -> Response:
         def work() -> dict[str, Any]:
+            # Before the first statement fixes the snapshot: the data read holds at least this version's.
+            version = store.version
             view = view_from(request, store)
             has_data = view.selection.has_claude_code_data()
             return {
                 "start_ns": view.start_ns,
                 "end_ns": view.end_ns,
-                "version": store.version,
+                "version": version,
                 "has_data": bool(has_data),
                 "panels": {p.id: p.data(view) for p in PANELS},
             }
