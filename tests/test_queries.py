@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ccmetrics.metrics import COST, TOKENS
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
 from ccmetrics.store import Store
@@ -24,8 +25,6 @@ from .otlp_builders import log_request, sum_request
 
 SECOND = 1_000_000_000
 MINUTE, HOUR, DAY = 60 * SECOND, 3600 * SECOND, 86400 * SECOND
-COST = "claude_code.cost.usage"
-TOKENS = "claude_code.token.usage"
 BASE = (time.time_ns() // DAY - 3) * DAY  # midnight, three days ago: every point is in a day that has ended
 SESSIONS = {  # session: (user, team, model)
     "s1": ("u1", "platform", "claude-opus-5-5"),
@@ -61,11 +60,13 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     for sid in SESSIONS:
         mine = [(t, v) for s, t, v in COSTS if s == sid]
         requests.append(
-            sum_request(COST, [(t - MINUTE, t, v, _attrs(sid)) for t, v in mine], resource=_resource(sid))
+            sum_request(
+                COST.name, [(t - MINUTE, t, v, _attrs(sid)) for t, v in mine], resource=_resource(sid)
+            )
         )
         requests.append(
             sum_request(
-                TOKENS,
+                TOKENS.name,
                 [
                     (t - MINUTE, t, float(int(v * 400) * (k + 1)), _attrs(sid, type=kind))
                     for t, v in mine

@@ -23,8 +23,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .metrics import (
+    ACTIVE_TIME,
+    API_ERROR,
+    API_REQUEST,
+    COMMITS,
+    COST,
+    DECISIONS,
+    LINES,
+    PULL_REQUESTS,
+    SESSIONS,
+    TOKENS,
+    TOOL_DECISION,
+    TOOL_RESULT,
+    USER_PROMPT,
+)
+from .store import numbers
 from .store.selection import Selection
-from .store.summary import ACTIVE, COMMITS, COST, DECISIONS, LINES, PULL_REQUESTS, SESSIONS, TOKENS
 
 SECOND = 1_000_000_000
 BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -96,11 +111,6 @@ def _stat(value: float | None) -> dict[str, Any]:
     return {"value": value}
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
-    ratio = numerator / denominator if denominator else None
-    return ratio if ratio is None or math.isfinite(ratio) else None  # extreme inputs can overflow
-
-
 def others_label(count: int) -> str:
     return f"others ({count})"
 
@@ -169,33 +179,27 @@ def _token_label(key: tuple) -> str:
 
 
 def _net_lines(v: PanelRequest) -> dict[str, Any]:
-    sel = v.selection
-    return _stat(sel.metric_total(LINES, type="added") - sel.metric_total(LINES, type="removed"))
+    return _stat(numbers.net_lines(v.selection))
 
 
 def _active_time(v: PanelRequest) -> dict[str, Any]:
-    return _stat(v.selection.metric_total(ACTIVE))
+    return _stat(v.selection.metric_total(ACTIVE_TIME))
 
 
 def _avg_prompt_length(v: PanelRequest) -> dict[str, Any]:
-    stats = v.selection.event_stats("user_prompt", "prompt_length").get(())
-    return _stat(stats.mean if stats else None)
+    return _stat(numbers.average_prompt_length(v.selection))
 
 
 def _cache_efficiency(v: PanelRequest) -> dict[str, Any]:
-    tokens = v.selection.metric_totals(TOKENS, ("type",))
-    all_input = sum(tokens.get((t,), 0) for t in ("input", "cacheRead", "cacheCreation"))
-    return _stat(_ratio(tokens.get(("cacheRead",), 0), all_input))
+    return _stat(numbers.cache_efficiency(v.selection))
 
 
 def _productivity(v: PanelRequest) -> dict[str, Any]:
-    sel = v.selection
-    return _stat(_ratio(sel.metric_total(ACTIVE, type="cli"), sel.metric_total(ACTIVE, type="user")))
+    return _stat(numbers.productivity_ratio(v.selection))
 
 
 def _cost_per_1k_output(v: PanelRequest) -> dict[str, Any]:
-    sel = v.selection
-    return _stat(_ratio(sel.metric_total(COST) * 1000, sel.metric_total(TOKENS, type="output")))
+    return _stat(numbers.cost_per_1k_output_tokens(v.selection))
 
 
 def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
@@ -224,7 +228,7 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
                 "start_ns": None,
                 "user": others_label(more),
                 "models": "",
-                "prompts": rest(sum(sel.event_counts("user_prompt").values()), "prompts"),
+                "prompts": rest(numbers.events(sel, USER_PROMPT), "prompts"),
                 "cost_usd": rest(sel.metric_total(COST), "cost_usd"),
                 "tokens": rest(sel.metric_total(TOKENS), "tokens"),
                 "lines": f"+{added:g} / -{removed:g}",
@@ -255,13 +259,13 @@ def _edit_decisions(v: PanelRequest) -> dict[str, Any]:
 
 
 def _api_errors_by_status(v: PanelRequest) -> dict[str, Any]:
-    return _items(v.selection.event_counts("api_error", ("status_code",)), lambda k: f"HTTP {k[0]}")
+    return _items(v.selection.event_counts(API_ERROR, ("status_code",)), lambda k: f"HTTP {k[0]}")
 
 
 def _latency_by_model(v: PanelRequest) -> dict[str, Any]:
-    latency = v.selection.event_stats("api_request", "duration_ms", ("model",))
-    ttft = v.selection.event_stats("api_request", "ttft_ms", ("model",))
-    errors = v.selection.event_counts("api_error", ("model",))
+    latency = v.selection.event_stats(API_REQUEST, "duration_ms", ("model",))
+    ttft = v.selection.event_stats(API_REQUEST, "ttft_ms", ("model",))
+    errors = v.selection.event_counts(API_ERROR, ("model",))
 
     def requests(key: tuple) -> int:
         lat = latency.get(key)
@@ -315,8 +319,8 @@ def _latency_by_model(v: PanelRequest) -> dict[str, Any]:
 
 
 def _tools(v: PanelRequest) -> dict[str, Any]:
-    results = v.selection.event_counts("tool_result", ("tool_name", "success"))
-    durations = v.selection.event_stats("tool_result", "duration_ms", ("tool_name",))
+    results = v.selection.event_counts(TOOL_RESULT, ("tool_name", "success"))
+    durations = v.selection.event_stats(TOOL_RESULT, "duration_ms", ("tool_name",))
     per_tool: dict[str, dict[str, Any]] = {}
     for (tool, success), count in results.items():
         row = per_tool.setdefault(tool or "unknown", {"tool": tool or "unknown", "calls": 0, "succeeded": 0})
@@ -331,7 +335,7 @@ def _tools(v: PanelRequest) -> dict[str, Any]:
         rows.append(
             {
                 **row,
-                "success_rate": _ratio(row["succeeded"], row["calls"]),
+                "success_rate": numbers.ratio(row["succeeded"], row["calls"]),
                 "p50_ms": stats and stats.p50,
                 "p95_ms": stats and stats.p95,
             }
@@ -345,7 +349,7 @@ def _tools(v: PanelRequest) -> dict[str, Any]:
                 "tool": others_label(len(rest)),
                 "calls": calls,
                 "succeeded": succeeded,
-                "success_rate": _ratio(succeeded, calls),
+                "success_rate": numbers.ratio(succeeded, calls),
                 "p50_ms": None,
                 "p95_ms": None,
                 "others": len(rest),
@@ -433,7 +437,7 @@ PANELS: tuple[Panel, ...] = (
         "stat",
         "count",
         lambda v: _stat(v.selection.metric_total(SESSIONS)),
-        promql=(("sum(increase(claude_code_session_count_total[$__range]))", "Sessions"),),
+        promql=((f"sum(increase({SESSIONS.prometheus}[$__range]))", "Sessions"),),
     ),
     P(
         "commits",
@@ -443,7 +447,7 @@ PANELS: tuple[Panel, ...] = (
         "stat",
         "count",
         lambda v: _stat(v.selection.metric_total(COMMITS)),
-        promql=(("sum(increase(claude_code_commit_count_total[$__range]))", "Commits"),),
+        promql=((f"sum(increase({COMMITS.prometheus}[$__range]))", "Commits"),),
     ),
     P(
         "lines_net",
@@ -455,8 +459,8 @@ PANELS: tuple[Panel, ...] = (
         _net_lines,
         promql=(
             (
-                'sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range])) - '
-                '(sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range])) or '
+                f'sum(increase({LINES.prometheus}{{type="added"}}[$__range])) - '
+                f'(sum(increase({LINES.prometheus}{{type="removed"}}[$__range])) or '
                 "vector(0))",
                 "Net lines",
             ),
@@ -470,7 +474,7 @@ PANELS: tuple[Panel, ...] = (
         "stat",
         "usd",
         lambda v: _stat(v.selection.metric_total(COST)),
-        promql=(("sum(increase(claude_code_cost_usage_USD_total[$__range]))", "Cost"),),
+        promql=((f"sum(increase({COST.prometheus}[$__range]))", "Cost"),),
     ),
     P(
         "active_time",
@@ -480,7 +484,7 @@ PANELS: tuple[Panel, ...] = (
         "stat",
         "seconds",
         _active_time,
-        promql=(("sum(increase(claude_code_active_time_seconds_total[$__range]))", "Active time"),),
+        promql=((f"sum(increase({ACTIVE_TIME.prometheus}[$__range]))", "Active time"),),
     ),
     P(
         "avg_prompt_length",
@@ -513,8 +517,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 1},
         promql=(
             (
-                'sum(increase(claude_code_token_usage_tokens_total{type="cacheRead"}[$__range]))'
-                " / sum(increase(claude_code_token_usage_tokens_total"
+                f'sum(increase({TOKENS.prometheus}{{type="cacheRead"}}[$__range]))'
+                f" / sum(increase({TOKENS.prometheus}"
                 '{type=~"input|cacheRead|cacheCreation"}[$__range]))',
                 "Cache efficiency",
             ),
@@ -532,8 +536,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 10},
         promql=(
             (
-                'sum(increase(claude_code_active_time_seconds_total{type="cli"}[$__range])) / '
-                'sum(increase(claude_code_active_time_seconds_total{type="user"}[$__range]))',
+                f'sum(increase({ACTIVE_TIME.prometheus}{{type="cli"}}[$__range])) / '
+                f'sum(increase({ACTIVE_TIME.prometheus}{{type="user"}}[$__range]))',
                 "Productivity ratio",
             ),
         ),
@@ -550,8 +554,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 1},
         promql=(
             (
-                "sum(increase(claude_code_cost_usage_USD_total[$__range])) * 1000 / "
-                'sum(increase(claude_code_token_usage_tokens_total{type="output"}[$__range]))',
+                f"sum(increase({COST.prometheus}[$__range])) * 1000 / "
+                f'sum(increase({TOKENS.prometheus}{{type="output"}}[$__range]))',
                 "Cost per 1K output tokens",
             ),
         ),
@@ -567,7 +571,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(v.selection.metric_totals(TOKENS, ("type",)), _token_label),
         width=8,
         height=8,
-        promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{type}}"),),
+        promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__range]))", "{{type}}"),),
     ),
     P(
         "tokens_by_model",
@@ -579,7 +583,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(v.selection.metric_totals(TOKENS, ("model",))),
         width=8,
         height=8,
-        promql=(("sum by (model) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{model}}"),),
+        promql=((f"sum by (model) (increase({TOKENS.prometheus}[$__range]))", "{{model}}"),),
     ),
     P(
         "active_time_split",
@@ -588,10 +592,10 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "seconds",
-        lambda v: _items(v.selection.metric_totals(ACTIVE, ("type",))),
+        lambda v: _items(v.selection.metric_totals(ACTIVE_TIME, ("type",))),
         width=8,
         height=8,
-        promql=(("sum by (type) (increase(claude_code_active_time_seconds_total[$__range]))", "{{type}}"),),
+        promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__range]))", "{{type}}"),),
     ),
     # Row 4: cost
     P(
@@ -604,7 +608,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(v.selection.metric_totals(COST, ("model",))),
         width=8,
         height=8,
-        promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{model}}"),),
+        promql=((f"sum by (model) (increase({COST.prometheus}[$__range]))", "{{model}}"),),
     ),
     P(
         "recent_sessions",
@@ -629,7 +633,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         options={"stacked": True},
-        promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__interval]))", "{{type}}"),),
+        promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__interval]))", "{{type}}"),),
     ),
     P(
         "cost_over_time",
@@ -643,7 +647,7 @@ PANELS: tuple[Panel, ...] = (
         ),
         width=8,
         height=8,
-        promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__interval]))", "{{model}}"),),
+        promql=((f"sum by (model) (increase({COST.prometheus}[$__interval]))", "{{model}}"),),
     ),
     P(
         "active_time_over_time",
@@ -653,13 +657,11 @@ PANELS: tuple[Panel, ...] = (
         "stacked_bars",
         "seconds",
         lambda v: _timeline(
-            v, v.selection.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])
+            v, v.selection.metric_timeline(ACTIVE_TIME, ("type",), v.bucket_ns), lambda k: str(k[0])
         ),
         width=8,
         height=8,
-        promql=(
-            ("sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))", "{{type}}"),
-        ),
+        promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__interval]))", "{{type}}"),),
     ),
     # Row 6: code
     P(
@@ -672,7 +674,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _stat(v.selection.metric_total(PULL_REQUESTS)),
         width=4,
         height=6,
-        promql=(("sum(increase(claude_code_pull_request_count_total[$__range]))", "Pull requests"),),
+        promql=((f"sum(increase({PULL_REQUESTS.prometheus}[$__range]))", "Pull requests"),),
     ),
     P(
         "lines_added",
@@ -684,9 +686,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _stat(v.selection.metric_total(LINES, type="added")),
         width=4,
         height=6,
-        promql=(
-            ('sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))', "Lines added"),
-        ),
+        promql=((f'sum(increase({LINES.prometheus}{{type="added"}}[$__range]))', "Lines added"),),
     ),
     P(
         "lines_removed",
@@ -700,7 +700,7 @@ PANELS: tuple[Panel, ...] = (
         height=6,
         promql=(
             (
-                'sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range]))',
+                f'sum(increase({LINES.prometheus}{{type="removed"}}[$__range]))',
                 "Lines removed",
             ),
         ),
@@ -717,8 +717,7 @@ PANELS: tuple[Panel, ...] = (
         height=6,
         promql=(
             (
-                "sum by (decision, tool_name, language) "
-                "(increase(claude_code_code_edit_tool_decision_total[$__range]))",
+                f"sum by (decision, tool_name, language) (increase({DECISIONS.prometheus}[$__range]))",
                 "{{decision}} · {{tool_name}} · {{language}}",
             ),
         ),
@@ -731,7 +730,7 @@ PANELS: tuple[Panel, ...] = (
         "API",
         "stat",
         "count",
-        lambda v: _stat(sum(v.selection.event_counts("api_request").values())),
+        lambda v: _stat(numbers.events(v.selection, API_REQUEST)),
         logql=(
             (
                 'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" '
@@ -747,7 +746,7 @@ PANELS: tuple[Panel, ...] = (
         "API",
         "stat",
         "count",
-        lambda v: _stat(sum(v.selection.event_counts("api_error").values())),
+        lambda v: _stat(numbers.events(v.selection, API_ERROR)),
         logql=(
             (
                 'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" '
@@ -861,7 +860,7 @@ PANELS: tuple[Panel, ...] = (
         "bar",
         "count",
         lambda v: _items(
-            v.selection.event_counts("tool_decision", ("decision", "source")),
+            v.selection.event_counts(TOOL_DECISION, ("decision", "source")),
             lambda k: " · ".join(str(p) for p in k if p is not None),
         ),
         width=12,
@@ -886,8 +885,8 @@ PANELS: tuple[Panel, ...] = (
         promql=(
             (
                 "count("
-                'sum by (user_id) (increase(claude_code_session_count_total{user_id!=""}[$__range])) > 0'
-                ' or sum by (user_id) (increase(claude_code_token_usage_tokens_total{user_id!=""}[$__range]))'
+                f'sum by (user_id) (increase({SESSIONS.prometheus}{{user_id!=""}}[$__range])) > 0'
+                f' or sum by (user_id) (increase({TOKENS.prometheus}{{user_id!=""}}[$__range]))'
                 ")",
                 "Active users",
             ),
@@ -904,14 +903,14 @@ PANELS: tuple[Panel, ...] = (
         width=10,
         height=8,
         promql=(
-            ("sum by (user_id) (increase(claude_code_cost_usage_USD_total[$__range]))", "cost_usd"),
-            ("sum by (user_id) (increase(claude_code_token_usage_tokens_total[$__range]))", "tokens"),
-            ("sum by (user_id) (increase(claude_code_session_count_total[$__range]))", "sessions"),
+            (f"sum by (user_id) (increase({COST.prometheus}[$__range]))", "cost_usd"),
+            (f"sum by (user_id) (increase({TOKENS.prometheus}[$__range]))", "tokens"),
+            (f"sum by (user_id) (increase({SESSIONS.prometheus}[$__range]))", "sessions"),
             (
-                'sum by (user_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))',
+                f'sum by (user_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))',
                 "lines",
             ),
-            ("sum by (user_id) (increase(claude_code_commit_count_total[$__range]))", "commits"),
+            (f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
         ),
     ),
     P(
@@ -925,14 +924,14 @@ PANELS: tuple[Panel, ...] = (
         width=10,
         height=8,
         promql=(
-            ("sum by (team_id) (increase(claude_code_cost_usage_USD_total[$__range]))", "cost_usd"),
-            ("sum by (team_id) (increase(claude_code_token_usage_tokens_total[$__range]))", "tokens"),
-            ("sum by (team_id) (increase(claude_code_session_count_total[$__range]))", "sessions"),
+            (f"sum by (team_id) (increase({COST.prometheus}[$__range]))", "cost_usd"),
+            (f"sum by (team_id) (increase({TOKENS.prometheus}[$__range]))", "tokens"),
+            (f"sum by (team_id) (increase({SESSIONS.prometheus}[$__range]))", "sessions"),
             (
-                'sum by (team_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))',
+                f'sum by (team_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))',
                 "lines",
             ),
-            ("sum by (team_id) (increase(claude_code_commit_count_total[$__range]))", "commits"),
+            (f"sum by (team_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
         ),
     ),
     # Row 10: cost breakdowns
@@ -948,7 +947,7 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         promql=(
             (
-                "sum by (query_source) (increase(claude_code_cost_usage_USD_total[$__range]))",
+                f"sum by (query_source) (increase({COST.prometheus}[$__range]))",
                 "{{query_source}}",
             ),
         ),
@@ -963,7 +962,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
         width=12,
         height=8,
-        promql=(("sum by (effort) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{effort}}"),),
+        promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
     ),
 )
 

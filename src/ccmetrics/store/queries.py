@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..metrics import Metric
 from .ranges import RangePart
 from .schema import EVENT_COLUMNS, FAMILY_COLUMNS, NOT_IN_FAMILY
 
@@ -329,31 +330,45 @@ def latest_sessions(since_ns: int | None, until_ns: int | None, filters: MetricF
 
 
 def session_totals(
-    session_ids: Sequence[str], since_ns: int | None, until_ns: int | None, filters: MetricFilter
+    session_ids: Sequence[str],
+    since_ns: int | None,
+    until_ns: int | None,
+    filters: MetricFilter,
+    *,
+    cost: Metric,
+    tokens: Metric,
+    lines: Metric,
+    commits: Metric,
 ) -> Query:
     """Each session's first and last point in the range, who, which models, and its cost, tokens, lines
     added and removed, and commits: ``(session_id, start, end, user, email, models, cost, tokens, added,
     removed, commits)``, the latest first."""
-    where = filters.on("+s.family_id")
+    where = filters.on("+s.family_id")  # its parameters follow the numbered ones (?8, ?9...)
     return Query(
         f"""
         SELECT s.session_id, MIN(p.start_ns), MAX(p.time_ns), MAX(s.user_id), MAX(s.user_email),
                GROUP_CONCAT(DISTINCT s.model),
-               SUM(CASE WHEN s.metric = 'claude_code.cost.usage' THEN p.value END),
-               SUM(CASE WHEN s.metric = 'claude_code.token.usage' THEN p.value END),
-               SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'added'
-                   THEN p.value END),
-               SUM(CASE WHEN s.metric = 'claude_code.lines_of_code.count' AND s.type = 'removed'
-                   THEN p.value END),
-               SUM(CASE WHEN s.metric = 'claude_code.commit.count' THEN p.value END)
+               SUM(CASE WHEN s.metric = ?1 THEN p.value END),
+               SUM(CASE WHEN s.metric = ?2 THEN p.value END),
+               SUM(CASE WHEN s.metric = ?3 AND s.type = 'added' THEN p.value END),
+               SUM(CASE WHEN s.metric = ?3 AND s.type = 'removed' THEN p.value END),
+               SUM(CASE WHEN s.metric = ?4 THEN p.value END)
         FROM session_times t CROSS JOIN points p ON p.time_ns = t.time_ns
         CROSS JOIN series s ON s.id = p.series_id AND s.session_id = t.session_id
-        WHERE t.session_id IN (SELECT value FROM json_each(?)) AND s.kind = 'sum'
-          AND s.metric LIKE 'claude_code.%' AND t.time_ns >= ? AND t.time_ns < ? AND {where.sql}
+        WHERE t.session_id IN (SELECT value FROM json_each(?5)) AND s.kind = 'sum'
+          AND s.metric LIKE 'claude_code.%' AND t.time_ns >= ?6 AND t.time_ns < ?7 AND {where.sql}
         GROUP BY s.session_id
         ORDER BY MAX(p.time_ns) DESC
         """,
-        (json.dumps(list(session_ids)), *bounds(since_ns, until_ns), *where.params),
+        (
+            cost.name,
+            tokens.name,
+            lines.name,
+            commits.name,
+            json.dumps(list(session_ids)),
+            *bounds(since_ns, until_ns),
+            *where.params,
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from ..metrics import COMMITS, COST, LINES, TOKENS, Metric
 from . import queries
 from .caches import AnswerCache, FamilyCache, FamilyTable, Key
 from .filters import Filters
@@ -156,7 +157,7 @@ class Selection:
 
     @memoized
     def family_totals(
-        self, metric: str, bucket_ns: int | None = None, columns: tuple[str, ...] = ()
+        self, metric: Metric, bucket_ns: int | None = None, columns: tuple[str, ...] = ()
     ) -> dict[Key, float]:
         """A counter's increments per family, or per value of common ``columns`` (grouped in SQL, for big
         groupings such as timelines), and per time bucket when asked:
@@ -164,7 +165,7 @@ class Selection:
         filters = self.metric_filter
         out: dict[Key, float] = defaultdict(float)
         for part in self._parts(filters.raw_only, bucket_ns):
-            query = queries.metric_sums_by(part, filters, metric, columns, bucket_ns)
+            query = queries.metric_sums_by(part, filters, metric.name, columns, bucket_ns)
             for *key, value in self._rows(part, query):
                 out[tuple(key)] += value
         return dict(out)
@@ -184,13 +185,13 @@ class Selection:
         return self._by_name("families", self._metric_sums())
 
     @memoized
-    def metric_totals(self, metric: str, by: tuple[str, ...] = ()) -> dict[Key, float]:
+    def metric_totals(self, metric: Metric, by: tuple[str, ...] = ()) -> dict[Key, float]:
         """Sum of a counter's increments, grouped by attributes."""
-        per_family = self._metric_sums_by_name().get(metric, {})
+        per_family = self._metric_sums_by_name().get(metric.name, {})
         return _sum_by(per_family, self.family_cache.keys(self.conn, "families", per_family, by))
 
     @memoized
-    def metric_timeline(self, metric: str, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
+    def metric_timeline(self, metric: Metric, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
         """Like ``metric_totals``, with the start of the time bucket as the key's first element."""
         if all(key in FAMILY_COLUMNS for key in by):
             return {
@@ -204,7 +205,7 @@ class Selection:
             out[(bucket, *keys[family_id])] += value
         return dict(out)
 
-    def metric_total(self, metric: str, **where: str) -> float:
+    def metric_total(self, metric: Metric, **where: str) -> float:
         """One number: the counter's total, optionally only where attributes have the given values."""
         totals = self.metric_totals(metric, tuple(where))
         return totals.get(tuple(where.values()), 0.0) if where else sum(totals.values())
@@ -304,7 +305,9 @@ class Selection:
         ids = [row[0] for row in self.conn.execute(latest.sql, latest.params)]
         if not ids:
             return []
-        totals = queries.session_totals(ids, since, until, self.metric_filter)
+        totals = queries.session_totals(
+            ids, since, until, self.metric_filter, cost=COST, tokens=TOKENS, lines=LINES, commits=COMMITS
+        )
         rows = self.conn.execute(totals.sql, totals.params).fetchall()
         prompts = queries.prompts_per_session(ids, since, until, self.event_filter)
         prompt_counts = dict(self.conn.execute(prompts.sql, prompts.params).fetchall())
