@@ -158,6 +158,19 @@ def test_a_timeline_puts_each_point_in_its_bucket(store, bucket, by):
     assert select(store, since, until).metric_timeline(COST, by, bucket) == pytest.approx(expected)
 
 
+def test_a_chart_under_a_session_filter_is_read_from_its_points(store):
+    since, until = BASE + 2 * HOUR + 30 * MINUTE, BASE + 3 * DAY
+    expected: dict[tuple, float] = defaultdict(float)
+    for sid, t, v in COSTS:
+        if sid == "s2" and within(t, since, until):
+            expected[(t - t % HOUR, SESSIONS[sid][2])] += v
+    selection = select(store, since, until, **{"session.id": "s2"})
+    assert selection.metric_timeline(COST, ("model",), HOUR) == pytest.approx(expected)
+    assert selection.metric_timeline(COST, ("team.id",), HOUR) == pytest.approx(
+        {(bucket, "web"): v for (bucket, _), v in expected.items()}
+    )
+
+
 def nearest_rank(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
