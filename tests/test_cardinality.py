@@ -31,7 +31,7 @@ from ccmetrics.panels import TOP
 from ccmetrics.prometheus import MAX_SERIES
 from ccmetrics.store import Store
 from ccmetrics.store.committer import Committer, WriteResult
-from ccmetrics.store.facts import FILTER_CHOICES
+from ccmetrics.store.filter_choices import FILTER_CHOICES
 from ccmetrics.store.limits import NewSeriesLimit
 from ccmetrics.store.summary import TOP as SUMMARY_TOP
 

@@ -346,25 +346,6 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
     reader.close()
 
 
-def test_ranges_split_into_days_hours_and_raw_edges():
-    from ccmetrics.store.facts import _split
-
-    hour, day = 3600 * SECOND, 86400 * SECOND
-    tiers = [("day", day), ("hour", hour)]
-    lo, hi = 3 * day - 90 * 60 * SECOND, 6 * day + 2 * hour + 5 * SECOND
-    assert _split(lo, hi, tiers) == [
-        ("raw", lo, 3 * day - hour),
-        ("hour", 3 * day - hour, 3 * day),
-        ("day", 3 * day, 6 * day),
-        ("hour", 6 * day, 6 * day + 2 * hour),
-        ("raw", 6 * day + 2 * hour, hi),
-    ]
-    assert _split(None, None, tiers) == [("day", None, None)]
-    assert _split(None, 2 * day + 5, tiers) == [("day", None, 2 * day), ("raw", 2 * day, 2 * day + 5)]
-    assert _split(hour + 1, hour + 2, tiers) == [("raw", hour + 1, hour + 2)]
-    assert _split(5, 5, tiers) == []
-
-
 def test_an_export_that_repeats_some_points_adds_only_the_new_ones(store):
     hour = 3600 * SECOND
     p1, p2, p3 = ((T0 + i * hour, T0 + i * hour + SECOND, float(i + 1), USER) for i in range(3))
@@ -421,8 +402,8 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
 def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     """A database written by the first schema (rollups keyed by family first, points by series) opens and
     answers the same: totals, a session's own totals, and the sessions list."""
-    from ccmetrics.store.facts import Facts
     from ccmetrics.store.schema import MIGRATIONS, _statements
+    from ccmetrics.store.selection import Selection
 
     current = tmp_path / "current.db"
     store = Store(current)
@@ -440,7 +421,7 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     )
     expected = totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour))
     expected_session = totals(store, filters=["session.id=s2"])
-    expected_sessions = Facts(store.reader(), Filters()).sessions()
+    expected_sessions = Selection(store.reader(), Filters()).sessions()
     store.close()
 
     old = tmp_path / "old" / "ccmetrics.db"
@@ -463,7 +444,7 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
         assert expected["cost_usd"] == sum(0.25 * (i + 1) for i in range(2, 27))
         assert totals(store, filters=["session.id=s2"]) == expected_session
         assert expected_session["cost_usd"] == sum(0.25 * (i + 1) for i in range(30) if i % 3)
-        assert Facts(store.reader(), Filters()).sessions() == expected_sessions
+        assert Selection(store.reader(), Filters()).sessions() == expected_sessions
         assert [s["session_id"] for s in expected_sessions] == ["s2", "s1"]
         (key,) = (
             store.reader()

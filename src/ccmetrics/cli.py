@@ -13,7 +13,7 @@ import click
 
 from . import __version__, jsontext
 from .config import SETTINGS_BY_NAME, Config
-from .store import StoreOutdated, open_reader
+from .store import StoreOutdated, open_reader, read_transaction
 from .store.filters import Filters, QueryError
 from .store.summary import summary
 
@@ -110,7 +110,7 @@ def report_summary(
         conn = open_reader(config.db_path)
     except (QueryError, FileNotFoundError, StoreOutdated) as exc:
         raise click.ClickException(str(exc)) from None
-    with contextlib.closing(conn):
+    with contextlib.closing(conn), read_transaction(conn):  # one snapshot: its numbers agree
         result = summary(conn, query)
     if as_json:
         click.echo(jsontext.dumps(result, indent=2))

@@ -12,6 +12,7 @@ from typing import Any
 
 import platformdirs
 
+from .metrics import DEFAULT_LABELS
 from .panels import DEFAULT_GROUP_KEY
 
 
@@ -59,8 +60,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "metrics_labels",
-        "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
-        "query_source,effort,service.version",
+        DEFAULT_LABELS,
         "Attributes that become labels on /metrics (comma-separated); each one multiplies the series.",
         str,
     ),

@@ -2,7 +2,8 @@
 
 The built-in dashboard renders from this list, ``/api/panels/<id>`` answers from it, and the Grafana
 generator renders the same panels to PromQL/LogQL: titles, units and layout cannot drift apart.
-A panel's ``compute`` asks the store (through ``Facts``) and returns plain data in the shape of its kind:
+A panel's ``compute`` asks the store (through a ``Selection``) and returns plain data in the shape of its
+kind:
 
 - ``stat``, ``gauge``: ``{"value": number | None}``
 - ``pie``, ``bar``: ``{"items": [{"label", "value"}]}``
@@ -22,8 +23,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store.facts import Facts
-from .store.summary import ACTIVE, COMMITS, COST, DECISIONS, LINES, PULL_REQUESTS, SESSIONS, TOKENS
+from .metrics import (
+    ACTIVE_TIME,
+    API_ERROR,
+    API_REQUEST,
+    COMMITS,
+    COST,
+    DECISIONS,
+    LINES,
+    PULL_REQUESTS,
+    SESSIONS,
+    TOKENS,
+    TOOL_DECISION,
+    TOOL_RESULT,
+    USER_PROMPT,
+)
+from .store import numbers
+from .store.selection import Selection
 
 SECOND = 1_000_000_000
 BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -43,10 +59,11 @@ DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels bre
 
 
 @dataclass(frozen=True)
-class View:
-    """What a dashboard request looks at: the facts under its filters, and the time window to chart."""
+class PanelRequest:
+    """What a request asks the panels: the data it selects, the time window to chart, and the attribute the
+    "by team" panels group by."""
 
-    facts: Facts
+    selection: Selection
     start_ns: int
     end_ns: int
     group_key: str = DEFAULT_GROUP_KEY
@@ -75,7 +92,7 @@ class Panel:
     row: str
     kind: str  # stat | gauge | pie | bar | table | timeseries | stacked_bars
     unit: str  # count | usd | tokens | seconds | percent | ratio | chars | ms | lines
-    compute: Callable[[View], dict[str, Any]]
+    compute: Callable[[PanelRequest], dict[str, Any]]
     width: int = 4  # of 24 columns
     height: int = 4
     options: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +100,7 @@ class Panel:
     promql: tuple[tuple[str, str], ...] = ()
     logql: tuple[tuple[str, str], ...] = ()
 
-    def data(self, view: View) -> dict[str, Any]:
+    def data(self, view: PanelRequest) -> dict[str, Any]:
         return self.compute(view)
 
 
@@ -92,11 +109,6 @@ class Panel:
 
 def _stat(value: float | None) -> dict[str, Any]:
     return {"value": value}
-
-
-def _ratio(numerator: float, denominator: float) -> float | None:
-    ratio = numerator / denominator if denominator else None
-    return ratio if ratio is None or math.isfinite(ratio) else None  # extreme inputs can overflow
 
 
 def others_label(count: int) -> str:
@@ -135,7 +147,7 @@ def _items(
     return {"items": [*({"label": k, "value": merged[k]} for k in shown), others]}
 
 
-def _timeline(view: View, rows: dict[tuple, float], label: Callable[[tuple], str]) -> dict[str, Any]:
+def _timeline(view: PanelRequest, rows: dict[tuple, float], label: Callable[[tuple], str]) -> dict[str, Any]:
     times = view.times()
     index = {t: i for i, t in enumerate(times)}
 
@@ -166,39 +178,33 @@ def _token_label(key: tuple) -> str:
     return TOKEN_LABELS.get(key[0], str(key[0]))
 
 
-def _net_lines(v: View) -> dict[str, Any]:
-    f = v.facts
-    return _stat(f.metric_total(LINES, type="added") - f.metric_total(LINES, type="removed"))
+def _net_lines(v: PanelRequest) -> dict[str, Any]:
+    return _stat(numbers.net_lines(v.selection))
 
 
-def _active_time(v: View) -> dict[str, Any]:
-    return _stat(v.facts.metric_total(ACTIVE))
+def _active_time(v: PanelRequest) -> dict[str, Any]:
+    return _stat(v.selection.metric_total(ACTIVE_TIME))
 
 
-def _avg_prompt_length(v: View) -> dict[str, Any]:
-    stats = v.facts.event_stats("user_prompt", "prompt_length").get(())
-    return _stat(stats.mean if stats else None)
+def _avg_prompt_length(v: PanelRequest) -> dict[str, Any]:
+    return _stat(numbers.average_prompt_length(v.selection))
 
 
-def _cache_efficiency(v: View) -> dict[str, Any]:
-    tokens = v.facts.metric_totals(TOKENS, ("type",))
-    all_input = sum(tokens.get((t,), 0) for t in ("input", "cacheRead", "cacheCreation"))
-    return _stat(_ratio(tokens.get(("cacheRead",), 0), all_input))
+def _cache_efficiency(v: PanelRequest) -> dict[str, Any]:
+    return _stat(numbers.cache_efficiency(v.selection))
 
 
-def _productivity(v: View) -> dict[str, Any]:
-    f = v.facts
-    return _stat(_ratio(f.metric_total(ACTIVE, type="cli"), f.metric_total(ACTIVE, type="user")))
+def _productivity(v: PanelRequest) -> dict[str, Any]:
+    return _stat(numbers.productivity_ratio(v.selection))
 
 
-def _cost_per_1k_output(v: View) -> dict[str, Any]:
-    f = v.facts
-    return _stat(_ratio(f.metric_total(COST) * 1000, f.metric_total(TOKENS, type="output")))
+def _cost_per_1k_output(v: PanelRequest) -> dict[str, Any]:
+    return _stat(numbers.cost_per_1k_output_tokens(v.selection))
 
 
-def _recent_sessions(v: View) -> dict[str, Any]:
-    f = v.facts
-    sessions = f.sessions(limit=TOP)
+def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
+    sel = v.selection
+    sessions = sel.sessions(limit=TOP)
     rows = [
         {
             **s,
@@ -209,24 +215,24 @@ def _recent_sessions(v: View) -> dict[str, Any]:
         }
         for s in sessions
     ]
-    more = f.session_count() - len(sessions)
+    more = sel.session_count() - len(sessions)
     if more > 0:  # the rest of the range, sessions and data that names none, in one row
 
         def rest(total: float, key: str) -> float:
             return _rest(total, math.fsum(s[key] for s in sessions))
 
-        added = rest(f.metric_total(LINES, type="added"), "lines_added")
-        removed = rest(f.metric_total(LINES, type="removed"), "lines_removed")
+        added = rest(sel.metric_total(LINES, type="added"), "lines_added")
+        removed = rest(sel.metric_total(LINES, type="removed"), "lines_removed")
         rows.append(
             {
                 "start_ns": None,
                 "user": others_label(more),
                 "models": "",
-                "prompts": rest(sum(f.event_counts("user_prompt").values()), "prompts"),
-                "cost_usd": rest(f.metric_total(COST), "cost_usd"),
-                "tokens": rest(f.metric_total(TOKENS), "tokens"),
+                "prompts": rest(numbers.events(sel, USER_PROMPT), "prompts"),
+                "cost_usd": rest(sel.metric_total(COST), "cost_usd"),
+                "tokens": rest(sel.metric_total(TOKENS), "tokens"),
                 "lines": f"+{added:g} / -{removed:g}",
-                "commits": rest(f.metric_total(COMMITS), "commits"),
+                "commits": rest(sel.metric_total(COMMITS), "commits"),
                 "duration_s": None,
                 "others": more,
             }
@@ -247,19 +253,19 @@ def _recent_sessions(v: View) -> dict[str, Any]:
     }
 
 
-def _edit_decisions(v: View) -> dict[str, Any]:
-    rows = v.facts.metric_totals(DECISIONS, ("decision", "tool_name", "language"))
+def _edit_decisions(v: PanelRequest) -> dict[str, Any]:
+    rows = v.selection.metric_totals(DECISIONS, ("decision", "tool_name", "language"))
     return _items(rows, lambda k: " · ".join(str(part) for part in k if part is not None))
 
 
-def _api_errors_by_status(v: View) -> dict[str, Any]:
-    return _items(v.facts.event_counts("api_error", ("status_code",)), lambda k: f"HTTP {k[0]}")
+def _api_errors_by_status(v: PanelRequest) -> dict[str, Any]:
+    return _items(v.selection.event_counts(API_ERROR, ("status_code",)), lambda k: f"HTTP {k[0]}")
 
 
-def _latency_by_model(v: View) -> dict[str, Any]:
-    latency = v.facts.event_stats("api_request", "duration_ms", ("model",))
-    ttft = v.facts.event_stats("api_request", "ttft_ms", ("model",))
-    errors = v.facts.event_counts("api_error", ("model",))
+def _latency_by_model(v: PanelRequest) -> dict[str, Any]:
+    latency = v.selection.event_stats(API_REQUEST, "duration_ms", ("model",))
+    ttft = v.selection.event_stats(API_REQUEST, "ttft_ms", ("model",))
+    errors = v.selection.event_counts(API_ERROR, ("model",))
 
     def requests(key: tuple) -> int:
         lat = latency.get(key)
@@ -312,9 +318,9 @@ def _latency_by_model(v: View) -> dict[str, Any]:
     }
 
 
-def _tools(v: View) -> dict[str, Any]:
-    results = v.facts.event_counts("tool_result", ("tool_name", "success"))
-    durations = v.facts.event_stats("tool_result", "duration_ms", ("tool_name",))
+def _tools(v: PanelRequest) -> dict[str, Any]:
+    results = v.selection.event_counts(TOOL_RESULT, ("tool_name", "success"))
+    durations = v.selection.event_stats(TOOL_RESULT, "duration_ms", ("tool_name",))
     per_tool: dict[str, dict[str, Any]] = {}
     for (tool, success), count in results.items():
         row = per_tool.setdefault(tool or "unknown", {"tool": tool or "unknown", "calls": 0, "succeeded": 0})
@@ -329,7 +335,7 @@ def _tools(v: View) -> dict[str, Any]:
         rows.append(
             {
                 **row,
-                "success_rate": _ratio(row["succeeded"], row["calls"]),
+                "success_rate": numbers.ratio(row["succeeded"], row["calls"]),
                 "p50_ms": stats and stats.p50,
                 "p95_ms": stats and stats.p95,
             }
@@ -343,7 +349,7 @@ def _tools(v: View) -> dict[str, Any]:
                 "tool": others_label(len(rest)),
                 "calls": calls,
                 "succeeded": succeeded,
-                "success_rate": _ratio(succeeded, calls),
+                "success_rate": numbers.ratio(succeeded, calls),
                 "p50_ms": None,
                 "p95_ms": None,
                 "others": len(rest),
@@ -365,10 +371,10 @@ def _tools(v: View) -> dict[str, Any]:
 LEADERBOARD_COLUMNS = ("cost_usd", "tokens", "sessions", "lines", "commits")
 
 
-def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
+def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     """Cost, tokens, sessions, lines added and commits per value of ``key``: the TOP by cost, the rest in a
     row of others. Each column is added up per value first; rows are made only for the ones shown."""
-    f = v.facts
+    sel = v.selection
     columns: dict[str, dict[str, float]] = {c: defaultdict(float) for c in LEADERBOARD_COLUMNS}
 
     def add(column: str, totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True):
@@ -376,14 +382,14 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
             if only(k):
                 columns[column]["unknown" if k[0] is None else str(k[0])] += value
 
-    add("cost_usd", f.metric_totals(COST, (key,)))
-    add("tokens", f.metric_totals(TOKENS, (key,)))
-    add("sessions", f.metric_totals(SESSIONS, (key,)))
-    add("lines", f.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
-    add("commits", f.metric_totals(COMMITS, (key,)))
+    add("cost_usd", sel.metric_totals(COST, (key,)))
+    add("tokens", sel.metric_totals(TOKENS, (key,)))
+    add("sessions", sel.metric_totals(SESSIONS, (key,)))
+    add("lines", sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
+    add("commits", sel.metric_totals(COMMITS, (key,)))
     names: dict[str, str] = {}
     if key == "user.id":
-        for k, email in f.metric_totals(SESSIONS, ("user.id", "user.email")):
+        for k, email in sel.metric_totals(SESSIONS, ("user.id", "user.email")):
             if email:
                 names["unknown" if k is None else str(k)] = email
     keys = list(set().union(*columns.values(), names))
@@ -414,9 +420,9 @@ def _leaderboard(v: View, key: str, label: str) -> dict[str, Any]:
     }
 
 
-def _active_users(v: View) -> dict[str, Any]:
-    users = {k for k, value in v.facts.metric_totals(SESSIONS, ("user.id",)).items() if value}
-    users |= {k for k in v.facts.metric_totals(TOKENS, ("user.id",))}
+def _active_users(v: PanelRequest) -> dict[str, Any]:
+    users = {k for k, value in v.selection.metric_totals(SESSIONS, ("user.id",)).items() if value}
+    users |= {k for k in v.selection.metric_totals(TOKENS, ("user.id",))}
     return _stat(len({u for u in users if u[0] is not None}))
 
 
@@ -430,8 +436,8 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "count",
-        lambda v: _stat(v.facts.metric_total(SESSIONS)),
-        promql=(("sum(increase(claude_code_session_count_total[$__range]))", "Sessions"),),
+        lambda v: _stat(v.selection.metric_total(SESSIONS)),
+        promql=((f"sum(increase({SESSIONS.prometheus}[$__range]))", "Sessions"),),
     ),
     P(
         "commits",
@@ -440,8 +446,8 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "count",
-        lambda v: _stat(v.facts.metric_total(COMMITS)),
-        promql=(("sum(increase(claude_code_commit_count_total[$__range]))", "Commits"),),
+        lambda v: _stat(v.selection.metric_total(COMMITS)),
+        promql=((f"sum(increase({COMMITS.prometheus}[$__range]))", "Commits"),),
     ),
     P(
         "lines_net",
@@ -453,8 +459,8 @@ PANELS: tuple[Panel, ...] = (
         _net_lines,
         promql=(
             (
-                'sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range])) - '
-                '(sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range])) or '
+                f'sum(increase({LINES.prometheus}{{type="added"}}[$__range])) - '
+                f'(sum(increase({LINES.prometheus}{{type="removed"}}[$__range])) or '
                 "vector(0))",
                 "Net lines",
             ),
@@ -467,8 +473,8 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "usd",
-        lambda v: _stat(v.facts.metric_total(COST)),
-        promql=(("sum(increase(claude_code_cost_usage_USD_total[$__range]))", "Cost"),),
+        lambda v: _stat(v.selection.metric_total(COST)),
+        promql=((f"sum(increase({COST.prometheus}[$__range]))", "Cost"),),
     ),
     P(
         "active_time",
@@ -478,7 +484,7 @@ PANELS: tuple[Panel, ...] = (
         "stat",
         "seconds",
         _active_time,
-        promql=(("sum(increase(claude_code_active_time_seconds_total[$__range]))", "Active time"),),
+        promql=((f"sum(increase({ACTIVE_TIME.prometheus}[$__range]))", "Active time"),),
     ),
     P(
         "avg_prompt_length",
@@ -511,8 +517,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 1},
         promql=(
             (
-                'sum(increase(claude_code_token_usage_tokens_total{type="cacheRead"}[$__range]))'
-                " / sum(increase(claude_code_token_usage_tokens_total"
+                f'sum(increase({TOKENS.prometheus}{{type="cacheRead"}}[$__range]))'
+                f" / sum(increase({TOKENS.prometheus}"
                 '{type=~"input|cacheRead|cacheCreation"}[$__range]))',
                 "Cache efficiency",
             ),
@@ -530,8 +536,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 10},
         promql=(
             (
-                'sum(increase(claude_code_active_time_seconds_total{type="cli"}[$__range])) / '
-                'sum(increase(claude_code_active_time_seconds_total{type="user"}[$__range]))',
+                f'sum(increase({ACTIVE_TIME.prometheus}{{type="cli"}}[$__range])) / '
+                f'sum(increase({ACTIVE_TIME.prometheus}{{type="user"}}[$__range]))',
                 "Productivity ratio",
             ),
         ),
@@ -548,8 +554,8 @@ PANELS: tuple[Panel, ...] = (
         options={"min": 0, "max": 1},
         promql=(
             (
-                "sum(increase(claude_code_cost_usage_USD_total[$__range])) * 1000 / "
-                'sum(increase(claude_code_token_usage_tokens_total{type="output"}[$__range]))',
+                f"sum(increase({COST.prometheus}[$__range])) * 1000 / "
+                f'sum(increase({TOKENS.prometheus}{{type="output"}}[$__range]))',
                 "Cost per 1K output tokens",
             ),
         ),
@@ -562,10 +568,10 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "tokens",
-        lambda v: _items(v.facts.metric_totals(TOKENS, ("type",)), _token_label),
+        lambda v: _items(v.selection.metric_totals(TOKENS, ("type",)), _token_label),
         width=8,
         height=8,
-        promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{type}}"),),
+        promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__range]))", "{{type}}"),),
     ),
     P(
         "tokens_by_model",
@@ -574,10 +580,10 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "tokens",
-        lambda v: _items(v.facts.metric_totals(TOKENS, ("model",))),
+        lambda v: _items(v.selection.metric_totals(TOKENS, ("model",))),
         width=8,
         height=8,
-        promql=(("sum by (model) (increase(claude_code_token_usage_tokens_total[$__range]))", "{{model}}"),),
+        promql=((f"sum by (model) (increase({TOKENS.prometheus}[$__range]))", "{{model}}"),),
     ),
     P(
         "active_time_split",
@@ -586,10 +592,10 @@ PANELS: tuple[Panel, ...] = (
         "Distribution",
         "pie",
         "seconds",
-        lambda v: _items(v.facts.metric_totals(ACTIVE, ("type",))),
+        lambda v: _items(v.selection.metric_totals(ACTIVE_TIME, ("type",))),
         width=8,
         height=8,
-        promql=(("sum by (type) (increase(claude_code_active_time_seconds_total[$__range]))", "{{type}}"),),
+        promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__range]))", "{{type}}"),),
     ),
     # Row 4: cost
     P(
@@ -599,10 +605,10 @@ PANELS: tuple[Panel, ...] = (
         "Cost",
         "bar",
         "usd",
-        lambda v: _items(v.facts.metric_totals(COST, ("model",))),
+        lambda v: _items(v.selection.metric_totals(COST, ("model",))),
         width=8,
         height=8,
-        promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{model}}"),),
+        promql=((f"sum by (model) (increase({COST.prometheus}[$__range]))", "{{model}}"),),
     ),
     P(
         "recent_sessions",
@@ -623,11 +629,11 @@ PANELS: tuple[Panel, ...] = (
         "Trends",
         "timeseries",
         "tokens",
-        lambda v: _timeline(v, v.facts.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
+        lambda v: _timeline(v, v.selection.metric_timeline(TOKENS, ("type",), v.bucket_ns), _token_label),
         width=8,
         height=8,
         options={"stacked": True},
-        promql=(("sum by (type) (increase(claude_code_token_usage_tokens_total[$__interval]))", "{{type}}"),),
+        promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__interval]))", "{{type}}"),),
     ),
     P(
         "cost_over_time",
@@ -636,10 +642,12 @@ PANELS: tuple[Panel, ...] = (
         "Trends",
         "timeseries",
         "usd",
-        lambda v: _timeline(v, v.facts.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])),
+        lambda v: _timeline(
+            v, v.selection.metric_timeline(COST, ("model",), v.bucket_ns), lambda k: str(k[0])
+        ),
         width=8,
         height=8,
-        promql=(("sum by (model) (increase(claude_code_cost_usage_USD_total[$__interval]))", "{{model}}"),),
+        promql=((f"sum by (model) (increase({COST.prometheus}[$__interval]))", "{{model}}"),),
     ),
     P(
         "active_time_over_time",
@@ -648,12 +656,12 @@ PANELS: tuple[Panel, ...] = (
         "Trends",
         "stacked_bars",
         "seconds",
-        lambda v: _timeline(v, v.facts.metric_timeline(ACTIVE, ("type",), v.bucket_ns), lambda k: str(k[0])),
+        lambda v: _timeline(
+            v, v.selection.metric_timeline(ACTIVE_TIME, ("type",), v.bucket_ns), lambda k: str(k[0])
+        ),
         width=8,
         height=8,
-        promql=(
-            ("sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))", "{{type}}"),
-        ),
+        promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__interval]))", "{{type}}"),),
     ),
     # Row 6: code
     P(
@@ -663,10 +671,10 @@ PANELS: tuple[Panel, ...] = (
         "Code",
         "stat",
         "count",
-        lambda v: _stat(v.facts.metric_total(PULL_REQUESTS)),
+        lambda v: _stat(v.selection.metric_total(PULL_REQUESTS)),
         width=4,
         height=6,
-        promql=(("sum(increase(claude_code_pull_request_count_total[$__range]))", "Pull requests"),),
+        promql=((f"sum(increase({PULL_REQUESTS.prometheus}[$__range]))", "Pull requests"),),
     ),
     P(
         "lines_added",
@@ -675,12 +683,10 @@ PANELS: tuple[Panel, ...] = (
         "Code",
         "stat",
         "lines",
-        lambda v: _stat(v.facts.metric_total(LINES, type="added")),
+        lambda v: _stat(v.selection.metric_total(LINES, type="added")),
         width=4,
         height=6,
-        promql=(
-            ('sum(increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))', "Lines added"),
-        ),
+        promql=((f'sum(increase({LINES.prometheus}{{type="added"}}[$__range]))', "Lines added"),),
     ),
     P(
         "lines_removed",
@@ -689,12 +695,12 @@ PANELS: tuple[Panel, ...] = (
         "Code",
         "stat",
         "lines",
-        lambda v: _stat(v.facts.metric_total(LINES, type="removed")),
+        lambda v: _stat(v.selection.metric_total(LINES, type="removed")),
         width=4,
         height=6,
         promql=(
             (
-                'sum(increase(claude_code_lines_of_code_count_total{type="removed"}[$__range]))',
+                f'sum(increase({LINES.prometheus}{{type="removed"}}[$__range]))',
                 "Lines removed",
             ),
         ),
@@ -711,8 +717,7 @@ PANELS: tuple[Panel, ...] = (
         height=6,
         promql=(
             (
-                "sum by (decision, tool_name, language) "
-                "(increase(claude_code_code_edit_tool_decision_total[$__range]))",
+                f"sum by (decision, tool_name, language) (increase({DECISIONS.prometheus}[$__range]))",
                 "{{decision}} · {{tool_name}} · {{language}}",
             ),
         ),
@@ -725,7 +730,7 @@ PANELS: tuple[Panel, ...] = (
         "API",
         "stat",
         "count",
-        lambda v: _stat(sum(v.facts.event_counts("api_request").values())),
+        lambda v: _stat(numbers.events(v.selection, API_REQUEST)),
         logql=(
             (
                 'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_request" '
@@ -741,7 +746,7 @@ PANELS: tuple[Panel, ...] = (
         "API",
         "stat",
         "count",
-        lambda v: _stat(sum(v.facts.event_counts("api_error").values())),
+        lambda v: _stat(numbers.events(v.selection, API_ERROR)),
         logql=(
             (
                 'sum(count_over_time({service_name=~"claude-code|claude_code"} | event_name="api_error" '
@@ -855,7 +860,7 @@ PANELS: tuple[Panel, ...] = (
         "bar",
         "count",
         lambda v: _items(
-            v.facts.event_counts("tool_decision", ("decision", "source")),
+            v.selection.event_counts(TOOL_DECISION, ("decision", "source")),
             lambda k: " · ".join(str(p) for p in k if p is not None),
         ),
         width=12,
@@ -880,8 +885,8 @@ PANELS: tuple[Panel, ...] = (
         promql=(
             (
                 "count("
-                'sum by (user_id) (increase(claude_code_session_count_total{user_id!=""}[$__range])) > 0'
-                ' or sum by (user_id) (increase(claude_code_token_usage_tokens_total{user_id!=""}[$__range]))'
+                f'sum by (user_id) (increase({SESSIONS.prometheus}{{user_id!=""}}[$__range])) > 0'
+                f' or sum by (user_id) (increase({TOKENS.prometheus}{{user_id!=""}}[$__range]))'
                 ")",
                 "Active users",
             ),
@@ -898,14 +903,14 @@ PANELS: tuple[Panel, ...] = (
         width=10,
         height=8,
         promql=(
-            ("sum by (user_id) (increase(claude_code_cost_usage_USD_total[$__range]))", "cost_usd"),
-            ("sum by (user_id) (increase(claude_code_token_usage_tokens_total[$__range]))", "tokens"),
-            ("sum by (user_id) (increase(claude_code_session_count_total[$__range]))", "sessions"),
+            (f"sum by (user_id) (increase({COST.prometheus}[$__range]))", "cost_usd"),
+            (f"sum by (user_id) (increase({TOKENS.prometheus}[$__range]))", "tokens"),
+            (f"sum by (user_id) (increase({SESSIONS.prometheus}[$__range]))", "sessions"),
             (
-                'sum by (user_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))',
+                f'sum by (user_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))',
                 "lines",
             ),
-            ("sum by (user_id) (increase(claude_code_commit_count_total[$__range]))", "commits"),
+            (f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
         ),
     ),
     P(
@@ -919,14 +924,14 @@ PANELS: tuple[Panel, ...] = (
         width=10,
         height=8,
         promql=(
-            ("sum by (team_id) (increase(claude_code_cost_usage_USD_total[$__range]))", "cost_usd"),
-            ("sum by (team_id) (increase(claude_code_token_usage_tokens_total[$__range]))", "tokens"),
-            ("sum by (team_id) (increase(claude_code_session_count_total[$__range]))", "sessions"),
+            (f"sum by (team_id) (increase({COST.prometheus}[$__range]))", "cost_usd"),
+            (f"sum by (team_id) (increase({TOKENS.prometheus}[$__range]))", "tokens"),
+            (f"sum by (team_id) (increase({SESSIONS.prometheus}[$__range]))", "sessions"),
             (
-                'sum by (team_id) (increase(claude_code_lines_of_code_count_total{type="added"}[$__range]))',
+                f'sum by (team_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))',
                 "lines",
             ),
-            ("sum by (team_id) (increase(claude_code_commit_count_total[$__range]))", "commits"),
+            (f"sum by (team_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
         ),
     ),
     # Row 10: cost breakdowns
@@ -937,12 +942,12 @@ PANELS: tuple[Panel, ...] = (
         "Cost breakdown",
         "pie",
         "usd",
-        lambda v: _items(v.facts.metric_totals(COST, ("query_source",))),
+        lambda v: _items(v.selection.metric_totals(COST, ("query_source",))),
         width=12,
         height=8,
         promql=(
             (
-                "sum by (query_source) (increase(claude_code_cost_usage_USD_total[$__range]))",
+                f"sum by (query_source) (increase({COST.prometheus}[$__range]))",
                 "{{query_source}}",
             ),
         ),
@@ -954,10 +959,10 @@ PANELS: tuple[Panel, ...] = (
         "Cost breakdown",
         "pie",
         "usd",
-        lambda v: _items(v.facts.metric_totals(COST, ("effort",))),
+        lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
         width=12,
         height=8,
-        promql=(("sum by (effort) (increase(claude_code_cost_usage_USD_total[$__range]))", "{{effort}}"),),
+        promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
     ),
 )
 

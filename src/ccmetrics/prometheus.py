@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,102 +16,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .metrics import DEFAULT_LABELS, label_name, metric_name
 from .store.schema import FAMILY_COLUMNS
 
 __all__ = ["CONTENT_TYPE_LATEST", "exposition", "label_name", "metric_name", "parse_label_keys"]
 
-# The Collector's unit words (pkg/translator/prometheus, "unitMap" and "perUnitMap").
-UNIT_WORDS = {
-    "d": "days",
-    "h": "hours",
-    "min": "minutes",
-    "s": "seconds",
-    "ms": "milliseconds",
-    "us": "microseconds",
-    "ns": "nanoseconds",
-    "By": "bytes",
-    "KiBy": "kibibytes",
-    "MiBy": "mebibytes",
-    "GiBy": "gibibytes",
-    "TiBy": "tibibytes",
-    "KBy": "kilobytes",
-    "MBy": "megabytes",
-    "GBy": "gigabytes",
-    "TBy": "terabytes",
-    "m": "meters",
-    "V": "volts",
-    "A": "amperes",
-    "J": "joules",
-    "W": "watts",
-    "g": "grams",
-    "Cel": "celsius",
-    "Hz": "hertz",
-    "1": "",
-    "%": "percent",
-}
-PER_UNIT_WORDS = {
-    "s": "second",
-    "m": "minute",
-    "h": "hour",
-    "d": "day",
-    "w": "week",
-    "mo": "month",
-    "y": "year",
-}
 MAX_SERIES = 10_000  # series /metrics exposes at most; ccmetrics_metrics_series_dropped counts the rest
-DEFAULT_LABELS = (
-    "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
-    "query_source,effort,service.version"
-)
-
-
-def _tokens(text: str) -> list[str]:
-    """Split on anything that is not a letter or digit, as the Collector does."""
-    out, word = [], ""
-    for char in text:
-        if char.isalnum():
-            word += char
-        elif word:
-            out.append(word)
-            word = ""
-    return [*out, word] if word else out
-
-
-def _unit_word(unit: str, table: dict[str, str]) -> str:
-    unit = unit.strip()
-    if not unit or "{" in unit or "}" in unit:
-        return ""  # annotations such as {session} are not units
-    return "_".join(_tokens(table.get(unit, unit)))
-
-
-def metric_name(name: str, unit: str, kind: str = "sum", monotonic: bool = True) -> str:
-    """The Collector's normalised name: unit words appended once, ``_total`` once for monotonic sums."""
-    words = _tokens(name)
-    main, _, per = unit.partition("/")
-    main_word = _unit_word(main, UNIT_WORDS)
-    if main_word and main_word not in words:
-        words.append(main_word)
-    per_word = _unit_word(per, PER_UNIT_WORDS) if per else ""
-    if per_word and per_word not in words:
-        words += ["per", per_word]
-    if kind == "sum" and monotonic:
-        words = [w for w in words if w != "total"] + ["total"]
-    if unit == "1" and kind == "gauge":
-        words = [w for w in words if w != "ratio"] + ["ratio"]
-    result = "_".join(words)
-    return "_" + result if result[:1].isdigit() else result
-
-
-def label_name(key: str) -> str:
-    """An attribute key as a Prometheus label: ``user.id`` -> ``user_id``, never starting with a digit."""
-    name = "".join(
-        c if (c.isascii() and c.isalnum()) or c == "_" else "_" for c in unicodedata.normalize("NFC", key)
-    )
-    if name[:1].isdigit():
-        return "key_" + name
-    if name.startswith("_") and not name.startswith("__"):
-        return "key" + name
-    return name
 
 
 def parse_label_keys(setting: str | Iterable[str]) -> tuple[str, ...]:

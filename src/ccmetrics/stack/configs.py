@@ -9,15 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import metrics
+
 IMAGES = {
     "otel-collector": "otel/opentelemetry-collector-contrib:0.119.0",
     "prometheus": "prom/prometheus:v3.1.0",
     "loki": "grafana/loki:3.3.2",
     "grafana": "grafana/grafana:11.5.1",
 }
-TOKENS = "claude_code_token_usage_tokens_total"
-COST = "claude_code_cost_usage_USD_total"
-ACTIVE = "claude_code_active_time_seconds_total"
+TOKENS = metrics.TOKENS.prometheus
+COST = metrics.COST.prometheus
+ACTIVE = metrics.ACTIVE_TIME.prometheus
 OUTPUT = '{type="output"}'
 
 

@@ -14,7 +14,8 @@ import json
 import re
 from typing import Any
 
-from ..panels import PANELS, Panel
+from ..metrics import TOKENS
+from ..panels import PANELS, TOKEN_LABELS, Panel
 
 UID = "ccmetrics-claude-code"
 TITLE = "Claude Code (ccmetrics)"
@@ -42,7 +43,9 @@ KINDS = {
     "timeseries": "timeseries",
     "stacked_bars": "timeseries",
 }
-RENAMES = {"cacheRead": "cache read", "cacheCreation": "cache creation"}  # the built-in dashboard's words
+RENAMES = {
+    value: label for value, label in TOKEN_LABELS.items() if value != label
+}  # the built-in dashboard's
 COLUMN_TITLES = {
     "cost_usd": "Cost",
     "tokens": "Tokens",
@@ -258,7 +261,7 @@ def _variables(loki: bool = True) -> list[dict[str, Any]]:
             }
         )
     for label, var in FILTERS:
-        query = f"label_values(claude_code_token_usage_tokens_total, {label})"
+        query = f"label_values({TOKENS.prometheus}, {label})"
         out.append(
             {
                 "type": "query",

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from ..records import Batch
-from .facts import AnswerCache, FamilyCache
+from .caches import AnswerCache, FamilyCache
 from .schema import SCHEMA_VERSION, migrate
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 
-__all__ = ["Store", "StoreOutdated", "StoreUnavailable", "WriteResult", "open_reader"]
+__all__ = ["Store", "StoreOutdated", "StoreUnavailable", "WriteResult", "open_reader", "read_transaction"]
 
 T = TypeVar("T")
 READERS = 2  # queries run on this many threads, each with its own connection: bounded memory
@@ -39,6 +40,24 @@ def open_reader(path: Path) -> sqlite3.Connection:
             f"{SCHEMA_VERSION}): start `ccmetrics serve` once to upgrade it"
         )
     return conn
+
+
+@contextlib.contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A read transaction on a connection in autocommit mode. Its first statement fixes the snapshot (WAL
+    mode); every statement after it until the end of the block reads the same one, whatever is committed
+    meanwhile. Inside another, it is part of that one."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")  # reads only: it ends the transaction, so checkpoints can go past its snapshot
 
 
 class Store:
@@ -100,8 +119,18 @@ class Store:
         self._changed.set()
 
     async def read(self, query: Callable[[], T]) -> T:
-        """Run a query (which calls ``reader()``) on one of the reader threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, query)
+        """Run a query (which calls ``reader()``) on one of the reader threads, in one read transaction: all
+        of its statements see the same snapshot of the store, whatever is committed meanwhile."""
+
+        def in_snapshot() -> T:
+            with self.snapshot():
+                return query()
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, in_snapshot)
+
+    def snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The calling thread's reader connection in one read transaction (see ``read_transaction``)."""
+        return read_transaction(self.reader())
 
     def reader(self) -> sqlite3.Connection:
         """A read-only connection for the calling thread, reused across calls."""

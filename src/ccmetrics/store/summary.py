@@ -16,33 +16,38 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from .facts import NO_FILTERS, AnswerCache, Facts, FamilyCache
+from ..metrics import (
+    ACTIVE_TIME,
+    ACTIVE_TIME_TYPES,
+    API_ERROR,
+    API_REQUEST,
+    COMMITS,
+    COST,
+    DECISIONS,
+    EDIT_DECISIONS,
+    LINE_CHANGES,
+    LINES,
+    PULL_REQUESTS,
+    SESSIONS,
+    TOKENS,
+    USER_PROMPT,
+)
+from . import numbers
+from .caches import AnswerCache, FamilyCache
 from .filters import Filters
+from .selection import NO_FILTERS, Selection
 
-TOKEN_TYPES = {
+TOKEN_TYPES = {  # the values of a token's type, and the summary's names for them
     "input": "input",
     "output": "output",
     "cacheRead": "cache_read",
     "cacheCreation": "cache_creation",
 }
-COST = "claude_code.cost.usage"
-TOKENS = "claude_code.token.usage"
-SESSIONS = "claude_code.session.count"
-LINES = "claude_code.lines_of_code.count"
-COMMITS = "claude_code.commit.count"
-PULL_REQUESTS = "claude_code.pull_request.count"
-DECISIONS = "claude_code.code_edit_tool.decision"
-ACTIVE = "claude_code.active_time.total"
 TOP = 100  # entries of by_model and by_user; the rest are added up in one more
 
 
 def _tokens() -> dict[str, float]:
     return dict.fromkeys(TOKEN_TYPES.values(), 0)
-
-
-def _ratio(numerator: float, denominator: float) -> float | None:
-    ratio = numerator / denominator if denominator else None
-    return ratio if ratio is None or math.isfinite(ratio) else None  # extreme inputs can overflow
 
 
 def _round(value: float | None, places: int = 9) -> float | None:
@@ -55,60 +60,58 @@ def summary(
     cache: FamilyCache | None = None,
     answers: AnswerCache | None = None,
 ) -> dict[str, Any]:
-    f = Facts(conn, filters, cache, answers)
+    sel = Selection(conn, filters, cache, answers)
     # Each number per model and per user, by field ("tokens.input"), filled in first: entries are made only
     # for the models and users listed.
     models = _Columns()
     users = _Columns()
     tokens = _tokens()
-    for (kind, model, user), value in f.metric_totals(TOKENS, ("type", "model", "user.id")).items():
+    for (kind, model, user), value in sel.metric_totals(TOKENS, ("type", "model", "user.id")).items():
         if kind in TOKEN_TYPES:
             tokens[TOKEN_TYPES[kind]] += value
             models.add(f"tokens.{TOKEN_TYPES[kind]}", model, value)
             users.add(f"tokens.{TOKEN_TYPES[kind]}", user, value)
-    for (model, user), value in f.metric_totals(COST, ("model", "user.id")).items():
+    for (model, user), value in sel.metric_totals(COST, ("model", "user.id")).items():
         models.add("cost_usd", model, value)
         users.add("cost_usd", user, value)
-    for (user,), value in f.metric_totals(SESSIONS, ("user.id",)).items():
+    for (user,), value in sel.metric_totals(SESSIONS, ("user.id",)).items():
         users.add("sessions", user, value)
-    for (kind, user), value in f.metric_totals(LINES, ("type", "user.id")).items():
-        if kind in ("added", "removed"):
+    for (kind, user), value in sel.metric_totals(LINES, ("type", "user.id")).items():
+        if kind in LINE_CHANGES:
             users.add(f"lines_of_code.{kind}", user, value)
-    for (user,), value in f.metric_totals(COMMITS, ("user.id",)).items():
+    for (user,), value in sel.metric_totals(COMMITS, ("user.id",)).items():
         users.add("commits", user, value)
-    for (user,), value in f.metric_totals(PULL_REQUESTS, ("user.id",)).items():
+    for (user,), value in sel.metric_totals(PULL_REQUESTS, ("user.id",)).items():
         users.add("pull_requests", user, value)
-    for (model,), count in f.event_counts("api_request", ("model",)).items():
+    for (model,), count in sel.event_counts(API_REQUEST, ("model",)).items():
         models.add("api_requests", model, count)
-    for (user,), count in f.event_counts("user_prompt", ("user.id",)).items():
+    for (user,), count in sel.event_counts(USER_PROMPT, ("user.id",)).items():
         users.add("prompts", user, count)
     emails: dict[str, str] = {}
-    for (user, email), _ in f.metric_totals(SESSIONS, ("user.id", "user.email")).items():
+    for (user, email), _ in sel.metric_totals(SESSIONS, ("user.id", "user.email")).items():
         users.add("sessions", user, 0)  # listed, as every user seen
         if email:
             emails[_name(user)] = email
 
-    cost = f.metric_total(COST)
-    all_input = tokens["input"] + tokens["cache_read"] + tokens["cache_creation"]
-    active = {kind: f.metric_total(ACTIVE, type=kind) for kind in ("user", "cli")}
-    prompt = f.event_stats("user_prompt", "prompt_length").get(())
     return _integral(
         {
-            "sessions": f.metric_total(SESSIONS),
-            "cost_usd": _round(cost),
+            "sessions": sel.metric_total(SESSIONS),
+            "cost_usd": _round(sel.metric_total(COST)),
             "tokens": tokens,
-            "lines_of_code": {kind: f.metric_total(LINES, type=kind) for kind in ("added", "removed")},
-            "commits": f.metric_total(COMMITS),
-            "pull_requests": f.metric_total(PULL_REQUESTS),
-            "edit_decisions": {d: f.metric_total(DECISIONS, decision=d) for d in ("accept", "reject")},
-            "active_time_seconds": active,
-            "prompts": sum(f.event_counts("user_prompt").values()),
-            "avg_prompt_length": _round(prompt.mean if prompt else None, 3),
-            "api_requests": sum(f.event_counts("api_request").values()),
-            "api_errors": sum(f.event_counts("api_error").values()),
-            "cache_efficiency": _round(_ratio(tokens["cache_read"], all_input), 6),
-            "cost_per_1k_output_tokens": _round(_ratio(cost * 1000, tokens["output"]), 9),
-            "productivity_ratio": _round(_ratio(active["cli"], active["user"]), 6),
+            "lines_of_code": {kind: sel.metric_total(LINES, type=kind) for kind in LINE_CHANGES},
+            "commits": sel.metric_total(COMMITS),
+            "pull_requests": sel.metric_total(PULL_REQUESTS),
+            "edit_decisions": {d: sel.metric_total(DECISIONS, decision=d) for d in EDIT_DECISIONS},
+            "active_time_seconds": {
+                kind: sel.metric_total(ACTIVE_TIME, type=kind) for kind in ACTIVE_TIME_TYPES
+            },
+            "prompts": numbers.events(sel, USER_PROMPT),
+            "avg_prompt_length": _round(numbers.average_prompt_length(sel), 3),
+            "api_requests": numbers.events(sel, API_REQUEST),
+            "api_errors": numbers.events(sel, API_ERROR),
+            "cache_efficiency": _round(numbers.cache_efficiency(sel), 6),
+            "cost_per_1k_output_tokens": _round(numbers.cost_per_1k_output_tokens(sel), 9),
+            "productivity_ratio": _round(numbers.productivity_ratio(sel), 6),
             "by_model": models.entries(
                 lambda name, get: {
                     "model": name,
@@ -124,7 +127,7 @@ def summary(
                     "sessions": get("sessions"),
                     "cost_usd": _round(get("cost_usd")),
                     "tokens": {kind: get(f"tokens.{kind}") for kind in TOKEN_TYPES.values()},
-                    "lines_of_code": {kind: get(f"lines_of_code.{kind}") for kind in ("added", "removed")},
+                    "lines_of_code": {kind: get(f"lines_of_code.{kind}") for kind in LINE_CHANGES},
                     "commits": get("commits"),
                     "pull_requests": get("pull_requests"),
                     "prompts": get("prompts"),

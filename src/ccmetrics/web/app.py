@@ -26,13 +26,15 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__, jsontext
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
-from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, View
+from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
 from ..setup import telemetry_env
 from ..store import Store
-from ..store.facts import Facts, attribute_values, filter_options, session_timeline
+from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
 from ..store.schema import DAY_NS
+from ..store.selection import Selection
 from ..store.summary import summary
+from ..store.timeline import session_timeline
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
@@ -63,16 +65,16 @@ def filters_from(request: Request) -> Filters:
     return Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
 
 
-def view_from(request: Request, store: Store, group_key: str) -> View:
+def view_from(request: Request, store: Store, group_key: str) -> PanelRequest:
     """The view a request asks for, grouped by ``group_key`` when it names no ``group_by``."""
     return view_for(store, filters_from(request), request.query_params.get("group_by") or group_key)
 
 
-def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> View:
-    facts = Facts(store.reader(), filters, store.family_cache, store.answers)
+def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> PanelRequest:
+    selection = Selection(store.reader(), filters, store.family_cache, store.answers)
     end = filters.until_ns or time.time_ns()
-    start = filters.since_ns or _first_data_ns(facts, end)
-    return View(facts, start, end, group_key)
+    start = filters.since_ns or _first_data_ns(selection, end)
+    return PanelRequest(selection, start, end, group_key)
 
 
 def check_dashboard_settings(config: Config) -> None:
@@ -131,8 +133,8 @@ async def warm_up(store: Store, config: Config) -> None:
     log.info("dashboard warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
 
 
-def _first_data_ns(facts: Facts, end: int) -> int:
-    (first,) = facts.conn.execute("SELECT MIN(time_ns) FROM points").fetchone()
+def _first_data_ns(selection: Selection, end: int) -> int:
+    first = selection.first_point_ns()
     return min(first, end) if first else end - DAY_NS
 
 
@@ -200,6 +202,8 @@ def create_app(store: Store, config: Config) -> Starlette:
     check_dashboard_settings(config)
 
     async def query(request: Request, work: Any) -> Response:
+        """Answer a request's work as JSON; ``store.read`` runs all of it in one read transaction."""
+
         def timed() -> tuple[Any, float]:
             started = time.perf_counter()
             return work(), (time.perf_counter() - started) * 1000
@@ -241,11 +245,8 @@ def create_app(store: Store, config: Config) -> Starlette:
 
         def work() -> dict[str, Any]:
             view = view_from(request, store, config.dashboard_group_by)
-            conn = view.facts.conn
-            (has_data,) = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') "
-                "OR EXISTS (SELECT 1 FROM events)"
-            ).fetchone()
+            has_data = view.selection.has_claude_code_data()
+            conn = view.selection.conn
             return {
                 "start_ns": view.start_ns,
                 "end_ns": view.end_ns,
@@ -296,7 +297,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             conn = store.reader()
             only = Filters(attrs=(("session.id", session_id),))
             totals = summary(conn, only, store.family_cache)
-            sessions = Facts(conn, only, store.family_cache).sessions(limit=1)
+            sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
             return {
                 "session_id": session_id,
                 "summary": totals,

@@ -1,0 +1,47 @@
+"""What there is to filter on: users, models, attribute keys, and the values of a key."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from . import queries
+
+FILTER_CHOICES = 100  # users, models, keys, and values of a key that /api/filters lists at most
+
+
+def _most_common(
+    conn: sqlite3.Connection, sql: str, q: str | None, limit: int, **params: Any
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Up to ``limit`` rows of a query ordered by how common they are, and whether there were more."""
+    rows = conn.execute(sql, {"text": q.lower() if q else None, "limit": limit + 1, **params}).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
+def filter_options(
+    conn: sqlite3.Connection, q: str | None = None, limit: int = FILTER_CHOICES
+) -> dict[str, Any]:
+    """Users, models and attribute keys to filter on: at most ``limit`` of each, the most common first (in
+    the most families), only those containing ``q`` when given (a user's id or email). ``*_truncated`` says
+    that a list was cut (``truncated``: any of them): search with ``q`` for the rest."""
+    users, users_cut = _most_common(conn, queries.USERS_TO_FILTER, q, limit)
+    models, models_cut = _most_common(conn, queries.MODELS_TO_FILTER, q, limit)
+    keys, keys_cut = _most_common(conn, queries.KEYS_TO_FILTER, q, limit)
+    return {
+        "users": [{"id": user, "email": email} for user, email in users],
+        "models": [row[0] for row in models],
+        "keys": [row[0] for row in keys],
+        "truncated": users_cut or models_cut or keys_cut,
+        "users_truncated": users_cut,
+        "models_truncated": models_cut,
+        "keys_truncated": keys_cut,
+    }
+
+
+def attribute_values(
+    conn: sqlite3.Connection, key: str, q: str | None = None, limit: int = FILTER_CHOICES
+) -> dict[str, Any]:
+    """Values of an attribute key: at most ``limit``, the most common first, only those containing ``q``
+    when given; ``truncated`` says there were more."""
+    rows, cut = _most_common(conn, queries.VALUES_TO_FILTER, q, limit, key=key)
+    return {"key": key, "values": [row[0] for row in rows], "truncated": cut}

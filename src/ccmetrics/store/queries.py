@@ -1,0 +1,417 @@
+"""The SQL of the read side: every statement that answers a question about the stored data.
+
+Each function returns a ``Query``: a statement and its parameters, in order. Times, names and values are
+parameters; a time range always has both bounds (an open end is the earliest or latest time there is), so
+a statement's text does not depend on them. Two things vary in text, each from a closed set: the table a
+part of the range is read from (``rollup_day``, ``rollup_hour``, or the raw points and events), and the
+columns a grouping names. A request's attribute filters are conditions joined by AND, one per filter
+(``MetricFilter``, ``EventFilter``).
+
+Aliases: ``r`` a rollup, ``f`` a metric family, ``p`` a point, ``s`` its series, ``e`` an event, ``t`` a
+session's times (``session_times``) or a session (``sessions``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..metrics import Metric
+from .ranges import RangePart
+from .schema import EVENT_COLUMNS, FAMILY_COLUMNS, NOT_IN_FAMILY
+
+EARLIEST_NS = -(2**63)  # an open start
+LATEST_NS = 2**63 - 1  # an open end
+
+METRIC_ROLLUPS = {"day": "rollup_day", "hour": "rollup_hour"}
+EVENT_ROLLUPS = {"day": "event_rollup_day", "hour": "event_rollup_hour"}
+PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")  # the measures whose percentiles are read from events
+
+
+@dataclass(frozen=True)
+class Query:
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+def bounds(since_ns: int | None, until_ns: int | None) -> tuple[int, int]:
+    """A time range's bounds as parameters: ``>= since`` and ``< until``."""
+    return (EARLIEST_NS if since_ns is None else since_ns, LATEST_NS if until_ns is None else until_ns)
+
+
+def json_path(key: str) -> str:
+    """The JSON path of an attribute key in an ``attrs`` column."""
+    return '$."' + key.replace('"', "") + '"'
+
+
+# --- attribute filters --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+def all_of(conditions: Iterable[Condition]) -> Condition:
+    """Conditions joined by AND; always true when there are none."""
+    parts = list(conditions)
+    if not parts:
+        return Condition("1")
+    return Condition(" AND ".join(c.sql for c in parts), tuple(p for c in parts for p in c.params))
+
+
+# The family id column a metric filter is aimed at: a rollup's, or raw points' series (the unary plus keeps
+# SQLite on the time index when only a few minutes of points are wanted), or a plain series row.
+MetricFamilyColumn = Literal["r.family_id", "+s.family_id", "s.family_id"]
+EventFamilyColumn = Literal["r.family_id", "e.family_id"]
+
+
+@dataclass(frozen=True)
+class MetricFilter:
+    """A request's attribute filters on metrics. A family's attributes are looked up in ``family_attrs``;
+    ``session.id`` and the other attributes that single out a session are not a family's, so they are read
+    from the series ``s`` of raw points (``raw_only``)."""
+
+    attrs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def raw_only(self) -> bool:
+        return any(key in NOT_IN_FAMILY for key, _ in self.attrs)
+
+    @property
+    def session(self) -> str | None:
+        """The session filtered on, if any (its points are found through ``session_times``)."""
+        return next((value for key, value in self.attrs if key == "session.id"), None)
+
+    def on(self, family_id: MetricFamilyColumn) -> Condition:
+        return all_of(self._condition(family_id, key, value) for key, value in self.attrs)
+
+    @staticmethod
+    def _condition(family_id: MetricFamilyColumn, key: str, value: str) -> Condition:
+        if key == "session.id":
+            return Condition("s.session_id = ?", (value,))
+        if key in NOT_IN_FAMILY:
+            return Condition("CAST(json_extract(s.attrs, ?) AS TEXT) = ?", (json_path(key), value))
+        return Condition(
+            f"{family_id} IN (SELECT family_id FROM family_attrs WHERE key = ? AND value = ?)", (key, value)
+        )
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """A request's attribute filters on events. ``dimensions``: the filtered keys that are part of an event's
+    family (looked up in ``event_family_attrs``); the others are read from the events themselves, from their
+    own column or their ``attrs`` (``raw_only``)."""
+
+    attrs: tuple[tuple[str, str], ...] = ()
+    dimensions: frozenset[str] = frozenset()
+
+    @property
+    def raw_only(self) -> bool:
+        return any(key not in self.dimensions for key, _ in self.attrs)
+
+    def on(self, family_id: EventFamilyColumn) -> Condition:
+        return all_of(self._condition(family_id, key, value) for key, value in self.attrs)
+
+    def _condition(self, family_id: EventFamilyColumn, key: str, value: str) -> Condition:
+        if key in self.dimensions:
+            return Condition(
+                f"{family_id} IN (SELECT family_id FROM event_family_attrs WHERE key = ? AND value = ?)",
+                (key, value),
+            )
+        if key in EVENT_COLUMNS:
+            return Condition(f"e.{EVENT_COLUMNS[key]} = ?", (value,))
+        return Condition("CAST(json_extract(e.attrs, ?) AS TEXT) = ?", (json_path(key), value))
+
+
+IS_EVENT_DIMENSION = "SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1"
+
+
+# --- the store's state --------------------------------------------------------------------------------
+
+DAYS_CLOSED_UNTIL = "SELECT until_ns FROM closed_days"  # days before this have their daily sums
+FIRST_POINT_TIME = "SELECT MIN(time_ns) FROM points"
+HAS_CLAUDE_CODE_DATA = (
+    "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') OR EXISTS (SELECT 1 FROM events)"
+)
+
+
+def hours_version(since_ns: int | None, until_ns: int | None) -> Query:
+    """What the versions of the hours in a range add up to (every transaction that adds to an hour bumps
+    its version): an answer about the range stays right while this stays the same."""
+    return Query(
+        "SELECT COUNT(*), TOTAL(version) FROM hour_versions WHERE start_ns >= ? AND start_ns < ?",
+        bounds(since_ns, until_ns),
+    )
+
+
+# --- families -----------------------------------------------------------------------------------------
+
+METRIC_FAMILY_NAMES = "SELECT id, metric FROM families WHERE id IN (SELECT value FROM json_each(?))"
+EVENT_FAMILY_NAMES = "SELECT id, name FROM event_families WHERE id IN (SELECT value FROM json_each(?))"
+# (family id, the key's index in the list asked for, its JSON type, its value), for every family and key asked
+# for: only those attributes, never a family's whole JSON.
+METRIC_FAMILY_ATTRIBUTES = """
+    SELECT f.id, k.key, json_type(f.attrs, k.value), json_extract(f.attrs, k.value)
+    FROM families f CROSS JOIN json_each(?) k
+    WHERE f.id IN (SELECT value FROM json_each(?))
+"""
+EVENT_FAMILY_ATTRIBUTES = """
+    SELECT f.id, k.key, json_type(f.attrs, k.value), json_extract(f.attrs, k.value)
+    FROM event_families f CROSS JOIN json_each(?) k
+    WHERE f.id IN (SELECT value FROM json_each(?))
+"""
+
+
+def family_names(table: Literal["families", "event_families"], ids: Sequence[int]) -> Query:
+    sql = METRIC_FAMILY_NAMES if table == "families" else EVENT_FAMILY_NAMES
+    return Query(sql, (json.dumps(ids),))
+
+
+def family_attributes(
+    table: Literal["families", "event_families"], ids: Sequence[int], keys: Sequence[str]
+) -> Query:
+    sql = METRIC_FAMILY_ATTRIBUTES if table == "families" else EVENT_FAMILY_ATTRIBUTES
+    return Query(sql, (json.dumps([json_path(key) for key in keys]), json.dumps(ids)))
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+
+def _points(filters: MetricFilter) -> Query:
+    """Where raw reads of points (``p``, with their series ``s``) read from. Points are ordered by time: a
+    range of time is read straight from them, a session's points through the times it sent them."""
+    if filters.session is None:
+        return Query("points p CROSS JOIN series s ON s.id = p.series_id")
+    return Query(
+        "session_times t CROSS JOIN points p ON p.time_ns = t.time_ns "
+        "CROSS JOIN series s ON s.id = p.series_id AND t.session_id = ?",
+        (filters.session,),
+    )
+
+
+def metric_sums(part: RangePart, filters: MetricFilter) -> Query:
+    """Every counter's increments per family in a part of the range: ``(family_id, sum)``."""
+    since_until = bounds(part.since_ns, part.until_ns)
+    if part.source == "raw":
+        points, where = _points(filters), filters.on("+s.family_id")
+        return Query(
+            f"SELECT s.family_id, SUM(p.value) FROM {points.sql} "
+            f"WHERE s.kind = 'sum' AND p.time_ns >= ? AND p.time_ns < ? AND {where.sql} "
+            "GROUP BY s.family_id",
+            (*points.params, *since_until, *where.params),
+        )
+    where = filters.on("r.family_id")
+    return Query(
+        f"SELECT r.family_id, SUM(r.value) FROM {METRIC_ROLLUPS[part.source]} r "
+        f"WHERE r.start_ns >= ? AND r.start_ns < ? AND {where.sql} GROUP BY r.family_id",
+        (*since_until, *where.params),
+    )
+
+
+def metric_sums_by(
+    part: RangePart, filters: MetricFilter, metric: str, columns: Sequence[str], bucket_ns: int | None
+) -> Query:
+    """One counter's increments in a part of the range, per family or, when ``columns`` names common
+    attributes (``FAMILY_COLUMNS``), per their values (grouped in SQL, for big groupings such as timelines);
+    and per time bucket when asked: ``(family_id | *values[, bucket start], sum)``."""
+    since_until = bounds(part.since_ns, part.until_ns)
+    raw = part.source == "raw"
+    owner, time = ("s", "p.time_ns") if raw else ("f", "r.start_ns")
+    keys = [f"{owner}.{FAMILY_COLUMNS[c]}" for c in columns] or [f"{owner}.{'family_id' if raw else 'id'}"]
+    bucket = (bucket_ns,) if bucket_ns else ()
+    if bucket_ns:
+        keys.append(f"{time} - {time} % ?")
+    select, group = ", ".join(keys), ", ".join(str(i + 1) for i in range(len(keys)))
+    if raw:
+        points, where = _points(filters), filters.on("+s.family_id")
+        return Query(
+            f"SELECT {select}, SUM(p.value) FROM {points.sql} "
+            f"WHERE s.metric = ? AND s.kind = 'sum' AND p.time_ns >= ? AND p.time_ns < ? AND {where.sql} "
+            f"GROUP BY {group}",
+            (*bucket, *points.params, metric, *since_until, *where.params),
+        )
+    where = filters.on("r.family_id")
+    return Query(
+        f"SELECT {select}, SUM(r.value) FROM {METRIC_ROLLUPS[part.source]} r "
+        "CROSS JOIN families f ON f.id = r.family_id "
+        f"WHERE f.metric = ? AND f.kind = 'sum' AND r.start_ns >= ? AND r.start_ns < ? AND {where.sql} "
+        f"GROUP BY {group}",
+        (*bucket, metric, *since_until, *where.params),
+    )
+
+
+# --- events -------------------------------------------------------------------------------------------
+
+
+def event_sums(part: RangePart, filters: EventFilter) -> Query:
+    """Every event family's count, and sum and count of each measure (prompt_length, duration_ms, ttft_ms),
+    in a part of the range: ``(family_id, count, *(sum, count) per measure)``."""
+    since_until = bounds(part.since_ns, part.until_ns)
+    if part.source == "raw":
+        where = filters.on("e.family_id")
+        return Query(
+            "SELECT e.family_id, COUNT(*), TOTAL(e.prompt_length), COUNT(e.prompt_length), "
+            "TOTAL(e.duration_ms), COUNT(e.duration_ms), TOTAL(e.ttft_ms), COUNT(e.ttft_ms) "
+            f"FROM events e WHERE e.time_ns >= ? AND e.time_ns < ? AND {where.sql} GROUP BY e.family_id",
+            (*since_until, *where.params),
+        )
+    where = filters.on("r.family_id")
+    return Query(
+        "SELECT r.family_id, SUM(r.count), SUM(r.prompt_length_sum), SUM(r.prompt_length_count), "
+        "SUM(r.duration_ms_sum), SUM(r.duration_ms_count), SUM(r.ttft_ms_sum), SUM(r.ttft_ms_count) "
+        f"FROM {EVENT_ROLLUPS[part.source]} r WHERE r.start_ns >= ? AND r.start_ns < ? AND {where.sql} "
+        "GROUP BY r.family_id",
+        (*since_until, *where.params),
+    )
+
+
+def event_samples(
+    name: str, level: int, since_ns: int | None, until_ns: int | None, filters: EventFilter
+) -> Query:
+    """``(family_id, duration_ms, ttft_ms)`` of the events of one name whose sample level is at least
+    ``level`` (a uniform sample of a known fraction), read from the covering index ``events_sample``."""
+    where = filters.on("e.family_id")
+    return Query(
+        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e "
+        f"WHERE e.name = ? AND e.sample >= ? AND e.time_ns >= ? AND e.time_ns < ? AND {where.sql}",
+        (name, level, *bounds(since_ns, until_ns), *where.params),
+    )
+
+
+def event_samples_of_families(
+    family_ids: Sequence[int], level: int, since_ns: int | None, until_ns: int | None, filters: EventFilter
+) -> Query:
+    """The same, family by family (``events_family``): cheaper when a filter leaves few events."""
+    where = filters.on("e.family_id")
+    return Query(
+        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_family "
+        "WHERE e.family_id IN (SELECT value FROM json_each(?)) AND e.sample >= ? "
+        f"AND e.time_ns >= ? AND e.time_ns < ? AND {where.sql}",
+        (json.dumps(list(family_ids)), level, *bounds(since_ns, until_ns), *where.params),
+    )
+
+
+# --- sessions -----------------------------------------------------------------------------------------
+
+
+def _sessions_in_range(since_ns: int | None, until_ns: int | None, filters: MetricFilter) -> Condition:
+    """Conditions on ``sessions t``: active in the range, and with series under the filters. A range open at
+    its end asks nothing of a session's start, so that the index on ``last_ns`` alone answers."""
+    since, until = bounds(since_ns, until_ns)
+    active = Condition("t.last_ns >= ?", (since,))
+    if until_ns is not None:
+        active = Condition("t.last_ns >= ? AND t.first_ns < ?", (since, until))
+    if not filters.attrs:
+        return active
+    where = filters.on("s.family_id")
+    return all_of(
+        [
+            active,
+            Condition(f"t.session_id IN (SELECT s.session_id FROM series s WHERE {where.sql})", where.params),
+        ]
+    )
+
+
+def session_count(since_ns: int | None, until_ns: int | None, filters: MetricFilter) -> Query:
+    where = _sessions_in_range(since_ns, until_ns, filters)
+    return Query(f"SELECT COUNT(*) FROM sessions t WHERE {where.sql}", where.params)
+
+
+def latest_sessions(since_ns: int | None, until_ns: int | None, filters: MetricFilter, limit: int) -> Query:
+    where = _sessions_in_range(since_ns, until_ns, filters)
+    return Query(
+        f"SELECT t.session_id FROM sessions t WHERE {where.sql} ORDER BY t.last_ns DESC LIMIT ?",
+        (*where.params, limit),
+    )
+
+
+def session_totals(
+    session_ids: Sequence[str],
+    since_ns: int | None,
+    until_ns: int | None,
+    filters: MetricFilter,
+    *,
+    cost: Metric,
+    tokens: Metric,
+    lines: Metric,
+    commits: Metric,
+) -> Query:
+    """Each session's first and last point in the range, who, which models, and its cost, tokens, lines
+    added and removed, and commits: ``(session_id, start, end, user, email, models, cost, tokens, added,
+    removed, commits)``, the latest first."""
+    where = filters.on("+s.family_id")  # its parameters follow the numbered ones (?8, ?9...)
+    return Query(
+        f"""
+        SELECT s.session_id, MIN(p.start_ns), MAX(p.time_ns), MAX(s.user_id), MAX(s.user_email),
+               GROUP_CONCAT(DISTINCT s.model),
+               SUM(CASE WHEN s.metric = ?1 THEN p.value END),
+               SUM(CASE WHEN s.metric = ?2 THEN p.value END),
+               SUM(CASE WHEN s.metric = ?3 AND s.type = 'added' THEN p.value END),
+               SUM(CASE WHEN s.metric = ?3 AND s.type = 'removed' THEN p.value END),
+               SUM(CASE WHEN s.metric = ?4 THEN p.value END)
+        FROM session_times t CROSS JOIN points p ON p.time_ns = t.time_ns
+        CROSS JOIN series s ON s.id = p.series_id AND s.session_id = t.session_id
+        WHERE t.session_id IN (SELECT value FROM json_each(?5)) AND s.kind = 'sum'
+          AND s.metric LIKE 'claude_code.%' AND t.time_ns >= ?6 AND t.time_ns < ?7 AND {where.sql}
+        GROUP BY s.session_id
+        ORDER BY MAX(p.time_ns) DESC
+        """,
+        (
+            cost.name,
+            tokens.name,
+            lines.name,
+            commits.name,
+            json.dumps(list(session_ids)),
+            *bounds(since_ns, until_ns),
+            *where.params,
+        ),
+    )
+
+
+def prompts_per_session(
+    session_ids: Sequence[str], since_ns: int | None, until_ns: int | None, filters: EventFilter
+) -> Query:
+    """``(session_id, prompts)``. The unary pluses keep SQLite on the session index: a few sessions, not a
+    month of prompts."""
+    where = filters.on("e.family_id")
+    return Query(
+        "SELECT e.session_id, COUNT(*) FROM events e WHERE +e.name = 'user_prompt' "
+        "AND e.session_id IN (SELECT value FROM json_each(?)) AND +e.time_ns >= ? AND +e.time_ns < ? "
+        f"AND {where.sql} GROUP BY e.session_id",
+        (json.dumps(list(session_ids)), *bounds(since_ns, until_ns), *where.params),
+    )
+
+
+# --- what there is to filter on, and one session in detail -------------------------------------------
+
+# Each: the most common first (in the most families), at most :limit, only those containing :text (ignoring
+# the case of A-Z, as SQLite's lower() does; NULL: all of them).
+USERS_TO_FILTER = """
+    SELECT user_id, MAX(user_email) FROM families
+    WHERE user_id IS NOT NULL AND (:text IS NULL OR instr(lower(user_id), :text) > 0
+                                   OR instr(lower(coalesce(user_email, '')), :text) > 0)
+    GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT :limit
+"""
+MODELS_TO_FILTER = """
+    SELECT model FROM families
+    WHERE model IS NOT NULL AND (:text IS NULL OR instr(lower(model), :text) > 0)
+    GROUP BY model ORDER BY COUNT(*) DESC, model LIMIT :limit
+"""
+KEYS_TO_FILTER = """
+    SELECT key FROM family_attrs
+    WHERE :text IS NULL OR instr(lower(key), :text) > 0
+    GROUP BY key ORDER BY COUNT(*) DESC, key LIMIT :limit
+"""
+VALUES_TO_FILTER = """
+    SELECT value FROM family_attrs
+    WHERE key = :key AND (:text IS NULL OR instr(lower(value), :text) > 0)
+    GROUP BY value ORDER BY COUNT(*) DESC, value LIMIT :limit
+"""
+SESSION_EVENTS = """
+    SELECT time_ns, name, attrs FROM events WHERE session_id = ?
+    ORDER BY time_ns, CAST(json_extract(attrs, '$."event.sequence"') AS INTEGER) LIMIT ?
+"""
