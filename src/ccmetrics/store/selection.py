@@ -58,7 +58,7 @@ def memoized(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any) -> T:
         key = (method.__name__, args)
-        memo = self.__dict__.setdefault("_memo", {})
+        memo: dict[Any, T] = self.__dict__.setdefault("_memo", {})
         if key not in memo:
             memo[key] = method(self, *args)
         return memo[key]
@@ -124,7 +124,7 @@ class Selection:
     @functools.cached_property
     def _days_closed_until(self) -> int:
         """Days before this have their daily sums."""
-        return self.conn.execute(queries.DAYS_CLOSED_UNTIL).fetchone()[0]
+        return int(self.conn.execute(queries.DAYS_CLOSED_UNTIL).fetchone()[0])
 
     def _rows(self, part: RangePart, query: Query) -> Iterable[Any]:
         """Rows of a query on one part of the range; answers from the rollups are reused while still right."""
@@ -296,7 +296,7 @@ class Selection:
     def session_count(self) -> int:
         """Sessions active in the range (under the filters)."""
         query = queries.session_count(self.filters.since_ns, self.filters.until_ns, self.metric_filter)
-        return self.conn.execute(query.sql, query.params).fetchone()[0]
+        return int(self.conn.execute(query.sql, query.params).fetchone()[0])
 
     def sessions(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recently active sessions (under the filters), with their totals in the range."""
@@ -334,7 +334,8 @@ class Selection:
 
     def first_point_ns(self) -> int | None:
         """When the earliest point stored was taken, if there is one (whatever the filters)."""
-        return self.conn.execute(queries.FIRST_POINT_TIME).fetchone()[0]
+        first: int | None = self.conn.execute(queries.FIRST_POINT_TIME).fetchone()[0]
+        return first
 
     def has_claude_code_data(self) -> bool:
         """Whether anything from Claude Code was stored (whatever the filters)."""

@@ -93,7 +93,7 @@ def summary(
         if email:
             emails[_name(user)] = email
 
-    return _integral(
+    answer: dict[str, Any] = _integral(
         {
             "sessions": sel.metric_total(SESSIONS),
             "cost_usd": _round(sel.metric_total(COST)),
@@ -135,6 +135,7 @@ def summary(
             ),
         }
     )
+    return answer
 
 
 def _name(value: Any) -> str:
