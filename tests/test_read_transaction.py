@@ -103,3 +103,19 @@ def test_a_failed_request_ends_its_transaction(store):
         conn.execute("SELECT COUNT(*) FROM points").fetchone()
         raise ValueError("a bad filter")
     assert not conn.in_transaction
+
+
+def test_doctors_status_reads_within_the_requests_transaction(store):
+    """status() asks for one snapshot itself; run by Store.read, it is part of the request's."""
+    from ccmetrics.store.status import status
+
+    async def go() -> tuple[int, bool]:
+        await store.write(cost(T0, 1.0))
+
+        def work() -> tuple[int, bool]:
+            answer = status(store.reader())
+            return answer["session_count"], store.reader().in_transaction
+
+        return await store.read(work)
+
+    assert asyncio.run(go()) == (1, True)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +14,7 @@ from typing import TypeVar
 from ..records import Batch
 from .caches import AnswerCache, FamilyCache
 from .schema import SCHEMA_VERSION, migrate
+from .transactions import read_transaction
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 
 __all__ = ["Store", "StoreOutdated", "StoreUnavailable", "WriteResult", "open_reader", "read_transaction"]
@@ -40,24 +41,6 @@ def open_reader(path: Path) -> sqlite3.Connection:
             f"{SCHEMA_VERSION}): start `ccmetrics serve` once to upgrade it"
         )
     return conn
-
-
-@contextlib.contextmanager
-def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A read transaction on a connection in autocommit mode. Its first statement fixes the snapshot (WAL
-    mode); every statement after it until the end of the block reads the same one, whatever is committed
-    meanwhile. Inside another, it is part of that one."""
-    if conn.in_transaction:
-        yield conn
-        return
-    conn.execute("BEGIN")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")  # reads only: it ends the transaction, so checkpoints can go past its snapshot
 
 
 class Store:

@@ -16,12 +16,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 from . import queries
+from .queries import FamilyTable
 
 Key = tuple[Any, ...]
-FamilyTable = Literal["families", "event_families"]
 MAX_CACHED_FAMILY_KEYS = 200_000  # (family, grouping) pairs FamilyCache keeps: 10 to 50 MB
 KEEP_GROUPING_S = 60  # a grouping used this recently is not forgotten to make room for another
 MAX_CACHED_ANSWER_ROWS = 100_000  # rows AnswerCache keeps
@@ -113,17 +113,20 @@ def _read(
     if not by:
         return dict.fromkeys(ids, ())
     query = queries.family_attributes(table, ids, by)
-    values: dict[int, list[Any]] = {}
-    for family_id, index, kind, value in conn.execute(query.sql, query.params):
-        values.setdefault(family_id, [None] * len(by))[index] = _json_value(kind, value)
-    shared: dict[Key, Key] = {}  # one tuple per distinct key, however many families share it
-    nothing = (None,) * len(by)
     out: dict[int, Key] = {}
-    for family_id in ids:
-        found = values.get(family_id)
-        key = tuple(found) if found is not None else nothing
+    shared: dict[Key, Key] = {}  # one tuple per distinct key, however many families share it
+    for family_id, *typed in conn.execute(query.sql, query.params):
+        key = tuple(
+            _json_value(typed[i], typed[i + 1]) if typed[i] in _NOT_AS_IS else typed[i + 1]
+            for i in range(0, len(typed), 2)
+        )
         out[family_id] = shared.setdefault(key, key)
-    return out
+    nothing = (None,) * len(by)
+    return {family_id: out.get(family_id, nothing) for family_id in ids}
+
+
+# The JSON types whose value json_extract does not give as json.loads would.
+_NOT_AS_IS = frozenset({"true", "false", "array", "object"})
 
 
 def _json_value(kind: str | None, value: Any) -> Any:

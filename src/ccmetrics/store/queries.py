@@ -2,9 +2,10 @@
 
 Each function returns a ``Query``: a statement and its parameters, in order. Times, names and values are
 parameters; a time range always has both bounds (an open end is the earliest or latest time there is), so
-a statement's text does not depend on them. Two things vary in text, each from a closed set: the table a
-part of the range is read from (``rollup_day``, ``rollup_hour``, or the raw points and events), and the
-columns a grouping names. A request's attribute filters are conditions joined by AND, one per filter
+a statement's text does not depend on them. What varies in text is the shape of a question, never a value
+in it: the table a part of the range is read from (``rollup_day``, ``rollup_hour``, or the raw points and
+events), the columns a grouping names, a pair of columns per attribute a grouping reads from families'
+JSON, and a request's attribute filters, which are conditions joined by AND, one per filter
 (``MetricFilter``, ``EventFilter``).
 
 Aliases: ``r`` a rollup, ``f`` a metric family, ``p`` a point, ``s`` its series, ``e`` an event, ``t`` a
@@ -152,30 +153,24 @@ def hours_version(since_ns: int | None, until_ns: int | None) -> Query:
 
 METRIC_FAMILY_NAMES = "SELECT id, metric FROM families WHERE id IN (SELECT value FROM json_each(?))"
 EVENT_FAMILY_NAMES = "SELECT id, name FROM event_families WHERE id IN (SELECT value FROM json_each(?))"
-# (family id, the key's index in the list asked for, its JSON type, its value), for every family and key asked
-# for: only those attributes, never a family's whole JSON.
-METRIC_FAMILY_ATTRIBUTES = """
-    SELECT f.id, k.key, json_type(f.attrs, k.value), json_extract(f.attrs, k.value)
-    FROM families f CROSS JOIN json_each(?) k
-    WHERE f.id IN (SELECT value FROM json_each(?))
-"""
-EVENT_FAMILY_ATTRIBUTES = """
-    SELECT f.id, k.key, json_type(f.attrs, k.value), json_extract(f.attrs, k.value)
-    FROM event_families f CROSS JOIN json_each(?) k
-    WHERE f.id IN (SELECT value FROM json_each(?))
-"""
+FamilyTable = Literal["families", "event_families"]
 
 
-def family_names(table: Literal["families", "event_families"], ids: Sequence[int]) -> Query:
+def family_names(table: FamilyTable, ids: Sequence[int]) -> Query:
     sql = METRIC_FAMILY_NAMES if table == "families" else EVENT_FAMILY_NAMES
     return Query(sql, (json.dumps(ids),))
 
 
-def family_attributes(
-    table: Literal["families", "event_families"], ids: Sequence[int], keys: Sequence[str]
-) -> Query:
-    sql = METRIC_FAMILY_ATTRIBUTES if table == "families" else EVENT_FAMILY_ATTRIBUTES
-    return Query(sql, (json.dumps([json_path(key) for key in keys]), json.dumps(ids)))
+def family_attributes(table: FamilyTable, ids: Sequence[int], keys: Sequence[str]) -> Query:
+    """``(family id, then the JSON type and value of each key)`` for every family asked for: only those
+    attributes, never a family's whole JSON. One row per family, a pair of columns per key."""
+    columns = ", ".join("json_type(attrs, ?), json_extract(attrs, ?)" for _ in keys)
+    paths = [path for key in keys for path in (json_path(key), json_path(key))]
+    table_name = {"families": "families", "event_families": "event_families"}[table]
+    return Query(
+        f"SELECT id, {columns} FROM {table_name} WHERE id IN (SELECT value FROM json_each(?))",
+        (*paths, json.dumps(ids)),
+    )
 
 
 # --- metrics ------------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from typing import Any, TypeVar, cast
 
 from ..metrics import COMMITS, COST, LINES, TOKENS, Metric
 from . import queries
-from .caches import AnswerCache, FamilyCache, FamilyTable, Key
+from .caches import AnswerCache, FamilyCache, Key
 from .filters import Filters
-from .queries import PERCENTILE_MEASURES, EventFilter, MetricFilter, Query
+from .queries import PERCENTILE_MEASURES, EventFilter, FamilyTable, MetricFilter, Query
 from .ranges import RangePart, plan
 from .schema import EVENT_DIMENSIONS, EVENT_MEASURES, FAMILY_COLUMNS, NOT_IN_FAMILY
 

@@ -12,7 +12,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from . import read_transaction
+from .transactions import read_transaction
 
 PROBE_METRIC = "ccmetrics.doctor.probe"
 PROBE_EVENT = "ccmetrics.doctor_probe"
@@ -123,7 +123,7 @@ def _signals(row: dict[str, Any]) -> str:
 
 def status(conn: sqlite3.Connection, limit: int = 50) -> dict[str, Any]:
     """Last data per user/host and per session, versions seen, and one-signal sessions (newest first)."""
-    with read_transaction(conn):  # every query from one snapshot
+    with read_transaction(conn):  # every query from one snapshot (the request's, under Store.read)
         sessions = sorted(_sessions(conn).values(), key=_last_ns, reverse=True)
         last_metric_ns, last_event_ns = conn.execute(_WITHOUT_SESSION).fetchone()
     without_session = _times({"last_metric_ns": last_metric_ns, "last_event_ns": last_event_ns})
