@@ -150,10 +150,10 @@ def test_report_on_a_database_from_an_older_ccmetrics_says_how_to_upgrade_it(tmp
     import subprocess
     import sys
 
-    from ccmetrics.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements
+    from ccmetrics.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
 
     with sqlite3.connect(tmp_path / "ccmetrics.db", isolation_level=None) as conn:
-        for statement in _statements(MIGRATIONS[0]):
+        for statement in statements(MIGRATIONS[0]):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
     command = [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(tmp_path)]

@@ -17,7 +17,7 @@ from ccmetrics.store.schema import (
     DAY_NS,
     MIGRATIONS,
     SCHEMA_VERSION,
-    _statements,
+    statements,
     check_columns,
     expected_columns,
     migrate,
@@ -48,7 +48,7 @@ def _at_version(path: Path, k: int) -> sqlite3.Connection:
     conn = _connect(path)
     for version in range(k):
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _statements(MIGRATIONS[version]):
+        for statement in statements(MIGRATIONS[version]):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version + 1}")
         conn.execute("COMMIT")

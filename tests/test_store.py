@@ -402,7 +402,7 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
 def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     """A database written by the first schema (rollups keyed by family first, points by series) opens and
     answers the same: totals, a session's own totals, and the sessions list."""
-    from ccmetrics.store.schema import MIGRATIONS, _statements
+    from ccmetrics.store.schema import MIGRATIONS, statements
     from ccmetrics.store.selection import Selection
 
     current = tmp_path / "current.db"
@@ -427,7 +427,7 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     old = tmp_path / "old" / "ccmetrics.db"
     old.parent.mkdir()
     with sqlite3.connect(old, isolation_level=None) as conn:
-        for statement in _statements(MIGRATIONS[0]):
+        for statement in statements(MIGRATIONS[0]):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(f"ATTACH DATABASE '{current}' AS current")

@@ -303,7 +303,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     for version in range(current, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(MIGRATIONS[version]):
+            for statement in statements(MIGRATIONS[version]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
@@ -347,7 +347,7 @@ def check_columns(conn: sqlite3.Connection) -> None:
         )
 
 
-def _statements(script: str) -> list[str]:
+def statements(script: str) -> list[str]:
     statements, pending = [], ""
     for line in script.splitlines(keepends=True):
         if not pending and line.strip().startswith("--"):
