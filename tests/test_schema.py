@@ -17,11 +17,11 @@ from ccmetrics.store.schema import (
     DAY_NS,
     MIGRATIONS,
     SCHEMA_VERSION,
-    statements,
     check_columns,
     expected_columns,
     migrate,
     missing_columns,
+    statements,
 )
 
 # sha256 of each migration's SQL, in order: databases out there ran exactly this text. When you add a

@@ -348,12 +348,12 @@ def check_columns(conn: sqlite3.Connection) -> None:
 
 
 def statements(script: str) -> list[str]:
-    statements, pending = [], ""
+    found, pending = [], ""
     for line in script.splitlines(keepends=True):
         if not pending and line.strip().startswith("--"):
             continue
         pending += line
         if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
+            found.append(pending.strip())
             pending = ""
-    return [s for s in statements if s]
+    return [s for s in found if s]
