@@ -37,16 +37,21 @@ class GuardedHttp(HttpToolsProtocol):
 
     max_connections = 1000
     header_timeout = 10
+    open_connections: dict[int, int] = {}  # by local port: one uvicorn server serves both listeners
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)  # counts it in its server's connections
-        if len(self.connections) > self.max_connections:
+        self._port: int | None = None
+        super().connection_made(transport)
+        port = transport.get_extra_info("sockname")[1]
+        if self.open_connections.get(port, 0) >= self.max_connections:
             # Closed as soon as it is accepted, so the process never runs out of files; 503 with
             # Retry-After is what OTLP exporters retry, and a request already sent reads it as its answer.
             transport.write(_TOO_MANY)
             transport.close()
             return
+        self._port = port
+        self.open_connections[port] = self.open_connections.get(port, 0) + 1
         self._expect_head()
 
     def data_received(self, data: bytes) -> None:
@@ -58,6 +63,9 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        if self._port is not None:
+            self.open_connections[self._port] -= 1
+            self._port = None
         super().connection_lost(exc)
 
     def _between_requests(self) -> bool:
@@ -79,8 +87,8 @@ class GuardedHttp(HttpToolsProtocol):
 
 
 def guarded_http(max_connections: int, header_timeout: int) -> type[GuardedHttp]:
-    """The protocol class for one listener: each uvicorn server counts its own connections."""
-    settings = {"max_connections": max_connections, "header_timeout": header_timeout}
+    """The protocol class for uvicorn's ``http`` setting, with connections counted by listener."""
+    settings = {"max_connections": max_connections, "header_timeout": header_timeout, "open_connections": {}}
     return type("GuardedHttp", (GuardedHttp,), settings)
 
 
