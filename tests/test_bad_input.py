@@ -17,6 +17,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -232,7 +233,7 @@ def assert_intact(loaded: Loaded, **added: float) -> None:
 
 def rss_kb(server: ServerProcess) -> int:
     assert server.process is not None
-    for line in open(f"/proc/{server.process.pid}/status"):
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")

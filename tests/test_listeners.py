@@ -9,6 +9,7 @@ totals are exactly what they were and that normal exports over both protocols ar
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, fixture_exports
 from .good_traffic import assert_still_counts, assert_unchanged, send_before
 
 HEADER_TIMEOUT = 1
@@ -231,3 +232,54 @@ def test_the_open_file_limit_is_raised_to_fit_the_listeners_or_the_limit_lowered
         check=True,
     )
     assert tuple(int(n) for n in done.stdout.split()) == expected
+
+
+@pytest.fixture
+def head_timeout_only(start_server) -> tuple[ServerProcess, dict]:
+    """A short header timeout, and an idle timeout long enough that it closes nothing during the test."""
+    server = start_server(None, "--header-timeout", str(HEADER_TIMEOUT), "--idle-timeout", "30")
+    return server, send_before(server)
+
+
+def read_response(sock: socket.socket, within: float = 10) -> bytes:
+    """One whole response (with a Content-Length) from a blocking socket."""
+    sock.settimeout(within)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    assert length, head
+    while len(body) < int(length.group(1)):
+        chunk = sock.recv(65536)
+        assert chunk, "closed within a response"
+        body += chunk
+    return head
+
+
+def test_the_header_timeout_ends_once_the_head_is_in(head_timeout_only):
+    """A body that takes longer than the header timeout, and a second request after a pause longer than it
+    on the same connection, are answered: the deadline covers request heads only."""
+    server, before = head_timeout_only
+    export = fixture_exports("http-protobuf-delta")[0]  # sent before: a retry, which changes nothing
+    with socket.create_connection(("127.0.0.1", server.otlp_http_port), timeout=10) as sock:
+        headers = {**export.headers, "Host": "127.0.0.1", "Content-Length": str(len(export.body))}
+        sock.sendall(
+            f"POST {export.path} HTTP/1.1\r\n".encode()
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+            + b"\r\n"
+        )
+        pieces = 5
+        step = -(-len(export.body) // pieces)
+        for start in range(0, len(export.body), step):
+            time.sleep((HEADER_TIMEOUT + 1) / pieces)
+            sock.sendall(export.body[start : start + step])
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert read_response(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(HEADER_TIMEOUT + 0.5)
+    assert_still_counts(server, before)

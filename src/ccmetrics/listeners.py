@@ -1,18 +1,27 @@
-"""How many connections each listener holds, and how long a client may take to send a request head.
+"""The HTTP listeners (the dashboard and API, OTLP/HTTP): how many connections each holds, and how long a
+client may take to send a request head.
 
-uvicorn closes a connection left idle between requests (``timeout_keep_alive``, our ``--idle-timeout``), but
+uvicorn closes a connection left idle after a response (``timeout_keep_alive``, our ``--idle-timeout``), but
 nothing closes one that sends nothing at all, or a request head a byte at a time, and nothing bounds how many
-it holds: its ``limit_concurrency`` answers 503 to *requests* beyond the limit, so a socket that never sends
-one is never refused. Some thousands of those exhaust the process's open files. :class:`GuardedHttp` is
-uvicorn's own HTTP/1.1 protocol with both, given to uvicorn through its documented ``http=`` setting (a class
-or an import path): a small subclass instead of a proxy in front of uvicorn or a patched uvicorn. The gRPC
-listener has the same from gRPC core's own settings (``otlp/grpc.py``).
+it holds: its ``limit_concurrency`` answers 503 to *requests* beyond the limit, counted over the whole server,
+so a socket that never sends one is never refused; ``h11_max_incomplete_event_size`` bounds the size of a
+head, not the time it takes. Some thousands of idle sockets exhaust the process's open files. No setting or
+hook of uvicorn's gives either guarantee, so :class:`GuardedHttp` adds both to uvicorn's own HTTP/1.1
+protocol, given to uvicorn as its ``http`` setting (a protocol class): a small subclass instead of a proxy in
+front of uvicorn or a patched uvicorn. It reads nothing of uvicorn's and keeps its own state. It extends four
+methods, each after uvicorn's own: the asyncio protocol's ``connection_made`` and ``connection_lost``, and
+the httptools parser's callbacks ``on_message_begin`` (the first byte of a request) and
+``on_headers_complete`` (the whole head).
+
+One uvicorn server serves both listeners, so the connections are counted by the local port they came to.
+The gRPC listener has the same bounds from gRPC core's own settings (``otlp/grpc.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -31,56 +40,60 @@ _TOO_MANY = (
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools, what its ``auto`` picks) with a limit on the connections of its
-    listener and a deadline for each request head: ``header_timeout`` seconds from the moment the connection
-    opens, or from the first byte of a later request on it."""
+    """uvicorn's HTTP/1.1 protocol (httptools, what its ``auto`` picks) with a limit on the connections of
+    each listener and a deadline for each request head: ``header_timeout`` seconds from the moment the
+    connection opens, or from the first byte of a later request on it, until the head is in. Between requests
+    uvicorn's keep-alive timeout applies. :func:`guarded_http` makes the class with its settings."""
 
-    max_connections = 1000
-    header_timeout = 10
+    max_connections: ClassVar[int]
+    header_timeout: ClassVar[float]
+    open_connections: ClassVar[dict[int, int]]  # by local port
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._head_deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)  # counts it in its server's connections
-        if len(self.connections) > self.max_connections:
+        super().connection_made(transport)
+        self._guard_transport = transport
+        self._guard_deadline: asyncio.TimerHandle | None = None
+        self._guard_port: int | None = None
+        port = transport.get_extra_info("sockname")[1]
+        if self.open_connections.get(port, 0) >= self.max_connections:
             # Closed as soon as it is accepted, so the process never runs out of files; 503 with
             # Retry-After is what OTLP exporters retry, and a request already sent reads it as its answer.
             transport.write(_TOO_MANY)
             transport.close()
             return
+        self._guard_port = port
+        self.open_connections[port] = self.open_connections.get(port, 0) + 1
         self._expect_head()
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if not self._between_requests():
-            self._cancel_deadline()  # the head is in: from here on the request is the application's
-        elif self._head_deadline is None:
-            self._expect_head()  # the first bytes of the next request (uvicorn's keep-alive timer stopped)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._guard_deadline is None:
+            self._expect_head()  # the first byte of a later request
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._cancel_deadline()  # the head is in: from here on the request is the application's
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        if self._guard_port is not None:
+            self.open_connections[self._guard_port] -= 1
+            self._guard_port = None
         super().connection_lost(exc)
 
-    def _between_requests(self) -> bool:
-        """No request head received, or its response sent: uvicorn's own test in ``shutdown()``."""
-        return self.cycle is None or self.cycle.response_complete
-
     def _expect_head(self) -> None:
-        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        loop = asyncio.get_running_loop()
+        self._guard_deadline = loop.call_later(self.header_timeout, self._guard_transport.close)
 
     def _cancel_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_timed_out(self) -> None:
-        self._head_deadline = None
-        if self._between_requests():
-            self.transport.close()
+        if self._guard_deadline is not None:
+            self._guard_deadline.cancel()
+            self._guard_deadline = None
 
 
-def guarded_http(max_connections: int, header_timeout: int) -> type[GuardedHttp]:
-    """The protocol class for one listener: each uvicorn server counts its own connections."""
-    settings = {"max_connections": max_connections, "header_timeout": header_timeout}
+def guarded_http(max_connections: int, header_timeout: float) -> type[GuardedHttp]:
+    """The protocol class for uvicorn's ``http`` setting, with connections counted by listener."""
+    settings = {"max_connections": max_connections, "header_timeout": header_timeout, "open_connections": {}}
     return type("GuardedHttp", (GuardedHttp,), settings)
 
 

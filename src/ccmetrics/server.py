@@ -8,7 +8,8 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -22,13 +23,57 @@ from .web.app import create_app, warm_up
 
 log = logging.getLogger("ccmetrics")
 
+SHUTDOWN_GRACE_S = 2  # what an export in flight has to be answered when the server stops
 
-class _Server(uvicorn.Server):
-    """Several uvicorn servers share this process, so signals are handled once, by ``serve``."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
+class _ByPort:
+    """The ASGI app of both HTTP listeners, served by one uvicorn server: each request goes to the app of the
+    local port it arrived on (``scope["server"]``). Its lifespan startup is the moment uvicorn is serving."""
+
+    def __init__(self, apps: dict[int, hosts.ASGIApp], on_startup: Callable[[], None]) -> None:
+        self.apps = apps
+        self.on_startup = on_startup
+
+    async def __call__(self, scope: hosts.Scope, receive: hosts.Receive, send: hosts.Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                self.on_startup()
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        else:
+            await self.apps[scope["server"][1]](scope, receive, send)
+
+
+@contextlib.contextmanager
+def _serving_stops_on_signals() -> Iterator[None]:
+    """While uvicorn serves, SIGINT and SIGTERM are its: it shuts down gracefully, puts back the handlers it
+    found and raises the signal again (its cooperative signal handling). The handlers it finds are these,
+    which do nothing, so that ``serve`` goes on to stop the gRPC server and close the store. Once it has
+    stopped, the usual handlers are back: a second signal ends the process at once."""
+    found = {signum: signal.signal(signum, _noted) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
         yield
+    finally:
+        for signum, handler in found.items():
+            signal.signal(signum, handler)
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    """uvicorn has already stopped serving for this signal; the rest of ``serve`` closes what is left."""
+
+
+def _announce(config: Config) -> None:
+    log.info(
+        "ccmetrics is ready: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP/HTTP http://%s:%d  data %s",
+        config.host,
+        config.port,
+        config.host,
+        config.otlp_grpc_port,
+        config.host,
+        config.otlp_http_port,
+        config.db_path,
+    )
+    log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
@@ -57,16 +102,16 @@ async def serve(config: Config) -> None:
             max_clock_skew_s=config.max_clock_skew,
         ),
     )
-    max_connections = listeners.fit_open_files(config.max_connections)
-    # Each uvicorn server counts the connections of its own listener.
-    http = listeners.guarded_http(max_connections, config.header_timeout)
+    # One uvicorn server serves both HTTP listeners and counts the connections of each.
+    http = listeners.guarded_http(listeners.fit_open_files(config.max_connections), config.header_timeout)
     grpc_server = None
+    warming: list[asyncio.Task[None]] = []
     try:
         grpc_server = await otlp_grpc.start(
             receiver,
             config.host,
             config.otlp_grpc_port,
-            max_connections=max_connections,
+            max_connections=http.max_connections,
             idle_timeout=config.idle_timeout,
             header_timeout=config.header_timeout,
         )
@@ -75,67 +120,41 @@ async def serve(config: Config) -> None:
             otlp_http.create_app(receiver, config.idle_timeout),
             hosts.allowed_names(config.host, config.allowed_hosts),
         )
-        servers = [
-            _Server(
-                uvicorn.Config(
-                    create_app(store, config),
-                    log_level="warning",
-                    lifespan="off",
-                    access_log=False,
-                    http=http,
-                    timeout_keep_alive=config.idle_timeout,
-                )
-            ),
-            _Server(
-                uvicorn.Config(
-                    otlp_app,
-                    log_level="warning",
-                    lifespan="off",
-                    access_log=False,
-                    proxy_headers=False,
-                    server_header=False,
-                    date_header=False,
-                    http=http,
-                    timeout_keep_alive=config.idle_timeout,
-                )
-            ),
-        ]
-        loop = asyncio.get_running_loop()
 
-        def stop() -> None:
-            store.stop_waiters()  # live streams end, or the dashboard's server would wait on them for ever
-            for server in servers:
-                server.should_exit = True
+        def started() -> None:
+            _announce(config)
+            # What is alive now (modules, classes, protobuf and gRPC internals) lives as long as the process:
+            # leave it out of the garbage collector's full passes, which would otherwise walk those tens of
+            # thousands of objects for 20-40 ms each, answering no export meanwhile.
+            gc.freeze()
+            warming.append(asyncio.create_task(warm_up(store, config)))
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop)
-        tasks = [
-            asyncio.create_task(servers[0].serve(sockets=[web_socket])),
-            asyncio.create_task(servers[1].serve(sockets=[otlp_socket])),
-        ]
-        while not all(server.started for server in servers):
-            if any(task.done() for task in tasks):
-                break
-            await asyncio.sleep(0.01)
-        log.info(
-            "ccmetrics is ready: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP/HTTP http://%s:%d  data %s",
-            config.host,
-            config.port,
-            config.host,
-            config.otlp_grpc_port,
-            config.host,
-            config.otlp_http_port,
-            config.db_path,
+        apps: dict[int, hosts.ASGIApp] = {
+            web_socket.getsockname()[1]: create_app(store, config),
+            otlp_socket.getsockname()[1]: otlp_app,
+        }
+        server = uvicorn.Server(
+            uvicorn.Config(
+                _ByPort(apps, started),
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+                # The receiver limits new series by client address, which X-Forwarded-For must not change.
+                proxy_headers=False,
+                server_header=False,
+                http=http,
+                ws="none",  # no WebSockets here: an upgrade request is answered as plain HTTP
+                timeout_keep_alive=config.idle_timeout,
+                # On SIGTERM, what is still running after this is cancelled: an open dashboard's live stream
+                # never ends by itself, and would otherwise hold the server up for ever.
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            )
         )
-        log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
-        # What is alive now (modules, classes, protobuf and gRPC internals) lives as long as the process:
-        # leave it out of the garbage collector's full passes, which would otherwise walk those tens of
-        # thousands of objects for 20-40 ms each, answering no export meanwhile.
-        gc.freeze()
-        warming = asyncio.create_task(warm_up(store, config))
-        await asyncio.gather(*tasks)
-        warming.cancel()
+        with _serving_stops_on_signals():
+            await server.serve(sockets=[web_socket, otlp_socket])
     finally:
+        for task in warming:
+            task.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         receiver.close()
