@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from .metrics import DEFAULT_LABELS, label_name, metric_name
 from .store.schema import FAMILY_COLUMNS
@@ -75,7 +76,7 @@ def _label_sql(i: int) -> str:
     return f"CASE WHEN {j} IS NOT NULL THEN {from_json} ELSE coalesce(c{i}, '') END"
 
 
-class StoreCollector:
+class StoreCollector(Collector):
     """A ``prometheus_client`` collector over one read connection: counters summed per label set.
 
     At most ``max_series`` series are exposed: each metric's largest first, in turn (every metric's largest,
