@@ -126,6 +126,20 @@ class ServerProcess:
         self.process = None
         return code
 
+    def report_json(self, *args: str) -> str:
+        """What ``ccmetrics report summary --json`` prints for this server's data directory."""
+        command = [
+            sys.executable,
+            "-m",
+            "ccmetrics",
+            "report",
+            "summary",
+            "--json",
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        return subprocess.run([*command, *args], capture_output=True, text=True, check=True).stdout
+
     def summary(self, **params: str | list[str]) -> dict:
         response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10)
         response.raise_for_status()

@@ -166,22 +166,7 @@ def test_values_beyond_the_bound_are_rejected_and_every_answer_stays_valid_json(
         assert answer.status_code in (200, 404), (path, answer.status_code)
         json.loads(answer.text, parse_constant=_no_constants)
     assert server.summary()["cost_usd"] == pytest.approx(before["cost_usd"] + 0.25 + 1e12, rel=1e-12)
-    report = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ccmetrics",
-            "report",
-            "summary",
-            "--json",
-            "--data-dir",
-            str(server.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    answer = json.loads(report.stdout, parse_constant=_no_constants)
+    answer = json.loads(server.report_json(), parse_constant=_no_constants)
     assert answer["cost_usd"] == pytest.approx(before["cost_usd"] + 0.25 + 1e12, rel=1e-12)
 
 
