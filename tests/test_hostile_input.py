@@ -214,8 +214,8 @@ def test_array_and_kvlist_attributes_are_stored_as_json_text(server: ServerProce
     assert server.summary()["cost_usd"] == pytest.approx(before["cost_usd"] + 0.75, abs=1e-9)
     selected = server.summary(filter='process.command_args=["claude", "-p", "hi"]')
     assert selected["cost_usd"] == pytest.approx(0.5, abs=1e-9)
-    (attrs,) = _read(server, "SELECT attrs FROM events WHERE session_id = 'nested-values'")[0]
-    event = json.loads(attrs)
+    (stored,) = httpx.get(f"{server.url}/api/events", params={"session": "nested-values"}).json()["events"]
+    event = stored["attributes"]
     assert json.loads(event["args"]) == {"path": "/x"}
     assert json.loads(event["process.command_args"]) == ["claude", "-p"]
 

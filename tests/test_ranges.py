@@ -6,6 +6,7 @@ from ccmetrics.store.ranges import ROLLUPS, RangePart, plan, split
 
 SECOND = 1_000_000_000
 MINUTE, HOUR, DAY = 60 * SECOND, 3600 * SECOND, 86400 * SECOND
+WEEK = 7 * DAY
 NOW = 100 * DAY + 13 * HOUR + 20 * MINUTE  # day 100, 13:20
 TODAY = 100 * DAY
 
@@ -28,7 +29,7 @@ def test_ranges_split_into_days_hours_and_raw_edges():
 
 
 def test_the_rollups_are_tried_largest_first():
-    assert ROLLUPS == (("day", DAY), ("hour", HOUR))
+    assert ROLLUPS == (("week", WEEK), ("day", DAY), ("hour", HOUR))
 
 
 def covers(parts: list[RangePart], since: int, until: int) -> bool:
@@ -98,11 +99,30 @@ def test_a_range_that_starts_in_this_hour_is_not_cut():
     ]
 
 
-def test_all_time_reads_every_closed_day_then_hours():
+def test_all_time_reads_every_closed_week_then_days_then_hours():
     assert plan(None, None, days_closed_until=TODAY, now_ns=NOW) == [
-        RangePart("day", None, TODAY),
+        RangePart("week", None, 14 * WEEK),  # day 98: the start of the week that has not ended
+        RangePart("day", 14 * WEEK, TODAY),
         RangePart("hour", TODAY, TODAY + 13 * HOUR),
         RangePart("hour", TODAY + 13 * HOUR, None),
+    ]
+
+
+def test_a_month_reads_the_weeks_that_have_ended_and_days_around_them():
+    since = TODAY + 13 * HOUR + 20 * MINUTE - 30 * DAY  # day 70, 13:20: thirty days back from now
+    assert plan(since, None, days_closed_until=TODAY, now_ns=NOW) == [
+        RangePart("raw", since, 70 * DAY + 14 * HOUR),
+        RangePart("hour", 70 * DAY + 14 * HOUR, 71 * DAY),
+        RangePart("day", 71 * DAY, 11 * WEEK),
+        RangePart("week", 11 * WEEK, 14 * WEEK),
+        RangePart("day", 14 * WEEK, TODAY),
+        RangePart("hour", TODAY, TODAY + 13 * HOUR),
+        RangePart("hour", TODAY + 13 * HOUR, None),
+    ]
+    # A week whose days have not all got their daily sums is read by the day, its last days by the hour.
+    assert plan(13 * WEEK, 14 * WEEK, days_closed_until=14 * WEEK - DAY, now_ns=NOW) == [
+        RangePart("day", 13 * WEEK, 14 * WEEK - DAY),
+        RangePart("hour", 14 * WEEK - DAY, 14 * WEEK),
     ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +37,7 @@ from ccmetrics.otlp.receiver import Intake, Receiver
 from ccmetrics.store import Store
 from ccmetrics.store.filters import Filters
 from ccmetrics.store.summary import summary
+from ccmetrics.store.timeline import stored_events
 
 from .conftest import free_port
 from .otlp_builders import SECOND, T0, attrs, log_request, sum_request
@@ -153,8 +155,9 @@ def test_http_protobuf_and_json_exports_are_stored_and_answered(store: Store, re
     result = totals(store)
     assert (result["cost_usd"], result["api_requests"], result["prompts"]) == (1.75, 1, 1)
     assert result["avg_prompt_length"] == len("secret plans")
-    (stored,) = store.reader().execute("SELECT attrs FROM events WHERE name = 'user_prompt'").fetchone()
-    assert "secret plans" not in stored
+    (stored,) = [e for e in stored_events(store.reader()) if e.name == "user_prompt"]
+    assert "secret plans" not in json.dumps(stored.attributes)
+    assert stored.attributes["prompt"] == "<REDACTED>"
 
 
 def test_http_traces_are_stored(store: Store, receiver: Receiver) -> None:

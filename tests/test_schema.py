@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ccmetrics.store import schema
+from ccmetrics.store.identities import Identities
 from ccmetrics.store.schema import (
     DAY_NS,
     MIGRATIONS,
@@ -23,6 +24,7 @@ from ccmetrics.store.schema import (
     missing_columns,
     statements,
 )
+from ccmetrics.store.upgrade import EventsUpgrade
 
 # sha256 of each migration's SQL, in order: databases out there ran exactly this text. When you add a
 # migration, add its checksum here; never change an existing one (a schema change is a new migration).
@@ -32,6 +34,7 @@ CHECKSUMS = [
     "20817b878603b474dced8ff8aa9246de2f67124111f0cdb408c5026950e4bac0",
     "aee3307396b44311c23860ed31ce3d3ede876984782c63da599e475518c69f37",
     "8bc2a476ca3801376b728f0b35d52ae684ca3919741c792b99f9973b1cc6a6f3",
+    "8561b5f9ef0e9c2d882848d09f06983f71a5e50aac58340fd612c013a3c64429",
 ]
 
 
@@ -76,10 +79,19 @@ def _schema(conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
+def _upgrade_events(conn: sqlite3.Connection) -> None:
+    """What the writer does after migration 6, between its commits: move the events stored before (none, in a
+    new database) and drop their table."""
+    upgrade = EventsUpgrade(conn, Identities(conn))
+    while upgrade.pending:
+        upgrade.step(size=2)
+
+
 def _fresh_schema(tmp_path: Path) -> dict[str, Any]:
     conn = _connect(tmp_path / "fresh.db")
     try:
         assert migrate(conn) == 0
+        _upgrade_events(conn)
         return _schema(conn)
     finally:
         conn.close()
@@ -157,18 +169,14 @@ def test_an_entry_added_to_a_constant_leaves_the_migrations_as_they_were_and_is_
     edited = _schema_module_with(
         tmp_path, "COMMON_COLUMNS = {\n", 'COMMON_COLUMNS = {\n    "test.unmigrated": "test_unmigrated",\n'
     )
-    assert (
-        edited.COMMON_COLUMNS["test.unmigrated"]
-        == edited.EVENT_COLUMNS["test.unmigrated"]
-        == "test_unmigrated"
-    )
+    assert edited.COMMON_COLUMNS["test.unmigrated"] == edited.FAMILY_COLUMNS["test.unmigrated"]
     assert edited.MIGRATIONS == MIGRATIONS
 
     conn = _connect(tmp_path / "new.db")
     try:
         with pytest.raises(RuntimeError, match="needs a migration") as refused:
             edited.migrate(conn)
-        for table in ("families", "series", "event_families", "events"):
+        for table in ("families", "series", "event_families"):
             assert f"{table}.test_unmigrated" in str(refused.value)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # the migrations ran
     finally:
@@ -191,7 +199,7 @@ def test_the_tables_have_every_column_the_constants_name(tmp_path):
             expected
         )
         assert set(schema.COMMON_COLUMNS.values()) <= set(expected["series"])
-        assert set(schema.EVENT_COLUMNS.values()) | set(schema.EVENT_MEASURES) <= set(expected["events"])
+        assert set(schema.EVENT_STRINGS.values()) | set(schema.EVENT_MEASURES) <= set(expected["events"])
     finally:
         conn.close()
 
@@ -208,6 +216,8 @@ def test_a_measure_added_without_a_migration_is_refused(tmp_path, monkeypatch):
             "event_rollup_hour.output_tokens_count",
             "event_rollup_day.output_tokens_sum",
             "event_rollup_day.output_tokens_count",
+            "event_rollup_week.output_tokens_sum",
+            "event_rollup_week.output_tokens_count",
         ]
     finally:
         conn.close()
@@ -228,8 +238,21 @@ def test_a_database_at_every_earlier_version_upgrades_to_the_schema_of_a_new_one
         assert all(len(rows) >= 3 for rows in before.values())  # and what the migrations put there
 
         assert migrate(conn) == k
+        old_events = before.pop("events", [])
+        assert _schema(conn) != fresh  # the events stored before schema 6 are still to be moved
+        _upgrade_events(conn)
         assert _schema(conn) == fresh
-        assert {table: _rows(conn, table, columns) for table, columns in filled.items()} == before
+        assert {t: _rows(conn, t, columns) for t, columns in filled.items() if t != "events"} == before
+
+        # Each event moved, with what it held: strings stored once, and its attributes whole.
+        assert conn.execute(
+            "SELECT e.key, e.family_id, e.time_ns, s.value, p.value, e.prompt_length, e.duration_ms, "
+            "e.ttft_ms, e.sample, e.attrs, e.body FROM events e LEFT JOIN strings s ON s.id = e.session "
+            "LEFT JOIN strings p ON p.id = e.prompt ORDER BY e.key"
+        ).fetchall() == [
+            tuple(row[filled["events"].index(c)] for c in _MOVED_EVENT_COLUMNS)
+            for row in sorted(old_events, key=lambda row: row[filled["events"].index("key")])
+        ]
 
         # What the later migrations derive from the rows that were there.
         if 0 < k < 3:  # the times each session sent points: from points and their series ('' without one)
@@ -246,6 +269,21 @@ def test_a_database_at_every_earlier_version_upgrades_to_the_schema_of_a_new_one
         assert missing_columns(conn) == []
     finally:
         conn.close()
+
+
+_MOVED_EVENT_COLUMNS = (
+    "key",
+    "family_id",
+    "time_ns",
+    "session_id",
+    "prompt_id",
+    "prompt_length",
+    "duration_ms",
+    "ttft_ms",
+    "sample",
+    "attrs",  # not JSON here: moved as it is
+    "body",
+)
 
 
 def test_migrating_a_database_twice_changes_nothing(tmp_path):

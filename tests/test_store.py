@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +12,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
-from ccmetrics.store import Store, WriteResult
+from ccmetrics.store import Store, StoreUpgrading, WriteResult
 from ccmetrics.store.filters import Filters, QueryError
 from ccmetrics.store.schema import SCHEMA_VERSION
 from ccmetrics.store.summary import summary
+from ccmetrics.store.timeline import stored_events
 
+from .old_schema import database_at
 from .otlp_builders import CUMULATIVE, SECOND, T0, log_request, sum_request
 
 COST = "claude_code.cost.usage"
@@ -151,9 +153,9 @@ def test_events_numbers_from_strings_prompt_text_dropped_and_unknown_events_kept
     result = totals(store)
     assert result["prompts"] == 2 and result["avg_prompt_length"] == 23
     assert result["api_requests"] == 1 and result["cost_usd"] == 0  # cost comes from metrics only
-    rows = {name: json.loads(a) for name, a in store.reader().execute("SELECT name, attrs FROM events")}
-    (first,) = store.reader().execute("SELECT attrs FROM events WHERE time_ns = ?", (T0,)).fetchone()
-    assert json.loads(first)["prompt"] == "<REDACTED>" and json.loads(first)["prompt_length"] == 28
+    rows = {e.name: e.attributes for e in stored_events(store.reader())}
+    first = next(e.attributes for e in stored_events(store.reader()) if e.time_ns == T0)
+    assert first["prompt"] == "<REDACTED>" and first["prompt_length"] == 28
     assert rows["api_request"]["cost_usd"] == 0.5 and rows["api_request"]["input_tokens"] == 100
     assert rows["brand_new_event"]["whatever"] == "x"
     assert "secret plans" not in Path(store.path).read_bytes().decode("latin-1")
@@ -195,7 +197,7 @@ def test_conversation_text_kept_only_when_asked(store, store_prompts):
         ),
         store_prompts=store_prompts,
     )
-    rows = {name: json.loads(a) for name, a in store.reader().execute("SELECT name, attrs FROM events")}
+    rows = {e.name: e.attributes for e in stored_events(store.reader())}
     assert rows["user_prompt"]["prompt_text"] == ("keep me" if store_prompts else "<REDACTED>")
     assert rows["user_prompt"]["prompt_length"] == 7
     assert rows["assistant_response"]["response"] == ("a reply" if store_prompts else "<REDACTED>")
@@ -346,6 +348,59 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
     reader.close()
 
 
+def test_a_week_gets_its_weekly_sums_once_its_days_have_ended_and_every_range_stays_exact(tmp_path):
+    """Weekly sums are written when a week's last day ends, from its days; late data for a week that has ended
+    adds to them. Answers are the same whichever of hours, days and weeks they are read from."""
+    from ccmetrics.store.committer import Committer
+    from ccmetrics.store.schema import DAY_NS, HOUR_NS, WEEK_NS
+
+    path = tmp_path / "ccmetrics.db"
+    Store(path).close()
+    week = T0 // WEEK_NS * WEEK_NS + WEEK_NS
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("UPDATE closed_days SET until_ns = ?", (week,))  # as if the week began today
+    committer = Committer(path)
+    reader = sqlite3.connect(path)
+
+    def commit(now_ns: int, *requests) -> None:
+        outcomes = committer.commit([batch_of(request) for request in requests], now_ns)
+        assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
+
+    def cost(since: int, until: int) -> tuple[float, int]:
+        answer = summary(reader, Filters.parse(since=_iso(since), until=_iso(until)))
+        return answer["cost_usd"], answer["api_requests"]
+
+    def weekly(table: str) -> list:
+        column = "value" if table == "rollup" else "count"
+        return reader.execute(f"SELECT start_ns, {column} FROM {table}_week ORDER BY 1").fetchall()
+
+    hours = [1, 3 * 24 + 5, 6 * 24 + 23, 7 * 24 + 2]  # on the week's first, fourth and last days; the next
+    for h in hours:  # each day as it comes: the days before it end, and get their daily sums
+        commit(
+            week + h * HOUR_NS,
+            sum_request(COST, [(week + h * HOUR_NS, week + h * HOUR_NS + SECOND, 0.5 * (h + 1), USER)]),
+            log_request([(week + h * HOUR_NS + SECOND, "api_request", USER)]),
+        )
+    assert weekly("rollup") == [(week, 0.5 * (2 + 78 + 168))] and weekly("event_rollup") == [(week, 3)]
+    ranges = [
+        (week, week + WEEK_NS),
+        (week - DAY_NS, week + WEEK_NS + DAY_NS),
+        (week + 2 * HOUR_NS, week + WEEK_NS + 2 * DAY_NS),
+    ]
+    expected = [(0.5 * (2 + 78 + 168), 3), (0.5 * (2 + 78 + 168 + 171), 4), (0.5 * (78 + 168 + 171), 3)]
+    assert [cost(lo, hi) for lo, hi in ranges] == expected
+
+    commit(  # late data for a day of the ended week
+        week + WEEK_NS + 4 * HOUR_NS,
+        sum_request(COST, [(week + 2 * DAY_NS, week + 2 * DAY_NS + SECOND, 4.0, USER)]),
+        log_request([(week + 2 * DAY_NS + SECOND, "api_request", USER)]),
+    )
+    assert weekly("rollup") == [(week, 0.5 * (2 + 78 + 168) + 4.0)] and weekly("event_rollup") == [(week, 4)]
+    assert [cost(lo, hi) for lo, hi in ranges] == [(c + 4.0, n + 1) for c, n in expected]
+    committer.close()
+    reader.close()
+
+
 def test_an_export_that_repeats_some_points_adds_only_the_new_ones(store):
     hour = 3600 * SECOND
     p1, p2, p3 = ((T0 + i * hour, T0 + i * hour + SECOND, float(i + 1), USER) for i in range(3))
@@ -399,10 +454,21 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
         conn.set_trace_callback(None)
 
 
+def wait_for_upgrade(store: Store, timeout: float = 30) -> None:
+    """Until the writer has moved the events of an older database (see store/upgrade.py)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            store.check_upgraded()
+            return
+        except StoreUpgrading:
+            assert time.monotonic() < deadline, "the upgrade did not finish"
+            time.sleep(0.05)
+
+
 def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     """A database written by the first schema (rollups keyed by family first, points by series) opens and
     answers the same: totals, a session's own totals, and the sessions list."""
-    from ccmetrics.store.schema import MIGRATIONS, statements
     from ccmetrics.store.selection import Selection
 
     current = tmp_path / "current.db"
@@ -425,20 +491,10 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     store.close()
 
     old = tmp_path / "old" / "ccmetrics.db"
-    old.parent.mkdir()
-    with sqlite3.connect(old, isolation_level=None) as conn:
-        for statement in statements(MIGRATIONS[0]):
-            conn.execute(statement)
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute(f"ATTACH DATABASE '{current}' AS current")
-        tables = [
-            name for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
-        ]
-        for table in tables:
-            conn.execute(f"INSERT INTO main.{table} SELECT * FROM current.{table}")
-        conn.execute("DETACH DATABASE current")
+    database_at(1, current, old)
     store = Store(old)
     try:
+        wait_for_upgrade(store)
         assert store.reader().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour)) == expected
         assert expected["cost_usd"] == sum(0.25 * (i + 1) for i in range(2, 27))

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -615,3 +616,32 @@ def test_every_dashboard_panel_matches_ground_truth(scenario: Scenario) -> None:
         ),
         panels,
     )
+
+
+def _canonical(attributes: dict[str, Any]) -> str:
+    """Attributes as comparable text, numbers as numbers: the CLI sends some as text (``duration_ms: "11"``)
+    and ccmetrics keeps those as the numbers they are."""
+
+    def number(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    return json.dumps({key: number(value) for key, value in attributes.items()}, sort_keys=True)
+
+
+def test_every_event_comes_back_from_the_api_with_the_attributes_it_was_sent_with(scenario: Scenario) -> None:
+    """Each event the CLI sent, resource attributes included, as /api/events gives back its session's events:
+    the same attributes, the same values (each stored once: in its family, its row or strings)."""
+    sent_by_session: dict[str, set[str]] = defaultdict(set)
+    for event in scenario.events:
+        sent_by_session[event.attrs["session.id"]].add(_canonical(event.attrs))
+    assert len(sent_by_session) >= 3 and sum(map(len, sent_by_session.values())) > 20
+    for session_id, sent in sent_by_session.items():
+        url = f"{scenario.server.url}/api/events"
+        answer = httpx.get(url, params={"session": session_id}, timeout=30).json()
+        assert not answer["truncated"]
+        assert {_canonical(event["attributes"]) for event in answer["events"]} == sent, session_id

@@ -15,9 +15,18 @@ from ..records import Batch
 from .caches import AnswerCache, FamilyCache
 from .schema import SCHEMA_VERSION, migrate
 from .transactions import read_transaction
+from .upgrade import pending_events
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 
-__all__ = ["Store", "StoreOutdated", "StoreUnavailable", "WriteResult", "open_reader", "read_transaction"]
+__all__ = [
+    "Store",
+    "StoreOutdated",
+    "StoreUnavailable",
+    "StoreUpgrading",
+    "WriteResult",
+    "open_reader",
+    "read_transaction",
+]
 
 T = TypeVar("T")
 READERS = 2  # queries run on this many threads, each with its own connection: bounded memory
@@ -27,7 +36,21 @@ class StoreOutdated(Exception):
     """The database was written by an older ccmetrics: the server upgrades it when it starts."""
 
 
-def open_reader(path: Path) -> sqlite3.Connection:
+class StoreUpgrading(StoreOutdated):
+    """The server is upgrading the database (see upgrade.py): its answers would miss the events not yet
+    moved, so there are none until it is done, a minute or so for a month of a large team."""
+
+    def __init__(self, events_left: int) -> None:
+        super().__init__(
+            f"ccmetrics is upgrading its database: {events_left:,} events left to move; it answers again "
+            "when that is done, in a minute or two"
+        )
+        self.events_left = events_left
+
+
+def open_reader(path: Path, *, while_upgrading: bool = False) -> sqlite3.Connection:
+    """A read-only connection; raises StoreOutdated for a database not upgraded yet, and StoreUpgrading for
+    one being upgraded unless ``while_upgrading`` (a caller that checks, or reads no events)."""
     if not path.exists():
         raise FileNotFoundError(f"no ccmetrics database at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
@@ -40,6 +63,9 @@ def open_reader(path: Path) -> sqlite3.Connection:
             f"the database at {path} was written by an older ccmetrics (schema {version}, this one reads "
             f"{SCHEMA_VERSION}): start `ccmetrics serve` once to upgrade it"
         )
+    if not while_upgrading and (left := pending_events(conn)):
+        conn.close()
+        raise StoreUpgrading(left)
     return conn
 
 
@@ -64,6 +90,7 @@ class Store:
         # Set, and replaced by a new one, when the version changes: whoever waits on it wakes up.
         self._changed = asyncio.Event()
         self.stopping = False  # see stop_waiters
+        self._upgraded = False
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be.
@@ -115,11 +142,20 @@ class Store:
         """The calling thread's reader connection in one read transaction (see ``read_transaction``)."""
         return read_transaction(self.reader())
 
+    def check_upgraded(self) -> None:
+        """Raises StoreUpgrading while the writer is still moving the events of an older database."""
+        if self._upgraded:
+            return
+        left = pending_events(self.reader())
+        if left:
+            raise StoreUpgrading(left)
+        self._upgraded = True
+
     def reader(self) -> sqlite3.Connection:
         """A read-only connection for the calling thread, reused across calls."""
         conn = getattr(self._readers, "conn", None)
         if conn is None:
-            conn = self._readers.conn = open_reader(self.path)
+            conn = self._readers.conn = open_reader(self.path, while_upgrading=True)
         return conn
 
     def close(self) -> None:

@@ -5,7 +5,6 @@ Only the writer (writer.py) calls it; nothing else writes to the database.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -13,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Batch, Event, Point, split_event_key
+from .event_rows import INSERT_EVENT, EventKind, EventRow, event_kind, measure, own_attributes
 from .identities import Identities, SeriesIds, text, to_json
 from .limits import Allowance, NewSeriesLimit
 from .rollups import Rollups, close_days
-from .schema import DAY_NS, EVENT_COLUMNS, EVENT_MEASURES
+from .schema import DAY_NS, EVENT_MEASURES, EVENT_STRINGS
+from .upgrade import EventsUpgrade
 
 LOG_SIZE_LIMIT = 20_000_000  # bytes the write-ahead log file keeps once started over
 
@@ -61,6 +62,7 @@ class Committer:
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the writer's checkpointer does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
         self._identities = Identities(self._conn)
+        self.upgrade = EventsUpgrade(self._conn, self._identities)
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
         (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
@@ -179,19 +181,19 @@ class Committer:
             )
 
     def _store_events(self, batch: Batch, result: WriteResult, rollups: Rollups, may_create: Any) -> None:
-        rows: list[tuple[Any, ...]] = []
+        rows: list[EventRow] = []
         refused = 0
         for event in batch.events:
-            if self._stored_under_untimed_key(event.key):
+            if self._stored_before(event.key):
                 continue
-            family_id = self._identities.event_family(event, may_create)
+            kind = event_kind(event)
+            family_id = self._identities.event_family(kind, may_create)
             if family_id is None:
                 refused += 1
             else:
-                rows.append(_event_row(event, family_id))
-        for i in self._insert_new(_INSERT_EVENT, rows):
-            row = rows[i]
-            rollups.event(row[1], row[3], row[_MEASURES_AT : _MEASURES_AT + len(EVENT_MEASURES)])
+                rows.append(self._event_row(event, kind, family_id))
+        for i in self._insert_new(INSERT_EVENT, [row.params() for row in rows]):
+            rollups.event(rows[i].family_id, rows[i].time_ns, rows[i].measures)
             result.events += 1
         if refused:
             result.rejected += refused
@@ -200,6 +202,21 @@ class Committer:
                 f"{self.limit.per_minute} new kinds of event (a name with new attributes) in a minute "
                 "(--new-series-per-minute)"
             )
+
+    def _event_row(self, event: Event, kind: EventKind, family_id: int) -> EventRow:
+        strings = [event.attrs.get(attr) for attr in EVENT_STRINGS]
+        session, prompt = [None if v is None else self._identities.string(text(v) or "") for v in strings]
+        return EventRow(
+            key=event.key,
+            family_id=family_id,
+            time_ns=event.time_ns,
+            session=session,
+            prompt=prompt,
+            measures=tuple(measure(event.attrs.get(m)) for m in EVENT_MEASURES),
+            sample=sample_level(event.key),
+            attrs=to_json(own_attributes(event.attrs, kind.attrs)),
+            body=None if kind.body is not None else event.body,
+        )
 
     def _insert_new(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
         """INSERT OR IGNORE the rows; which of them were new (a retry's rows are not)."""
@@ -215,14 +232,15 @@ class Committer:
         self._conn.execute("RELEASE rows")
         return new
 
-    def _stored_under_untimed_key(self, key: bytes) -> bool:
-        """Events stored before their keys began with their time (schema 3 and earlier) are keyed by the hash
-        alone: an exporter's retry of one of them is found under that. Only events timed up to the last of
-        them can be one."""
+    def _stored_before(self, key: bytes) -> bool:
+        """Whether an event is stored where its key alone would not find it: in the events still to be moved
+        by an upgrade (see upgrade.py), or, when stored before event keys began with their time (schema 3 and
+        earlier), under the hash alone. Only events timed up to the last of those can be the latter."""
         time_ns, digest = split_event_key(key)
-        if time_ns > self._untimed_keys_until:
-            return False
-        return self._conn.execute("SELECT 1 FROM events WHERE key = ?", (digest,)).fetchone() is not None
+        untimed = time_ns <= self._untimed_keys_until
+        if untimed and self._conn.execute("SELECT 1 FROM events WHERE key = ?", (digest,)).fetchone():
+            return True
+        return self.upgrade.holds(key, digest if untimed else None)
 
     def _insert_cumulative(self, series_id: int, point: Point) -> list[tuple[int, float]]:
         """Store a running total as the increment since the stream's previous point.
@@ -265,41 +283,12 @@ class Committer:
 _INSERT_POINT = (
     "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, extra) VALUES (?, ?, ?, ?, ?)"
 )
-_INSERT_EVENT = (
-    f"INSERT OR IGNORE INTO events (key, family_id, name, time_ns, {', '.join(EVENT_COLUMNS.values())}, "
-    f"{', '.join(EVENT_MEASURES)}, sample, attrs, body) "
-    f"VALUES ({', '.join('?' * (4 + len(EVENT_COLUMNS) + len(EVENT_MEASURES) + 3))})"
-)
-_MEASURES_AT = 4 + len(EVENT_COLUMNS)  # where an event row's measures start
-
-
-def _event_row(event: Event, family_id: int) -> tuple[Any, ...]:
-    """The event as ``_INSERT_EVENT`` takes it."""
-    return (
-        event.key,
-        family_id,
-        event.name,
-        event.time_ns,
-        *[text(event.attrs.get(attr)) for attr in EVENT_COLUMNS],
-        *[_number(event.attrs.get(m)) for m in EVENT_MEASURES],
-        sample_level(event.key),
-        to_json(event.attrs),
-        event.body,
-    )
 
 
 def sample_level(key: bytes) -> int:
     """Trailing zero bits of the event's hash: level L or above holds 1 in 2**L events, chosen evenly."""
     number = int.from_bytes(split_event_key(key)[1][:8], "little")
     return (number & -number).bit_length() - 1 if number else 64
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    return None
 
 
 def _store_level(exc: sqlite3.Error) -> bool:

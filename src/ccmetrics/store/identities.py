@@ -2,8 +2,8 @@
 new. This is the one cache of identities: a known one is found by its attributes, with no hashing or query.
 
 A series is a metric with all of its attributes; its family is the same without the session (what dashboards
-group and filter by, a few per person); an event family is an event name with the attributes that describe a
-kind of event rather than one event.
+group and filter by, a few per person); an event family is an event's kind (see event_rows).
+Strings shared by many events (session and prompt ids) are stored once, and known here too.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..recent import Recent
-from ..records import Attributes, Event, Point
-from .schema import COMMON_COLUMNS, EVENT_DIMENSIONS, EVENT_FAMILY_COLUMNS, FAMILY_COLUMNS, NOT_IN_FAMILY
+from ..records import Attributes, Point
+from .event_rows import EventKind
+from .schema import COMMON_COLUMNS, FAMILY_COLUMNS, NOT_IN_FAMILY
 
 KNOWN = 20_000  # identities kept in memory: a large team's active series, with their families
 
@@ -39,7 +40,7 @@ class _FamilyTable:
 
 
 _METRIC_FAMILIES = _FamilyTable("families", "metric, kind", FAMILY_COLUMNS, "family_attrs")
-_EVENT_FAMILIES = _FamilyTable("event_families", "name", EVENT_FAMILY_COLUMNS, "event_family_attrs")
+_EVENT_FAMILIES = _FamilyTable("event_families", "name, body", FAMILY_COLUMNS, "event_family_attrs")
 _INSERT_SERIES = (
     f"INSERT INTO series (key, family_id, metric, unit, kind, temporality, monotonic, scope, "
     f"{', '.join(COMMON_COLUMNS.values())}, attrs) VALUES ({', '.join('?' * (9 + len(COMMON_COLUMNS)))})"
@@ -98,14 +99,12 @@ class Identities:
         self._new[identity] = ids
         return ids
 
-    def event_family(self, event: Event, may_create: MayCreate) -> int | None:
-        """The id of the event's family, stored if new; None when ``may_create`` refuses a new one."""
-        dims = {
-            k: v
-            for k, v in event.attrs.items()
-            if (k in event.resource_keys or k in EVENT_DIMENSIONS) and k not in NOT_IN_FAMILY
-        }
-        identity = ("event", event.name, frozen(dims))
+    def event_family(self, kind: EventKind, may_create: MayCreate) -> int | None:
+        """The id of the family of events of this kind, stored if new; None when ``may_create`` refuses a
+        new one."""
+        identity: Identity = ("event", kind.name, frozen(kind.attrs))
+        if kind.body is not None:
+            identity += (kind.body,)
         known = self._lookup(identity)
         if isinstance(known, int):
             return known
@@ -114,9 +113,25 @@ class Identities:
         ).fetchone()
         if row is None and not may_create():
             return None
-        family_id = int(row[0]) if row else self._family(_EVENT_FAMILIES, identity, (event.name,), dims)
+        names = (kind.name, kind.body)
+        family_id = int(row[0]) if row else self._family(_EVENT_FAMILIES, identity, names, kind.attrs)
         self._new[identity] = family_id
         return family_id
+
+    def string(self, value: str) -> int:
+        """The id of a string in ``strings``, stored if new."""
+        identity = ("string", value)
+        known = self._lookup(identity)
+        if isinstance(known, int):
+            return known
+        row = self._conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+        if row is not None:
+            string_id = int(row[0])
+        else:
+            cursor = self._conn.execute("INSERT INTO strings (value) VALUES (?)", (value,))
+            string_id = int(cursor.lastrowid or 0)
+        self._new[identity] = string_id
+        return string_id
 
     def mark(self) -> int:
         return len(self._new)
@@ -139,7 +154,7 @@ class Identities:
         return self._new.get(identity) if known is None else known
 
     def _family(
-        self, table: _FamilyTable, identity: Identity, names: tuple[str, ...], attrs: Attributes
+        self, table: _FamilyTable, identity: Identity, names: tuple[str | None, ...], attrs: Attributes
     ) -> int:
         """The family's id: looked up, or stored with its attributes."""
         known = self._lookup(identity)

@@ -3,9 +3,9 @@
 Each function returns a ``Query``: a statement and its parameters, in order. Times, names and values are
 parameters; a time range always has both bounds (an open end is the earliest or latest time there is), so
 a statement's text does not depend on them. What varies in text is the shape of a question, never a value
-in it: the table a part of the range is read from (``rollup_day``, ``rollup_hour``, or the raw points and
-events), the columns a grouping names, a pair of columns per attribute a grouping reads from families'
-JSON, and a request's attribute filters, which are conditions joined by AND, one per filter
+in it: the table a part of the range is read from (``rollup_week``, ``rollup_day``, ``rollup_hour``, or the
+raw points and events), the columns a grouping names, a pair of columns per attribute a grouping reads from
+families' JSON, and a request's attribute filters, which are conditions joined by AND, one per filter
 (``MetricFilter``, ``EventFilter``).
 
 Aliases: ``r`` a rollup, ``f`` a metric family, ``p`` a point, ``s`` its series, ``e`` an event, ``t`` a
@@ -21,14 +21,15 @@ from typing import Any, Literal
 
 from ..metrics import Metric
 from .ranges import RangePart
-from .schema import EVENT_COLUMNS, FAMILY_COLUMNS, NOT_IN_FAMILY
+from .schema import EVENT_STRINGS, FAMILY_COLUMNS, NOT_IN_FAMILY, TIERS
 
 EARLIEST_NS = -(2**63)  # an open start
 LATEST_NS = 2**63 - 1  # an open end
 
-METRIC_ROLLUPS = {"day": "rollup_day", "hour": "rollup_hour"}
-EVENT_ROLLUPS = {"day": "event_rollup_day", "hour": "event_rollup_hour"}
+METRIC_ROLLUPS = {tier: f"rollup_{tier}" for tier in TIERS}
+EVENT_ROLLUPS = {tier: f"event_rollup_{tier}" for tier in TIERS}
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")  # the measures whose percentiles are read from events
+SAMPLED_FROM = 3  # events_sample holds the events of this sample level and up (a partial index)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class MetricFilter:
 class EventFilter:
     """A request's attribute filters on events. ``dimensions``: the filtered keys that are part of an event's
     family (looked up in ``event_family_attrs``); the others are read from the events themselves, from their
-    own column or their ``attrs`` (``raw_only``)."""
+    reference to ``strings`` or their ``attrs`` (``raw_only``)."""
 
     attrs: tuple[tuple[str, str], ...] = ()
     dimensions: frozenset[str] = frozenset()
@@ -123,8 +124,8 @@ class EventFilter:
                 f"{family_id} IN (SELECT family_id FROM event_family_attrs WHERE key = ? AND value = ?)",
                 (key, value),
             )
-        if key in EVENT_COLUMNS:
-            return Condition(f"e.{EVENT_COLUMNS[key]} = ?", (value,))
+        if key in EVENT_STRINGS:
+            return Condition(f"e.{EVENT_STRINGS[key]} = (SELECT id FROM strings WHERE value = ?)", (value,))
         return Condition("CAST(json_extract(e.attrs, ?) AS TEXT) = ?", (json_path(key), value))
 
 
@@ -268,19 +269,23 @@ def event_samples(
     name: str, level: int, since_ns: int | None, until_ns: int | None, filters: EventFilter
 ) -> Query:
     """``(family_id, duration_ms, ttft_ms)`` of the events of one name whose sample level is at least
-    ``level`` (a uniform sample of a known fraction), read from the covering index ``events_sample``."""
+    ``level``, SAMPLED_FROM or more (a uniform sample of a known fraction), read from the covering index
+    ``events_sample``."""
+    assert level >= SAMPLED_FROM
     where = filters.on("e.family_id")
     return Query(
-        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e "
-        f"WHERE e.name = ? AND e.sample >= ? AND e.time_ns >= ? AND e.time_ns < ? AND {where.sql}",
-        (name, level, *bounds(since_ns, until_ns), *where.params),
+        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_sample "
+        f"WHERE e.sample >= {SAMPLED_FROM} AND e.sample >= ? AND e.time_ns >= ? AND e.time_ns < ? "
+        f"AND e.family_id IN (SELECT id FROM event_families WHERE name = ?) AND {where.sql}",
+        (level, *bounds(since_ns, until_ns), name, *where.params),
     )
 
 
 def event_samples_of_families(
     family_ids: Sequence[int], level: int, since_ns: int | None, until_ns: int | None, filters: EventFilter
 ) -> Query:
-    """The same, family by family (``events_family``): cheaper when a filter leaves few events."""
+    """The same, family by family (``events_family``): cheaper when a filter or a short range leaves few
+    events."""
     where = filters.on("e.family_id")
     return Query(
         "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_family "
@@ -374,9 +379,10 @@ def prompts_per_session(
     month of prompts."""
     where = filters.on("e.family_id")
     return Query(
-        "SELECT e.session_id, COUNT(*) FROM events e WHERE +e.name = 'user_prompt' "
-        "AND e.session_id IN (SELECT value FROM json_each(?)) AND +e.time_ns >= ? AND +e.time_ns < ? "
-        f"AND {where.sql} GROUP BY e.session_id",
+        "SELECT t.value, COUNT(*) FROM strings t CROSS JOIN events e ON e.session = t.id "
+        "WHERE t.value IN (SELECT value FROM json_each(?)) "
+        "AND +e.family_id IN (SELECT id FROM event_families WHERE name = 'user_prompt') "
+        f"AND +e.time_ns >= ? AND +e.time_ns < ? AND {where.sql} GROUP BY t.value",
         (json.dumps(list(session_ids)), *bounds(since_ns, until_ns), *where.params),
     )
 
@@ -406,7 +412,27 @@ VALUES_TO_FILTER = """
     WHERE key = :key AND (:text IS NULL OR instr(lower(value), :text) > 0)
     GROUP BY value ORDER BY COUNT(*) DESC, value LIMIT :limit
 """
-SESSION_EVENTS = """
-    SELECT time_ns, name, attrs FROM events WHERE session_id = ?
-    ORDER BY time_ns, CAST(json_extract(attrs, '$."event.sequence"') AS INTEGER) LIMIT ?
+# Events in order, each with its family's name and attributes, its own, its session and prompt ids, its
+# measures and its body: those of one session (through events_session), or of a time range.
+_EVENTS = """
+    SELECT e.time_ns, f.name, f.attrs, e.attrs, t.value, p.value, e.prompt_length, e.duration_ms, e.ttft_ms,
+           coalesce(e.body, f.body)
+    FROM events e CROSS JOIN event_families f ON f.id = e.family_id
+    LEFT JOIN strings t ON t.id = e.session LEFT JOIN strings p ON p.id = e.prompt
+    WHERE {where}
+    ORDER BY e.time_ns, CAST(json_extract(e.attrs, '$."event.sequence"') AS INTEGER) LIMIT ?
 """
+
+
+def events(session_id: str | None, since_ns: int | None, until_ns: int | None, limit: int) -> Query:
+    if session_id is not None:
+        return Query(
+            _EVENTS.format(
+                where="e.session = (SELECT id FROM strings WHERE value = ?) AND +e.time_ns >= ? "
+                "AND +e.time_ns < ?"
+            ),
+            (session_id, *bounds(since_ns, until_ns), limit),
+        )
+    return Query(
+        _EVENTS.format(where="e.time_ns >= ? AND e.time_ns < ?"), (*bounds(since_ns, until_ns), limit)
+    )

@@ -1,7 +1,8 @@
 """The range planner: which parts of a time range are read from which table.
 
-A range is cut into parts: whole days are read from the daily rollups, whole hours from the hourly ones,
-and only the partial hours at either end from the raw points and events. The planner reads nothing itself:
+A range is cut into parts: whole weeks are read from the weekly rollups, whole days from the daily ones,
+whole hours from the hourly ones, and only the partial hours at either end from the raw points and events.
+The planner reads nothing itself:
 it is told until when days have their daily sums and what time it is.
 """
 
@@ -14,15 +15,16 @@ from .schema import HOUR_NS, TIERS
 
 
 class RangePart(NamedTuple):
-    """A part of a time range, ``[since_ns, until_ns)``, and where it is read from: ``"day"`` or ``"hour"``
-    (the rollups of that size) or ``"raw"`` (the points and events themselves). ``None`` is an open end."""
+    """A part of a time range, ``[since_ns, until_ns)``, and where it is read from: ``"week"``, ``"day"`` or
+    ``"hour"`` (the rollups of that size) or ``"raw"`` (the points and events themselves). ``None`` is an
+    open end."""
 
     source: str
     since_ns: int | None
     until_ns: int | None
 
 
-Rollup = tuple[str, int]  # ("day" | "hour", its length in ns)
+Rollup = tuple[str, int]  # ("week" | "day" | "hour", its length in ns)
 ROLLUPS: tuple[Rollup, ...] = tuple(sorted(TIERS.items(), key=lambda rollup: -rollup[1]))  # largest first
 
 
@@ -55,8 +57,8 @@ def plan(
     """The parts of a range to read, each from its table.
 
     - ``raw_only`` (a filter the rollups cannot answer, such as a session): the range is one raw part.
-    - Days before ``days_closed_until`` have their daily sums; later days (today, and any after) are read by
-      the hour.
+    - Days before ``days_closed_until`` have their daily sums, and the weeks that ended by then their weekly
+      sums; later days (today, and any after) are read by the hour.
     - A chart's buckets must be whole periods of the rollups it reads: a chart by the hour reads no days.
     - A range that runs up to now is cut at the start of the current hour: the part before it no longer
       receives data, so its answer can be kept; only the current hour's part is read every time.
@@ -76,10 +78,15 @@ def plan(
 def _parts(
     since_ns: int | None, until_ns: int | None, rollups: tuple[Rollup, ...], days_closed_until: int
 ) -> list[RangePart]:
-    """``split``, with the days from ``days_closed_until`` on read by the hour."""
-    hourly = tuple(rollup for rollup in rollups if rollup[0] != "day")
-    if until_ns is not None and until_ns <= days_closed_until:
+    """``split``, with each tier read only where it has its sums: weeks up to the last that ended by
+    ``days_closed_until``, days up to it, hours always."""
+    if not rollups or rollups[0][0] == "hour":
         return split(since_ns, until_ns, rollups)
-    if since_ns is not None and since_ns >= days_closed_until:
-        return split(since_ns, until_ns, hourly)
-    return [*split(since_ns, days_closed_until, rollups), *split(days_closed_until, until_ns, hourly)]
+    (source, size), finer = rollups[0], rollups[1:]
+    complete_until = days_closed_until // size * size
+    if until_ns is not None and until_ns <= complete_until:
+        return split(since_ns, until_ns, rollups)
+    head = split(since_ns, complete_until, rollups) if since_ns is None or since_ns < complete_until else []
+    if not any(part.source == source for part in head):  # no whole period of this tier: the next one
+        return _parts(since_ns, until_ns, finer, days_closed_until)
+    return [*head, *_parts(complete_until, until_ns, finer, days_closed_until)]

@@ -1,12 +1,12 @@
-"""The hourly and daily sums a transaction adds to, and the sessions' activity: added up in memory first, so
-each (family, hour) is written once per transaction however many points fall in it."""
+"""The hourly, daily and weekly sums a transaction adds to, and the sessions' activity: added up in memory
+first, so each (family, hour) is written once per transaction however many points fall in it."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
 
-from .schema import DAY_NS, EVENT_MEASURES, HOUR_NS
+from .schema import DAY_NS, EVENT_MEASURES, HOUR_NS, WEEK_NS
 
 
 class Rollups:
@@ -53,20 +53,23 @@ class Rollups:
         self.session_times |= other.session_times
 
     def flush(self, conn: sqlite3.Connection, closed_until: int) -> None:
-        """Write what was added up. The daily sums of days from ``closed_until`` on are left to the end of
-        those days (see close_days): only late data for days that have ended adds to them here."""
+        """Write what was added up. The daily and weekly sums of days from ``closed_until`` on are left to the
+        end of those days (see close_days): only late data for days and weeks that have ended adds to them
+        here."""
         _upsert(conn, "hour", self.metrics, self.events)  # added up by hour already
-        late_metrics: dict[tuple[int, int], float] = defaultdict(float)
-        for (family_id, hour), value in self.metrics.items():
-            if hour < closed_until:
-                late_metrics[(family_id, hour - hour % DAY_NS)] += value
-        late_events: dict[tuple[int, int], list[float]] = {}
-        for (family_id, hour), sums in self.events.items():
-            if hour < closed_until:
-                mine = late_events.setdefault((family_id, hour - hour % DAY_NS), [0] * len(sums))
-                for i, value in enumerate(sums):
-                    mine[i] += value
-        _upsert(conn, "day", late_metrics, late_events)
+        closed = (("day", DAY_NS, closed_until), ("week", WEEK_NS, weeks_closed(closed_until)))
+        for tier, size, until in closed:
+            late_metrics: dict[tuple[int, int], float] = defaultdict(float)
+            for (family_id, hour), value in self.metrics.items():
+                if hour < until:
+                    late_metrics[(family_id, hour - hour % size)] += value
+            late_events: dict[tuple[int, int], list[float]] = {}
+            for (family_id, hour), sums in self.events.items():
+                if hour < until:
+                    mine = late_events.setdefault((family_id, hour - hour % size), [0] * len(sums))
+                    for i, value in enumerate(sums):
+                        mine[i] += value
+            _upsert(conn, tier, late_metrics, late_events)
         hours = {hour for _, hour in self.metrics} | {hour for _, hour in self.events}
         conn.executemany(
             "INSERT INTO hour_versions (start_ns, version) VALUES (?, 1) "
@@ -112,17 +115,29 @@ _UPSERT_EVENT_ROLLUP = (
 )
 
 
+def weeks_closed(days_closed_until: int) -> int:
+    """Weeks before this have their weekly sums: those whose days all have their daily sums."""
+    return days_closed_until // WEEK_NS * WEEK_NS
+
+
 def close_days(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> None:
-    """The daily sums of the days in [start, end), which have ended: their hours added up. A day's daily
-    sums are written here, once, rather than by every transaction that adds to one of its hours."""
+    """The daily sums of the days in [start, end), which have ended: their hours added up; and the weekly sums
+    of the weeks that ended with them, their days added up. A day's or week's sums are written here, once,
+    rather than by every transaction that adds to one of its hours."""
+    _sum_up(conn, "day", DAY_NS, "hour", start_ns, end_ns)
+    _sum_up(conn, "week", WEEK_NS, "day", weeks_closed(start_ns), weeks_closed(end_ns))
+    conn.execute("UPDATE closed_days SET until_ns = ?", (end_ns,))
+
+
+def _sum_up(conn: sqlite3.Connection, tier: str, size: int, finer: str, start_ns: int, end_ns: int) -> None:
+    """A tier's sums for [start, end), from the finer tier's."""
     for prefix, columns in (("rollup", ["value"]), ("event_rollup", ["count", *MEASURE_COLUMNS])):
         sums = ", ".join(f"SUM({c})" for c in columns)
         replace = ", ".join(f"{c} = excluded.{c}" for c in columns)
         conn.execute(
-            f"INSERT INTO {prefix}_day (family_id, start_ns, {', '.join(columns)}) "
-            f"SELECT family_id, start_ns - start_ns % {DAY_NS}, {sums} FROM {prefix}_hour "
+            f"INSERT INTO {prefix}_{tier} (family_id, start_ns, {', '.join(columns)}) "
+            f"SELECT family_id, start_ns - start_ns % {size}, {sums} FROM {prefix}_{finer} "
             f"WHERE start_ns >= ? AND start_ns < ? GROUP BY 1, 2 "
             f"ON CONFLICT (start_ns, family_id) DO UPDATE SET {replace}",
             (start_ns, end_ns),
         )
-    conn.execute("UPDATE closed_days SET until_ns = ?", (end_ns,))

@@ -18,7 +18,9 @@ COMMON_COLUMNS = {
     "service.version": "service_version",
     "decision": "decision",
 }
-EVENT_COLUMNS = {**COMMON_COLUMNS, "prompt.id": "prompt_id"}
+# Attributes of events that are long and shared by many of them: each value is stored once, in ``strings``,
+# and an event row refers to it from this column.
+EVENT_STRINGS = {"session.id": "session", "prompt.id": "prompt"}
 
 # Attributes that single out one session or prompt: a family (what dashboards group by) leaves them out.
 NOT_IN_FAMILY = frozenset(
@@ -46,16 +48,19 @@ EVENT_DIMENSIONS = frozenset(
         "speed",
         "tool_source",
         "permission_mode",
+        "event.name",
+        "anthropic.provider",
     }
 )
 FAMILY_COLUMNS = {k: v for k, v in COMMON_COLUMNS.items() if k != "session.id"}
-EVENT_FAMILY_COLUMNS = {k: v for k, v in EVENT_COLUMNS.items() if k not in ("session.id", "prompt.id")}
 # Event attributes that are measurements: kept as columns so rollups can add them up.
 EVENT_MEASURES = ("prompt_length", "duration_ms", "ttft_ms")
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
+WEEK_NS = 7 * DAY_NS  # weeks start on Thursdays, as 1970-01-01 did: a week is only ever a sum of days
 
-TIERS = {"hour": HOUR_NS, "day": DAY_NS}  # rollup tables: rollup_hour, rollup_day, event_rollup_hour, ...
+# rollup tables: rollup_hour, rollup_day, rollup_week, event_rollup_hour, ...
+TIERS = {"hour": HOUR_NS, "day": DAY_NS, "week": WEEK_NS}
 
 # The migrations, in order, each the literal SQL it ran: none is built from a constant. A migration, once
 # released, never changes (databases out there ran it as it was): a schema change, a new entry in
@@ -286,6 +291,70 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE closed_days (until_ns INTEGER NOT NULL);
     INSERT INTO closed_days SELECT CAST(strftime('%s', 'now') AS INTEGER) / 86400 * 86400000000000;
     """,
+    # 6: each fact stored once, and weekly sums.
+    # An event's family holds its name, the attributes that describe its kind (the resource's among them)
+    # and, when its body is a name (Claude Code's "claude_code.api_request"), its body: an event row keeps
+    # only what is its own. Session and prompt ids, long and shared by many events, are stored once, in
+    # strings. The events stored before are moved into the new table a few thousand at a time by the writer
+    # (see store/upgrade.py), so that a large store goes on taking data while it is upgraded; their table is
+    # dropped once it is empty. Only the key index stays on it meanwhile: a retry is looked for there.
+    """
+    ALTER TABLE event_families ADD COLUMN body TEXT;  -- the body of every event of the family, when a name
+    CREATE TABLE strings (
+        id INTEGER PRIMARY KEY,
+        value TEXT NOT NULL UNIQUE
+    );
+    DROP INDEX events_time;
+    DROP INDEX events_session;
+    DROP INDEX events_sample;
+    DROP INDEX events_family;
+    ALTER TABLE events RENAME TO events_before_6;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,          -- see normalize.event_key: an exporter's retry is a no-op
+        family_id INTEGER NOT NULL,        -- its name, body and the attributes of its kind
+        time_ns INTEGER NOT NULL,
+        session INTEGER,                   -- strings.id of its session.id, as text
+        prompt INTEGER,                    -- strings.id of its prompt.id, as text
+        prompt_length, duration_ms, ttft_ms,  -- numbers as they came, integer or real: not in attrs
+        sample INTEGER NOT NULL,           -- 0, 1, 2... with odds 1/2, 1/4, 1/8...: sampling for percentiles
+        attrs TEXT NOT NULL,               -- JSON: the attributes its family does not hold
+        body TEXT                          -- when its family does not hold it
+    );
+    -- The raw sums of the partial hours at a range's ends (queries.event_sums).
+    CREATE INDEX events_time ON events (time_ns);
+    -- A session's events, and the prompts of a few sessions (queries.session_events, prompts_per_session).
+    CREATE INDEX events_session ON events (session, time_ns);
+    -- Percentiles over a long range: an even sample of the measures, from the index alone (event_samples).
+    -- Only the events of level 3 and up (one in eight): fewer are read by family.
+    CREATE INDEX events_sample ON events (sample, time_ns, family_id, duration_ms, ttft_ms) WHERE sample >= 3;
+    -- Percentiles when a filter or a short range leaves few events: family by family
+    -- (event_samples_of_families).
+    CREATE INDEX events_family ON events (family_id, time_ns, sample, duration_ms, ttft_ms);
+
+    -- Sums per family and week, for the weeks that have ended: a month is four of them and a few days.
+    CREATE TABLE rollup_week (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (start_ns, family_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE event_rollup_week (
+        family_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        count INTEGER NOT NULL, prompt_length_sum REAL NOT NULL DEFAULT 0, prompt_length_count INTEGER NOT NULL DEFAULT 0, duration_ms_sum REAL NOT NULL DEFAULT 0, duration_ms_count INTEGER NOT NULL DEFAULT 0, ttft_ms_sum REAL NOT NULL DEFAULT 0, ttft_ms_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (start_ns, family_id)
+    ) WITHOUT ROWID;
+    INSERT INTO rollup_week
+        SELECT family_id, start_ns - start_ns % 604800000000000, SUM(value) FROM rollup_day
+        WHERE start_ns < (SELECT until_ns FROM closed_days) / 604800000000000 * 604800000000000
+        GROUP BY 2, 1;
+    INSERT INTO event_rollup_week
+        SELECT family_id, start_ns - start_ns % 604800000000000, SUM(count), SUM(prompt_length_sum), SUM(prompt_length_count), SUM(duration_ms_sum), SUM(duration_ms_count), SUM(ttft_ms_sum), SUM(ttft_ms_count)
+        FROM event_rollup_day
+        WHERE start_ns < (SELECT until_ns FROM closed_days) / 604800000000000 * 604800000000000
+        GROUP BY 2, 1;
+    """,  # noqa: E501
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -320,8 +389,8 @@ def expected_columns() -> dict[str, list[str]]:
     return {
         "families": list(FAMILY_COLUMNS.values()),
         "series": list(COMMON_COLUMNS.values()),
-        "event_families": list(EVENT_FAMILY_COLUMNS.values()),
-        "events": [*EVENT_COLUMNS.values(), *EVENT_MEASURES],
+        "event_families": [*FAMILY_COLUMNS.values(), "body"],
+        "events": [*EVENT_STRINGS.values(), *EVENT_MEASURES],
         **{f"rollup_{tier}": ["value"] for tier in TIERS},
         **{f"event_rollup_{tier}": ["count", *measure_sums] for tier in TIERS},
     }

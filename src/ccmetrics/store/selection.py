@@ -246,14 +246,14 @@ class Selection:
         """Every percentile measure of an event, read in one pass over a covering index.
 
         Past SAMPLE_TARGET events, only the events of a high enough sample level are read: a uniform
-        sample of a known fraction, so a month of a large team costs no more than a busy hour. When a
-        filter leaves only a few events, they are read family by family instead of picked out of all.
+        sample of a known fraction, so a month of a large team costs no more than a busy hour. When there are
+        few (a short range, or a filter), they are read family by family instead of picked out of all.
         """
         totals = self.event_family_totals(name)
         total = sum(t[0] for t in totals.values())
         level = math.ceil(math.log2(total / SAMPLE_TARGET)) if total > SAMPLE_TARGET else 0
         since, until = self.filters.since_ns, self.filters.until_ns
-        if self.filters.attrs and total <= FEW_EVENTS:
+        if level < queries.SAMPLED_FROM or (self.filters.attrs and total <= FEW_EVENTS):
             query = queries.event_samples_of_families(list(totals), level, since, until, self.event_filter)
         else:
             query = queries.event_samples(name, level, since, until, self.event_filter)

@@ -38,18 +38,20 @@ _METRIC_SESSIONS = f"""
     WHERE {_NOT_TEST.format(t="s")}
 """
 # Sessions that sent events: the session index read one session at a time (a loose index scan), each with its
-# last event and one of its events for who and where.
+# last event and the family of one of its events for who and where (the resource's attributes are a family's).
 _EVENT_SESSIONS = f"""
-    WITH RECURSIVE ids(session_id) AS (
-        SELECT (SELECT MIN(session_id) FROM events)
+    WITH RECURSIVE ids(session) AS (
+        SELECT (SELECT MIN(session) FROM events)
         UNION ALL
-        SELECT (SELECT MIN(session_id) FROM events WHERE session_id > ids.session_id) FROM ids
-        WHERE ids.session_id IS NOT NULL
+        SELECT (SELECT MIN(session) FROM events WHERE session > ids.session) FROM ids
+        WHERE ids.session IS NOT NULL
     )
-    SELECT ids.session_id, (SELECT MAX(time_ns) FROM events WHERE session_id = ids.session_id),
-           e.user_id, e.user_email, {_HOST.format(t="e")}, e.service_version
-    FROM ids JOIN events e ON e.id = (SELECT id FROM events WHERE session_id = ids.session_id LIMIT 1)
-    WHERE ids.session_id IS NOT NULL AND {_NOT_TEST.format(t="e")}
+    SELECT t.value, (SELECT MAX(time_ns) FROM events WHERE session = ids.session),
+           f.user_id, f.user_email, {_HOST.format(t="f")}, f.service_version
+    FROM ids JOIN strings t ON t.id = ids.session
+    JOIN events e ON e.id = (SELECT id FROM events WHERE session = ids.session LIMIT 1)
+    JOIN event_families f ON f.id = e.family_id
+    WHERE ids.session IS NOT NULL AND {_NOT_TEST.format(t="f")}
 """
 
 
@@ -62,7 +64,8 @@ _WITHOUT_SESSION = f"""
                 WHERE p.time_ns = t.time_ns AND s.session_id IS NULL AND {_NOT_TEST.format(t="s")})
             ORDER BY t.time_ns DESC LIMIT 1),
            (SELECT e.time_ns FROM events e INDEXED BY events_session
-            WHERE e.session_id IS NULL AND {_NOT_TEST.format(t="e")} ORDER BY e.time_ns DESC LIMIT 1)
+            JOIN event_families f ON f.id = e.family_id
+            WHERE e.session IS NULL AND {_NOT_TEST.format(t="f")} ORDER BY e.time_ns DESC LIMIT 1)
 """
 
 
@@ -158,7 +161,8 @@ def probe(conn: sqlite3.Connection, probe_id: str) -> dict[str, Any]:
         (PROBE_ID_KEY, probe_id, PROBE_METRIC),
     ).fetchone()
     (event_ns,) = conn.execute(
-        "SELECT MAX(time_ns) FROM events WHERE name = ? AND json_extract(attrs, ?) = ?",
+        "SELECT MAX(e.time_ns) FROM events e WHERE e.family_id IN "
+        "(SELECT id FROM event_families WHERE name = ?) AND json_extract(e.attrs, ?) = ?",
         (PROBE_EVENT, f'$."{PROBE_ID_KEY}"', probe_id),
     ).fetchone()
     return {

@@ -14,6 +14,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ class Writer:
         self._checkpointer = Checkpointer(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._in_flight = 0  # changed on the event loop only
+        if self._committer.upgrade.pending:
+            log.info("upgrading the database: its events move to the new layout as data keeps arriving")
         self._thread = threading.Thread(target=self._run, name="ccmetrics-writer", daemon=True)
         self._thread.start()
         self._checkpointer.start()
@@ -72,6 +75,9 @@ class Writer:
     def _run(self) -> None:
         stopping = False
         while not stopping:
+            if self._committer.upgrade.pending and self._jobs.empty():
+                self._upgrade_step()  # between commits, when nothing waits (see upgrade.py)
+                continue
             group = [self._jobs.get()]
             while len(group) < MAX_GROUP and group[-1] is not None:
                 try:
@@ -92,10 +98,23 @@ class Writer:
                     job.loop.call_soon_threadsafe(_settle, job.future, outcome)
                 except RuntimeError:
                     pass  # its event loop has closed: nobody waits for the answer (the batch is stored)
+            if self._committer.upgrade.pending:
+                self._upgrade_step()  # under a steady stream too, one step after each commit
             if self._checkpointer.log_pages > RESTART_LOG_PAGES:
                 self._checkpointer.log_pages = 0
                 self._committer.restart_log()
             self._checkpointer.wake()
+
+    def _upgrade_step(self) -> None:
+        try:
+            self._committer.upgrade.step()
+        except sqlite3.Error as exc:  # disk full, locked by someone else: the next step tries again
+            log.warning("could not upgrade the database's events now: %s", exc)
+            time.sleep(1)
+        else:
+            if not self._committer.upgrade.pending:
+                log.info("the database is upgraded")
+        self._checkpointer.wake()
 
 
 def _settle(future: asyncio.Future[WriteResult], outcome: WriteResult | Exception) -> None:

@@ -28,13 +28,13 @@ from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
 from ..setup import telemetry_env
-from ..store import Store
+from ..store import Store, StoreUpgrading
 from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
 from ..store.schema import DAY_NS
 from ..store.selection import Selection
 from ..store.summary import summary
-from ..store.timeline import session_timeline
+from ..store.timeline import session_timeline, stored_events
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
@@ -58,6 +58,9 @@ class FiniteJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return jsontext.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+MAX_EVENTS = 5000  # events /api/events answers with at most
 
 
 def filters_from(request: Request) -> Filters:
@@ -206,12 +209,16 @@ def create_app(store: Store, config: Config) -> Starlette:
 
         def timed() -> tuple[Any, float]:
             started = time.perf_counter()
+            store.check_upgraded()
             return work(), (time.perf_counter() - started) * 1000
 
         try:
             result, ms = await store.read(timed)
         except (QueryError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        except StoreUpgrading as exc:
+            body = {"error": str(exc), "upgrading": True, "events_left": exc.events_left}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})
         # Server-Timing: how long the store took, for browsers' developer tools and the benchmarks.
         return FiniteJSONResponse(result, headers={"Server-Timing": f"store;dur={ms:.1f}"})
 
@@ -307,6 +314,28 @@ def create_app(store: Store, config: Config) -> Starlette:
 
         return await query(request, work)
 
+    async def api_events(request: Request) -> Response:
+        # Events whole, as they arrived: one session's (?session=), or a range's; at most ?limit= of them.
+        params = request.query_params
+        session_id = params.get("session")
+        try:
+            limit = max(1, min(int(params.get("limit", "1000")), MAX_EVENTS))
+        except ValueError:
+            return JSONResponse({"error": "limit must be a whole number"}, status_code=400)
+
+        def work() -> dict[str, Any]:
+            filters = filters_from(request)
+            found = stored_events(store.reader(), session_id, filters.since_ns, filters.until_ns, limit)
+            return {
+                "events": [
+                    {"time_ns": e.time_ns, "name": e.name, "attributes": e.attributes, "body": e.body}
+                    for e in found
+                ],
+                "truncated": len(found) == limit,
+            }
+
+        return await query(request, work)
+
     async def live(request: Request) -> StreamingResponse:
         # Each stream waits on the store (no polling): a commit wakes them all. Starlette ends the stream
         # when its client goes away (or, under an ASGI server that does not say so, at its next heartbeat),
@@ -362,6 +391,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             Route("/api/dashboard", api_dashboard),
             Route("/api/filters", api_filters),
             Route("/api/sessions/{session_id:path}", api_session),
+            Route("/api/events", api_events),
             Route("/api/live", live),
             Route("/metrics", metrics),
             *status_routes(store, query),
