@@ -69,22 +69,6 @@ def test_a_commit_wakes_every_waiter_and_a_retry_wakes_none(tmp_path: Path) -> N
         store.close()
 
 
-def test_a_stopping_store_lets_its_waiters_go(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ccmetrics.db")
-
-    async def scenario() -> None:
-        waiters = [asyncio.ensure_future(store.changed(0, 60)) for _ in range(5)]
-        await asyncio.sleep(0.05)
-        store.stop_waiters()
-        assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [0] * 5
-        assert await asyncio.wait_for(store.changed(0, 60), 0.1) == 0  # and those that come later
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        store.close()
-
-
 # --- GET /api/live on a real server ----------------------------------------------------------------------
 
 

@@ -619,10 +619,16 @@ def test_every_dashboard_panel_matches_ground_truth(scenario: Scenario) -> None:
 
 
 def _canonical(attributes: dict[str, Any]) -> str:
-    """Attributes as comparable text, numbers as numbers: the CLI sends some as text (``duration_ms: "11"``)
-    and ccmetrics keeps those as the numbers they are."""
+    """Attributes as comparable text, numbers as numbers and lists as lists: the CLI sends some numbers as
+    text (``duration_ms: "11"``), which ccmetrics keeps as the numbers they are, and ccmetrics keeps an array
+    or a key-value list as its JSON text."""
 
     def number(value: Any) -> Any:
+        if isinstance(value, str) and value[:1] in ("[", "{"):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             return value
         try:

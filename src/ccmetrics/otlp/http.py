@@ -39,7 +39,6 @@ class _Disconnected(Exception):
 class OtlpHttpApp:
     def __init__(self, receiver: Receiver, body_timeout_s: float = 60) -> None:
         self.receiver = receiver
-        self.max_body_bytes = receiver.intake.max_body_bytes
         self.body_timeout_s = body_timeout_s  # a body sent a byte at a time would hold its connection forever
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,7 +79,7 @@ class OtlpHttpApp:
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         """Read at most the limit off the wire; a longer body is refused before it fills memory."""
-        limit = self.max_body_bytes
+        limit = self.receiver.intake.max_body_bytes
         if declared and declared.isdigit() and int(declared) > limit:
             raise DecodeError(413, f"body of {declared} bytes is over the limit of {limit} bytes")
         chunks, size = [], 0

@@ -89,7 +89,6 @@ class Store:
         self._version = 0
         # Set, and replaced by a new one, when the version changes: whoever waits on it wakes up.
         self._changed = asyncio.Event()
-        self.stopping = False  # see stop_waiters
         self._upgraded = False
 
     async def write(self, batch: Batch) -> WriteResult:
@@ -112,21 +111,15 @@ class Store:
 
     async def changed(self, seen: int, timeout: float) -> int:
         """Wait until ``version`` is no longer ``seen`` and return it, or return ``seen`` after ``timeout``
-        seconds without a commit (or at once, once ``stopping``). Waiters cost nothing while they wait: a
+        seconds without a commit. Waiters cost nothing while they wait: a
         commit wakes them all at once."""
-        if self._version == seen and not self.stopping:
+        if self._version == seen:
             try:
                 async with asyncio.timeout(timeout):
                     await self._changed.wait()
             except TimeoutError:
                 pass
         return self._version
-
-    def stop_waiters(self) -> None:
-        """The server is stopping: whoever waits in ``changed`` returns now, and whoever calls it later at
-        once, so that nothing (a live stream) holds the server up."""
-        self.stopping = True
-        self._changed.set()
 
     async def read(self, query: Callable[[], T]) -> T:
         """Run a query (which calls ``reader()``) on one of the reader threads, in one read transaction: all

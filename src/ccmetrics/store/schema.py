@@ -354,6 +354,10 @@ MIGRATIONS: tuple[str, ...] = (
         FROM event_rollup_day
         WHERE start_ns < (SELECT until_ns FROM closed_days) / 604800000000000 * 604800000000000
         GROUP BY 2, 1;
+
+    -- No query reads families by metric, or spans by session.
+    DROP INDEX families_metric;
+    DROP INDEX spans_session;
     """,  # noqa: E501
 )
 

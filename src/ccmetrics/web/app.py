@@ -338,8 +338,8 @@ def create_app(store: Store, config: Config) -> Starlette:
 
     async def live(request: Request) -> StreamingResponse:
         # Each stream waits on the store (no polling): a commit wakes them all. Starlette ends the stream
-        # when its client goes away (or, under an ASGI server that does not say so, at its next heartbeat),
-        # and the stream ends itself when the server stops: the page connects again when it is back.
+        # when its client goes away (or, under an ASGI server that does not say so, at its next heartbeat);
+        # a server that stops ends it after its grace period, and the page connects again when it is back.
         async def stream() -> AsyncIterator[str]:
             loop = asyncio.get_running_loop()
             seen = store.version
@@ -347,8 +347,6 @@ def create_app(store: Store, config: Config) -> Starlette:
             sent_at = float("-inf")
             while True:
                 version = await store.changed(seen, LIVE_HEARTBEAT_S)
-                if store.stopping:
-                    return
                 if version == seen:
                     yield _event("ping", seen)  # keeps proxies from closing it; the page sees it is alive
                     continue
