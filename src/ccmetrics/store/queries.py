@@ -29,7 +29,7 @@ LATEST_NS = 2**63 - 1  # an open end
 METRIC_ROLLUPS = {tier: f"rollup_{tier}" for tier in TIERS}
 EVENT_ROLLUPS = {tier: f"event_rollup_{tier}" for tier in TIERS}
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")  # the measures whose percentiles are read from events
-SAMPLED_FROM = 3  # events_sample holds the events of this sample level and up (a partial index)
+SAMPLED_FROM = 3  # events_by_sample holds the events of this sample level and up (a partial index)
 
 
 @dataclass(frozen=True)
@@ -270,13 +270,13 @@ def event_samples(
 ) -> Query:
     """``(family_id, duration_ms, ttft_ms)`` of the events of one name whose sample level is at least
     ``level``, SAMPLED_FROM or more (a uniform sample of a known fraction), read from the covering index
-    ``events_sample``."""
+    ``events_by_sample``."""
     assert level >= SAMPLED_FROM
     where = filters.on("e.family_id")
     # The level first: SQLite starts the index range at the first bound it is given. The constant bound
     # tells it the partial index holds every row asked for.
     return Query(
-        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_sample "
+        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_by_sample "
         f"WHERE e.sample >= ? AND e.sample >= {SAMPLED_FROM} AND e.time_ns >= ? AND e.time_ns < ? "
         f"AND e.family_id IN (SELECT id FROM event_families WHERE name = ?) AND {where.sql}",
         (level, *bounds(since_ns, until_ns), name, *where.params),
@@ -286,11 +286,11 @@ def event_samples(
 def event_samples_of_families(
     family_ids: Sequence[int], level: int, since_ns: int | None, until_ns: int | None, filters: EventFilter
 ) -> Query:
-    """The same, family by family (``events_family``): cheaper when a filter or a short range leaves few
+    """The same, family by family (``events_by_family``): cheaper when a filter or a short range leaves few
     events."""
     where = filters.on("e.family_id")
     return Query(
-        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_family "
+        "SELECT e.family_id, e.duration_ms, e.ttft_ms FROM events e INDEXED BY events_by_family "
         "WHERE e.family_id IN (SELECT value FROM json_each(?)) AND e.sample >= ? "
         f"AND e.time_ns >= ? AND e.time_ns < ? AND {where.sql}",
         (json.dumps(list(family_ids)), level, *bounds(since_ns, until_ns), *where.params),
@@ -415,7 +415,7 @@ VALUES_TO_FILTER = """
     GROUP BY value ORDER BY COUNT(*) DESC, value LIMIT :limit
 """
 # Events in order, each with its family's name and attributes, its own, its session and prompt ids, its
-# measures and its body: those of one session (through events_session), or of a time range.
+# measures and its body: those of one session (through events_by_session), or of a time range.
 _EVENTS = """
     SELECT e.time_ns, f.name, f.attrs, e.attrs, t.value, p.value, e.prompt_length, e.duration_ms, e.ttft_ms,
            coalesce(e.body, f.body)

@@ -297,17 +297,14 @@ MIGRATIONS: tuple[str, ...] = (
     # only what is its own. Session and prompt ids, long and shared by many events, are stored once, in
     # strings. The events stored before are moved into the new table a few thousand at a time by the writer
     # (see store/upgrade.py), so that a large store goes on taking data while it is upgraded; their table is
-    # dropped once it is empty. Only the key index stays on it meanwhile: a retry is looked for there.
+    # dropped once it is empty. Its indexes go with it then, emptied row by row: dropping them whole now
+    # would read every page of them, seconds for a large store, before the server could take any data.
     """
     ALTER TABLE event_families ADD COLUMN body TEXT;  -- the body of every event of the family, when a name
     CREATE TABLE strings (
         id INTEGER PRIMARY KEY,
         value TEXT NOT NULL UNIQUE
     );
-    DROP INDEX events_time;
-    DROP INDEX events_session;
-    DROP INDEX events_sample;
-    DROP INDEX events_family;
     ALTER TABLE events RENAME TO events_before_6;
     CREATE TABLE events (
         id INTEGER PRIMARY KEY,
@@ -322,15 +319,15 @@ MIGRATIONS: tuple[str, ...] = (
         body TEXT                          -- when its family does not hold it
     );
     -- The raw sums of the partial hours at a range's ends (queries.event_sums).
-    CREATE INDEX events_time ON events (time_ns);
+    CREATE INDEX events_by_time ON events (time_ns);
     -- A session's events, and the prompts of a few sessions (queries.session_events, prompts_per_session).
-    CREATE INDEX events_session ON events (session, time_ns);
+    CREATE INDEX events_by_session ON events (session, time_ns);
     -- Percentiles over a long range: an even sample of the measures, from the index alone (event_samples).
     -- Only the events of level 3 and up (one in eight): fewer are read by family.
-    CREATE INDEX events_sample ON events (sample, time_ns, family_id, duration_ms, ttft_ms) WHERE sample >= 3;
+    CREATE INDEX events_by_sample ON events (sample, time_ns, family_id, duration_ms, ttft_ms) WHERE sample >= 3;
     -- Percentiles when a filter or a short range leaves few events: family by family
     -- (event_samples_of_families).
-    CREATE INDEX events_family ON events (family_id, time_ns, sample, duration_ms, ttft_ms);
+    CREATE INDEX events_by_family ON events (family_id, time_ns, sample, duration_ms, ttft_ms);
 
     -- Sums per family and week, for the weeks that have ended: a month is four of them and a few days.
     CREATE TABLE rollup_week (

@@ -63,7 +63,7 @@ _WITHOUT_SESSION = f"""
                 SELECT 1 FROM points p CROSS JOIN series s ON s.id = p.series_id
                 WHERE p.time_ns = t.time_ns AND s.session_id IS NULL AND {_NOT_TEST.format(t="s")})
             ORDER BY t.time_ns DESC LIMIT 1),
-           (SELECT e.time_ns FROM events e INDEXED BY events_session
+           (SELECT e.time_ns FROM events e INDEXED BY events_by_session
             JOIN event_families f ON f.id = e.family_id
             WHERE e.session IS NULL AND {_NOT_TEST.format(t="f")} ORDER BY e.time_ns DESC LIMIT 1)
 """

@@ -18,7 +18,7 @@ from .identities import Identities, to_json
 from .schema import EVENT_MEASURES
 
 LEGACY = "events_before_6"
-STEP = 2_000  # events per step: a few tens of milliseconds, the longest ingest waits for one
+STEP = 500  # events per step: a few tens of milliseconds, the longest an export waits for one
 
 EXISTS = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{LEGACY}'"
 # Events left to move, near enough: ids are consecutive, and counting them would read them all.
