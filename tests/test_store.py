@@ -286,31 +286,48 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
 
 
+class ClockedStore:
+    """A store written by a committer told what time it is, and read as the API reads it."""
+
+    def __init__(self, tmp_path: Path, closed_until: int) -> None:
+        from ccmetrics.store.committer import Committer
+
+        path = tmp_path / "ccmetrics.db"
+        Store(path).close()
+        with sqlite3.connect(path, isolation_level=None) as conn:
+            conn.execute("UPDATE closed_days SET until_ns = ?", (closed_until,))
+        self.committer = Committer(path)
+        self.reader = sqlite3.connect(path)
+
+    def commit(self, now_ns: int, *requests) -> None:
+        outcomes = self.committer.commit([batch_of(request) for request in requests], now_ns)
+        assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
+
+    def cost(self, since: int, until: int) -> tuple[float, int]:
+        answer = summary(self.reader, Filters.parse(since=_iso(since), until=_iso(until)))
+        return answer["cost_usd"], answer["api_requests"]
+
+    def sums(self, table: str, tier: str) -> list:
+        """``(start, value or count)`` of a tier's metric (``rollup``) or event (``event_rollup``) sums."""
+        column = "value" if table == "rollup" else "count"
+        return self.reader.execute(f"SELECT start_ns, {column} FROM {table}_{tier} ORDER BY 1").fetchall()
+
+    def close(self) -> None:
+        self.committer.close()
+        self.reader.close()
+
+
 def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact(tmp_path):
     """Daily sums are written when a day ends, from its hours; until then the day is read by the hour. Late
     data for a day that has ended adds to both. Answers are the same before and after the day is closed."""
-    from ccmetrics.store.committer import Committer
     from ccmetrics.store.schema import DAY_NS, HOUR_NS
 
-    path = tmp_path / "ccmetrics.db"
-    Store(path).close()
     day = T0 // DAY_NS * DAY_NS + DAY_NS
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        conn.execute("UPDATE closed_days SET until_ns = ?", (day,))  # as if `day` were today
-    committer = Committer(path)
-    reader = sqlite3.connect(path)
-
-    def commit(now_ns: int, *requests) -> None:
-        outcomes = committer.commit([batch_of(request) for request in requests], now_ns)
-        assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
-
-    def cost(since: int, until: int) -> tuple[float, int]:
-        answer = summary(reader, Filters.parse(since=_iso(since), until=_iso(until)))
-        return answer["cost_usd"], answer["api_requests"]
+    store = ClockedStore(tmp_path, closed_until=day)  # as if `day` were today
+    commit, cost = store.commit, store.cost
 
     def daily(table: str) -> list:
-        column = "value" if table == "rollup" else "count"
-        return reader.execute(f"SELECT start_ns, {column} FROM {table}_day ORDER BY 1").fetchall()
+        return store.sums(table, "day")
 
     hours = [1, 5, 23, 24 + 2]  # three in the day, one in the next
     commit(
@@ -327,7 +344,7 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
 
     commit(day + DAY_NS + 3 * HOUR_NS)  # the next day: `day` is closed, from its hours
     assert daily("rollup") == [(day, 16.0)] and daily("event_rollup") == [(day, 3)]
-    assert reader.execute("SELECT until_ns FROM closed_days").fetchone() == (day + DAY_NS,)
+    assert store.reader.execute("SELECT until_ns FROM closed_days").fetchone() == (day + DAY_NS,)
     assert [cost(lo, hi) for lo, hi in ranges] == before
 
     commit(
@@ -344,35 +361,20 @@ def test_a_day_gets_its_daily_sums_once_it_has_ended_and_every_range_stays_exact
     assert daily("rollup") == [(day, 20.0)] and daily("event_rollup") == [(day, 4)]
     assert cost(day, day + DAY_NS) == (20.0, 4)
     assert cost(day - DAY_NS, day + 2 * DAY_NS) == (20.0 + 13.5 + 8.0, 5)
-    committer.close()
-    reader.close()
+    store.close()
 
 
 def test_a_week_gets_its_weekly_sums_once_its_days_have_ended_and_every_range_stays_exact(tmp_path):
     """Weekly sums are written when a week's last day ends, from its days; late data for a week that has ended
     adds to them. Answers are the same whichever of hours, days and weeks they are read from."""
-    from ccmetrics.store.committer import Committer
     from ccmetrics.store.schema import DAY_NS, HOUR_NS, WEEK_NS
 
-    path = tmp_path / "ccmetrics.db"
-    Store(path).close()
     week = T0 // WEEK_NS * WEEK_NS + WEEK_NS
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        conn.execute("UPDATE closed_days SET until_ns = ?", (week,))  # as if the week began today
-    committer = Committer(path)
-    reader = sqlite3.connect(path)
-
-    def commit(now_ns: int, *requests) -> None:
-        outcomes = committer.commit([batch_of(request) for request in requests], now_ns)
-        assert all(isinstance(outcome, WriteResult) for outcome in outcomes)
-
-    def cost(since: int, until: int) -> tuple[float, int]:
-        answer = summary(reader, Filters.parse(since=_iso(since), until=_iso(until)))
-        return answer["cost_usd"], answer["api_requests"]
+    store = ClockedStore(tmp_path, closed_until=week)  # as if the week began today
+    commit, cost = store.commit, store.cost
 
     def weekly(table: str) -> list:
-        column = "value" if table == "rollup" else "count"
-        return reader.execute(f"SELECT start_ns, {column} FROM {table}_week ORDER BY 1").fetchall()
+        return store.sums(table, "week")
 
     hours = [1, 3 * 24 + 5, 6 * 24 + 23, 7 * 24 + 2]  # on the week's first, fourth and last days; the next
     for h in hours:  # each day as it comes: the days before it end, and get their daily sums
@@ -397,8 +399,7 @@ def test_a_week_gets_its_weekly_sums_once_its_days_have_ended_and_every_range_st
     )
     assert weekly("rollup") == [(week, 0.5 * (2 + 78 + 168) + 4.0)] and weekly("event_rollup") == [(week, 4)]
     assert [cost(lo, hi) for lo, hi in ranges] == [(c + 4.0, n + 1) for c, n in expected]
-    committer.close()
-    reader.close()
+    store.close()
 
 
 def test_an_export_that_repeats_some_points_adds_only_the_new_ones(store):
