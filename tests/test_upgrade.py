@@ -137,6 +137,7 @@ def test_an_upgrade_killed_midway_finishes_on_restart_and_ingest_goes_on(tmp_pat
     conn.close()
 
     server = ServerProcess(data).start(timeout=60)
+    assert f"{events_before} events move to the new layout" in server.log_path.read_text()
     assert _export(server, "during-upgrade", 0.5).status_code == 200  # taken while the events move
     answer = httpx.get(f"{server.url}/api/summary", timeout=30)
     reader = sqlite3.connect(f"file:{old}?mode=ro", uri=True)

@@ -46,6 +46,10 @@ class EventsUpgrade:
         self._identities = identities
         self.pending = conn.execute(EXISTS).fetchone() is not None
 
+    def left(self) -> int:
+        """How many events are still to be moved."""
+        return pending_events(self._conn) if self.pending else 0
+
     def holds(self, key: bytes, untimed_key: bytes | None) -> bool:
         """Whether an event not moved yet has this key (or, for one stored before keys began with their time,
         ``untimed_key``)."""

@@ -45,8 +45,9 @@ class Writer:
         self._checkpointer = Checkpointer(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._in_flight = 0  # changed on the event loop only
-        if self._committer.upgrade.pending:
-            log.info("upgrading the database: its events move to the new layout as data keeps arriving")
+        self._moving = self._committer.upgrade.left()  # events of an older database (see upgrade.py)
+        if self._moving:
+            log.info("upgrading the database: %s events move to the new layout as data arrives", self._moving)
         self._thread = threading.Thread(target=self._run, name="ccmetrics-writer", daemon=True)
         self._thread.start()
         self._checkpointer.start()
@@ -112,8 +113,8 @@ class Writer:
             log.warning("could not upgrade the database's events now: %s", exc)
             time.sleep(1)
         else:
-            if not self._committer.upgrade.pending:
-                log.info("the database is upgraded")
+            if self._moving and not self._committer.upgrade.pending:
+                log.info("the database is upgraded: its %s events are in the new layout", self._moving)
         self._checkpointer.wake()
 
 
