@@ -138,7 +138,9 @@ class ServerProcess:
             "--data-dir",
             str(self.data_dir),
         ]
-        return subprocess.run([*command, *args], capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
 
     def summary(self, **params: str | list[str]) -> dict:
         response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10)

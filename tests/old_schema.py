@@ -4,9 +4,11 @@ database at the current schema as those versions kept it (events whole, with the
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from ccmetrics.store.schema import MIGRATIONS, statements
+from ccmetrics.store.upgrade import pending_events
 
 # Schema 5 and earlier kept an event's attributes whole on its row, with its name and its family's columns.
 _EVENTS_AS_KEPT_BEFORE_6 = """
@@ -56,3 +58,17 @@ def database_at(version: int, current: Path, old: Path) -> None:
         conn.execute("DETACH DATABASE current")
     finally:
         conn.close()
+
+
+def wait_until_upgraded(path: Path, timeout: float = 120) -> None:
+    """Until the writer of a server or store on ``path`` has moved the events of schema 5 and earlier."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if pending_events(conn) == 0:
+                return
+        finally:
+            conn.close()
+        assert time.monotonic() < deadline, "the upgrade did not finish"
+        time.sleep(0.05)

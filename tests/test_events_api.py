@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 
 from ccmetrics.config import Config
 from ccmetrics.store import Store
-from ccmetrics.web.app import create_app
 
 from .otlp_builders import SECOND, T0, log_request
-from .test_store import batch_of
+from .test_dashboard_config import get_all
+from .test_store import _iso, batch_of
 
 RESOURCE = {
     "service.name": "claude-code",
@@ -33,12 +34,10 @@ def store(tmp_path: Path):
 
 
 def get(store: Store, tmp_path: Path, path: str, **params: str) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(store, Config(data_dir=tmp_path)))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:3000") as client:
-            return await client.get(path, params=params)
-
-    return asyncio.run(go())
+    (answer,) = get_all(
+        store, Config(data_dir=tmp_path), "http://127.0.0.1:3000", f"{path}?{urlencode(params)}"
+    )
+    return answer
 
 
 def test_a_sessions_events_come_back_whole_in_order(store: Store, tmp_path: Path) -> None:
@@ -80,9 +79,3 @@ def test_a_sessions_events_come_back_whole_in_order(store: Store, tmp_path: Path
     late = get(store, tmp_path, "/api/events", since="1970-01-01T00:00:00Z", until=_iso(T0 + 3 * SECOND))
     assert len(late.json()["events"]) == 3
     assert get(store, tmp_path, "/api/events", limit="many").status_code == 400
-
-
-def _iso(ns: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
-from ccmetrics.store import Store, StoreUpgrading, WriteResult
+from ccmetrics.store import Store, WriteResult
 from ccmetrics.store.filters import Filters, QueryError
 from ccmetrics.store.schema import SCHEMA_VERSION
 from ccmetrics.store.summary import summary
 from ccmetrics.store.timeline import stored_events
 
-from .old_schema import database_at
+from .old_schema import database_at, wait_until_upgraded
 from .otlp_builders import CUMULATIVE, SECOND, T0, log_request, sum_request
 
 COST = "claude_code.cost.usage"
@@ -455,18 +454,6 @@ def test_answers_from_rollups_are_reused_only_while_their_hours_are_unchanged(st
         conn.set_trace_callback(None)
 
 
-def wait_for_upgrade(store: Store, timeout: float = 30) -> None:
-    """Until the writer has moved the events of an older database (see store/upgrade.py)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            store.check_upgraded()
-            return
-        except StoreUpgrading:
-            assert time.monotonic() < deadline, "the upgrade did not finish"
-            time.sleep(0.05)
-
-
 def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     """A database written by the first schema (rollups keyed by family first, points by series) opens and
     answers the same: totals, a session's own totals, and the sessions list."""
@@ -495,7 +482,7 @@ def test_a_version_1_database_is_migrated_with_its_numbers_intact(tmp_path):
     database_at(1, current, old)
     store = Store(old)
     try:
-        wait_for_upgrade(store)
+        wait_until_upgraded(old)
         assert store.reader().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert totals(store, since=_iso(T0 + 2 * hour + 5), until=_iso(T0 + 27 * hour)) == expected
         assert expected["cost_usd"] == sum(0.25 * (i + 1) for i in range(2, 27))

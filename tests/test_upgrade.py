@@ -25,8 +25,10 @@ from ccmetrics.store.transactions import read_transaction
 from ccmetrics.store.upgrade import pending_events
 
 from .conftest import ServerProcess
-from .old_schema import database_at
+from .old_schema import database_at, wait_until_upgraded
+from .otlp_builders import sum_request
 from .team_month import generate
+from .test_store import COST
 
 # (since, until, filters): ranges relative to the data's end, and filters on families and on raw events.
 VIEWS = [
@@ -78,19 +80,6 @@ def team(tmp_path: Path, developers: int, days: int) -> tuple[Path, datetime]:
     return path, datetime.fromtimestamp(now_ns / 1e9, UTC)
 
 
-def wait_until_upgraded(path: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            if pending_events(conn) == 0:
-                return
-        finally:
-            conn.close()
-        assert time.monotonic() < deadline, "the upgrade did not finish"
-        time.sleep(0.05)
-
-
 def test_a_schema_5_database_answers_the_same_after_the_upgrade(tmp_path):
     current, now = team(tmp_path, developers=4, days=10)
     expected = answers(current, now)
@@ -115,15 +104,9 @@ def test_a_schema_5_database_answers_the_same_after_the_upgrade(tmp_path):
 
 def _export(server: ServerProcess, session_id: str, cost: float) -> httpx.Response:
     now = time.time_ns()
-    point = {"startTimeUnixNano": str(now - 10**9), "timeUnixNano": str(now), "asDouble": cost}
-    point["attributes"] = [{"key": "session.id", "value": {"stringValue": session_id}}]
-    metric = {
-        "name": "claude_code.cost.usage",
-        "unit": "USD",
-        "sum": {"dataPoints": [point], "aggregationTemporality": 1, "isMonotonic": True},
-    }
-    body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}
-    return httpx.post(f"{server.otlp_http}/v1/metrics", json=body, timeout=30)
+    request = sum_request(COST, [(now - 10**9, now, cost, {"session.id": session_id})], unit="USD")
+    headers = {"Content-Type": "application/x-protobuf"}
+    return httpx.post(f"{server.otlp_http}/v1/metrics", content=request.SerializeToString(), headers=headers)
 
 
 def test_an_upgrade_killed_midway_finishes_on_restart_and_ingest_goes_on(tmp_path):

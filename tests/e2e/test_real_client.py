@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -559,42 +558,9 @@ def test_summary_filtered_by_team_matches_ground_truth_of_user_a(scenario: Scena
 
 def test_report_cli_json_equals_api(scenario: Scenario) -> None:
     api = settled_summary(scenario, scenario.truth)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ccmetrics",
-            "report",
-            "summary",
-            "--json",
-            "--data-dir",
-            str(scenario.server.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == approx_tree(api)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ccmetrics",
-            "report",
-            "summary",
-            "--json",
-            "--data-dir",
-            str(scenario.server.data_dir),
-            "--filter",
-            "team.id=platform",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == approx_tree(get_summary(scenario.server, {"filter": "team.id=platform"}))
+    assert json.loads(scenario.server.report_json()) == approx_tree(api)
+    platform = scenario.server.report_json("--filter", "team.id=platform")
+    assert json.loads(platform) == approx_tree(get_summary(scenario.server, {"filter": "team.id=platform"}))
 
 
 def test_every_dashboard_panel_matches_ground_truth(scenario: Scenario) -> None:
