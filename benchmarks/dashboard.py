@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.team_month import SECOND, generate  # noqa: E402
 
+WARMED_UP = "dashboard warmed up"  # what serve logs once it has read its default view
 EVENT_TABLES = (
     "events",
     "events_before_6",
@@ -189,8 +190,14 @@ def main() -> None:
             first = client.get(dash + "&filter=user.email=dev001@example.com").json()
             session_id = first["panels"]["recent_sessions"]["rows"][0]["session_id"]
             server.stop()
+            warmed = server.log_path.read_text().count(WARMED_UP)
             server.start(timeout=120)
             pid = server.process.pid
+            # Cold: the first request for 30 days, once the server has warmed up its default view (7 days) as
+            # it does on every start; measured during that warm-up, it would time two requests at once.
+            deadline = time.monotonic() + 120
+            while server.log_path.read_text().count(WARMED_UP) == warmed and time.monotonic() < deadline:
+                time.sleep(0.05)
             pages = {
                 "dashboard, 30 days": dash,
                 "dashboard, 7 days": "/api/dashboard?since=7d",
@@ -237,7 +244,10 @@ def main() -> None:
             # Proportional set size counts pages the processes share (the interpreter, libraries) once.
             pss = sum(pss_mb(p) for p in (pid, *children))
             print(f"  all of serve, proportional set size: {pss:.0f} MB")
-            print("targets: whole dashboard <= 250 ms server time (warm), serve RSS <= 100 MB")
+            print(
+                "targets: dashboard, 30 days: cold <= 300 ms, warm p50 <= 150 ms (server time); "
+                "serve RSS <= 100 MB"
+            )
     finally:
         server.stop()
 

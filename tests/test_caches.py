@@ -91,7 +91,10 @@ def test_family_names_and_group_keys(store):
     keys = cache.keys(conn, "families", ids, ("user.id", "service.name", "absent"))
     assert sorted(keys.values()) == [("u1", "claude-code", None), ("u2", "claude-code", None)]
     assert cache.keys(conn, "families", ids, ()) == dict.fromkeys(ids, ())
-    assert cache.entries == 3 * len(ids)  # names, the grouping by three keys, and by none
+    assert cache.entries == 4 * len(ids)  # the names, and the values of three attributes
+    again = cache.keys(conn, "families", ids, ("service.name", "user.id"))  # from what is kept
+    assert sorted(again.values()) == [("claude-code", "u1"), ("claude-code", "u2")]
+    assert cache.entries == 4 * len(ids)
 
 
 def test_the_family_cache_is_bounded_and_still_answers_what_does_not_fit(store):

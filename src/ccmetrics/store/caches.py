@@ -1,7 +1,7 @@
 """What the read side keeps between requests, each bounded whatever clients send.
 
-- ``FamilyCache``: the names and group keys of families. Families never change once written, so what is
-  learnt about them stays right.
+- ``FamilyCache``: the names of families and the values of their attributes. Families never change once
+  written, so what is learnt about them stays right.
 - ``AnswerCache``: answers read from the rollups, kept while the hours they cover do not change (every
   transaction that adds to an hour bumps its version in ``hour_versions``).
 
@@ -10,7 +10,6 @@ Both are shared by the reader threads.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -22,76 +21,77 @@ from . import queries
 from .queries import FamilyTable
 
 Key = tuple[Any, ...]
-MAX_CACHED_FAMILY_KEYS = 200_000  # (family, grouping) pairs FamilyCache keeps: 10 to 50 MB
-KEEP_GROUPING_S = 60  # a grouping used this recently is not forgotten to make room for another
+MAX_CACHED_FAMILY_VALUES = 200_000  # (family, attribute) pairs FamilyCache keeps: 10 to 30 MB
+KEEP_ATTRIBUTE_S = 60  # an attribute used this recently is not forgotten to make room for another
 MAX_CACHED_ANSWER_ROWS = 100_000  # rows AnswerCache keeps
+
+# Families' values of one attribute (or, under None, their names): family id -> value.
+Column = tuple[FamilyTable, str | None]
 
 
 class FamilyCache:
-    """Metric or event names and group keys of families, by id. A group key (the values of a tuple of
-    attribute keys) is read once per family and grouping, straight from SQL (only those attributes, never a
-    family's whole JSON), so grouping thousands of families is one dictionary lookup each.
+    """Metric or event names of families, and the values of their attributes, by id: read once per family
+    and attribute, from ``family_attrs`` (as text, the values filters match), so grouping thousands of
+    families is a dictionary lookup each.
 
-    Bounded: at most ``max_entries`` (family, grouping) pairs are kept between requests, and groupings used
+    Bounded: at most ``max_entries`` (family, attribute) pairs are kept between requests, and attributes used
     least recently are forgotten first, but only those not used for a minute: the groupings a dashboard asks
-    for in turn would otherwise push each other out, and none would ever be found. A grouping that does not
-    fit is worked out for the request that asks and not kept: a store with more families than that (a
-    cardinality flood) costs time, its keys read again by every request, never memory that stays.
+    for in turn would otherwise push each other out, and none would ever be found. Values that do not fit
+    are read for the request that asks and not kept: a store with more families than that (a cardinality
+    flood) costs time, read again by every request, never memory that stays.
     """
 
-    def __init__(self, max_entries: int = MAX_CACHED_FAMILY_KEYS) -> None:
+    def __init__(self, max_entries: int = MAX_CACHED_FAMILY_VALUES) -> None:
         self._max = max_entries
-        # By (table, attribute keys, or None for the names): family id -> key (or name).
-        self._kept: OrderedDict[tuple[FamilyTable, tuple[str, ...] | None], dict[int, Any]] = OrderedDict()
-        self._used: dict[
-            tuple[FamilyTable, tuple[str, ...] | None], float
-        ] = {}  # when each was last asked for
+        self._kept: OrderedDict[Column, dict[int, Any]] = OrderedDict()
+        self._used: dict[Column, float] = {}  # when each was last asked for
         self._size = 0
         self._lock = threading.Lock()
 
     @property
     def entries(self) -> int:
-        """(family, grouping) pairs kept."""
+        """(family, attribute) pairs kept, names included."""
         return self._size
 
     def names(self, conn: sqlite3.Connection, table: FamilyTable, ids: Iterable[int]) -> dict[int, str]:
         """``{family_id: metric or event name}`` for (at least) the families asked for."""
-        return self._lookup(conn, table, ids, None)
+        return self._column(conn, (table, None), _asked(ids))
 
     def keys(
         self, conn: sqlite3.Connection, table: FamilyTable, ids: Iterable[int], by: tuple[str, ...]
     ) -> dict[int, Key]:
-        """``{family_id: (value of each key in by)}`` for (at least) the families asked for."""
-        return self._lookup(conn, table, ids, by)
+        """``{family_id: (value of each attribute in by, None where a family lacks it)}`` for the families
+        asked for."""
+        asked = _asked(ids)
+        columns = [self._column(conn, (table, key), asked) for key in by]
+        return {family_id: tuple(column[family_id] for column in columns) for family_id in asked}
 
-    def _lookup(
-        self, conn: sqlite3.Connection, table: FamilyTable, ids: Iterable[int], by: tuple[str, ...] | None
+    def _column(
+        self, conn: sqlite3.Connection, column: Column, asked: set[int] | dict[int, Any]
     ) -> dict[int, Any]:
-        grouping = (table, by)
         now = time.monotonic()
         with self._lock:
-            kept = self._kept.get(grouping)
+            kept = self._kept.get(column)
             if kept is not None:
-                self._kept.move_to_end(grouping)
-                self._used[grouping] = now
+                self._kept.move_to_end(column)
+                self._used[column] = now
         known = kept if kept is not None else {}
-        asked = ids if isinstance(ids, set | dict) else set(ids)
         missing = [family_id for family_id in asked if family_id not in known]
         if not missing:
             return known
-        loaded = _read(conn, table, missing, by)
+        loaded = _read(conn, column, missing)
         with self._lock:
-            kept = self._kept.get(grouping)
-            for other in list(self._kept):  # make room: the groupings used least recently go first
-                if self._size + len(loaded) <= self._max or now - self._used[other] < KEEP_GROUPING_S:
+            kept = self._kept.get(column)
+            for other in list(self._kept):  # make room: the attributes used least recently go first
+                if self._size + len(loaded) <= self._max or now - self._used[other] < KEEP_ATTRIBUTE_S:
                     break
-                if other != grouping:
+                if other != column:
                     self._size -= len(self._kept.pop(other))
                     del self._used[other]
             if self._size + len(loaded) <= self._max:
-                self._used[grouping] = now
+                self._used[column] = now
                 if kept is None:
-                    kept = self._kept[grouping] = {}
+                    kept = self._kept[column] = {}
                 before = len(kept)
                 kept.update(loaded)  # never removed from while kept: other threads may be reading it
                 self._size += len(kept) - before
@@ -102,42 +102,20 @@ class FamilyCache:
         return loaded
 
 
-def _read(
-    conn: sqlite3.Connection, table: FamilyTable, ids: list[int], by: tuple[str, ...] | None
-) -> dict[int, Any]:
-    """The names (``by`` None) or group keys of families, from SQL."""
-    if by is None:
+def _asked(ids: Iterable[int]) -> set[int] | dict[int, Any]:
+    return ids if isinstance(ids, set | dict) else set(ids)
+
+
+def _read(conn: sqlite3.Connection, column: Column, ids: list[int]) -> dict[int, Any]:
+    """The names (attribute None) or one attribute's values of families, from SQL."""
+    table, key = column
+    if key is None:
         query = queries.family_names(table, ids)
         names = dict(conn.execute(query.sql, query.params))
         return {family_id: names.get(family_id, "") for family_id in ids}
-    if not by:
-        return dict.fromkeys(ids, ())
-    query = queries.family_attributes(table, ids, by)
-    out: dict[int, Key] = {}
-    shared: dict[Key, Key] = {}  # one tuple per distinct key, however many families share it
-    for family_id, *typed in conn.execute(query.sql, query.params):
-        key = tuple(
-            _json_value(typed[i], typed[i + 1]) if typed[i] in _NOT_AS_IS else typed[i + 1]
-            for i in range(0, len(typed), 2)
-        )
-        out[family_id] = shared.setdefault(key, key)
-    nothing = (None,) * len(by)
-    return {family_id: out.get(family_id, nothing) for family_id in ids}
-
-
-# The JSON types whose value json_extract does not give as json.loads would.
-_NOT_AS_IS = frozenset({"true", "false", "array", "object"})
-
-
-def _json_value(kind: str | None, value: Any) -> Any:
-    """An attribute's value as json.loads gives it, from SQLite's json_type and json_extract."""
-    if kind == "true":
-        return True
-    if kind == "false":
-        return False
-    if kind in ("array", "object"):
-        return json.loads(value)
-    return value  # text, integer, real; None for null or a missing key
+    query = queries.family_values(table, key, ids)
+    values = dict(conn.execute(query.sql, query.params))
+    return {family_id: values.get(family_id) for family_id in ids}
 
 
 class AnswerCache:

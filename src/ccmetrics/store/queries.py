@@ -162,15 +162,14 @@ def family_names(table: FamilyTable, ids: Sequence[int]) -> Query:
     return Query(sql, (json.dumps(ids),))
 
 
-def family_attributes(table: FamilyTable, ids: Sequence[int], keys: Sequence[str]) -> Query:
-    """``(family id, then the JSON type and value of each key)`` for every family asked for: only those
-    attributes, never a family's whole JSON. One row per family, a pair of columns per key."""
-    columns = ", ".join("json_type(attrs, ?), json_extract(attrs, ?)" for _ in keys)
-    paths = [path for key in keys for path in (json_path(key), json_path(key))]
-    table_name = {"families": "families", "event_families": "event_families"}[table]
+def family_values(table: FamilyTable, key: str, ids: Sequence[int]) -> Query:
+    """``(family id, value)`` of one attribute, for the families asked for that have it: the text filters
+    match, read from ``family_attrs`` or ``event_family_attrs`` (never a family's whole JSON)."""
+    attrs_table = {"families": "family_attrs", "event_families": "event_family_attrs"}[table]
     return Query(
-        f"SELECT id, {columns} FROM {table_name} WHERE id IN (SELECT value FROM json_each(?))",
-        (*paths, json.dumps(ids)),
+        f"SELECT family_id, value FROM {attrs_table} WHERE key = ? "
+        "AND family_id IN (SELECT value FROM json_each(?))",
+        (key, json.dumps(ids)),
     )
 
 
@@ -231,9 +230,11 @@ def metric_sums_by(
             (*bucket, *points.params, metric, *since_until, *where.params),
         )
     where = filters.on("r.family_id")
+    rollup = METRIC_ROLLUPS[part.source]
+    # The metric's families first, then each one's run of periods: not every family's sums in the range.
     return Query(
-        f"SELECT {select}, SUM(r.value) FROM {METRIC_ROLLUPS[part.source]} r "
-        "CROSS JOIN families f ON f.id = r.family_id "
+        f"SELECT {select}, SUM(r.value) FROM families f "
+        f"CROSS JOIN {rollup} r INDEXED BY {rollup}_by_family ON r.family_id = f.id "
         f"WHERE f.metric = ? AND f.kind = 'sum' AND r.start_ns >= ? AND r.start_ns < ? AND {where.sql} "
         f"GROUP BY {group}",
         (*bucket, metric, *since_until, *where.params),
