@@ -28,6 +28,7 @@ LATEST_NS = 2**63 - 1  # an open end
 
 METRIC_ROLLUPS = {tier: f"rollup_{tier}" for tier in TIERS}
 EVENT_ROLLUPS = {tier: f"event_rollup_{tier}" for tier in TIERS}
+ROLLUPS_BY_FAMILY = frozenset({"day", "week"})  # the rollups indexed by family too (schema 7)
 PERCENTILE_MEASURES = ("duration_ms", "ttft_ms")  # the measures whose percentiles are read from events
 SAMPLED_FROM = 3  # events_by_sample holds the events of this sample level and up (a partial index)
 
@@ -231,10 +232,12 @@ def metric_sums_by(
         )
     where = filters.on("r.family_id")
     rollup = METRIC_ROLLUPS[part.source]
-    # The metric's families first, then each one's run of periods: not every family's sums in the range.
+    if part.source in ROLLUPS_BY_FAMILY:  # the metric's families first, then each one's run of periods
+        tables = f"families f CROSS JOIN {rollup} r INDEXED BY {rollup}_by_family ON r.family_id = f.id"
+    else:  # a few hours of every family's sums
+        tables = f"{rollup} r CROSS JOIN families f ON f.id = r.family_id"
     return Query(
-        f"SELECT {select}, SUM(r.value) FROM families f "
-        f"CROSS JOIN {rollup} r INDEXED BY {rollup}_by_family ON r.family_id = f.id "
+        f"SELECT {select}, SUM(r.value) FROM {tables} "
         f"WHERE f.metric = ? AND f.kind = 'sum' AND r.start_ns >= ? AND r.start_ns < ? AND {where.sql} "
         f"GROUP BY {group}",
         (*bucket, metric, *since_until, *where.params),

@@ -356,10 +356,9 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX families_metric;
     DROP INDEX spans_session;
     """,  # noqa: E501
-    # 7: a chart over time reads the sums of one metric's families, each over a run of periods, rather than
-    # every family's sums in the range.
+    # 7: a chart over days or weeks reads the sums of one metric's families, each over a run of periods,
+    # rather than every family's sums in the range. Not the hourly sums: every commit adds to those.
     """
-    CREATE INDEX rollup_hour_by_family ON rollup_hour (family_id, start_ns, value);
     CREATE INDEX rollup_day_by_family ON rollup_day (family_id, start_ns, value);
     CREATE INDEX rollup_week_by_family ON rollup_week (family_id, start_ns, value);
     """,
