@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -142,6 +143,14 @@ class ServerProcess:
             [*command, *args], capture_output=True, text=True, check=True, timeout=60
         ).stdout
 
+    def send(self, export: Export) -> httpx.Response:
+        """One export as the CLI sent it, over OTLP/HTTP."""
+        return send(self.otlp_http, export)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to the dashboard and API port."""
+        return httpx.get(self.url + path, timeout=30, **kwargs)
+
     def summary(self, **params: str | list[str]) -> dict:
         response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10)
         response.raise_for_status()
@@ -166,6 +175,16 @@ def start_server(tmp_path: Path) -> Iterator:
 @pytest.fixture
 def server(start_server) -> ServerProcess:
     return start_server()
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator:
+    """The server's HTTP apps in this process, on a real store (see ``in_process.py``)."""
+    from .in_process import InProcessServer
+
+    server = InProcessServer(tmp_path / "in-process")
+    yield server
+    server.close()
 
 
 @dataclass(frozen=True)

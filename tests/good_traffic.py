@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from .conftest import ServerProcess, fixture_exports, send
+from .in_process import InProcessServer
 from .otlp_builders import sum_request
 
 DELTA_COST = 0.044672  # tests/fixtures/claude-code-2.1.332/README.md
@@ -28,10 +29,10 @@ def totals(summary: dict) -> dict:
     return {key: summary[key] for key in TOTALS}
 
 
-def send_before(server: ServerProcess) -> dict:
+def send_before(server: ServerProcess | InProcessServer) -> dict:
     """The delta capture, sent before anything hostile; returns its totals."""
     for export in fixture_exports("http-protobuf-delta"):
-        response = send(server.otlp_http, export)
+        response = server.send(export)
         assert response.status_code == 200, response.content
     before = totals(server.summary())
     assert before["cost_usd"] == pytest.approx(DELTA_COST, abs=1e-9)

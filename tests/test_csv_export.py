@@ -1,4 +1,5 @@
-"""CSV formula injection: attribute values that a spreadsheet would run as formulas, through a real server.
+"""CSV formula injection: attribute values that a spreadsheet would run as formulas, through a real server and
+in-process.
 
 A model or user id starting with =, +, -, @, a tab or a carriage return came out of ``?format=csv`` as it was,
 and a spreadsheet opening the file would run it (``=HYPERLINK(...)``). OWASP's rule: such a text cell gets a
@@ -16,8 +17,9 @@ import pytest
 
 from ccmetrics.web.app import to_csv
 
-from .conftest import ServerProcess
+from .conftest import Export, ServerProcess
 from .good_traffic import assert_still_counts, send_before, totals
+from .in_process import InProcessServer
 from .otlp_builders import sum_request
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -33,24 +35,20 @@ def is_number(cell: str) -> bool:
     return True
 
 
-def send_hostile(server: ServerProcess) -> None:
+def send_hostile(server: ServerProcess | InProcessServer) -> None:
     now = time.time_ns()
     points = [
         (now - 10**9, now, COST_EACH, {"model": value, "user.id": value, "session.id": f"csv-{i}"})
         for i, value in enumerate(HOSTILE)
     ]
     request = sum_request("claude_code.cost.usage", points, unit="USD")
-    response = httpx.post(
-        server.otlp_http + "/v1/metrics",
-        content=request.SerializeToString(),
-        headers={"Content-Type": "application/x-protobuf"},
-        timeout=10,
-    )
+    export = Export("/v1/metrics", "application/x-protobuf", None, request.SerializeToString())
+    response = server.send(export)
     assert response.status_code == 200, response.text
 
 
-def panel_csv(server: ServerProcess, panel_id: str) -> list[list[str]]:
-    response = httpx.get(f"{server.url}/api/panels/{panel_id}", params={"format": "csv"}, timeout=30)
+def panel_csv(server: ServerProcess | InProcessServer, panel_id: str) -> list[list[str]]:
+    response = server.get(f"/api/panels/{panel_id}", params={"format": "csv"})
     assert response.status_code == 200, (panel_id, response.text[:200])
     return list(csv.reader(io.StringIO(response.text, newline="")))
 
@@ -80,10 +78,10 @@ def test_formula_like_values_are_exported_as_text(server):
     assert_still_counts(server, with_hostile)
 
 
-def test_the_csv_of_a_panel_by_model_has_its_numbers_as_numbers(server):
-    send_before(server)
-    send_hostile(server)
-    rows = panel_csv(server, "cost_by_model")
+def test_the_csv_of_a_panel_by_model_has_its_numbers_as_numbers(in_process):
+    send_before(in_process)
+    send_hostile(in_process)
+    rows = panel_csv(in_process, "cost_by_model")
     assert rows[0] == ["label", "value"]
     by_label = {label: value for label, value in rows[1:]}
     for value in ('=HYPERLINK("http://x")', "@SUM(1)", "+1", "-2"):

@@ -1,14 +1,15 @@
-"""``GET /metrics`` on a real server: Collector names, bounded labels, all-time totals surviving restarts."""
+"""``GET /metrics``: Collector names and bounded labels (in-process), all-time totals surviving restarts and
+retries (a real server)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import fixture_exports, send
+from .conftest import ServerProcess, fixture_exports
+from .in_process import InProcessServer
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
 COUNTERS = {
@@ -22,14 +23,14 @@ COUNTERS = {
 }
 
 
-def load(server) -> None:
+def load(server: ServerProcess | InProcessServer) -> None:
     for capture in CAPTURES:
         for export in fixture_exports(capture):
-            assert send(server.otlp_http, export).status_code == 200
+            assert server.send(export).status_code == 200
 
 
-def scrape(server) -> dict[str, list]:
-    response = httpx.get(f"{server.url}/metrics", timeout=10)
+def scrape(server: ServerProcess | InProcessServer) -> dict[str, list]:
+    response = server.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
@@ -42,8 +43,8 @@ def total(samples, **match) -> float:
     return sum(v for _, labels, v in samples if all(labels.get(k) == want for k, want in match.items()))
 
 
-def test_names_types_and_totals_match_the_store(start_server):
-    server = start_server()
+def test_names_types_and_totals_match_the_store(in_process):
+    server = in_process
     assert scrape(server)["_types"] == {}  # nothing stored, nothing exposed
     load(server)
     got = scrape(server)
@@ -66,25 +67,29 @@ def test_names_types_and_totals_match_the_store(start_server):
     assert total(got["claude_code_cost_usage_USD"], team_id="web") == pytest.approx(web["cost_usd"])
 
 
-def test_labels_are_bounded_by_default_and_sessions_are_opt_in(start_server, tmp_path):
-    server = start_server()
-    load(server)
-    got = scrape(server)
+def test_labels_are_bounded_by_default_and_sessions_are_opt_in(in_process, tmp_path):
+    load(in_process)
+    got = scrape(in_process)
     labels = {k for name in COUNTERS for _, sample_labels, _ in got[name] for k in sample_labels}
     assert {"user_id", "model", "type", "team_id", "terminal_type", "query_source", "effort"} <= labels
     assert not labels & {"session_id", "os_version", "host_arch", "anthropic_custom_base_url"}
-    server.stop()
 
-    detailed = start_server(server.data_dir, "--metrics-session-labels", "--metrics-labels", "user.id,model")
-    got = scrape(detailed)
-    labels = {k for name in COUNTERS for _, sample_labels, _ in got[name] for k in sample_labels}
-    assert labels == {"user_id", "model", "session_id"}
-    per_session: dict[str, float] = defaultdict(float)
-    for _, sample_labels, value in got["claude_code_cost_usage_USD"]:
-        per_session[sample_labels["session_id"]] += value
-    assert len(per_session) >= 2
-    for session_id, value in per_session.items():
-        assert value == pytest.approx(detailed.summary(filter=f"session.id={session_id}")["cost_usd"])
+    detailed = InProcessServer(
+        tmp_path / "detailed", metrics_session_labels=True, metrics_labels="user.id,model"
+    )
+    try:
+        load(detailed)
+        got = scrape(detailed)
+        labels = {k for name in COUNTERS for _, sample_labels, _ in got[name] for k in sample_labels}
+        assert labels == {"user_id", "model", "session_id"}
+        per_session: dict[str, float] = defaultdict(float)
+        for _, sample_labels, value in got["claude_code_cost_usage_USD"]:
+            per_session[sample_labels["session_id"]] += value
+        assert len(per_session) >= 2
+        for session_id, value in per_session.items():
+            assert value == pytest.approx(detailed.summary(filter=f"session.id={session_id}")["cost_usd"])
+    finally:
+        detailed.close()
 
 
 def test_counters_survive_a_restart_and_retries(start_server):

@@ -1,4 +1,5 @@
-"""Every catalogue panel, over the real CLI's captures, shows what the raw exports say, and renders."""
+"""Every catalogue panel, over the real CLI's captures, shows what the raw exports say, and renders: the API
+in-process, on a real store (the end-to-end tests run the same panels through a real server and CLI)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import csv
 import io
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from ccmetrics.panels import PANELS
 
-from .conftest import fixture_exports, send
+from .conftest import fixture_exports
 from .e2e.ground_truth import flatten
+from .in_process import InProcessServer
 from .panel_truth import check_panels, expected_panels
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
@@ -39,22 +40,22 @@ def captured_records() -> list[Record]:
 
 
 @pytest.fixture
-def loaded(server):
+def loaded(in_process: InProcessServer) -> InProcessServer:
     for capture in CAPTURES:
         for export in fixture_exports(capture):
-            assert send(server.otlp_http, export).status_code == 200
-    return server
+            assert in_process.send(export).status_code == 200
+    return in_process
 
 
-def dashboard(server, **params) -> dict:
-    response = httpx.get(f"{server.url}/api/dashboard", params=params, timeout=30)
+def dashboard(server: InProcessServer, **params) -> dict:
+    response = server.api.get("/api/dashboard", params=params)
     response.raise_for_status()
     assert float(response.headers["server-timing"].removeprefix("store;dur=")) >= 0
     return response.json()
 
 
-def panel_list(server) -> list[dict]:
-    return httpx.get(f"{server.url}/api/panels", timeout=10).json()["panels"]
+def panel_list(server: InProcessServer) -> list[dict]:
+    return server.get_json("/api/panels")["panels"]
 
 
 def test_every_panel_equals_the_raw_exports(loaded):
@@ -77,7 +78,7 @@ def test_every_panel_answers_alone_in_json_and_csv(loaded):
     assert [p["id"] for p in panel_list(loaded)] == [p.id for p in PANELS]
     full = dashboard(loaded)
     for panel in PANELS:
-        one = httpx.get(f"{loaded.url}/api/panels/{panel.id}", timeout=10)
+        one = loaded.api.get(f"/api/panels/{panel.id}")
         assert one.status_code == 200, panel.id
         assert one.json()["data"][
             "series"
@@ -88,27 +89,27 @@ def test_every_panel_answers_alone_in_json_and_csv(loaded):
             if "rows" in full["panels"][panel.id]
             else "value"
         ] is not None or panel.kind in ("stat", "gauge")
-        table = httpx.get(f"{loaded.url}/api/panels/{panel.id}", params={"format": "csv"}, timeout=10)
+        table = loaded.api.get(f"/api/panels/{panel.id}", params={"format": "csv"})
         assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv"), panel.id
         rows = list(csv.reader(io.StringIO(table.text)))
         assert len(rows) >= 2 or panel.kind in ("table", "bar", "pie"), (panel.id, rows)
-    assert httpx.get(f"{loaded.url}/api/panels/nope", timeout=10).status_code == 404
-    cost = list(csv.reader(io.StringIO(httpx.get(f"{loaded.url}/api/panels/cost?format=csv").text)))
+    assert loaded.api.get("/api/panels/nope").status_code == 404
+    cost = list(csv.reader(io.StringIO(loaded.api.get("/api/panels/cost?format=csv").text)))
     assert cost[0] == ["value"] and float(cost[1][0]) == pytest.approx(0.044672 + 0.052602)
 
 
-def test_empty_store_says_so_and_bad_filters_are_400(server):
-    empty = dashboard(server)
+def test_empty_store_says_so_and_bad_filters_are_400(in_process):
+    empty = dashboard(in_process)
     assert empty["has_data"] is False
     assert all(v is not None for v in empty["panels"].values())
-    bad = httpx.get(f"{server.url}/api/dashboard", params={"since": "yesterday-ish"}, timeout=10)
+    bad = in_process.api.get("/api/dashboard", params={"since": "yesterday-ish"})
     assert bad.status_code == 400 and "7d" in bad.json()["error"]
 
 
 def test_session_page_data_is_the_session_in_order(loaded):
     points, events = flatten(captured_records())
     session_id = next(p.attrs["session.id"] for p in points if p.attrs.get("team.id") == "web")
-    detail = httpx.get(f"{loaded.url}/api/sessions/{session_id}", timeout=10).json()
+    detail = loaded.get_json(f"/api/sessions/{session_id}")
     own = [e for e in events if e.attrs.get("session.id") == session_id]
     assert [e["name"] for e in detail["timeline"]] == [
         e.name
