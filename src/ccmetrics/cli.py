@@ -64,6 +64,7 @@ def main() -> None:
 @settings_options(*SETTINGS_BY_NAME)
 def serve(**options: Any) -> None:
     """Receive Claude Code telemetry (OTLP) and serve the dashboard and API."""
+    from .access.exposure import Unprotected
     from .server import serve as run
     from .web.app import check_dashboard_settings
 
@@ -75,7 +76,7 @@ def serve(**options: Any) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         _run_event_loop(run(config))
-    except OSError as exc:
+    except (OSError, Unprotected) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
@@ -118,6 +119,116 @@ def report_summary(
         from .report import print_summary
 
         print_summary(result)
+
+
+@main.group()
+def token() -> None:
+    """Tokens that senders (and, later, readers) show: made here, checked by a running server at once."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["ingest", "viewer", "admin"]),
+    required=True,
+    help="ingest: sends telemetry; viewer: reads; admin: both.",
+)
+@click.option("--user", metavar="EMAIL", help="Everything this token sends is stored as this user.email.")
+@click.option("--team", help="Everything this token sends is stored as this team.id.")
+@click.option(
+    "--expires", metavar="WHEN", help="A span from now (90d, 12h, 2w) or an ISO 8601 time [default: never]."
+)
+@settings_options("data_dir")
+def token_create(
+    name: str, role: str, user: str | None, team: str | None, expires: str | None, data_dir: str | None
+) -> None:
+    """Make a token; it is printed once, and only its SHA-256 is kept."""
+    from .access.store import AccessStore
+    from .access.tokens import Role, TokenError, expiry_ns
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        expires_ns = expiry_ns(expires)
+        access = AccessStore(config.access_path)
+        with contextlib.closing(access):
+            secret = access.create(name, Role(role), user=user, team=team, expires_ns=expires_ns)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(secret)
+    click.echo(
+        f"Token {name!r} ({role}) created. It is shown only this once; give it to Claude Code with "
+        "`ccmetrics setup --token TOKEN`.",
+        err=True,
+    )
+
+
+@token.command("list")
+@settings_options("data_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def token_list(data_dir: str | None, as_json: bool) -> None:
+    """Every token's name, role, user, team, creation, expiry and last use (never the token itself)."""
+    from .access.store import AccessStore
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        records = []
+    else:
+        with contextlib.closing(access):
+            records = access.tokens()
+    if as_json:
+        click.echo(json.dumps([record.as_dict() for record in records], indent=2))
+        return
+    if not records:
+        click.echo("No tokens: ingest is open to anyone who can reach the server's OTLP ports.")
+        return
+    rows = [("NAME", "ROLE", "USER", "TEAM", "CREATED", "EXPIRES", "LAST USED")]
+    for r in records:
+        rows.append(
+            (
+                r.name,
+                r.role,
+                r.user or "-",
+                r.team or "-",
+                _when(r.created_ns),
+                _when(r.expires_ns, "never"),
+                _when(r.last_used_ns, "-"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(ns: int | None, none: str = "-") -> str:
+    from datetime import UTC, datetime
+
+    if ns is None:
+        return none
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@token.command("revoke")
+@click.argument("name")
+@settings_options("data_dir")
+def token_revoke(name: str, data_dir: str | None) -> None:
+    """Delete a token; a running server refuses it within seconds."""
+    from .access.store import AccessStore
+    from .access.tokens import TokenError
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        raise click.ClickException(f"no token named {name!r}: no token exists in {config.data_dir}") from None
+    with contextlib.closing(access):
+        try:
+            access.revoke(name)
+        except TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"Token {name!r} revoked.")
 
 
 @main.command()

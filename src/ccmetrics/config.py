@@ -96,6 +96,13 @@ SETTINGS: tuple[Setting, ...] = (
         str,
     ),
     Setting(
+        "insecure_no_auth",
+        False,
+        "Listen on an address other machines can reach with no token to check senders by: anyone who can "
+        "connect may send data, under any name.",
+        bool,
+    ),
+    Setting(
         "dashboard_range",
         "7d",
         "What the dashboard shows when its link names no range: a span back from now (24h, 7d, 30d, 2w...), "
@@ -135,12 +142,17 @@ class Config:
     idle_timeout: int = _default("idle_timeout")
     header_timeout: int = _default("header_timeout")
     allowed_hosts: str = _default("allowed_hosts")
+    insecure_no_auth: bool = _default("insecure_no_auth")
     dashboard_range: str = _default("dashboard_range")
     dashboard_group_by: str = _default("dashboard_group_by")
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "ccmetrics.db"
+
+    @property
+    def access_path(self) -> Path:
+        return self.data_dir / "access.db"  # tokens: see access/store.py
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:

@@ -61,6 +61,19 @@ class Span:
     attrs: Attributes
 
 
+@dataclass(frozen=True, slots=True)
+class TrustedAttributes:
+    """What the server knows of a sender from its credentials, not from what it claims: these attributes
+    replace the client's own on every record it sends (``None``: the client's value stands)."""
+
+    user_email: str | None = None
+    team_id: str | None = None
+
+    def attributes(self) -> Attributes:
+        found = {"user.email": self.user_email, "team.id": self.team_id}
+        return {key: value for key, value in found.items() if value is not None}
+
+
 @dataclass
 class Batch:
     """What one export request contributes, and what of it had to be rejected."""

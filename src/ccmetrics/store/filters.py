@@ -43,13 +43,24 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2262, 1, 1, tzinfo=UTC)  # leaves room for a range's last bucket
 
 
+def parse_span(text: str) -> timedelta | None:
+    """``90d``, ``24h``, ``30m``, ``2w``, ``10s`` as a length of time; ``None`` for text that is not one."""
+    match = _RELATIVE.match(text)
+    if match is None:
+        return None
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        return timedelta.max
+
+
 def parse_time(text: str, now: datetime) -> int:
     """``7d``, ``24h``, ``30m`` (that long before now) or an ISO 8601 time (UTC unless it says otherwise),
     between 1970 and 2262."""
-    match = _RELATIVE.match(text)
-    if match:
+    span = parse_span(text)
+    if span is not None:
         try:
-            moment = now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+            moment = now - span
         except OverflowError:
             moment = datetime.min.replace(tzinfo=UTC)  # reported as out of range below
     else:

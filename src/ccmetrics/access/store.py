@@ -1,0 +1,163 @@
+"""The access file (``access.db`` in the data directory): tokens, kept apart from the telemetry so that the
+CLI can change them while a server runs, and a server can notice at the cost of one pragma."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .tokens import Principal, Role, TokenError, check_label, check_name, digest, new_token
+
+# Each runs once, in order, recorded in PRAGMA user_version. Only a token's digest is kept, never the token.
+MIGRATIONS = (
+    """
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('ingest', 'viewer', 'admin')),
+        user TEXT,
+        team TEXT,
+        created_ns INTEGER NOT NULL,
+        expires_ns INTEGER,
+        last_used_ns INTEGER
+    ) STRICT
+    """,
+)
+
+
+class UnknownToken(TokenError):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as ``token list`` shows it: everything but the secret, which is nowhere to be shown."""
+
+    name: str
+    role: str
+    user: str | None
+    team: str | None
+    created_ns: int
+    expires_ns: int | None
+    last_used_ns: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AccessStore:
+    def __init__(self, path: Path, *, create: bool = True, busy_timeout_ms: int = 5000) -> None:
+        """Open (and with ``create``, make) the access file. Raises ``FileNotFoundError`` for a missing one
+        otherwise."""
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"no access file at {path}: no token was ever created there")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # readable by its owner only
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")  # a revocation, once answered, stays
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path} is newer (version {version}) than this ccmetrics understands"
+                )
+            for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                self.conn.execute(sql)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def create(
+        self,
+        name: str,
+        role: Role,
+        *,
+        user: str | None = None,
+        team: str | None = None,
+        expires_ns: int | None = None,
+        now_ns: int | None = None,
+    ) -> str:
+        """Store a new token's digest and return the token: the only time it is ever seen."""
+        name = check_name(name)
+        token = new_token()
+        try:
+            with self._transaction():
+                self.conn.execute(
+                    "INSERT INTO tokens (name, digest, role, user, team, created_ns, expires_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        digest(token),
+                        role.value,
+                        check_label("user", user),
+                        check_label("team", team),
+                        now_ns if now_ns is not None else time.time_ns(),
+                        expires_ns,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise TokenError(
+                f"a token named {name!r} exists already: revoke it first, or pick another name"
+            ) from None
+        return token
+
+    def revoke(self, name: str) -> None:
+        with self._transaction():
+            gone = self.conn.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount
+        if not gone:
+            raise UnknownToken(f"no token named {name!r}: `ccmetrics token list` shows their names")
+
+    def tokens(self) -> list[TokenRecord]:
+        rows = self.conn.execute(
+            "SELECT name, role, user, team, created_ns, expires_ns, last_used_ns FROM tokens"
+            " ORDER BY created_ns, name"
+        ).fetchall()
+        return [TokenRecord(*row) for row in rows]
+
+    def principals(self) -> dict[bytes, Principal]:
+        """Every token's digest and what it grants, expired ones included (the gate tells those apart)."""
+        rows = self.conn.execute("SELECT digest, name, role, user, team, expires_ns FROM tokens").fetchall()
+        return {row[0]: Principal(row[1], Role(row[2]), row[3], row[4], row[5]) for row in rows}
+
+    def has_credentials(self) -> bool:
+        """Whether anyone can be told apart from anyone else. Tokens, for now; users will join them here."""
+        (found,) = self.conn.execute("SELECT EXISTS (SELECT 1 FROM tokens)").fetchone()
+        return bool(found)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (the CLI) has committed to the file: cheap enough to ask
+        every second."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def record_use(self, last_used: Mapping[bytes, int]) -> None:
+        """When tokens (by digest) were last used, written now and then by the server, never per request."""
+        with self._transaction():
+            self.conn.executemany(
+                "UPDATE tokens SET last_used_ns = max(coalesce(last_used_ns, 0), ?) WHERE digest = ?",
+                [(at, token_digest) for token_digest, at in last_used.items()],
+            )
+
+    def close(self) -> None:
+        self.conn.close()
