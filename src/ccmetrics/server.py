@@ -14,6 +14,8 @@ from types import FrameType
 import uvicorn
 
 from . import hosts, listeners
+from .access.exposure import gate_for
+from .access.gate import Gate
 from .config import Config
 from .otlp import grpc as otlp_grpc
 from .otlp import http as otlp_http
@@ -76,6 +78,12 @@ def _announce(config: Config) -> None:
     log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
 
 
+def _announce_access(config: Config, gate: Gate) -> None:
+    log.info("OTLP gRPC %s:%d: %s", config.host, config.otlp_grpc_port, gate.describe())
+    log.info("OTLP/HTTP %s:%d: %s", config.host, config.otlp_http_port, gate.describe())
+    log.info("dashboard %s:%d: authentication off: tokens guard ingest only", config.host, config.port)
+
+
 def _listen(host: str, port: int, what: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -91,6 +99,7 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
 
 
 async def serve(config: Config) -> None:
+    gate = gate_for(config)  # first: a server that must not start binds nothing
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
     store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute)
@@ -101,6 +110,7 @@ async def serve(config: Config) -> None:
             store_prompts=config.store_prompts,
             max_clock_skew_s=config.max_clock_skew,
         ),
+        gate,
     )
     # One uvicorn server serves both HTTP listeners and counts the connections of each.
     http = listeners.guarded_http(listeners.fit_open_files(config.max_connections), config.header_timeout)
@@ -123,6 +133,7 @@ async def serve(config: Config) -> None:
 
         def started() -> None:
             _announce(config)
+            _announce_access(config, gate)
             # What is alive now (modules, classes, protobuf and gRPC internals) lives as long as the process:
             # leave it out of the garbage collector's full passes, which would otherwise walk those tens of
             # thousands of objects for 20-40 ms each, answering no export meanwhile.

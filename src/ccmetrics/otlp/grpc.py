@@ -14,11 +14,13 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from ..access.gate import Refused
 from .decode import PROTOBUF, DecodeError, Signal
 from .receiver import ExportFailed, Receiver
 
 log = logging.getLogger(__name__)
 
+_REFUSED = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED}
 _SERVICES = {
     Signal.METRICS: metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
     Signal.LOGS: logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name,
@@ -29,7 +31,16 @@ _SERVICES = {
 def _handler(receiver: Receiver, signal: Signal) -> Callable[..., Awaitable[bytes]]:
     async def export(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
-            response = await receiver.export(signal, raw, PROTOBUF, source=_peer_host(context.peer()))
+            principal = receiver.admit(_authorization(context))
+            response = await receiver.export(
+                signal,
+                raw,
+                PROTOBUF,
+                source=_peer_host(context.peer()),
+                trusted=principal.trusted if principal is not None else None,
+            )
+        except Refused as exc:
+            await context.abort(_REFUSED[exc.status], exc.message)
         except DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         except ExportFailed as exc:
@@ -37,6 +48,14 @@ def _handler(receiver: Receiver, signal: Signal) -> Callable[..., Awaitable[byte
         return response.SerializeToString()
 
     return export
+
+
+def _authorization(context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
+    """The ``authorization`` metadata (gRPC's keys are lower case), as OTEL_EXPORTER_OTLP_HEADERS sends it."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
 
 
 def _peer_host(peer: str) -> str:

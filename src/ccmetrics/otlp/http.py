@@ -12,6 +12,7 @@ from typing import Any
 
 from google.rpc import code_pb2
 
+from ..access.gate import Refused
 from .decode import PROTOBUF, DecodeError, Signal, encode, media_type, status_body
 from .receiver import ExportFailed, Receiver
 
@@ -21,6 +22,8 @@ RETRY_AFTER_SECONDS = "2"
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     408: code_pb2.DEADLINE_EXCEEDED,
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
     503: code_pb2.UNAVAILABLE,
@@ -56,6 +59,11 @@ class OtlpHttpApp:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
+        try:  # before the body is read: a sender without a valid token costs no more than its headers
+            principal = self.receiver.admit(headers.get("authorization"))
+        except Refused as exc:
+            await _refuse(send, exc, _reply_media(headers.get("content-type")))
+            return
         media = PROTOBUF
         try:
             media = media_type(headers.get("content-type"))
@@ -63,7 +71,12 @@ class OtlpHttpApp:
                 body = await self._read_body(receive, headers.get("content-length"))
             client = scope.get("client")
             response = await self.receiver.export(
-                signal, body, media, headers.get("content-encoding"), source=client[0] if client else ""
+                signal,
+                body,
+                media,
+                headers.get("content-encoding"),
+                source=client[0] if client else "",
+                trusted=principal.trusted if principal is not None else None,
             )
         except DecodeError as exc:
             await _error(send, exc.status, exc.message, media)
@@ -107,6 +120,20 @@ async def _respond(
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _reply_media(content_type: str | None) -> str:
+    """The request's own encoding for an answer given before its content type is checked."""
+    try:
+        return media_type(content_type)
+    except DecodeError:
+        return PROTOBUF
+
+
+async def _refuse(send: Send, refused: Refused, media: str) -> None:
+    # RFC 6750: the scheme to use, and why a token that was sent did not do
+    challenge = "Bearer" if refused.status == 401 else 'Bearer error="insufficient_scope"'
+    await _error(send, refused.status, refused.message, media, {"www-authenticate": challenge})
 
 
 async def _error(

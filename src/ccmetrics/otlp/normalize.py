@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from ..records import Batch, Event, Point, Span, event_key
+from ..records import Batch, Event, Point, Span, TrustedAttributes, event_key
 from .decode import Signal
 
 MAX_TIME_NS = 2**63 - 1  # what SQLite's INTEGER holds; year 2262
@@ -84,24 +84,49 @@ def to_batch(
     store_prompts: bool = False,
     now_ns: int | None = None,
     latest_ns: int = MAX_TIME_NS,
+    trusted: TrustedAttributes | None = None,
 ) -> Batch:
     """The records of an export. Anything dated after ``latest_ns`` (the server's clock and the skew it
-    allows) is rejected: a client whose clock runs years ahead would otherwise pin its data first."""
+    allows) is rejected: a client whose clock runs years ahead would otherwise pin its data first.
+    ``trusted`` attributes (from the sender's token) replace whatever the export claims for them."""
     batch = Batch()
-    rules = _Rules(store_prompts, min(latest_ns, MAX_TIME_NS))
+    vouched = trusted.attributes() if trusted is not None else {}
+    rules = _Rules(store_prompts, min(latest_ns, MAX_TIME_NS), _vouched_by(vouched))
     if signal is Signal.METRICS:
         _metrics(cast(ExportMetricsServiceRequest, request), batch, rules)
     elif signal is Signal.LOGS:
         _logs(cast(ExportLogsServiceRequest, request), batch, rules, now_ns or time.time_ns())
     else:
         _traces(cast(ExportTraceServiceRequest, request), batch, rules)
+    if vouched:
+        _trust(batch, vouched)
     return batch
+
+
+def _vouched_by(vouched: dict[str, Any]) -> bytes:
+    """What the trusted attributes add to an event's identity: the same record sent under two identities is
+    two events (empty without them, so an event's key is what it always was)."""
+    return json.dumps(vouched, sort_keys=True).encode() if vouched else b""
+
+
+def _trust(batch: Batch, vouched: dict[str, Any]) -> None:
+    """The trusted attributes over the client's own, on every record; on an event they describe its kind,
+    as the resource's attributes do."""
+    keys = frozenset(vouched)
+    for point in batch.points:
+        point.attrs.update(vouched)
+    for event in batch.events:
+        event.attrs.update(vouched)
+        event.resource_keys |= keys
+    for span in batch.spans:
+        span.attrs.update(vouched)
 
 
 @dataclass(frozen=True, slots=True)
 class _Rules:
     store_prompts: bool
     latest_ns: int
+    vouched_by: bytes = b""
 
     def too_late(self, time_ns: int) -> str | None:
         if time_ns > self.latest_ns:
@@ -327,7 +352,9 @@ def _event(
     name = str(own.get("event.name") or record.event_name or _name_in(body) or "unknown")
     name = name.removeprefix(EVENT_PREFIX)
     body = _redacted_body(name, body, own, rules.store_prompts)
-    digest = hashlib.blake2b(resource_bytes + record.SerializeToString(deterministic=True), digest_size=16)
+    digest = hashlib.blake2b(
+        rules.vouched_by + resource_bytes + record.SerializeToString(deterministic=True), digest_size=16
+    )
     return Event(
         key=event_key(own_time, digest.digest()),
         name=name,

@@ -19,7 +19,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from ..records import Batch
+from ..access.gate import Gate
+from ..access.tokens import Principal
+from ..records import Batch, TrustedAttributes
 from ..store import Store, StoreUnavailable
 from .decode import DecodeError, Signal, decompress, parse
 from .normalize import to_batch
@@ -57,13 +59,25 @@ class ExportFailed(Exception):
 
 
 class Receiver:
-    def __init__(self, store: Store, intake: Intake) -> None:
+    def __init__(self, store: Store, intake: Intake, gate: Gate | None = None) -> None:
         self.store = store
         self.intake = intake
+        self.gate = gate  # None: every sender is let in
         self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="ccmetrics-decode")
 
+    def admit(self, authorization: str | None) -> Principal | None:
+        """Who sends, from the request's ``Authorization``, before its body is read; raises
+        ``access.gate.Refused`` for a sender who may not."""
+        return self.gate.admit(authorization) if self.gate is not None else None
+
     async def export(
-        self, signal: Signal, body: bytes, media: str, encoding: str | None = None, source: str = ""
+        self,
+        signal: Signal,
+        body: bytes,
+        media: str,
+        encoding: str | None = None,
+        source: str = "",
+        trusted: TrustedAttributes | None = None,
     ) -> Message:
         """Store what is usable and answer with the Export*ServiceResponse, ``partial_success`` filled in.
 
@@ -72,10 +86,10 @@ class Receiver:
         """
         try:
             if len(body) <= SMALL_BODY_BYTES and encoding in (None, "identity"):
-                batch = self._batch(signal, body, media, encoding, source)
+                batch = self._batch(signal, body, media, encoding, source, trusted)
             else:
                 batch = await asyncio.get_running_loop().run_in_executor(
-                    self._decoders, self._batch, signal, body, media, encoding, source
+                    self._decoders, self._batch, signal, body, media, encoding, source, trusted
                 )
             results = [await self.store.write(part) for part in batch.parts(PART_RECORDS)]
         except (DecodeError, asyncio.CancelledError):
@@ -94,16 +108,27 @@ class Receiver:
             response.partial_success.error_message = "; ".join(problems)
         return response
 
-    def _batch(self, signal: Signal, body: bytes, media: str, encoding: str | None, source: str) -> Batch:
+    def _batch(
+        self,
+        signal: Signal,
+        body: bytes,
+        media: str,
+        encoding: str | None,
+        source: str,
+        trusted: TrustedAttributes | None,
+    ) -> Batch:
         raw = decompress(body, encoding, self.intake.max_body_bytes)
         batch = to_batch(
             signal,
             parse(signal, raw, media),
             store_prompts=self.intake.store_prompts,
             latest_ns=time.time_ns() + self.intake.max_clock_skew_s * 1_000_000_000,
+            trusted=trusted,
         )
         batch.source = source
         return batch
 
     def close(self) -> None:
         self._decoders.shutdown(wait=False, cancel_futures=True)
+        if self.gate is not None:
+            self.gate.close()
