@@ -33,6 +33,9 @@ What it does
    acknowledged (token, cost, session, line, decision, active-time totals and event counts; values
    are dyadic fractions so float sums are exact in any order). Exit status 1 on loss.
 
+``--create-token`` makes an ingest token in the server it starts and sends it with every export
+(``--token`` sends a given one): the cost of authentication, measured against runs without.
+
 Only loopback targets are allowed; the run is bounded by ``--seconds`` and ``--max-exports``.
 """
 
@@ -440,6 +443,7 @@ def build_client_requests(
     sessions_per_client: int,
     windows_per_session: tuple[int, int],
     seed: int,
+    token: str | None = None,
 ) -> tuple[list[bytes], list[tuple], list[bool]]:
     """``count`` complete HTTP requests for one client, with the totals each one carries."""
     rng = random.Random(seed)
@@ -474,8 +478,9 @@ def build_client_requests(
     ) in live:  # the first sessions end at random points, so sessions start and end staggered, as in life
         ls.length = rng.randint(1, ls.length)
     requests, totals, is_log = [], [], []
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
     head_metrics = (
-        f"POST /v1/metrics HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ccmetrics-bench\r\n"
+        f"POST /v1/metrics HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ccmetrics-bench\r\n{authorization}"
         "Content-Type: application/x-protobuf\r\nContent-Length: "
     ).encode()
     head_logs = head_metrics.replace(b"/v1/metrics", b"/v1/logs")
@@ -775,12 +780,15 @@ async def _httpx_client(
     buckets: array.array,
     t_start: float,
     schedule: Schedule,
+    token: str | None = None,
 ) -> None:
     import httpx
 
     perf = time.perf_counter
     mono = time.monotonic
     headers = {"Content-Type": "application/x-protobuf", "User-Agent": "ccmetrics-bench"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     for i, request in enumerate(requests):
         await schedule.wait()
         if mono() >= deadline:
@@ -816,6 +824,7 @@ def generator_main(
                 args["sessions_per_client"],
                 args["windows_per_session"],
                 args["seed"] * 1_000_003 + cid,
+                args["token"],
             )
         build_s = time.perf_counter() - t_build
         ready.put((proc_index, build_s, sum(len(r) for reqs, _, _ in built.values() for r in reqs)))
@@ -869,6 +878,7 @@ def generator_main(
                                 buckets,
                                 t_start,
                                 schedules[cid],
+                                args["token"],
                             )
                             for cid in client_ids
                         )
@@ -1071,6 +1081,28 @@ def _window_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def create_token(data_dir: Path) -> str:
+    """An ingest token of the server about to start in ``data_dir``, made as an operator would."""
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccmetrics",
+            "token",
+            "create",
+            "bench",
+            "--role",
+            "ingest",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1136,6 +1168,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary data dir of the started server")
     p.add_argument("--serve-arg", action="append", default=[], help="extra argument for `ccmetrics serve`")
     p.add_argument(
+        "--token",
+        help="send Authorization: Bearer TOKEN with every export (with --url: a token of that server)",
+    )
+    p.add_argument(
+        "--create-token",
+        action="store_true",
+        help="create an ingest token in the server this starts and send it with every export: the cost of "
+        "authentication, measured against a run without",
+    )
+    p.add_argument(
         "--py-spy",
         metavar="OUT",
         help="profile the server with `py-spy record` during the run; "
@@ -1156,6 +1198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--url must point at a loopback address")
     if args.api_url and not _is_loopback(args.api_url):
         p.error("--api-url must point at a loopback address")
+    if args.create_token and (args.url or args.token):
+        p.error("--create-token makes the token of the server this starts: not with --url or --token")
     return args
 
 
@@ -1174,6 +1218,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.conftest import ServerProcess  # the same real-server harness the tests use
 
+        if args.create_token:
+            args.token = create_token(data_dir)
         server = ServerProcess(data_dir, list(args.serve_arg)).start(timeout=30)
         url, api, pid = server.otlp_http, server.url, server.process.pid
 
@@ -1193,6 +1239,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver": args.driver,
         "clients": args.clients,
         "rate": args.rate,
+        "token": args.token,
     }
     procs = []
     profiler: subprocess.Popen | None = None
@@ -1218,6 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
             f"process(es), driver={args.driver}, {args.seconds:g}s, seed={seed}"
         )
         print(f"  target OTLP/HTTP {url}" + (f" (server pid {pid}, data {data_dir})" if pid else ""))
+        print(f"  authentication: {'a bearer token on every export' if args.token else 'none sent'}")
         built_bytes = 0
         for _ in procs:
             proc_index, build_s, nbytes = ready.get(timeout=600)
