@@ -109,13 +109,15 @@ def test_allowed_hosts_adds_names(start_server):
 
 
 def test_a_wildcard_address_answers_every_name_unless_allowed_hosts_says_which(start_server):
-    anything = start_server(None, "--host", "0.0.0.0")
+    anything = start_server(None, "--host", "0.0.0.0", "--insecure-no-auth")
     before = send_before(anything)
     assert_answered(anything, EVIL)
     assert_still_counts(anything, before)
     anything.stop()
 
-    listed = start_server(None, "--host", "0.0.0.0", "--allowed-hosts", "metrics.example")
+    listed = start_server(
+        None, "--host", "0.0.0.0", "--insecure-no-auth", "--allowed-hosts", "metrics.example"
+    )
     before = send_before(listed)
     assert_answered(listed, "metrics.example")
     assert_answered(listed, "127.0.0.1")

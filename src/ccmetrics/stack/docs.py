@@ -119,8 +119,9 @@ def readme(opts: StackOptions) -> str:
         f"""
 This is the light variant: there is no Collector and no Loki. Prometheus scrapes `/metrics` of a running
 `ccmetrics serve` at `{opts.ccmetrics_target}`. Start ccmetrics so the containers can reach it, for example
-`ccmetrics serve --host 0.0.0.0` (mind your firewall), and keep using its own dashboard for the
-event panels (API latency, tools, prompts), which need events.
+`ccmetrics serve --host 0.0.0.0` (mind your firewall; it starts there once an ingest token exists,
+`ccmetrics token create NAME --role ingest`, or with `--insecure-no-auth` on a network you trust), and keep
+using its own dashboard for the event panels (API latency, tools, prompts), which need events.
 """
         if opts.lite
         else ""
