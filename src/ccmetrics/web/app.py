@@ -103,15 +103,16 @@ def dashboard_config(config: Config, otlp_host: str) -> dict[str, Any]:
     if config.dashboard_range not in dict(RANGES):
         ranges.insert(-1, {"value": config.dashboard_range, "label": config.dashboard_range})
     host = f"[{otlp_host}]" if ":" in otlp_host else otlp_host
+    scheme = "https" if config.tls else "http"
     return {
         "defaults": {"range": config.dashboard_range, "group_by": config.dashboard_group_by},
         "ranges": ranges,
         "live": {"heartbeat_s": LIVE_HEARTBEAT_S, "min_interval_s": LIVE_MIN_INTERVAL_S},
         "panels": [panel_meta(p) for p in PANELS],
         "setup": {
-            "grpc": telemetry_env(protocol="grpc", endpoint=f"http://{host}:{config.otlp_grpc_port}"),
+            "grpc": telemetry_env(protocol="grpc", endpoint=f"{scheme}://{host}:{config.otlp_grpc_port}"),
             "http": telemetry_env(
-                protocol="http/protobuf", endpoint=f"http://{host}:{config.otlp_http_port}"
+                protocol="http/protobuf", endpoint=f"{scheme}://{host}:{config.otlp_http_port}"
             ),
         },
     }
