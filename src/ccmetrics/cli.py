@@ -218,6 +218,7 @@ def setup(
             path=Path(path).expanduser() if path else None,
         )
         if tgt.kind == "managed":
+            setup_mod.check_team_endpoint(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
             if as_json:
                 click.echo(json.dumps({"path": str(tgt.path), "document": {"env": env}}, indent=2))
             else:
