@@ -8,6 +8,7 @@ header timeout; a mistake in the settings stops the start with one clear line.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -230,3 +231,35 @@ def test_an_unreadable_or_wrong_key_is_refused(tmp_path: Path, tls_files: TlsFil
     # A directory instead of a file.
     stderr = serve_fails(tmp_path, "--tls-cert", str(tmp_path), "--tls-key", str(tls_files.key))
     assert "--tls-cert" in stderr and "Traceback" not in stderr
+
+
+# --- the clients: doctor and health ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_doctor_and_health_talk_to_a_tls_server_trusting_ssl_cert_file(
+    start_tls_server, tls_files: TlsFiles, tmp_path: Path, protocol: str
+):
+    from .test_doctor import ccmetrics, doctor
+
+    server = start_tls_server()
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
+    host = "localhost" if protocol == "grpc" else "127.0.0.1"  # setup refuses gRPC over TLS to an address
+    setup = ccmetrics(home, "setup", "--yes", "--protocol", protocol, "--endpoint", f"https://{host}:{port}")
+    assert setup.returncode == 0, setup.stderr
+    trust = {"SSL_CERT_FILE": str(tls_files.ca)}
+    code, report = doctor(home, server.url, env=trust)
+    assert code == 0, report["findings"]
+    assert report["probe"]["stored"] == {"metrics": True, "logs": True}
+    health = ccmetrics(home, "health", "--ccmetrics", server.url, "--json", env=trust)
+    assert health.returncode == 0, health.stdout + health.stderr
+    # Without the CA, both say the server cannot be trusted instead of passing or failing obscurely.
+    code, report = doctor(home, server.url)
+    assert code == 1
+    (unreachable,) = [f for f in report["findings"] if f["check"] == "server_unreachable"]
+    assert "CERTIFICATE_VERIFY_FAILED" in unreachable["message"] and "SSL_CERT_FILE" in unreachable["fix"]
+    health = ccmetrics(home, "health", "--ccmetrics", server.url, "--json")
+    assert health.returncode == 1
+    assert "TLS certificate is not trusted" in json.loads(health.stdout)[0]["detail"]
