@@ -95,8 +95,9 @@ def test_every_listener_serves_tls_and_counts_exactly(start_tls_server, tls_file
     assert server.summary()["cost_usd"] == 0
     # The empty dashboard tells Claude Code to send here over TLS.
     setup = server.get("/api/config").json()["setup"]
-    assert setup["http"]["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("https://")
-    assert setup["grpc"]["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("https://")
+    assert setup["http"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://127.0.0.1:{server.otlp_http_port}"
+    # Claude Code's gRPC client takes no IP address over TLS; the certificate names localhost too.
+    assert setup["grpc"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://localhost:{server.otlp_grpc_port}"
     # OTLP/HTTP over HTTPS: the real CLI's capture; then OTLP/gRPC over TLS: a cost point and an event.
     before = send_before(server)
     assert_still_counts(server, before)
@@ -181,6 +182,19 @@ def _client_hello() -> bytes:
     with pytest.raises(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
+
+
+def test_the_dashboard_shows_http_for_grpc_when_only_an_ip_address_reaches_a_tls_server():
+    from ccmetrics.config import Config
+    from ccmetrics.web.app import dashboard_config
+
+    config = Config(tls_cert=Path("cert.pem"), tls_key=Path("key.pem"))
+    assert config.tls and not Config().tls
+    setup = dashboard_config(config, "10.0.0.5")["setup"]
+    assert setup["grpc"] == setup["http"]
+    assert setup["http"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://10.0.0.5:4318"
+    named = dashboard_config(config, "ccmetrics.example.com")["setup"]["grpc"]
+    assert named["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://ccmetrics.example.com:4317"
 
 
 # --- mistakes in the settings ---------------------------------------------------------------------------
