@@ -9,14 +9,16 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -47,14 +49,30 @@ class ServerProcess:
     otlp_http_port: int = field(default_factory=free_port)
     otlp_grpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # The CA of the certificate the server is given in extra_args (--tls-cert, --tls-key): its URLs are https.
+    tls_ca: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_ca else "http"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else True
+
+    def grpc_channel(self) -> grpc.Channel:
+        """A channel to the OTLP/gRPC port, over TLS trusting ``tls_ca`` when the server has a certificate."""
+        if self.tls_ca is None:
+            return grpc.insecure_channel(self.otlp_grpc)
+        return grpc.secure_channel(self.otlp_grpc, grpc.ssl_channel_credentials(self.tls_ca.read_bytes()))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def otlp_http(self) -> str:
-        return f"http://127.0.0.1:{self.otlp_http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.otlp_http_port}"
 
     @property
     def otlp_grpc(self) -> str:
@@ -112,7 +130,7 @@ class ServerProcess:
                     raise PortTaken(output)
                 raise RuntimeError(f"ccmetrics serve exited early:\n{output}")
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/api/health", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -145,14 +163,14 @@ class ServerProcess:
 
     def send(self, export: Export) -> httpx.Response:
         """One export as the CLI sent it, over OTLP/HTTP."""
-        return send(self.otlp_http, export)
+        return send(self.otlp_http, export, self.verify)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the dashboard and API port."""
-        return httpx.get(self.url + path, timeout=30, **kwargs)
+        return httpx.get(self.url + path, timeout=30, verify=self.verify, **kwargs)
 
     def summary(self, **params: str | list[str]) -> dict:
-        response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10)
+        response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10, verify=self.verify)
         response.raise_for_status()
         return response.json()
 
@@ -170,6 +188,23 @@ def start_server(tmp_path: Path) -> Iterator:
     for server in started:
         if server.process is not None:
             server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def connections() -> Iterator[Callable[[int, int], list[socket.socket]]]:
+    """Raw TCP connections to a port, non-blocking, closed after the test."""
+    opened: list[socket.socket] = []
+
+    def connect(port: int, count: int) -> list[socket.socket]:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+        opened.extend(socks)
+        for sock in socks:
+            sock.setblocking(False)
+        return socks
+
+    yield connect
+    for sock in opened:
+        sock.close()
 
 
 @pytest.fixture
@@ -240,8 +275,10 @@ def fixture_exports(capture: str) -> list[Export]:
     return [export.shifted(replay_shift_ns()) for export in captured_exports(capture)]
 
 
-def send(base_url: str, export: Export) -> httpx.Response:
-    return httpx.post(base_url + export.path, content=export.body, headers=export.headers, timeout=10)
+def send(base_url: str, export: Export, verify: ssl.SSLContext | bool = True) -> httpx.Response:
+    return httpx.post(
+        base_url + export.path, content=export.body, headers=export.headers, timeout=10, verify=verify
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import time
 
-import grpc
-import httpx
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
-from .conftest import ServerProcess, fixture_exports, send
+from .conftest import ServerProcess, fixture_exports
 from .in_process import InProcessServer
 from .otlp_builders import sum_request
 
@@ -40,7 +38,7 @@ def send_before(server: ServerProcess | InProcessServer) -> dict:
 
 
 def assert_unchanged(server: ServerProcess, before: dict) -> None:
-    assert httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
+    assert server.get("/api/health").status_code == 200
     assert totals(server.summary()) == before
 
 
@@ -48,7 +46,7 @@ def assert_still_counts(server: ServerProcess, before: dict) -> None:
     """Nothing changed since ``before``, and then a normal export over each protocol is counted exactly."""
     assert_unchanged(server, before)
     for export in fixture_exports("http-json-cumulative"):
-        response = send(server.otlp_http, export)
+        response = server.send(export)
         assert response.status_code == 200, response.content
     now = time.time_ns()
     request = sum_request(
@@ -56,7 +54,7 @@ def assert_still_counts(server: ServerProcess, before: dict) -> None:
         [(now - 1_000_000_000, now, GRPC_COST, {"session.id": "after-grpc", "model": "claude-test"})],
         unit="USD",
     )
-    with grpc.insecure_channel(server.otlp_grpc) as channel:
+    with server.grpc_channel() as channel:
         metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(request, timeout=10)
     after = server.summary()
     assert after["cost_usd"] == pytest.approx(before["cost_usd"] + CUMULATIVE_COST + GRPC_COST, abs=1e-9)

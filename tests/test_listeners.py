@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -102,22 +101,6 @@ def seconds_until_closed(
 def open_fds(server: ServerProcess) -> int:
     assert server.process is not None
     return len(os.listdir(f"/proc/{server.process.pid}/fd"))
-
-
-@pytest.fixture
-def connections() -> Iterator[Callable[[int, int], list[socket.socket]]]:
-    opened: list[socket.socket] = []
-
-    def connect(port: int, count: int) -> list[socket.socket]:
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
-        opened.extend(socks)
-        for sock in socks:
-            sock.setblocking(False)
-        return socks
-
-    yield connect
-    for sock in opened:
-        sock.close()
 
 
 @pytest.fixture

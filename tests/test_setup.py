@@ -226,12 +226,51 @@ def test_project_scope_writes_the_project_file_and_says_it_may_be_ignored(home: 
 
 
 def test_managed_scope_prints_a_document_and_writes_nothing(home: Path) -> None:
-    result = ccm(home, "setup", "--scope", "managed", "--team", "platform")
+    endpoint = "https://ccmetrics.example.com:4317"
+    result = ccm(home, "setup", "--scope", "managed", "--team", "platform", "--endpoint", endpoint)
     assert result.exit_code == 0
     document = json.loads(result.stdout)
     assert document["env"]["OTEL_RESOURCE_ATTRIBUTES"] == "team.id=platform"
+    assert document["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
     assert "managed-settings.json" in result.stderr
     assert not (home / ".claude").exists()
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [None, "http://127.0.0.1:4317", "https://localhost:4317", "http://[::1]:4317", "http://0.0.0.0:4317"],
+)
+def test_managed_scope_refuses_a_loopback_endpoint(home: Path, endpoint: str | None) -> None:
+    """Deployed to every developer's machine, a loopback endpoint would be each machine itself."""
+    args = ["--endpoint", endpoint] if endpoint else []
+    result = ccm(home, "setup", "--scope", "managed", *args)
+    assert result.exit_code == 1
+    assert "a managed settings file must name the team's server" in result.output
+    assert "Traceback" not in result.output and "{" not in result.stdout
+
+
+@pytest.mark.parametrize("protocol, port", [("grpc", 4317), ("http/protobuf", 4318), ("http/json", 4318)])
+def test_an_https_endpoint_is_written_as_given(home: Path, protocol: str, port: int) -> None:
+    """Claude Code's exporters use TLS for an https:// endpoint, for gRPC as for HTTP."""
+    endpoint = f"https://ccmetrics.example.com:{port}"
+    result = ccm(home, "setup", "--yes", "--protocol", protocol, "--endpoint", endpoint + "/")
+    assert result.exit_code == 0, result.output
+    env = json.loads(settings(home).read_text())["env"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == protocol
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://127.0.0.1:4317", "https://[::1]:4317", "https://10.0.0.5:4317"]
+)
+def test_grpc_over_tls_to_an_ip_address_is_refused(home: Path, endpoint: str) -> None:
+    """Claude Code's gRPC client will not send an IP address as the TLS server name (found with the real
+    CLI: tests/e2e/test_tls_real_client.py); HTTP over TLS to the same address works."""
+    result = ccm(home, "setup", "--yes", "--protocol", "grpc", "--endpoint", endpoint)
+    assert result.exit_code == 1
+    assert "cannot export gRPC over TLS to an IP address" in result.output
+    assert not settings(home).exists()
+    assert ccm(home, "setup", "--yes", "--protocol", "http/protobuf", "--endpoint", endpoint).exit_code == 0
 
 
 # --- shell rc files ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,7 +30,7 @@ def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
                 kwargs.update(is_flag=True, default=None)
             else:
                 kwargs.update(
-                    type=click.Path(file_okay=False) if name == "data_dir" else setting.type,
+                    type=_click_type(name, setting.type),
                     default=None,
                     show_default=setting.default is not None and str(setting.default),
                 )
@@ -37,6 +38,12 @@ def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
         return command
 
     return decorate
+
+
+def _click_type(name: str, type_: type) -> Any:
+    if type_ is Path:
+        return click.Path(file_okay=False) if name == "data_dir" else click.Path(dir_okay=False)
+    return type_
 
 
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,6 +71,7 @@ def main() -> None:
 @settings_options(*SETTINGS_BY_NAME)
 def serve(**options: Any) -> None:
     """Receive Claude Code telemetry (OTLP) and serve the dashboard and API."""
+    from . import tls
     from .access.exposure import Unprotected
     from .server import serve as run
     from .web.app import check_dashboard_settings
@@ -73,9 +81,13 @@ def serve(**options: Any) -> None:
         check_dashboard_settings(config)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    try:
+        certificate = tls.load(config.tls_cert, config.tls_key)
+    except tls.TlsError as exc:
+        raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        _run_event_loop(run(config))
+        _run_event_loop(run(config, certificate))
     except (OSError, Unprotected) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -317,6 +329,7 @@ def setup(
             path=Path(path).expanduser() if path else None,
         )
         if tgt.kind == "managed":
+            setup_mod.check_team_endpoint(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
             if as_json:
                 click.echo(json.dumps({"path": str(tgt.path), "document": {"env": env}}, indent=2))
             else:

@@ -103,6 +103,14 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
     ),
     Setting(
+        "tls_cert",
+        None,
+        "PEM certificate (chain) to serve: with --tls-key, the dashboard, OTLP/HTTP and OTLP/gRPC speak TLS "
+        "only.",
+        Path,
+    ),
+    Setting("tls_key", None, "PEM private key of --tls-cert (not encrypted).", Path),
+    Setting(
         "dashboard_range",
         "7d",
         "What the dashboard shows when its link names no range: a span back from now (24h, 7d, 30d, 2w...), "
@@ -143,6 +151,8 @@ class Config:
     header_timeout: int = _default("header_timeout")
     allowed_hosts: str = _default("allowed_hosts")
     insecure_no_auth: bool = _default("insecure_no_auth")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     dashboard_range: str = _default("dashboard_range")
     dashboard_group_by: str = _default("dashboard_group_by")
 
@@ -154,11 +164,16 @@ class Config:
     def access_path(self) -> Path:
         return self.data_dir / "access.db"  # tokens: see access/store.py
 
+    @property
+    def tls(self) -> bool:
+        """Whether every listener serves TLS (a Secure cookie, the https:// of announced URLs)."""
+        return self.tls_cert is not None and self.tls_key is not None
+
     @classmethod
     def from_options(cls, **options: Any) -> Config:
         """Build from CLI options; ``None`` means 'not given', so the table's default applies."""
         values: dict[str, Any] = {}
         for name, value in options.items():
             if name in SETTINGS_BY_NAME and value is not None:
-                values[name] = Path(value).expanduser() if name == "data_dir" else value
+                values[name] = Path(value).expanduser() if SETTINGS_BY_NAME[name].type is Path else value
         return cls(**values)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 import time
@@ -493,7 +494,7 @@ def _send_grpc(dest: Destination, request: Any, headers: Mapping[str, str], time
     service = "MetricsService" if dest.signal == "metrics" else "LogsService"
     method = f"/opentelemetry.proto.collector.{dest.signal}.v1.{service}/Export"
     channel = (
-        grpc.secure_channel(target, grpc.ssl_channel_credentials())
+        grpc.secure_channel(target, grpc.ssl_channel_credentials(_grpc_root_certificates()))
         if dest.secure
         else grpc.insecure_channel(target)
     )
@@ -508,6 +509,16 @@ def _send_grpc(dest: Destination, request: Any, headers: Mapping[str, str], time
         raise ExportFailed(f"gRPC {code}: {details}") from None
     finally:
         channel.close()
+
+
+def _grpc_root_certificates() -> bytes | None:
+    """The CAs in ``SSL_CERT_FILE``, which the HTTP checks trust through OpenSSL but gRPC does not read;
+    None: gRPC's own roots."""
+    path = os.environ.get("SSL_CERT_FILE")
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError:
+        return None
 
 
 def _send_http(dest: Destination, request: Any, headers: Mapping[str, str], timeout: float) -> None:
@@ -606,7 +617,9 @@ def run(
                 ERROR,
                 "server_unreachable",
                 f"the ccmetrics server does not answer at {server} ({reason})",
-                "start `ccmetrics serve`, or pass --server URL",
+                "trust the CA of the server's certificate: SSL_CERT_FILE=/path/to/ca.pem ccmetrics doctor"
+                if isinstance(reason, ssl.SSLCertVerificationError)
+                else "start `ccmetrics serve`, or pass --server URL",
             )
         )
         health = None

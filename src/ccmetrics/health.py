@@ -52,6 +52,8 @@ def probe(service: str, base_url: str, timeout: float = 3.0) -> Check:
 
 
 def _reason(exc: httpx.HTTPError) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "its TLS certificate is not trusted (SSL_CERT_FILE=/path/to/ca.pem trusts a private CA)"
     if isinstance(exc, httpx.ConnectError):
         return "not reachable (nothing listens there?)"
     if isinstance(exc, httpx.TimeoutException):

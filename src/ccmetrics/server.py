@@ -13,7 +13,7 @@ from types import FrameType
 
 import uvicorn
 
-from . import hosts, listeners
+from . import hosts, listeners, tls
 from .access.exposure import gate_for
 from .access.gate import Gate
 from .config import Config
@@ -65,16 +65,18 @@ def _noted(signum: int, frame: FrameType | None) -> None:
 
 
 def _announce(config: Config) -> None:
+    scheme = "https" if config.tls else "http"
     log.info(
-        "ccmetrics is ready: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP/HTTP http://%s:%d  data %s",
-        config.host,
-        config.port,
-        config.host,
-        config.otlp_grpc_port,
-        config.host,
-        config.otlp_http_port,
+        "ccmetrics is ready: dashboard %s://%s:%d  OTLP/gRPC %s://%s:%d  OTLP/HTTP %s://%s:%d  data %s",
+        *(scheme, config.host, config.port),
+        *(scheme, config.host, config.otlp_grpc_port),
+        *(scheme, config.host, config.otlp_http_port),
         config.db_path,
     )
+    if config.tls:
+        log.info("TLS is on for the dashboard, OTLP/HTTP and OTLP/gRPC (certificate %s)", config.tls_cert)
+    else:
+        log.info("TLS is off for the dashboard, OTLP/HTTP and OTLP/gRPC (--tls-cert, --tls-key turn it on)")
     log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
 
 
@@ -98,7 +100,8 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, certificate: tls.Certificate | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; with ``certificate`` (``tls.load`` of the config's files), TLS only."""
     gate = gate_for(config)  # first: a server that must not start binds nothing
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
@@ -113,7 +116,11 @@ async def serve(config: Config) -> None:
         gate,
     )
     # One uvicorn server serves both HTTP listeners and counts the connections of each.
-    http = listeners.guarded_http(listeners.fit_open_files(config.max_connections), config.header_timeout)
+    http = listeners.guarded_http(
+        listeners.fit_open_files(config.max_connections),
+        config.header_timeout,
+        certificate.context if certificate else None,
+    )
     grpc_server = None
     warming: list[asyncio.Task[None]] = []
     try:
@@ -124,6 +131,7 @@ async def serve(config: Config) -> None:
             max_connections=http.max_connections,
             idle_timeout=config.idle_timeout,
             header_timeout=config.header_timeout,
+            credentials=certificate.grpc_credentials() if certificate else None,
         )
         # The same Host names as the dashboard: a rebinding page could write exports too.
         otlp_app = hosts.HostCheck(

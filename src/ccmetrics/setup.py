@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import shlex
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,12 @@ def telemetry_env(
     endpoint = endpoint or default_endpoint(protocol)
     if not re.match(r"^https?://[^\s/]+", endpoint):
         raise SetupError(f"endpoint must look like http://host:port, not {endpoint!r}")
+    if protocol == "grpc" and endpoint.startswith("https://") and _is_ip_address(_host(endpoint)):
+        # Claude Code's gRPC client refuses an IP address as the TLS server name: nothing would arrive.
+        raise SetupError(
+            f"Claude Code cannot export gRPC over TLS to an IP address ({_host(endpoint)}): use a host name "
+            "the server's certificate names, e.g. https://localhost:4317, or --protocol http/protobuf"
+        )
     for interval in (metric_interval_ms, logs_interval_ms):
         if interval <= 0:
             raise SetupError("export intervals must be positive numbers of milliseconds")
@@ -116,6 +124,33 @@ def telemetry_env(
             raise SetupError("the token may not be empty or hold spaces or commas")
         env["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer {token}"
     return env
+
+
+def _host(endpoint: str) -> str:
+    return urllib.parse.urlsplit(endpoint).hostname or ""
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def check_team_endpoint(endpoint: str) -> None:
+    """A managed settings file reaches every developer's machine, where a loopback endpoint is that machine
+    itself, not the team's server."""
+    host = _host(endpoint)
+    loopback = host == "localhost" or host.endswith(".localhost")
+    if _is_ip_address(host):
+        address = ipaddress.ip_address(host)
+        loopback = address.is_loopback or address.is_unspecified
+    if loopback:
+        raise SetupError(
+            f"a managed settings file must name the team's server, not {host} (each developer's own "
+            "machine): pass --endpoint with your server's name, e.g. https://ccmetrics.example.com:4317"
+        )
 
 
 # --- JSON settings files ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,8 +127,11 @@ class Telemetry:
         return env
 
 
-def cli_env(home: Path, api_base_url: str, telemetry: Telemetry | None) -> dict[str, str]:
-    """A clean environment: nothing inherited that could point the CLI anywhere but loopback."""
+def cli_env(
+    home: Path, api_base_url: str, telemetry: Telemetry | None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A clean environment: nothing inherited that could point the CLI anywhere but loopback; ``extra`` is
+    added as given (e.g. NODE_EXTRA_CA_CERTS)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(home),
@@ -148,6 +152,7 @@ def cli_env(home: Path, api_base_url: str, telemetry: Telemetry | None) -> dict[
     }
     if telemetry is not None:
         env.update(telemetry.env())
+    env.update(extra or {})
     return env
 
 
@@ -169,6 +174,7 @@ def run_print(
     api_base_url: str,
     telemetry: Telemetry | None,
     extra_args: list[str] = (),  # type: ignore[assignment]
+    extra_env: Mapping[str, str] | None = None,
     timeout: float = 90,
 ) -> RunResult:
     """`claude -p PROMPT` in print mode; returns when the CLI has exited (it flushes telemetry on exit)."""
@@ -177,7 +183,7 @@ def run_print(
     proc = subprocess.run(
         args,
         cwd=cwd,
-        env=cli_env(home, api_base_url, telemetry),
+        env=cli_env(home, api_base_url, telemetry, extra_env),
         capture_output=True,
         text=True,
         timeout=timeout,

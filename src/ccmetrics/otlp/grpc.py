@@ -65,8 +65,17 @@ def _peer_host(peer: str) -> str:
 
 
 async def start(
-    receiver: Receiver, host: str, port: int, *, max_connections: int, idle_timeout: int, header_timeout: int
+    receiver: Receiver,
+    host: str,
+    port: int,
+    *,
+    max_connections: int,
+    idle_timeout: int,
+    header_timeout: int,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
+    """The receiver listening on host:port; with ``credentials``, TLS only. The handshake timeout below
+    covers the TLS handshake too."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", receiver.intake.max_body_bytes),
@@ -92,7 +101,11 @@ async def start(
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
     except RuntimeError:
         bound = 0
     if bound == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import ipaddress
 import json
 import logging
 import time
@@ -103,18 +104,31 @@ def dashboard_config(config: Config, otlp_host: str) -> dict[str, Any]:
     if config.dashboard_range not in dict(RANGES):
         ranges.insert(-1, {"value": config.dashboard_range, "label": config.dashboard_range})
     host = f"[{otlp_host}]" if ":" in otlp_host else otlp_host
+    scheme = "https" if config.tls else "http"
+    http = telemetry_env(protocol="http/protobuf", endpoint=f"{scheme}://{host}:{config.otlp_http_port}")
+    grpc_host = _grpc_tls_host(otlp_host) if config.tls else host
     return {
         "defaults": {"range": config.dashboard_range, "group_by": config.dashboard_group_by},
         "ranges": ranges,
         "live": {"heartbeat_s": LIVE_HEARTBEAT_S, "min_interval_s": LIVE_MIN_INTERVAL_S},
         "panels": [panel_meta(p) for p in PANELS],
         "setup": {
-            "grpc": telemetry_env(protocol="grpc", endpoint=f"http://{host}:{config.otlp_grpc_port}"),
-            "http": telemetry_env(
-                protocol="http/protobuf", endpoint=f"http://{host}:{config.otlp_http_port}"
-            ),
+            # Claude Code's gRPC client takes no IP address over TLS: HTTP is shown for both then.
+            "grpc": telemetry_env(protocol="grpc", endpoint=f"{scheme}://{grpc_host}:{config.otlp_grpc_port}")
+            if grpc_host
+            else http,
+            "http": http,
         },
     }
+
+
+def _grpc_tls_host(host: str) -> str | None:
+    """The host name a gRPC client can verify over TLS: a name as it is, loopback as localhost, else none."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return "localhost" if address.is_loopback else None
 
 
 async def warm_up(store: Store, config: Config) -> None:
