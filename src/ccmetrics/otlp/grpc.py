@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -52,7 +53,9 @@ def _handler(receiver: Receiver, signal: Signal) -> Callable[..., Awaitable[byte
 
 def _authorization(context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
     """The ``authorization`` metadata (gRPC's keys are lower case), as OTEL_EXPORTER_OTLP_HEADERS sends it."""
-    for key, value in context.invocation_metadata() or ():
+    # (key, value) pairs; typed differently across the grpc stubs' versions this project allows.
+    metadata: Any = context.invocation_metadata() or ()
+    for key, value in metadata:
         if key == "authorization":
             return value if isinstance(value, str) else None
     return None
