@@ -6,11 +6,10 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from ..records import TrustedAttributes
-from ..store.filters import parse_span
+from ..store.filters import parse_iso, parse_span
 
 PREFIX = "ccm_"  # a token is recognisable in a config file or a secret scanner's findings
 MAX_TOKEN_CHARS = 256  # a longer Authorization header is refused before it is hashed
@@ -81,22 +80,15 @@ def expiry_ns(text: str | None, now_ns: int | None = None) -> int | None:
         if span.total_seconds() <= 0:
             raise TokenError(f"--expires {text!r}: the token would expire at once")
         at = now + int(span.total_seconds() * 1e9)
-        if at > MAX_TIME_NS:
+    else:
+        moment = parse_iso(text)
+        if moment is None:
             raise TokenError(
-                f"--expires {text!r} is beyond the year 2262: leave it out for a token that never does"
+                f"cannot read --expires {text!r}: use a span from now (90d, 12h, 2w) or an ISO 8601 time"
             )
-        return at
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise TokenError(
-            f"cannot read --expires {text!r}: use a span from now (90d, 12h, 2w) or an ISO 8601 time"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    at = int(moment.timestamp() * 1e6) * 1000
-    if at <= now:
-        raise TokenError(f"--expires {text!r} is in the past")
+        at = int(moment.timestamp() * 1e6) * 1000
+        if at <= now:
+            raise TokenError(f"--expires {text!r} is in the past")
     if at > MAX_TIME_NS:
         raise TokenError(
             f"--expires {text!r} is beyond the year 2262: leave it out for a token that never does"

@@ -54,6 +54,15 @@ def parse_span(text: str) -> timedelta | None:
         return timedelta.max
 
 
+def parse_iso(text: str) -> datetime | None:
+    """An ISO 8601 time, UTC unless it says otherwise; ``None`` for text that is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def parse_time(text: str, now: datetime) -> int:
     """``7d``, ``24h``, ``30m`` (that long before now) or an ISO 8601 time (UTC unless it says otherwise),
     between 1970 and 2262."""
@@ -64,14 +73,10 @@ def parse_time(text: str, now: datetime) -> int:
         except OverflowError:
             moment = datetime.min.replace(tzinfo=UTC)  # reported as out of range below
     else:
-        try:
-            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise QueryError(
-                f"cannot read time {text!r}: use ISO 8601 (2026-01-31T12:00) or 7d, 24h, 30m"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        parsed = parse_iso(text)
+        if parsed is None:
+            raise QueryError(f"cannot read time {text!r}: use ISO 8601 (2026-01-31T12:00) or 7d, 24h, 30m")
+        moment = parsed
     if not EARLIEST <= moment <= LATEST:
         raise QueryError(f"time {text!r} is out of range: use a time between 1970 and 2262")
     return int(moment.timestamp() * 1_000_000) * 1000
