@@ -34,6 +34,10 @@ class WriteResult:
     rejected: int = 0  # records the store refused (see ``problems``); the client is told in partial_success
     problems: list[str] = field(default_factory=list)
 
+    def reject(self, count: int, why: str) -> None:
+        self.rejected += count
+        self.problems.append(why)
+
     @property
     def stored_anything(self) -> bool:
         return bool(self.points or self.events or self.spans)
@@ -174,10 +178,10 @@ class Committer:
             rollups.point(ids.family_id, text(point.attrs.get("session.id")), point.time_ns, increment)
             result.points += 1
         if refused:
-            result.rejected += refused
-            result.problems.append(
+            result.reject(
+                refused,
                 f"{refused} points of new series were rejected: this client created more than "
-                f"{self.limit.per_minute} new series in a minute (--new-series-per-minute)"
+                f"{self.limit.per_minute} new series in a minute (--new-series-per-minute)",
             )
 
     def _store_events(self, batch: Batch, result: WriteResult, rollups: Rollups, may_create: Any) -> None:
@@ -196,11 +200,11 @@ class Committer:
             rollups.event(rows[i].family_id, rows[i].time_ns, rows[i].measures)
             result.events += 1
         if refused:
-            result.rejected += refused
-            result.problems.append(
+            result.reject(
+                refused,
                 f"{refused} events of new kinds were rejected: this client sent more than "
                 f"{self.limit.per_minute} new kinds of event (a name with new attributes) in a minute "
-                "(--new-series-per-minute)"
+                "(--new-series-per-minute)",
             )
 
     def _event_row(self, event: Event, kind: EventKind, family_id: int) -> EventRow:
