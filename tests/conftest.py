@@ -213,6 +213,16 @@ def server(start_server) -> ServerProcess:
 
 
 @pytest.fixture
+def store(tmp_path: Path) -> Iterator:
+    """A real store in the test's own folder, closed after the test."""
+    from ccmetrics.store import Store
+
+    store = Store(tmp_path / "ccmetrics.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def in_process(tmp_path: Path) -> Iterator:
     """The server's HTTP apps in this process, on a real store (see ``in_process.py``)."""
     from .in_process import InProcessServer

@@ -4,9 +4,6 @@ unchanged, and families' names and group keys; both bounded."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-import pytest
 
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
@@ -20,13 +17,6 @@ from .otlp_builders import SECOND, T0, sum_request
 COST = "claude_code.cost.usage"
 HOUR = 3600 * SECOND
 START = T0 // HOUR * HOUR
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
 
 
 def write(store: Store, *points: tuple[int, float, str]) -> None:

@@ -5,7 +5,6 @@ refresh (panels, ``has_data``, the filters' choices) and applies the server's de
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,13 +16,6 @@ from ccmetrics.web.app import LIVE_HEARTBEAT_S, create_app
 
 from .otlp_builders import SECOND, T0, sum_request
 from .test_store import COST, USER, batch_of
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
 
 
 def get_all(store: Store, config: Config, base: str, *paths: str) -> list[httpx.Response]:

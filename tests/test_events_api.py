@@ -8,7 +8,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 
 from ccmetrics.config import Config
 from ccmetrics.store import Store
@@ -24,13 +23,6 @@ RESOURCE = {
     "host.arch": "arm64",
 }
 S1 = {"session.id": "s1", "user.id": "u" * 64, "anthropic.provider": "firstParty"}
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
 
 
 def get(store: Store, tmp_path: Path, path: str, **params: str) -> httpx.Response:

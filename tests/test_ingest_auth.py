@@ -27,7 +27,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ccmetrics.access.gate import Gate
 from ccmetrics.access.store import AccessStore
 from ccmetrics.access.tokens import Role
-from ccmetrics.otlp.http import create_app
 from ccmetrics.otlp.receiver import Intake, Receiver
 from ccmetrics.store import Store
 from ccmetrics.store.filters import Filters
@@ -35,19 +34,12 @@ from ccmetrics.store.summary import summary
 
 from .conftest import ServerProcess, free_port
 from .otlp_builders import SECOND, attrs, log_request, sum_request
-from .test_receivers import grpc_channel
+from .test_receivers import error, grpc_channel, http
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 COST = "claude_code.cost.usage"
 SPOOFED = {"user.id": "u1", "session.id": "s1", "user.email": "ceo@example.com", "team.id": "exec"}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
 
 
 @pytest.fixture
@@ -94,24 +86,7 @@ def total_cost(store: Store, *filters: str) -> float:
 def post(
     receiver: Receiver, path: str, body: bytes, media: str = PROTOBUF, token: str | None = None
 ) -> httpx.Response:
-    headers = {"content-type": media}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-
-    async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(receiver))
-        async with httpx.AsyncClient(transport=transport, base_url="http://otlp") as client:
-            return await client.post(path, content=body, headers=headers)
-
-    return asyncio.run(send())
-
-
-def refusal(response: httpx.Response, status: int, media: str = PROTOBUF) -> status_pb2.Status:
-    assert response.status_code == status, (response.status_code, response.content[:300])
-    assert response.headers["content-type"] == media
-    if media == JSON:
-        return json_format.Parse(response.content, status_pb2.Status())
-    return status_pb2.Status.FromString(response.content)
+    return http(receiver, path, body, media, token=token)
 
 
 # --- OTLP/HTTP ----------------------------------------------------------------------------------------------
@@ -122,7 +97,7 @@ def test_http_without_a_valid_token_is_a_401_with_a_status_in_the_request_encodi
 ) -> None:
     body = cost(1.0).SerializeToString()
     missing = post(receiver, "/v1/metrics", body)
-    assert refusal(missing, 401) == status_pb2.Status(
+    assert error(missing, 401) == status_pb2.Status(
         code=code_pb2.UNAUTHENTICATED,
         message="this server needs a token: send the header Authorization: Bearer <token>",
     )
@@ -133,17 +108,17 @@ def test_http_without_a_valid_token_is_a_401_with_a_status_in_the_request_encodi
         "code": code_pb2.UNAUTHENTICATED,
         "message": "the token is not valid: it is unknown or was revoked",
     }
-    assert refusal(wrong, 401, JSON).code == code_pb2.UNAUTHENTICATED
+    assert error(wrong, 401, JSON).code == code_pb2.UNAUTHENTICATED
     assert wrong.headers["www-authenticate"] == "Bearer"
 
     viewer = post(receiver, "/v1/metrics", body, token=tokens["viewer"])
-    assert refusal(viewer, 403) == status_pb2.Status(
+    assert error(viewer, 403) == status_pb2.Status(
         code=code_pb2.PERMISSION_DENIED, message="the token 'viewer' is a viewer token: it may not send data"
     )
     assert viewer.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
 
     unsupported = post(receiver, "/v1/metrics", body, "text/plain")  # refused before its type is looked at
-    assert refusal(unsupported, 401).code == code_pb2.UNAUTHENTICATED
+    assert error(unsupported, 401).code == code_pb2.UNAUTHENTICATED
     assert total_cost(store) == 0  # nothing refused was stored
 
     assert post(receiver, "/v1/metrics", body, token=tokens["dev"]).status_code == 200

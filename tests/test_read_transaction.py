@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 
 from ccmetrics.otlp.decode import Signal
 from ccmetrics.otlp.normalize import to_batch
-from ccmetrics.store import Store, read_transaction
+from ccmetrics.store import read_transaction
 from ccmetrics.store.filters import Filters
 from ccmetrics.store.summary import summary
 
@@ -20,13 +19,6 @@ from .otlp_builders import SECOND, T0, log_request, sum_request
 
 COST = "claude_code.cost.usage"
 USER = {"user.id": "u1", "session.id": "s1", "model": "claude-opus-5-5"}
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
 
 
 def cost(at: int, value: float):

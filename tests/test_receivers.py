@@ -10,7 +10,6 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -51,13 +50,6 @@ METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Expor
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def receiver(store: Store) -> Iterator[Receiver]:
     receiver = Receiver(store, Intake(max_body_bytes=LIMIT, store_prompts=False, max_clock_skew_s=600))
     yield receiver
@@ -95,9 +87,13 @@ def http(
     method: str = "POST",
     encoding: str | None = None,
     stream: bool = False,
+    token: str | None = None,
 ) -> httpx.Response:
-    """One request to the OTLP/HTTP app; ``stream`` sends the body in chunks, without a Content-Length."""
+    """One request to the OTLP/HTTP app; ``stream`` sends the body in chunks, without a Content-Length;
+    ``token`` as a bearer token."""
     headers = {}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
     if content_type:
         headers["content-type"] = content_type
     if encoding:

@@ -24,13 +24,6 @@ COST = "claude_code.cost.usage"
 TOKENS = "claude_code.token.usage"
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    store = Store(tmp_path / "ccmetrics.db")
-    yield store
-    store.close()
-
-
 def batch_of(request, store_prompts: bool = False):
     signal = Signal.METRICS if isinstance(request, ExportMetricsServiceRequest) else Signal.LOGS
     return to_batch(signal, request, store_prompts=store_prompts)

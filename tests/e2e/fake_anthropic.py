@@ -183,6 +183,16 @@ class FakeAnthropic:
         with self._lock:
             return [s for s in self.served if s.is_message]
 
+    def tokens_served(self) -> dict[str, int]:
+        """The tokens of the answers served, by the type Claude Code's token metric gives them."""
+        messages = self.messages_served()
+        return {
+            "input": sum(s.input_tokens for s in messages),
+            "output": sum(s.output_tokens for s in messages),
+            "cache_read": sum(s.cache_read_input_tokens for s in messages),
+            "cache_creation": sum(s.cache_creation_input_tokens for s in messages),
+        }
+
     def errors_served(self) -> list[Served]:
         with self._lock:
             return [s for s in self.served if s.is_error]

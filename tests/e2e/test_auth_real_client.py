@@ -77,13 +77,8 @@ def test_a_session_sent_with_a_token_is_counted_exactly_as_the_tokens_user(
     )
     assert result.returncode == 0, result.stderr
 
-    served = [s for s in fake.served if s.path == "/v1/messages" and s.status == 200]
-    expected_tokens = {
-        "input": sum(s.input_tokens for s in served),
-        "output": sum(s.output_tokens for s in served),
-        "cache_read": sum(s.cache_read_input_tokens for s in served),
-        "cache_creation": sum(s.cache_creation_input_tokens for s in served),
-    }
+    served = fake.messages_served()
+    expected_tokens = fake.tokens_served()
     assert served
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -125,6 +120,6 @@ def test_a_session_sent_with_a_wrong_or_revoked_token_stores_nothing(
             claude_binary, home=home, cwd=project, prompt="say hi", api_base_url=fake.base_url, telemetry=None
         )
         assert result.returncode == 0, result.stderr
-    assert [s for s in fake.served if s.path == "/v1/messages" and s.status == 200]  # there was usage to send
+    assert fake.messages_served()  # there was usage to send
     time.sleep(3)  # the CLI flushed on exit; anything accepted would be stored by now
     assert summary(server) == before
