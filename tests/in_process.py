@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from ccmetrics.access.exposure import gate_for
 from ccmetrics.config import Config
 from ccmetrics.otlp import http as otlp_http
 from ccmetrics.otlp.receiver import Intake, Receiver
@@ -44,17 +45,22 @@ class Client:
 
 
 class InProcessServer:
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, data_dir: Path, *, base_url: str = "http://127.0.0.1:3000", **settings: Any) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         config = Config(data_dir=data_dir, **settings)
         self.store = Store(data_dir / "ccmetrics.db")
+        # The gate serve has: tokens check ingest, and tokens, people and sessions check the dashboard.
+        self.gate = gate_for(config)
         self.receiver = Receiver(
             self.store,
             Intake(config.max_body_bytes, config.store_prompts, config.max_clock_skew),
+            self.gate,
         )
         # One event loop for the server's life, as serve has: the writer answers exports on it.
         self._loop = asyncio.new_event_loop()
-        self.api = Client(self._loop, create_app(self.store, config), "http://127.0.0.1:3000")
+        self.app = create_app(self.store, config, self.gate)
+        self.api = Client(self._loop, self.app, base_url)
+        self._clients: list[Client] = []
         self.otlp = Client(
             self._loop, otlp_http.create_app(self.receiver, config.idle_timeout), "http://127.0.0.1:4318"
         )
@@ -76,9 +82,18 @@ class InProcessServer:
         summary: dict[str, Any] = self.get_json("/api/summary", **params)
         return summary
 
+    def client(self, base_url: str = "http://127.0.0.1:3000") -> Client:
+        """Another browser: a client of the dashboard app with cookies of its own."""
+        client = Client(self._loop, self.app, base_url)
+        self._clients.append(client)
+        return client
+
     def close(self) -> None:
+        for client in self._clients:
+            client.close()
         self.otlp.close()
         self.api.close()
+        self.app.state.sign_in.close()
         self.receiver.close()
         self.store.close()
         self._loop.close()

@@ -181,7 +181,7 @@ def test_failed_tokens_are_remembered_nowhere(access: AccessStore) -> None:
     for n in range(1000):
         with pytest.raises(Refused):
             gate.admit(f"Bearer ccm_wrong{n}")
-    assert gate._used == {} and len(gate._principals) == 1
+    assert gate.keyring._used == {} and len(gate.keyring.tokens) == 1
 
 
 def test_the_file_holds_hashes_with_a_role_constraint(access: AccessStore) -> None:

@@ -262,7 +262,17 @@ def test_tokens_made_and_revoked_by_the_cli_count_within_seconds_without_restart
     # Revoking the last token opens a loopback server again: the revoked token is then simply not needed.
     ccmetrics("token", "create", "other", "--role", "ingest", "--data-dir", str(server.data_dir))
     assert wait_for_status(server, token, 401) < 3
-    assert server.summary(filter="team.id=ci")["cost_usd"] == 2.0
+    # With tokens, the API reads only with a viewer's (or admin's) token.
+    assert server.get("/api/summary", params={"filter": "team.id=ci"}).status_code == 401
+    viewer = ccmetrics("token", "create", "reader", "--role", "viewer", "--data-dir", str(server.data_dir))
+    reading = {"authorization": f"Bearer {viewer.stdout.strip()}"}
+    deadline = time.monotonic() + 3  # the server sees the new token within a second or two
+    while (
+        answer := server.get("/api/summary", params={"filter": "team.id=ci"}, headers=reading)
+    ).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.1)
+    assert answer.json()["cost_usd"] == 2.0
     assert "Bearer" not in server.log_path.read_text() and token not in server.log_path.read_text()
 
 

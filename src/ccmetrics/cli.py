@@ -75,10 +75,12 @@ def serve(**options: Any) -> None:
     from .access.exposure import Unprotected
     from .server import serve as run
     from .web.app import check_dashboard_settings
+    from .web.auth import WebAccess
 
     config = Config.from_options(**options)
     try:
         check_dashboard_settings(config)
+        WebAccess.from_config(config)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
@@ -135,7 +137,7 @@ def report_summary(
 
 @main.group()
 def token() -> None:
-    """Tokens that senders (and, later, readers) show: made here, checked by a running server at once."""
+    """Tokens that senders and readers show: made here, checked by a running server at once."""
 
 
 @token.command("create")
@@ -241,6 +243,138 @@ def token_revoke(name: str, data_dir: str | None) -> None:
         except TokenError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"Token {name!r} revoked.")
+
+
+@main.group()
+def user() -> None:
+    """People who sign in to the dashboard: made here, seen by a running server at once."""
+
+
+def _password(password_stdin: bool) -> str:
+    import sys
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))
+
+
+@user.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "admin", "member"]),
+    required=True,
+    help="viewer: every team's data; admin: everything; member: only the data of their own user.email.",
+)
+@click.option(
+    "--email",
+    metavar="EMAIL",
+    help="The user.email whose data is theirs [default: NAME, when it is an email].",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--no-password", is_flag=True, help="No password: they sign in only through the sign-on proxy.")
+@settings_options("data_dir")
+def user_add(
+    name: str,
+    role: str,
+    email: str | None,
+    password_stdin: bool,
+    no_password: bool,
+    data_dir: str | None,
+) -> None:
+    """Add a person who signs in with a password (asked twice), or through the sign-on proxy only."""
+    from .access.people import PersonError, WebRole
+    from .access.store import AccessStore
+
+    if password_stdin and no_password:
+        raise click.UsageError("--password-stdin and --no-password exclude each other")
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        password = None if no_password else _password(password_stdin)
+        access = AccessStore(config.access_path)
+        with contextlib.closing(access):
+            person = access.add_person(name, WebRole(role), email=email, password=password)
+    except PersonError as exc:
+        raise click.ClickException(str(exc)) from None
+    sees = f"the data of {person.email} only" if person.role is WebRole.MEMBER else "every team's data"
+    how = "with a password" if person.has_password else "through the sign-on proxy only"
+    click.echo(f"{person.name!r} ({person.role}) added: signs in {how}, sees {sees}.")
+
+
+@user.command("list")
+@settings_options("data_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def user_list(data_dir: str | None, as_json: bool) -> None:
+    """Every person's name, role, email, way of signing in and creation (never a password)."""
+    from .access.store import AccessStore
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        people = []
+    else:
+        with contextlib.closing(access):
+            people = access.people()
+    if as_json:
+        click.echo(json.dumps([person.as_dict() for person in people], indent=2))
+        return
+    if not people:
+        click.echo("No people: `ccmetrics user add NAME --role viewer` adds one.")
+        return
+    rows = [("NAME", "ROLE", "EMAIL", "SIGNS IN", "CREATED")]
+    for p in people:
+        rows.append(
+            (p.name, p.role, p.email or "-", "password" if p.has_password else "proxy", _when(p.created_ns))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@user.command("remove")
+@click.argument("name")
+@settings_options("data_dir")
+def user_remove(name: str, data_dir: str | None) -> None:
+    """Remove a person; their sessions end, within seconds on a running server."""
+    from .access.people import PersonError
+    from .access.store import AccessStore
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        raise click.ClickException(f"no person named {name!r}: nobody exists in {config.data_dir}") from None
+    with contextlib.closing(access):
+        try:
+            access.remove_person(name)
+        except PersonError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{name!r} removed; their sessions have ended.")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@settings_options("data_dir")
+def user_passwd(name: str, password_stdin: bool, data_dir: str | None) -> None:
+    """Set a person's password; their sessions end, within seconds on a running server."""
+    from .access.people import PersonError
+    from .access.store import AccessStore
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        raise click.ClickException(f"no person named {name!r}: nobody exists in {config.data_dir}") from None
+    with contextlib.closing(access):
+        try:
+            if access.person(name) is None:
+                raise PersonError(f"no person named {name!r}: `ccmetrics user list` shows their names")
+            access.set_password(name, _password(password_stdin))
+        except PersonError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"Password of {name!r} changed; their sessions have ended.")
 
 
 @main.command()

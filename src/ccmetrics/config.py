@@ -103,6 +103,26 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
     ),
     Setting(
+        "session_lifetime",
+        "12h",
+        "How long a sign-in lasts before the person signs in again: a span (12h, 7d...).",
+        str,
+    ),
+    Setting(
+        "auth_proxy_header",
+        "",
+        "Single sign-on: the request header (e.g. X-Forwarded-Email) in which a proxy in front of the "
+        "dashboard names the signed-in person. Believed only from --trusted-proxies.",
+        str,
+    ),
+    Setting(
+        "trusted_proxies",
+        "",
+        "Addresses (CIDR, comma-separated, e.g. 127.0.0.1/32) of the sign-on proxies whose "
+        "--auth-proxy-header (and X-Forwarded-For) are believed.",
+        str,
+    ),
+    Setting(
         "tls_cert",
         None,
         "PEM certificate (chain) to serve: with --tls-key, the dashboard, OTLP/HTTP and OTLP/gRPC speak TLS "
@@ -151,6 +171,9 @@ class Config:
     header_timeout: int = _default("header_timeout")
     allowed_hosts: str = _default("allowed_hosts")
     insecure_no_auth: bool = _default("insecure_no_auth")
+    session_lifetime: str = _default("session_lifetime")
+    auth_proxy_header: str = _default("auth_proxy_header")
+    trusted_proxies: str = _default("trusted_proxies")
     tls_cert: Path | None = None
     tls_key: Path | None = None
     dashboard_range: str = _default("dashboard_range")
@@ -162,7 +185,7 @@ class Config:
 
     @property
     def access_path(self) -> Path:
-        return self.data_dir / "access.db"  # tokens: see access/store.py
+        return self.data_dir / "access.db"  # tokens, people, sign-in sessions: see access/store.py
 
     @property
     def tls(self) -> bool:

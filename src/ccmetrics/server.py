@@ -22,6 +22,7 @@ from .otlp import http as otlp_http
 from .otlp.receiver import Intake, Receiver
 from .store import Store
 from .web.app import create_app, warm_up
+from .web.auth import WebGate
 
 log = logging.getLogger("ccmetrics")
 
@@ -80,10 +81,10 @@ def _announce(config: Config) -> None:
     log.info("send Claude Code's telemetry here: run `ccmetrics setup`, then `ccmetrics doctor` to check")
 
 
-def _announce_access(config: Config, gate: Gate) -> None:
+def _announce_access(config: Config, gate: Gate, web_gate: WebGate) -> None:
     log.info("OTLP gRPC %s:%d: %s", config.host, config.otlp_grpc_port, gate.describe())
     log.info("OTLP/HTTP %s:%d: %s", config.host, config.otlp_http_port, gate.describe())
-    log.info("dashboard %s:%d: authentication off: tokens guard ingest only", config.host, config.port)
+    log.info("dashboard %s:%d: %s", config.host, config.port, web_gate.describe())
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
@@ -122,6 +123,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
         certificate.context if certificate else None,
     )
     grpc_server = None
+    web_app = None
     warming: list[asyncio.Task[None]] = []
     try:
         grpc_server = await otlp_grpc.start(
@@ -139,9 +141,12 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             hosts.allowed_names(config.host, config.allowed_hosts),
         )
 
+        web_app = create_app(store, config, gate)
+        web_gate: WebGate = web_app.state.web_gate
+
         def started() -> None:
             _announce(config)
-            _announce_access(config, gate)
+            _announce_access(config, gate, web_gate)
             # What is alive now (modules, classes, protobuf and gRPC internals) lives as long as the process:
             # leave it out of the garbage collector's full passes, which would otherwise walk those tens of
             # thousands of objects for 20-40 ms each, answering no export meanwhile.
@@ -149,7 +154,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             warming.append(asyncio.create_task(warm_up(store, config)))
 
         apps: dict[int, hosts.ASGIApp] = {
-            web_socket.getsockname()[1]: create_app(store, config),
+            web_socket.getsockname()[1]: web_app,
             otlp_socket.getsockname()[1]: otlp_app,
         }
         server = uvicorn.Server(
@@ -176,6 +181,8 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             task.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
+        if web_app is not None:
+            web_app.state.sign_in.close()
         receiver.close()
         store.close()
         web_socket.close()

@@ -1,5 +1,6 @@
-"""The access file (``access.db`` in the data directory): tokens, kept apart from the telemetry so that the
-CLI can change them while a server runs, and a server can notice at the cost of one pragma."""
+"""The access file (``access.db`` in the data directory): tokens, people and their sign-in sessions, kept
+apart from the telemetry so that the CLI can change them while a server runs, and a server can notice at the
+cost of one pragma."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .people import Person, PersonError, WebRole, check_person_name, email_for, hash_password
+from .sessions import WebSession
 from .tokens import Principal, Role, TokenError, check_label, check_name, digest, new_token
 
 # Each runs once, in order, recorded in PRAGMA user_version. Only a token's digest is kept, never the token.
@@ -28,10 +31,33 @@ MIGRATIONS = (
         last_used_ns INTEGER
     ) STRICT
     """,
+    # People, and their sessions: only a password's argon2 hash, only a session cookie's SHA-256.
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'admin', 'member')),
+        email TEXT,
+        password_hash TEXT,
+        created_ns INTEGER NOT NULL,
+        CHECK (role != 'member' OR email IS NOT NULL)
+    ) STRICT;
+    CREATE TABLE web_sessions (
+        digest BLOB PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        csrf_token TEXT NOT NULL,
+        created_ns INTEGER NOT NULL,
+        expires_ns INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX web_sessions_by_user ON web_sessions (user);
+    """,
 )
 
 
 class UnknownToken(TokenError):
+    pass
+
+
+class UnknownPerson(PersonError):
     pass
 
 
@@ -75,7 +101,9 @@ class AccessStore:
                     f"{self.path} is newer (version {version}) than this ccmetrics understands"
                 )
             for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                self.conn.execute(sql)
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {number}")
 
     @contextlib.contextmanager
@@ -141,9 +169,99 @@ class AccessStore:
         return {row[0]: Principal(row[1], Role(row[2]), row[3], row[4], row[5]) for row in rows}
 
     def has_credentials(self) -> bool:
-        """Whether anyone can be told apart from anyone else. Tokens, for now; users will join them here."""
-        (found,) = self.conn.execute("SELECT EXISTS (SELECT 1 FROM tokens)").fetchone()
+        """Whether anyone can be told apart from anyone else: a token or a person exists."""
+        (found,) = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM users)"
+        ).fetchone()
         return bool(found)
+
+    # --- people ---------------------------------------------------------------------------------------
+
+    def add_person(
+        self,
+        name: str,
+        role: WebRole,
+        *,
+        email: str | None = None,
+        password: str | None = None,
+        now_ns: int | None = None,
+    ) -> Person:
+        """Add a person; without ``password`` they sign in only through the single sign-on proxy."""
+        name = check_person_name(name)
+        email = email_for(name, role, email)
+        password_hash = hash_password(password) if password is not None else None
+        created_ns = now_ns if now_ns is not None else time.time_ns()
+        try:
+            with self._transaction():
+                self.conn.execute(
+                    "INSERT INTO users (name, role, email, password_hash, created_ns) VALUES (?, ?, ?, ?, ?)",
+                    (name, role.value, email, password_hash, created_ns),
+                )
+        except sqlite3.IntegrityError:
+            raise PersonError(f"a person named {name!r} exists already: remove them first") from None
+        return Person(name, role, email, password_hash is not None, created_ns)
+
+    def remove_person(self, name: str) -> None:
+        """Remove a person and end every session of theirs."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM web_sessions WHERE user = ?", (name,))
+            gone = self.conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
+        if not gone:
+            raise UnknownPerson(f"no person named {name!r}: `ccmetrics user list` shows their names")
+
+    def set_password(self, name: str, password: str | None) -> None:
+        """A new password (``None``: none, sign-in through the proxy only); ends every session of theirs."""
+        password_hash = hash_password(password) if password is not None else None
+        with self._transaction():
+            changed = self.conn.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
+            ).rowcount
+            self.conn.execute("DELETE FROM web_sessions WHERE user = ?", (name,))
+        if not changed:
+            raise UnknownPerson(f"no person named {name!r}: `ccmetrics user list` shows their names")
+
+    def people(self) -> list[Person]:
+        rows = self.conn.execute(
+            "SELECT name, role, email, password_hash IS NOT NULL, created_ns FROM users"
+            " ORDER BY created_ns, name"
+        ).fetchall()
+        return [
+            Person(name, WebRole(role), email, bool(has), created) for name, role, email, has, created in rows
+        ]
+
+    def person(self, name: str) -> Person | None:
+        row = self.conn.execute(
+            "SELECT name, role, email, password_hash IS NOT NULL, created_ns FROM users WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return None if row is None else Person(row[0], WebRole(row[1]), row[2], bool(row[3]), row[4])
+
+    def password_hash(self, name: str) -> str | None:
+        """A person's password hash, read only to verify a sign-in (off the event loop)."""
+        row = self.conn.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    # --- sign-in sessions -----------------------------------------------------------------------------
+
+    def add_session(self, session: WebSession) -> None:
+        """Store a new session, and forget the expired ones (sessions are only ever added here)."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM web_sessions WHERE expires_ns <= ?", (session.created_ns,))
+            self.conn.execute(
+                "INSERT INTO web_sessions (digest, user, csrf_token, created_ns, expires_ns)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (session.digest, session.user, session.csrf_token, session.created_ns, session.expires_ns),
+            )
+
+    def end_session(self, session_digest: bytes) -> None:
+        with self._transaction():
+            self.conn.execute("DELETE FROM web_sessions WHERE digest = ?", (session_digest,))
+
+    def sessions(self) -> dict[bytes, WebSession]:
+        rows = self.conn.execute(
+            "SELECT digest, user, csrf_token, created_ns, expires_ns FROM web_sessions"
+        ).fetchall()
+        return {row[0]: WebSession(*row) for row in rows}
 
     def data_version(self) -> int:
         """Changes whenever another connection (the CLI) has committed to the file: cheap enough to ask

@@ -19,14 +19,15 @@ def _most_common(
 
 
 def filter_options(
-    conn: sqlite3.Connection, q: str | None = None, limit: int = FILTER_CHOICES
+    conn: sqlite3.Connection, q: str | None = None, limit: int = FILTER_CHOICES, *, email: str | None = None
 ) -> dict[str, Any]:
     """Users, models and attribute keys to filter on: at most ``limit`` of each, the most common first (in
     the most families), only those containing ``q`` when given (a user's id or email). ``*_truncated`` says
-    that a list was cut (``truncated``: any of them): search with ``q`` for the rest."""
-    users, users_cut = _most_common(conn, queries.USERS_TO_FILTER, q, limit)
-    models, models_cut = _most_common(conn, queries.MODELS_TO_FILTER, q, limit)
-    keys, keys_cut = _most_common(conn, queries.KEYS_TO_FILTER, q, limit)
+    that a list was cut (``truncated``: any of them): search with ``q`` for the rest. With ``email``, only
+    what the data of that user.email holds (what a member may see)."""
+    users, users_cut = _most_common(conn, queries.USERS_TO_FILTER, q, limit, email=email)
+    models, models_cut = _most_common(conn, queries.MODELS_TO_FILTER, q, limit, email=email)
+    keys, keys_cut = _most_common(conn, queries.KEYS_TO_FILTER, q, limit, email=email)
     return {
         "users": [{"id": user, "email": email} for user, email in users],
         "models": [row[0] for row in models],
@@ -39,9 +40,14 @@ def filter_options(
 
 
 def attribute_values(
-    conn: sqlite3.Connection, key: str, q: str | None = None, limit: int = FILTER_CHOICES
+    conn: sqlite3.Connection,
+    key: str,
+    q: str | None = None,
+    limit: int = FILTER_CHOICES,
+    *,
+    email: str | None = None,
 ) -> dict[str, Any]:
     """Values of an attribute key: at most ``limit``, the most common first, only those containing ``q``
-    when given; ``truncated`` says there were more."""
-    rows, cut = _most_common(conn, queries.VALUES_TO_FILTER, q, limit, key=key)
+    when given; ``truncated`` says there were more. With ``email``, only those of that user.email's data."""
+    rows, cut = _most_common(conn, queries.VALUES_TO_FILTER, q, limit, key=key, email=email)
     return {"key": key, "values": [row[0] for row in rows], "truncated": cut}

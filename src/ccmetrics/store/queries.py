@@ -396,26 +396,34 @@ def prompts_per_session(
 # --- what there is to filter on, and one session in detail -------------------------------------------
 
 # Each: the most common first (in the most families), at most :limit, only those containing :text (ignoring
-# the case of A-Z, as SQLite's lower() does; NULL: all of them).
-USERS_TO_FILTER = """
+# the case of A-Z, as SQLite's lower() does; NULL: all of them), only of the families of :email's data (a
+# member's; NULL: everyone's).
+_OF_EMAIL = (
+    "(:email IS NULL OR {id} IN "
+    "(SELECT family_id FROM family_attrs WHERE key = 'user.email' AND value = :email))"
+)
+USERS_TO_FILTER = f"""
     SELECT user_id, MAX(user_email) FROM families
     WHERE user_id IS NOT NULL AND (:text IS NULL OR instr(lower(user_id), :text) > 0
                                    OR instr(lower(coalesce(user_email, '')), :text) > 0)
+      AND {_OF_EMAIL.format(id="id")}
     GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT :limit
 """
-MODELS_TO_FILTER = """
+MODELS_TO_FILTER = f"""
     SELECT model FROM families
     WHERE model IS NOT NULL AND (:text IS NULL OR instr(lower(model), :text) > 0)
+      AND {_OF_EMAIL.format(id="id")}
     GROUP BY model ORDER BY COUNT(*) DESC, model LIMIT :limit
 """
-KEYS_TO_FILTER = """
+KEYS_TO_FILTER = f"""
     SELECT key FROM family_attrs
-    WHERE :text IS NULL OR instr(lower(key), :text) > 0
+    WHERE (:text IS NULL OR instr(lower(key), :text) > 0) AND {_OF_EMAIL.format(id="family_id")}
     GROUP BY key ORDER BY COUNT(*) DESC, key LIMIT :limit
 """
-VALUES_TO_FILTER = """
+VALUES_TO_FILTER = f"""
     SELECT value FROM family_attrs
     WHERE key = :key AND (:text IS NULL OR instr(lower(value), :text) > 0)
+      AND {_OF_EMAIL.format(id="family_id")}
     GROUP BY value ORDER BY COUNT(*) DESC, value LIMIT :limit
 """
 # Events in order, each with its family's name and attributes, its own, its session and prompt ids, its
@@ -430,15 +438,28 @@ _EVENTS = """
 """
 
 
-def events(session_id: str | None, since_ns: int | None, until_ns: int | None, limit: int) -> Query:
+def events(
+    session_id: str | None, since_ns: int | None, until_ns: int | None, limit: int, email: str | None = None
+) -> Query:
+    """With ``email``, only the events of that user.email (a member's own)."""
+    of_email = (
+        Condition(
+            "+e.family_id IN "
+            "(SELECT family_id FROM event_family_attrs WHERE key = 'user.email' AND value = ?)",
+            (email,),
+        )
+        if email is not None
+        else Condition("1")
+    )
     if session_id is not None:
         return Query(
             _EVENTS.format(
                 where="e.session = (SELECT id FROM strings WHERE value = ?) AND +e.time_ns >= ? "
-                "AND +e.time_ns < ?"
+                f"AND +e.time_ns < ? AND {of_email.sql}"
             ),
-            (session_id, *bounds(since_ns, until_ns), limit),
+            (session_id, *bounds(since_ns, until_ns), *of_email.params, limit),
         )
     return Query(
-        _EVENTS.format(where="e.time_ns >= ? AND e.time_ns < ?"), (*bounds(since_ns, until_ns), limit)
+        _EVENTS.format(where=f"e.time_ns >= ? AND e.time_ns < ? AND {of_email.sql}"),
+        (*bounds(since_ns, until_ns), *of_email.params, limit),
     )

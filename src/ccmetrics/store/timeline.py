@@ -50,9 +50,12 @@ def stored_events(
     since_ns: int | None = None,
     until_ns: int | None = None,
     limit: int = 5000,
+    *,
+    email: str | None = None,
 ) -> list[StoredEvent]:
-    """Events in order, whole: those of a session, or of a time range (the first ``limit``)."""
-    query = queries.events(session_id, since_ns, until_ns, limit)
+    """Events in order, whole: those of a session, or of a time range (the first ``limit``); with ``email``,
+    only that user.email's."""
+    query = queries.events(session_id, since_ns, until_ns, limit, email)
     found = []
     for time_ns, name, family_attrs, own, session, prompt_id, *measures, body in conn.execute(
         query.sql, query.params
@@ -67,13 +70,16 @@ def stored_events(
     return found
 
 
-def session_timeline(conn: sqlite3.Connection, session_id: str, limit: int = 5000) -> list[dict[str, Any]]:
-    """What happened in a session, in order. Only whitelisted fields: never conversation text."""
+def session_timeline(
+    conn: sqlite3.Connection, session_id: str, limit: int = 5000, *, email: str | None = None
+) -> list[dict[str, Any]]:
+    """What happened in a session, in order (with ``email``, only that user.email's events). Only
+    whitelisted fields: never conversation text."""
     return [
         {
             "time_ns": event.time_ns,
             "name": event.name,
             "fields": {k: event.attributes[k] for k in TIMELINE_FIELDS if k in event.attributes},
         }
-        for event in stored_events(conn, session_id, limit=limit)
+        for event in stored_events(conn, session_id, limit=limit, email=email)
     ]

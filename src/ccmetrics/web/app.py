@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__, jsontext
+from ..access.gate import Gate
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
@@ -36,6 +37,8 @@ from ..store.schema import DAY_NS
 from ..store.selection import Selection
 from ..store.summary import summary
 from ..store.timeline import session_timeline, stored_events
+from .auth import WebAccess, WebGate, WebGateMiddleware, reader_of
+from .signin import SignIn
 from .status_api import routes as status_routes
 
 STATIC = resources.files("ccmetrics.web") / "static"
@@ -65,8 +68,10 @@ MAX_EVENTS = 5000  # events /api/events answers with at most
 
 
 def filters_from(request: Request) -> Filters:
+    """The filters a request asks for, narrowed to what its reader may see (a member: their own data)."""
     params = request.query_params
-    return Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
+    asked = Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
+    return reader_of(request).scoped(asked)
 
 
 def view_from(request: Request, store: Store, group_key: str) -> PanelRequest:
@@ -215,7 +220,9 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def create_app(store: Store, config: Config) -> Starlette:
+def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starlette:
+    """The dashboard's app. With ``gate`` (``serve`` always gives its own), readers are checked as the
+    settings say (``auth.py``) with the gate's tokens, people and sessions; without one, nothing is."""
     check_dashboard_settings(config)
 
     async def query(request: Request, work: Any) -> Response:
@@ -263,6 +270,7 @@ def create_app(store: Store, config: Config) -> Starlette:
         # Read before the data: the answer holds at least this version's data, so a page that has it and
         # hears of a later one never misses a commit.
         version = store.version
+        only_email = reader_of(request).only_email
 
         def work() -> dict[str, Any]:
             view = view_from(request, store, config.dashboard_group_by)
@@ -275,7 +283,10 @@ def create_app(store: Store, config: Config) -> Starlette:
                 "has_data": bool(has_data),
                 "panels": {p.id: p.data(view) for p in PANELS},
                 # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
-                "choices": {"filters": filter_options(conn), "group": attribute_values(conn, view.group_key)},
+                "choices": {
+                    "filters": filter_options(conn, email=only_email),
+                    "group": attribute_values(conn, view.group_key, email=only_email),
+                },
             }
 
         return await query(request, work)
@@ -307,23 +318,25 @@ def create_app(store: Store, config: Config) -> Starlette:
     async def api_filters(request: Request) -> Response:
         # At most FILTER_CHOICES of each list, the most common first; ?q= finds the others.
         key, q = request.query_params.get("key"), request.query_params.get("q")
+        email = reader_of(request).only_email
         if key:
-            return await query(request, lambda: attribute_values(store.reader(), key, q))
-        return await query(request, lambda: filter_options(store.reader(), q))
+            return await query(request, lambda: attribute_values(store.reader(), key, q, email=email))
+        return await query(request, lambda: filter_options(store.reader(), q, email=email))
 
     async def api_session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
+        reader = reader_of(request)
 
         def work() -> dict[str, Any]:
             conn = store.reader()
-            only = Filters(attrs=(("session.id", session_id),))
+            only = reader.scoped(Filters(attrs=(("session.id", session_id),)))
             totals = summary(conn, only, store.family_cache)
             sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
             return {
                 "session_id": session_id,
                 "summary": totals,
                 "session": sessions[0] if sessions else None,
-                "timeline": session_timeline(conn, session_id),
+                "timeline": session_timeline(conn, session_id, email=reader.only_email),
             }
 
         return await query(request, work)
@@ -339,7 +352,14 @@ def create_app(store: Store, config: Config) -> Starlette:
 
         def work() -> dict[str, Any]:
             filters = filters_from(request)
-            found = stored_events(store.reader(), session_id, filters.since_ns, filters.until_ns, limit)
+            found = stored_events(
+                store.reader(),
+                session_id,
+                filters.since_ns,
+                filters.until_ns,
+                limit,
+                email=reader_of(request).only_email,
+            )
             return {
                 "events": [
                     {"time_ns": e.time_ns, "name": e.name, "attributes": e.attributes, "body": e.body}
@@ -390,8 +410,17 @@ def create_app(store: Store, config: Config) -> Starlette:
 
         return endpoint
 
-    return Starlette(
+    middleware = [Middleware(HostCheck, allowed=allowed_names(config.host, config.allowed_hosts))]
+    extra_routes: list[Route] = []
+    sign_in = None
+    if gate is not None:
+        web_gate = WebGate(gate, WebAccess.from_config(config))
+        sign_in = SignIn(web_gate)
+        middleware.append(Middleware(WebGateMiddleware, web_gate=web_gate))
+        extra_routes = sign_in.routes(page)
+    app = Starlette(
         routes=[
+            *extra_routes,
             Route("/", page("index.html")),
             Route("/favicon.ico", lambda request: Response(status_code=204)),
             Route("/session/{session_id:path}", page("session.html")),
@@ -409,9 +438,13 @@ def create_app(store: Store, config: Config) -> Starlette:
             *status_routes(store, query),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
-        # Only this server's own Host names are answered (DNS rebinding); /api/health included.
-        middleware=[Middleware(HostCheck, allowed=allowed_names(config.host, config.allowed_hosts))],
+        # Only this server's own Host names are answered (DNS rebinding); /api/health included. Then, with a
+        # gate, only readers it admits.
+        middleware=middleware,
     )
+    app.state.sign_in = sign_in  # closed by whoever serves the app
+    app.state.web_gate = sign_in.web_gate if sign_in else None
+    return app
 
 
 # The pages load only their own scripts and styles; nothing inline, nothing from elsewhere.

@@ -98,6 +98,9 @@ const ccm = (() => {
 
   async function getJSON(url) {
     const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (response.status === 401) {  // signed out, or the session ended: sign in, then come back here
+      location.assign("/signin?" + new URLSearchParams({ next: location.pathname + location.search }));
+    }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
     return body;
