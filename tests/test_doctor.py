@@ -366,3 +366,33 @@ def test_probe_lookup_rejects_odd_ids(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/api/probes/not%20an%20id").status_code == 400
     answer = httpx.get(f"{server.url}/api/probes/00000000-0000-0000-0000-000000000000").json()
     assert answer["stored"] is False
+
+
+def test_doctor_with_a_token_checks_a_protected_server(start_server, home: Path) -> None:
+    """With tokens, the server asks for one on the API as well: doctor looks its probe up with the token the
+    settings send the probe with. An ingest token may do that, though it reads nothing else (status)."""
+    server = start_server()
+    made = ccmetrics(
+        home, "token", "create", "laptop", "--role", "ingest", "--data-dir", str(server.data_dir)
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    setup = ccmetrics(
+        home,
+        "setup",
+        "--yes",
+        "--protocol",
+        "http/protobuf",
+        "--endpoint",
+        f"http://127.0.0.1:{server.otlp_http_port}",
+        "--token",
+        token,
+    )
+    assert setup.returncode == 0, setup.stderr
+    time.sleep(1.2)  # the running server sees the new token within a second
+    code, report = doctor(home, server.url)
+    assert code == 0, report["findings"]
+    assert report["probe"]["stored"] == {"metrics": True, "logs": True}
+    assert "status_unavailable" in checks(report, "warn")
+    assert token not in json.dumps(report)
+    assert httpx.get(f"{server.url}/api/probes/{report['probe']['probe_id']}").status_code == 401

@@ -408,9 +408,16 @@ def tcp_reachable(host: str, port: int, timeout: float = 2.0) -> str | None:
         return exc.strerror or str(exc)
 
 
-def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the user's own server
+def get_json(url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the user's own server
         return json.loads(response.read())
+
+
+def authorization(headers: Mapping[str, str]) -> dict[str, str]:
+    """The settings' Authorization header, if any: a protected server answers the probe's lookup to the
+    token the probe was sent with, and its status to a viewer's or admin's."""
+    return {k: v for k, v in headers.items() if k.lower() == "authorization"}
 
 
 def probe_requests(probe_id: str, now_ns: int | None = None) -> tuple[Any, Any]:
@@ -648,7 +655,10 @@ def run(
         report.findings += _probe_findings(report.probe)
     if health:
         try:
-            report.status = get_json(f"{server}/api/status", timeout=30)  # every session of a large team
+            # every session of a large team
+            report.status = get_json(
+                f"{server}/api/status", timeout=30, headers=authorization(headers_of(variables))
+            )
             report.findings += status_findings(report.status)
         except (OSError, ValueError, http.client.HTTPException) as exc:
             report.findings.append(Finding(WARN, "status_unavailable", f"{server}/api/status: {exc}"))
@@ -703,7 +713,7 @@ def _probe(
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            answer = get_json(f"{server}/api/probes/{probe_id}")
+            answer = get_json(f"{server}/api/probes/{probe_id}", headers=authorization(headers))
         except (OSError, ValueError, http.client.HTTPException) as exc:
             result["lookup_error"] = str(exc)
             return result
