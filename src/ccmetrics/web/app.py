@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from typing import Any
 
@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__, jsontext
+from ..access.aliases import AliasBook
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
@@ -32,6 +33,7 @@ from ..setup import telemetry_env
 from ..store import Store, StoreUpgrading
 from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
+from ..store.people import NO_ALIASES, People
 from ..store.schema import DAY_NS
 from ..store.selection import Selection
 from ..store.summary import summary
@@ -69,16 +71,23 @@ def filters_from(request: Request) -> Filters:
     return Filters.parse(params.get("since"), params.get("until"), params.getlist("filter"))
 
 
-def view_from(request: Request, store: Store, group_key: str) -> PanelRequest:
+def view_from(
+    request: Request, store: Store, group_key: str, aliases: Mapping[str, str] = NO_ALIASES
+) -> PanelRequest:
     """The view a request asks for, grouped by ``group_key`` when it names no ``group_by``."""
-    return view_for(store, filters_from(request), request.query_params.get("group_by") or group_key)
+    return view_for(store, filters_from(request), request.query_params.get("group_by") or group_key, aliases)
 
 
-def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> PanelRequest:
+def view_for(
+    store: Store,
+    filters: Filters,
+    group_key: str = DEFAULT_GROUP_KEY,
+    aliases: Mapping[str, str] = NO_ALIASES,
+) -> PanelRequest:
     selection = Selection(store.reader(), filters, store.family_cache, store.answers)
     end = filters.until_ns or time.time_ns()
     start = filters.since_ns or _first_data_ns(selection, end)
-    return PanelRequest(selection, start, end, group_key)
+    return PanelRequest(selection, start, end, group_key, aliases)
 
 
 def check_dashboard_settings(config: Config) -> None:
@@ -215,8 +224,13 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def create_app(store: Store, config: Config) -> Starlette:
+def create_app(store: Store, config: Config, aliases: AliasBook | None = None) -> Starlette:
+    """The dashboard and API app; users are named with ``aliases`` (by default, the data directory's)."""
     check_dashboard_settings(config)
+    book = aliases or AliasBook(config.access_path)
+
+    def view_of(request: Request) -> PanelRequest:
+        return view_from(request, store, config.dashboard_group_by, book.current())
 
     async def query(request: Request, work: Any) -> Response:
         """Answer a request's work as JSON; ``store.read`` runs all of it in one read transaction."""
@@ -248,7 +262,10 @@ def create_app(store: Store, config: Config) -> Starlette:
 
     async def api_summary(request: Request) -> Response:
         return await query(
-            request, lambda: summary(store.reader(), filters_from(request), store.family_cache, store.answers)
+            request,
+            lambda: summary(
+                store.reader(), filters_from(request), store.family_cache, store.answers, book.current()
+            ),
         )
 
     async def api_panels(request: Request) -> JSONResponse:
@@ -265,7 +282,7 @@ def create_app(store: Store, config: Config) -> Starlette:
         version = store.version
 
         def work() -> dict[str, Any]:
-            view = view_from(request, store, config.dashboard_group_by)
+            view = view_of(request)
             has_data = view.selection.has_claude_code_data()
             conn = view.selection.conn
             return {
@@ -275,7 +292,10 @@ def create_app(store: Store, config: Config) -> Starlette:
                 "has_data": bool(has_data),
                 "panels": {p.id: p.data(view) for p in PANELS},
                 # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
-                "choices": {"filters": filter_options(conn), "group": attribute_values(conn, view.group_key)},
+                "choices": {
+                    "filters": filter_options(conn, people=view.people),
+                    "group": attribute_values(conn, view.group_key, people=view.people),
+                },
             }
 
         return await query(request, work)
@@ -286,9 +306,7 @@ def create_app(store: Store, config: Config) -> Starlette:
             return JSONResponse({"error": "no such panel"}, status_code=404)
         if request.query_params.get("format") == "csv":
             try:
-                text = await store.read(
-                    lambda: to_csv(panel.data(view_from(request, store, config.dashboard_group_by)))
-                )
+                text = await store.read(lambda: to_csv(panel.data(view_of(request))))
             except (QueryError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             return Response(
@@ -300,16 +318,20 @@ def create_app(store: Store, config: Config) -> Starlette:
             request,
             lambda: {
                 **panel_meta(panel),
-                "data": panel.data(view_from(request, store, config.dashboard_group_by)),
+                "data": panel.data(view_of(request)),
             },
         )
 
     async def api_filters(request: Request) -> Response:
         # At most FILTER_CHOICES of each list, the most common first; ?q= finds the others.
         key, q = request.query_params.get("key"), request.query_params.get("q")
+
+        def people() -> People:
+            return People(store.reader(), book.current())
+
         if key:
-            return await query(request, lambda: attribute_values(store.reader(), key, q))
-        return await query(request, lambda: filter_options(store.reader(), q))
+            return await query(request, lambda: attribute_values(store.reader(), key, q, people=people()))
+        return await query(request, lambda: filter_options(store.reader(), q, people=people()))
 
     async def api_session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -317,12 +339,16 @@ def create_app(store: Store, config: Config) -> Starlette:
         def work() -> dict[str, Any]:
             conn = store.reader()
             only = Filters(attrs=(("session.id", session_id),))
-            totals = summary(conn, only, store.family_cache)
+            aliases = book.current()
+            totals = summary(conn, only, store.family_cache, aliases=aliases)
             sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
+            session = sessions[0] if sessions else None
+            if session is not None:  # who, by name (people.py); user_id stays the id
+                session["user_name"] = People(conn, aliases).name(session["user_id"])
             return {
                 "session_id": session_id,
                 "summary": totals,
-                "session": sessions[0] if sessions else None,
+                "session": session,
                 "timeline": session_timeline(conn, session_id),
             }
 
@@ -380,7 +406,12 @@ def create_app(store: Store, config: Config) -> Starlette:
         from ..prometheus import CONTENT_TYPE_LATEST, exposition
 
         body = await store.read(
-            lambda: exposition(store.reader(), config.metrics_labels, config.metrics_session_labels)
+            lambda: exposition(
+                store.reader(),
+                config.metrics_labels,
+                config.metrics_session_labels,
+                people=People(store.reader(), book.current()),
+            )
         )
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
