@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from . import hosts, listeners, tls
+from .access.aliases import AliasBook
 from .access.exposure import gate_for
 from .access.gate import Gate
 from .config import Config
@@ -106,6 +107,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
     store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute)
+    aliases = AliasBook(config.access_path)  # the names users are shown by, beside the gate's tokens
     receiver = Receiver(
         store,
         Intake(
@@ -149,7 +151,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             warming.append(asyncio.create_task(warm_up(store, config)))
 
         apps: dict[int, hosts.ASGIApp] = {
-            web_socket.getsockname()[1]: create_app(store, config),
+            web_socket.getsockname()[1]: create_app(store, config, aliases),
             otlp_socket.getsockname()[1]: otlp_app,
         }
         server = uvicorn.Server(
@@ -177,6 +179,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         receiver.close()
+        aliases.close()
         store.close()
         web_socket.close()
         otlp_socket.close()
