@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from ccmetrics.access.store import AccessStore, AliasError
 from ccmetrics.cli import main
 from ccmetrics.store.people import NameSource, People, Sent, resolve, short_id
 
-from .conftest import Export
+from .conftest import Export, ServerProcess
 from .in_process import InProcessServer
 from .otlp_builders import sum_request
 
@@ -92,7 +94,7 @@ def test_the_alias_book_rereads_the_file_only_when_it_changed(tmp_path: Path) ->
 # --- the API, in-process --------------------------------------------------------------------------------
 
 
-def send_team(server: InProcessServer) -> None:
+def send_team(server: InProcessServer | ServerProcess) -> None:
     """A session each: cost, sessions and tokens, with what each user's Claude Code sends about them."""
     now = time.time_ns()
     users = {
@@ -250,3 +252,22 @@ def test_the_cli_sets_lists_and_removes_aliases(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "has no alias" in result.output
     result = CliRunner().invoke(main, ["user", "alias", CAROL, "--data-dir", str(tmp_path)])
     assert result.exit_code != 0 and "NAME or --remove" in result.output
+
+
+def test_a_running_server_shows_a_new_alias_within_seconds(start_server) -> None:
+    server: ServerProcess = start_server()
+    send_team(server)
+
+    def name_of_dave() -> str:
+        response = server.get("/api/panels/leaderboard_users", params={"since": "1h"})
+        return {row["key"]: row["name"] for row in response.json()["data"]["rows"]}[DAVE]
+
+    assert name_of_dave() == "d4d4d4d4d4…"
+    command = [sys.executable, "-m", "ccmetrics", "user", "alias", DAVE, "Dave"]
+    command += ["--data-dir", str(server.data_dir)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 10
+    while name_of_dave() != "Dave":
+        assert time.monotonic() < deadline, "the server did not see the alias"
+        time.sleep(0.2)
+    assert server.process is not None and server.process.poll() is None  # the same process, not restarted
