@@ -432,6 +432,12 @@ def _active_users(v: PanelRequest) -> dict[str, Any]:
     return _stat(len({u for u in users if u[0] is not None}))
 
 
+def _named(by_user: str) -> str:
+    """A PromQL answer per user_id with each user's name beside it, from ``ccmetrics_user_info`` (which
+    ``ccmetrics serve``'s /metrics has; a Collector's Prometheus has not): users without one keep the id."""
+    return f"({by_user} * on(user_id) group_left(user_name) ccmetrics_user_info) or on(user_id) {by_user}"
+
+
 P = Panel
 PANELS: tuple[Panel, ...] = (
     # Row 1: key numbers
@@ -909,14 +915,14 @@ PANELS: tuple[Panel, ...] = (
         width=10,
         height=8,
         promql=(
-            (f"sum by (user_id) (increase({COST.prometheus}[$__range]))", "cost_usd"),
-            (f"sum by (user_id) (increase({TOKENS.prometheus}[$__range]))", "tokens"),
-            (f"sum by (user_id) (increase({SESSIONS.prometheus}[$__range]))", "sessions"),
+            (_named(f"sum by (user_id) (increase({COST.prometheus}[$__range]))"), "cost_usd"),
+            (_named(f"sum by (user_id) (increase({TOKENS.prometheus}[$__range]))"), "tokens"),
+            (_named(f"sum by (user_id) (increase({SESSIONS.prometheus}[$__range]))"), "sessions"),
             (
-                f'sum by (user_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))',
+                _named(f'sum by (user_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))'),
                 "lines",
             ),
-            (f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
+            (_named(f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))"), "commits"),
         ),
     ),
     P(
