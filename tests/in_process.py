@@ -18,7 +18,8 @@ from ccmetrics.access.exposure import gate_for
 from ccmetrics.config import Config
 from ccmetrics.otlp import http as otlp_http
 from ccmetrics.otlp.receiver import Intake, Receiver
-from ccmetrics.store import Store
+from ccmetrics.records import Batch
+from ccmetrics.store import Store, WriteResult
 from ccmetrics.web.app import create_app
 
 from .conftest import Export
@@ -68,6 +69,11 @@ class InProcessServer:
     def send(self, export: Export) -> httpx.Response:
         """One export as the CLI sent it."""
         return self.otlp.post(export.path, content=export.body, headers=export.headers)
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Records stored as the receiver stores them, once it has made them (a token's trusted attributes
+        applied, for example)."""
+        return self._loop.run_until_complete(self.store.write(batch))
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the dashboard and API app."""

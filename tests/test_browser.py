@@ -182,3 +182,26 @@ def test_client_strings_are_shown_as_text_never_as_markup(server, page):
     page.wait_for_selector("#timeline li[data-event]")
     assert page.locator("#session-id").inner_text() == XSS
     assert page.locator("img").count() == 0 and page.errors == []
+
+
+def test_people_are_shown_by_name_and_filtered_by_id(server, page):
+    user_id = "f6" * 32
+    name = "Ada <b>Lovelace</b>"  # a user.name, as setup sends it: client data, shown as text
+    now = time.time_ns()
+    point = (now - SECOND, now, 2.5, {"user.id": user_id, "session.id": "named-1", "model": "m"})
+    resource = {"service.name": "claude-code", "user.name": name}
+    post(server, sum_request("claude_code.cost.usage", [point], unit="USD", resource=resource))
+    other = (now - SECOND, now, 1.0, {"user.id": "0a" * 32, "session.id": "unnamed-1", "model": "m"})
+    post(server, sum_request("claude_code.cost.usage", [other], unit="USD"))  # no name: a short hash
+    page.goto(server.url + "/?range=24h")
+    wait_stat(page, "cost", "$3.5000")
+    board = page.locator('[data-panel="leaderboard_users"] tbody').inner_text()
+    assert name in board and "0a0a0a0a0a…" in board
+    assert user_id not in board and "0a" * 32 not in board
+    assert page.locator("b").count() == 0
+    option = page.locator("#user option", has_text=name)
+    assert option.get_attribute("value") == user_id  # the name is shown, the filter takes the id
+    page.select_option("#user", user_id)
+    page.wait_for_url(f"**filter=user.id%3D{user_id}**")
+    wait_stat(page, "cost", "$2.5000")
+    assert page.errors == []

@@ -158,12 +158,16 @@ def check(prom: Prometheus, builtin: dict, variables: dict[str, str], t0: float,
             assert {k: v for k, v in got.items() if v} == {k: approx(v) for k, v in want.items()}, pid
         else:  # leaderboards: one query per column, merged on the group label
             rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+            names: dict[str, set[str | None]] = defaultdict(set)
             for target in prom_targets:
                 for series in prom.query(substitute(target["expr"], values), now):
                     key = next(iter(series["metric"].values()), "unknown")
                     rows[key][target["legendFormat"]] += float(series["value"][1])
+                    names[key].add(series["metric"].get("user_name"))
             want = {r["key"]: r for r in data["rows"]}
             assert set(rows) == set(want), pid
+            if pid == "leaderboard_users":  # each user by the name the built-in board shows (/metrics' info)
+                assert {key: names[key] for key in rows} == {key: {want[key]["name"]} for key in rows}
             for key, row in rows.items():
                 for column, value in row.items():
                     assert value == approx(want[key][column]), (pid, key, column)

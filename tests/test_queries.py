@@ -242,13 +242,15 @@ def test_what_there_is_to_filter_on(store):
     conn = store.reader()
     options = filter_options(conn)
     assert options["users"] == [
-        {"id": "u1", "email": "u1@example.com"},
-        {"id": "u2", "email": "u2@example.com"},
+        {"id": "u1", "email": "u1@example.com", "name": "u1@example.com"},
+        {"id": "u2", "email": "u2@example.com", "name": "u2@example.com"},
     ]
     assert sorted(options["models"]) == sorted(model for _, _, model in SESSIONS.values())
     assert {"team.id", "user.id", "model", "type"} <= set(options["keys"])
     assert not options["truncated"]
-    assert filter_options(conn, q="U2@EXAMPLE")["users"] == [{"id": "u2", "email": "u2@example.com"}]
+    assert filter_options(conn, q="U2@EXAMPLE")["users"] == [
+        {"id": "u2", "email": "u2@example.com", "name": "u2@example.com"}
+    ]
     assert filter_options(conn, q="haiku")["models"] == ["claude-haiku-5"]
     one = filter_options(conn, limit=1)
     assert len(one["users"]) == 1 and one["users_truncated"] and one["truncated"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -28,16 +30,27 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-def ccm(home: Path, *args: str, shell: str = "/bin/bash", input: str | None = None):  # noqa: A002
+def ccm(
+    home: Path,
+    *args: str,
+    shell: str = "/bin/bash",
+    input: str | None = None,  # noqa: A002
+    cwd: Path | None = None,
+):
+    """The command, run in ``cwd`` (the home by default: no repository, so git knows only the home's
+    .gitconfig, where setup finds the user.email it adds as user.name)."""
     env = {
         "HOME": str(home),
         "SHELL": shell,
         "CLAUDE_CONFIG_DIR": None,
         "ZDOTDIR": None,
         "XDG_CONFIG_HOME": None,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": None,
         **dict.fromkeys(TELEMETRY_VARS),
     }
-    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+    with contextlib.chdir(cwd or home):
+        return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
 
 
 def settings(home: Path) -> Path:
@@ -372,3 +385,99 @@ def test_detect_shell() -> None:
     assert s.detect_shell({"SHELL": "/usr/bin/zsh"}) == "zsh"
     assert s.detect_shell({"SHELL": "/opt/homebrew/bin/fish"}) == "fish"
     assert s.detect_shell({}) == "bash"
+
+
+# --- user.name: the name the dashboard shows for a user that sends no email ------------------------------
+
+
+def git_email(home: Path, email: str, repo: Path | None = None) -> None:
+    """``git config user.email`` in the home's .gitconfig, or in a repository of its own."""
+    where = ["-C", str(repo), "config", "--local"] if repo else ["config", "--global"]
+    if repo:
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    env = {"HOME": str(home), "PATH": os.environ["PATH"], "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", *where, "user.email", email], check=True, env=env)
+
+
+def attributes(home: Path) -> str | None:
+    value: str | None = json.loads(settings(home).read_text())["env"].get("OTEL_RESOURCE_ATTRIBUTES")
+    return value
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_git_email_becomes_user_name_and_setup_says_so(home: Path) -> None:
+    git_email(home, "dev@example.com")
+    result = ccm(home, "setup", "--yes", "--team", "platform")
+    assert result.exit_code == 0, result.output
+    assert attributes(home) == "team.id=platform,user.name=dev@example.com"
+    assert "user.name=dev@example.com (from git config user.email)" in result.output
+    again = ccm(home, "setup", "--yes", "--team", "platform")
+    assert "nothing to change" in again.output
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_repository_s_own_git_email_counts(home: Path, tmp_path: Path) -> None:
+    git_email(home, "home@example.com")
+    git_email(home, "work@example.com", repo=tmp_path / "repo")
+    result = ccm(home, "setup", "--yes", cwd=tmp_path / "repo")
+    assert result.exit_code == 0, result.output
+    assert attributes(home) == "user.name=work@example.com"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_no_user_name_and_an_explicit_one(home: Path) -> None:
+    git_email(home, "dev@example.com")
+    result = ccm(home, "setup", "--yes", "--no-user-name")
+    assert result.exit_code == 0, result.output
+    assert attributes(home) is None
+    assert "none added (--no-user-name)" in result.output
+    result = ccm(home, "setup", "--yes", "--user-name", "Zoë Doe, Ops=1%")
+    assert result.exit_code == 0, result.output
+    value = attributes(home)
+    assert value == "user.name=Zo%C3%AB%20Doe%2C%20Ops%3D1%25"
+    assert urllib.parse.unquote(value.partition("=")[2]) == "Zoë Doe, Ops=1%"
+    clash = ccm(home, "setup", "--user-name", "x", "--no-user-name")
+    assert clash.exit_code != 0
+
+
+def test_without_a_git_email_setup_says_how_to_give_a_name(home: Path) -> None:
+    result = ccm(home, "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    assert attributes(home) is None
+    assert "--user-name NAME gives one" in result.output
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_attributes_already_there_are_kept_and_come_back_on_undo(home: Path) -> None:
+    git_email(home, "dev@example.com")
+    settings(home).parent.mkdir()
+    theirs = {"env": {"OTEL_RESOURCE_ATTRIBUTES": "department=eng,cost_center=42,user.name=old"}}
+    settings(home).write_text(json.dumps(theirs, indent=2) + "\n")
+    result = ccm(home, "setup", "--yes", "--team", "platform")
+    assert result.exit_code == 0, result.output
+    assert attributes(home) == "department=eng,cost_center=42,team.id=platform,user.name=dev@example.com"
+    assert "nothing to change" in ccm(home, "setup", "--yes", "--team", "platform").output
+    assert ccm(home, "setup", "--undo", "--yes").exit_code == 0
+    assert json.loads(settings(home).read_text()) == theirs
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_managed_file_names_nobody(home: Path) -> None:
+    git_email(home, "admin@example.com")
+    endpoint = "https://ccmetrics.example.com:4317"
+    result = ccm(home, "setup", "--scope", "managed", "--endpoint", endpoint, "--json")
+    assert result.exit_code == 0, result.output
+    assert "user.name" not in result.output
+    refused = ccm(home, "setup", "--scope", "managed", "--endpoint", endpoint, "--user-name", "x")
+    assert refused.exit_code != 0
+
+
+def test_values_are_percent_encoded_outside_baggage_octets() -> None:
+    baggage_octets = {chr(c) for c in (0x21, *range(0x23, 0x2C), *range(0x2D, 0x3B), *range(0x3C, 0x5C))}
+    baggage_octets |= {chr(c) for c in range(0x5D, 0x7F)}
+    for value in ("a b", "a,b", 'a"b', "a;b", "a\\b", "é", "100%", "k=v", "dev+tag@example.com"):
+        encoded = s.encode_attribute_value(value)
+        assert set(encoded) <= baggage_octets - {"=", ","}, encoded
+        assert urllib.parse.unquote(encoded) == value
+    assert s.encode_attribute_value("dev+tag@example.com") == "dev+tag@example.com"
+    assert s.merge_resource_attributes("a=1, b=2,,", "b=3,c=4") == "a=1,b=3,c=4"

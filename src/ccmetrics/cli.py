@@ -126,7 +126,7 @@ def report_summary(
     except (QueryError, FileNotFoundError, StoreOutdated) as exc:
         raise click.ClickException(str(exc)) from None
     with contextlib.closing(conn), read_transaction(conn):  # one snapshot: its numbers agree
-        result = summary(conn, query)
+        result = summary(conn, query, aliases=_aliases(config))
     if as_json:
         click.echo(jsontext.dumps(result, indent=2))
     else:
@@ -247,7 +247,8 @@ def token_revoke(name: str, data_dir: str | None) -> None:
 
 @main.group()
 def user() -> None:
-    """People who sign in to the dashboard: made here, seen by a running server at once."""
+    """People: who signs in to the dashboard, and the names those who send data are shown by. A running
+    server sees changes within seconds."""
 
 
 def _password(password_stdin: bool) -> str:
@@ -377,6 +378,85 @@ def user_passwd(name: str, password_stdin: bool, data_dir: str | None) -> None:
     click.echo(f"Password of {name!r} changed; their sessions have ended.")
 
 
+def _aliases(config: Config) -> dict[str, str]:
+    """The aliases users were given in this data directory (none when there is no access file)."""
+    from .access.store import AccessStore
+
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        return {}
+    with contextlib.closing(access):
+        return access.aliases()
+
+
+@user.command("alias")
+@click.argument("user_id")
+@click.argument("name", required=False)
+@click.option("--remove", is_flag=True, help="Take the user's alias away.")
+@settings_options("data_dir")
+def user_alias(user_id: str, name: str | None, remove: bool, data_dir: str | None) -> None:
+    """Show USER_ID (a user.id) as NAME where its data names no email or user.name; a running server shows
+    it within seconds."""
+    from .access.store import AccessStore, AliasError
+
+    if remove == (name is not None):
+        raise click.UsageError("give either a NAME or --remove")
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        access = AccessStore(config.access_path, create=not remove)
+    except FileNotFoundError:
+        raise click.ClickException(f"{user_id!r} has no alias: none exists in {config.data_dir}") from None
+    with contextlib.closing(access):
+        try:
+            if name is None:
+                access.remove_alias(user_id)
+            else:
+                access.set_alias(user_id, name)
+        except AliasError as exc:
+            raise click.ClickException(str(exc)) from None
+    if name is None:
+        click.echo(f"Alias of {user_id} removed.")
+    else:
+        click.echo(
+            f"{user_id} is now shown as {name!r}, unless its data names an email or a user.name "
+            "(those come first)."
+        )
+
+
+@user.command("aliases")
+@settings_options("data_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def user_aliases(data_dir: str | None, as_json: bool) -> None:
+    """Every alias: user.id and name."""
+    aliases = _aliases(Config.from_options(data_dir=data_dir))
+    if as_json:
+        click.echo(json.dumps([{"user_id": u, "name": n} for u, n in aliases.items()], indent=2))
+        return
+    if not aliases:
+        click.echo("No aliases: `ccmetrics user alias USER_ID NAME` sets one.")
+        return
+    width = max(len(u) for u in aliases)
+    for user_id, name in aliases.items():
+        click.echo(f"{user_id.ljust(width)}  {name}")
+
+
+def _user_name_note(named: dict[str, str | None] | None, refused: bool) -> str:
+    """What setup says of the user.name it adds (or why it adds none)."""
+    if named is not None:
+        return (
+            f"User name: user.name={named['user_name']} (from {named['from']}) goes into "
+            "OTEL_RESOURCE_ATTRIBUTES; the dashboard shows it when Claude Code sends no email. "
+            "--no-user-name leaves it out."
+        )
+    if refused:
+        return "User name: none added (--no-user-name)."
+    return (
+        "User name: none added (git config user.email is not set); --user-name NAME gives one, shown on "
+        "the dashboard when Claude Code sends no email."
+    )
+
+
 @main.command()
 @click.option(
     "--scope",
@@ -397,6 +477,13 @@ def user_passwd(name: str, password_stdin: bool, data_dir: str | None) -> None:
     "--endpoint", metavar="URL", help="The ccmetrics OTLP receiver [default: this machine's, by protocol]."
 )
 @click.option("--team", help="Adds team.id=TEAM to OTEL_RESOURCE_ATTRIBUTES.")
+@click.option(
+    "--user-name",
+    metavar="NAME",
+    help="Adds user.name=NAME to OTEL_RESOURCE_ATTRIBUTES: the name the dashboard shows when Claude Code "
+    "sends no email [default: git config user.email].",
+)
+@click.option("--no-user-name", is_flag=True, help="Add no user.name.")
 @click.option(
     "--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="A resource attribute (repeatable)."
 )
@@ -426,6 +513,8 @@ def setup(
     protocol: str,
     endpoint: str | None,
     team: str | None,
+    user_name: str | None,
+    no_user_name: bool,
     attrs: tuple[str, ...],
     token: str | None,
     backend: str,
@@ -443,11 +532,22 @@ def setup(
 
     from . import setup as setup_mod
 
+    if no_user_name and user_name is not None:
+        raise click.UsageError("--user-name and --no-user-name exclude each other")
+    if scope == "managed" and user_name is not None:
+        raise click.UsageError("--user-name names one person, and a managed settings file reaches everyone")
+    name_from: str | None = None  # where the user.name added comes from
+    if user_name is not None:
+        name_from = "--user-name"
+    elif not (no_user_name or undo or scope == "managed"):  # managed: one git email would name everyone
+        user_name = setup_mod.git_user_email(Path(project_dir or os.getcwd()), os.environ)
+        name_from = "git config user.email" if user_name else None
     try:
         env = setup_mod.telemetry_env(
             protocol=protocol,
             endpoint=endpoint,
             team=team,
+            user_name=user_name,
             attrs=attrs,
             token=token,
             backend=backend,
@@ -473,16 +573,26 @@ def setup(
         plan = setup_mod.plan_undo(tgt.path) if undo else setup_mod.plan_for(tgt, env)
     except setup_mod.SetupError as exc:
         raise click.ClickException(str(exc)) from None
+    named = None if undo or name_from is None else {"user_name": user_name, "from": name_from}
     if as_json:
         click.echo(
             json.dumps(
-                {**plan.as_dict(), "scope": scope, "undo": undo, "dry_run": dry_run, "warning": tgt.warning},
+                {
+                    **plan.as_dict(),
+                    "scope": scope,
+                    "undo": undo,
+                    "dry_run": dry_run,
+                    "warning": tgt.warning,
+                    "user_name": named,
+                },
                 indent=2,
             )
         )
     else:
         if tgt.warning and not undo:
             click.secho(f"Note: {tgt.warning}.", fg="yellow", err=True)
+        if not undo:
+            click.echo(_user_name_note(named, no_user_name), err=True)
         if not plan.changed:
             click.echo(
                 f"{plan.path}: nothing to {'undo' if undo else 'change'}; it is already as it should be."

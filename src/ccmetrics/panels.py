@@ -16,6 +16,7 @@ Breakdowns show their TOP largest rows, slices or lines: the rest are added up i
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections import defaultdict
@@ -39,6 +40,7 @@ from .metrics import (
     USER_PROMPT,
 )
 from .store import numbers
+from .store.people import NO_ALIASES, People
 from .store.selection import Selection
 
 SECOND = 1_000_000_000
@@ -60,13 +62,19 @@ DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels bre
 
 @dataclass(frozen=True)
 class PanelRequest:
-    """What a request asks the panels: the data it selects, the time window to chart, and the attribute the
-    "by team" panels group by."""
+    """What a request asks the panels: the data it selects, the time window to chart, the attribute the
+    "by team" panels group by, and the aliases of users (by user.id) the server holds."""
 
     selection: Selection
     start_ns: int
     end_ns: int
     group_key: str = DEFAULT_GROUP_KEY
+    aliases: Mapping[str, str] = field(default_factory=lambda: NO_ALIASES, compare=False)
+
+    @functools.cached_property
+    def people(self) -> People:
+        """Users' names, read once for every panel of the request."""
+        return People(self.selection.conn, self.aliases)
 
     @property
     def bucket_ns(self) -> int:
@@ -205,10 +213,11 @@ def _cost_per_1k_output(v: PanelRequest) -> dict[str, Any]:
 def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
     sel = v.selection
     sessions = sel.sessions(limit=TOP)
+    names = v.people.names(s["user_id"] for s in sessions)
     rows = [
         {
             **s,
-            "user": s["user_email"] or s["user_id"],
+            "user": names.get(s["user_id"]) or s["user_email"],
             "models": ", ".join(s["models"]),
             "lines": f"+{s['lines_added']:g} / -{s['lines_removed']:g}",
             "link": s["session_id"],
@@ -387,12 +396,9 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     add("sessions", sel.metric_totals(SESSIONS, (key,)))
     add("lines", sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
     add("commits", sel.metric_totals(COMMITS, (key,)))
-    names: dict[str, str] = {}
-    if key == "user.id":
-        for k, email in sel.metric_totals(SESSIONS, ("user.id", "user.email")):
-            if email:
-                names["unknown" if k is None else str(k)] = email
-    keys = list(set().union(*columns.values(), names))
+    keys = list(set().union(*columns.values()))
+    # A user is shown by name (people.py); the row's key stays the id, which filters take.
+    names = v.people.names(k for k in keys if k != "unknown") if key == "user.id" else {}
     cost = columns["cost_usd"]
     order = lambda k: (-cost.get(k, 0.0), names.get(k, k))  # noqa: E731
     shown = top(keys, order)
@@ -424,6 +430,12 @@ def _active_users(v: PanelRequest) -> dict[str, Any]:
     users = {k for k, value in v.selection.metric_totals(SESSIONS, ("user.id",)).items() if value}
     users |= {k for k in v.selection.metric_totals(TOKENS, ("user.id",))}
     return _stat(len({u for u in users if u[0] is not None}))
+
+
+def _named(by_user: str) -> str:
+    """A PromQL answer per user_id with each user's name beside it, from ``ccmetrics_user_info`` (which
+    ``ccmetrics serve``'s /metrics has; a Collector's Prometheus has not): users without one keep the id."""
+    return f"({by_user} * on(user_id) group_left(user_name) ccmetrics_user_info) or on(user_id) {by_user}"
 
 
 P = Panel
@@ -903,14 +915,14 @@ PANELS: tuple[Panel, ...] = (
         width=10,
         height=8,
         promql=(
-            (f"sum by (user_id) (increase({COST.prometheus}[$__range]))", "cost_usd"),
-            (f"sum by (user_id) (increase({TOKENS.prometheus}[$__range]))", "tokens"),
-            (f"sum by (user_id) (increase({SESSIONS.prometheus}[$__range]))", "sessions"),
+            (_named(f"sum by (user_id) (increase({COST.prometheus}[$__range]))"), "cost_usd"),
+            (_named(f"sum by (user_id) (increase({TOKENS.prometheus}[$__range]))"), "tokens"),
+            (_named(f"sum by (user_id) (increase({SESSIONS.prometheus}[$__range]))"), "sessions"),
             (
-                f'sum by (user_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))',
+                _named(f'sum by (user_id) (increase({LINES.prometheus}{{type="added"}}[$__range]))'),
                 "lines",
             ),
-            (f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
+            (_named(f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))"), "commits"),
         ),
     ),
     P(

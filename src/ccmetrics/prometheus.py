@@ -13,16 +13,18 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from .metrics import DEFAULT_LABELS, label_name, metric_name
+from .store.people import People
 from .store.schema import FAMILY_COLUMNS
 
 __all__ = ["CONTENT_TYPE_LATEST", "exposition", "label_name", "metric_name", "parse_label_keys"]
 
 MAX_SERIES = 10_000  # series /metrics exposes at most; ccmetrics_metrics_series_dropped counts the rest
+USER_ID = "user.id"
 
 
 def parse_label_keys(setting: str | Iterable[str]) -> tuple[str, ...]:
@@ -91,11 +93,13 @@ class StoreCollector(Collector):
         keys: tuple[str, ...],
         per_session: bool = False,
         max_series: int = MAX_SERIES,
+        people: People | None = None,
     ) -> None:
         self.conn = conn
         self.keys = keys
         self.per_session = per_session
         self.max_series = max_series
+        self.people = people or People(conn)
 
     def _totals_sql(self) -> str:
         """All-time sums as (family_id, session_id, value): per family from the daily rollups of days that
@@ -164,6 +168,9 @@ class StoreCollector(Collector):
                 families[name] = kind(name, f"{metric} ({unit or 'no unit'}), all-time total", labels=labels)
             families[name].add_metric(list(label_values), value)
         yield from families.values()
+        users = {row[3 + keys.index(USER_ID)] for row in rows} - {""} if USER_ID in keys else set()
+        if users:
+            yield self._user_info(users)
         if count:
             yield GaugeMetricFamily(
                 "ccmetrics_metrics_series_dropped",
@@ -172,14 +179,31 @@ class StoreCollector(Collector):
                 value=count - len(rows),
             )
 
+    def _user_info(self, user_ids: set[str]) -> InfoMetricFamily:
+        """``ccmetrics_user_info{user_id, user_name} 1`` for each user the counters above label: the
+        counters keep the id (a name that changes would split their series), and PromQL joins the name
+        (``* on(user_id) group_left(user_name) ccmetrics_user_info``)."""
+        info = InfoMetricFamily(
+            "ccmetrics_user",
+            "The name shown for each user.id: its email, user.name, alias, or first characters",
+            labels=[label_name(USER_ID)],
+        )
+        for user_id, name in sorted(self.people.names(user_ids).items()):
+            info.add_metric([user_id], {"user_name": name})
+        return info
+
 
 def exposition(
     conn: sqlite3.Connection,
     keys: str | Iterable[str] = DEFAULT_LABELS,
     per_session: bool = False,
     max_series: int = MAX_SERIES,
+    people: People | None = None,
 ) -> bytes:
-    """The text exposition format of every counter in the store (up to ``max_series`` series)."""
+    """The text exposition format of every counter in the store (up to ``max_series`` series), and the name
+    of each user they label (``ccmetrics_user_info``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(conn, parse_label_keys(keys), per_session, max_series=max_series))
+    registry.register(
+        StoreCollector(conn, parse_label_keys(keys), per_session, max_series=max_series, people=people)
+    )
     return generate_latest(registry)

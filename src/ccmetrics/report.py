@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def _money(value: float | None) -> str:
@@ -80,7 +81,8 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
         for column in ("user", "sessions", "cost", "tokens", "lines +/-", "commits", "prompts"):
             users.add_column(column, justify="left" if column == "user" else "right")
         for row in result["by_user"]:
-            name = _others(row) or row["user_email"] or row["user_id"][:16]
+            # The name shown for the user (people.py); as plain text, never read as rich's markup.
+            name = Text(_others(row) or row.get("user_name") or row["user_email"] or row["user_id"])
             lines_row = (
                 f"{_number(row['lines_of_code']['added'])} / {_number(row['lines_of_code']['removed'])}"
             )

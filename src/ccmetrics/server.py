@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from . import hosts, listeners, tls
+from .access.aliases import AliasBook
 from .access.exposure import gate_for
 from .access.gate import Gate
 from .config import Config
@@ -107,6 +108,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
     store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute)
+    aliases = AliasBook(config.access_path)  # the names users are shown by, beside the gate's tokens
     receiver = Receiver(
         store,
         Intake(
@@ -141,7 +143,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             hosts.allowed_names(config.host, config.allowed_hosts),
         )
 
-        web_app = create_app(store, config, gate)
+        web_app = create_app(store, config, gate, aliases)
         web_gate: WebGate = web_app.state.web_gate
 
         def started() -> None:
@@ -184,6 +186,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
         if web_app is not None:
             web_app.state.sign_in.close()
         receiver.close()
+        aliases.close()
         store.close()
         web_socket.close()
         otlp_socket.close()

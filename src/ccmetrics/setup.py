@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -45,6 +46,12 @@ LOGS_INTERVAL_MS = 5_000
 BEGIN = "# >>> ccmetrics telemetry >>>"
 END = "# <<< ccmetrics telemetry <<<"
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+USER_NAME = "user.name"  # the name the dashboard shows for a user that sends no email (store/people.py)
+MAX_USER_NAME = 256
+# W3C Baggage's baggage-octets that stay as they are in an OTEL_RESOURCE_ATTRIBUTES value (besides letters,
+# digits and _.-~); everything else is percent-encoded, as the OpenTelemetry spec asks, and so are % and =.
+_VALUE_SAFE = "!#$&'()*+/:<>?@[]^`{|}"
 
 
 class SetupError(ValueError):
@@ -76,18 +83,64 @@ def parse_attr(text: str) -> tuple[str, str]:
     return key, value
 
 
+def encode_attribute_value(value: str) -> str:
+    """A value as OTEL_RESOURCE_ATTRIBUTES holds it: percent-encoded outside W3C Baggage's baggage-octets
+    (spaces, commas, quotes, non-ASCII...), so that every OpenTelemetry SDK reads it back whole."""
+    return urllib.parse.quote(value, safe=_VALUE_SAFE)
+
+
+def check_user_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_USER_NAME or not name.isprintable():
+        raise SetupError(f"a user name is 1 to {MAX_USER_NAME} printable characters, not {name!r}")
+    return name
+
+
+def git_user_email(cwd: Path, environ: Mapping[str, str]) -> str | None:
+    """``git config user.email`` as git sees it in ``cwd`` (a repository's own setting first); None when git
+    or the setting is missing."""
+    try:
+        found = subprocess.run(
+            ["git", "config", "--get", "user.email"],
+            cwd=cwd,
+            env=dict(environ),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    email = found.stdout.strip()
+    return email if found.returncode == 0 and email else None
+
+
+def merge_resource_attributes(existing: str, ours: str) -> str:
+    """``existing`` OTEL_RESOURCE_ATTRIBUTES with ours added: theirs kept as written, in their order, except
+    the keys we set, whose values are ours."""
+    our_keys = {item.partition("=")[0].strip() for item in ours.split(",")}
+    kept = [
+        item.strip()
+        for item in existing.split(",")
+        if item.strip() and item.partition("=")[0].strip() not in our_keys
+    ]
+    return ",".join([*kept, ours])
+
+
 def telemetry_env(
     *,
     protocol: str = "grpc",
     endpoint: str | None = None,
     team: str | None = None,
+    user_name: str | None = None,
     attrs: tuple[str, ...] | list[str] = (),
     token: str | None = None,
     backend: str = "ccmetrics",
     metric_interval_ms: int = METRIC_INTERVAL_MS,
     logs_interval_ms: int = LOGS_INTERVAL_MS,
 ) -> dict[str, str]:
-    """The variables to write, in the order they are written."""
+    """The variables to write, in the order they are written. ``user_name`` goes into
+    OTEL_RESOURCE_ATTRIBUTES as ``user.name``, percent-encoded; an ``--attr user.name=...`` wins over it."""
     if protocol not in PROTOCOLS:
         hint = " (use http/protobuf or http/json)" if protocol == "http" else ""
         raise SetupError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}{hint}")
@@ -116,9 +169,12 @@ def telemetry_env(
     }
     if backend == "stack":  # Prometheus takes running totals only
         env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = "cumulative"
-    pairs = ([parse_attr(f"team.id={team}")] if team is not None else []) + [parse_attr(a) for a in attrs]
+    pairs = [parse_attr(f"team.id={team}")] if team is not None else []
+    if user_name is not None:
+        pairs.append((USER_NAME, encode_attribute_value(check_user_name(user_name))))
+    pairs += [parse_attr(a) for a in attrs]
     if pairs:
-        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(f"{k}={v}" for k, v in dict(pairs).items())
+        env[RESOURCE_ATTRIBUTES] = ",".join(f"{k}={v}" for k, v in dict(pairs).items())
     if token is not None:
         if not token or any(c.isspace() or c == "," for c in token):
             raise SetupError("the token may not be empty or hold spaces or commas")
@@ -179,12 +235,16 @@ class Change:
 
 
 def set_env_json(text: str | None, env: Mapping[str, str], path: Path) -> tuple[str, list[Change]]:
-    """``text`` with each variable set in its ``"env"`` object: other keys, their order and the indent kept.
+    """``text`` with each variable set in its ``"env"`` object: other keys, their order and the indent kept;
+    attributes already in its OTEL_RESOURCE_ATTRIBUTES are kept beside ours.
 
     When every variable already has its value, ``text`` comes back unchanged (byte for byte).
     """
     document = parse_settings(text or "", path)
     current = document.get("env", {})
+    if current.get(RESOURCE_ATTRIBUTES) and RESOURCE_ATTRIBUTES in env:  # their own attributes stay
+        merged = merge_resource_attributes(str(current[RESOURCE_ATTRIBUTES]), env[RESOURCE_ATTRIBUTES])
+        env = {**env, RESOURCE_ATTRIBUTES: merged}
     changes = [Change(k, current.get(k), v) for k, v in env.items() if current.get(k) != v]
     if not changes:
         return text or "", []

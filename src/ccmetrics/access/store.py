@@ -1,6 +1,6 @@
-"""The access file (``access.db`` in the data directory): tokens, people and their sign-in sessions, kept
-apart from the telemetry so that the CLI can change them while a server runs, and a server can notice at the
-cost of one pragma."""
+"""The access file (``access.db`` in the data directory): tokens, people, their sign-in sessions and the
+names an admin gives users, kept apart from the telemetry so that the CLI can change them while a server
+runs, and a server can notice at the cost of one pragma."""
 
 from __future__ import annotations
 
@@ -50,7 +50,17 @@ MIGRATIONS = (
     ) STRICT;
     CREATE INDEX web_sessions_by_user ON web_sessions (user);
     """,
+    # A readable name for a user.id that sends neither an email nor a user.name (see store/people.py).
+    """
+    CREATE TABLE aliases (
+        user_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        set_ns INTEGER NOT NULL
+    ) STRICT
+    """,
 )
+MAX_USER_ID_CHARS = 256  # Claude Code's user.id is 64 hex characters
+MAX_ALIAS_CHARS = 256
 
 
 class UnknownToken(TokenError):
@@ -59,6 +69,22 @@ class UnknownToken(TokenError):
 
 class UnknownPerson(PersonError):
     pass
+
+
+class AliasError(ValueError):
+    """An alias that cannot be set or removed."""
+
+
+def check_alias(user_id: str, name: str | None = None) -> tuple[str, str | None]:
+    """A user.id and its alias as they are stored: trimmed, printable, not too long."""
+    user_id = user_id.strip()
+    if not user_id or len(user_id) > MAX_USER_ID_CHARS or not user_id.isprintable():
+        raise AliasError(f"a user.id is 1 to {MAX_USER_ID_CHARS} printable characters")
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > MAX_ALIAS_CHARS or not name.isprintable():
+            raise AliasError(f"an alias is 1 to {MAX_ALIAS_CHARS} printable characters")
+    return user_id, name
 
 
 @dataclass(frozen=True)
@@ -167,6 +193,27 @@ class AccessStore:
         """Every token's digest and what it grants, expired ones included (the gate tells those apart)."""
         rows = self.conn.execute("SELECT digest, name, role, user, team, expires_ns FROM tokens").fetchall()
         return {row[0]: Principal(row[1], Role(row[2]), row[3], row[4], row[5]) for row in rows}
+
+    def set_alias(self, user_id: str, name: str, *, now_ns: int | None = None) -> None:
+        """Call ``user_id`` ``name`` wherever it sends no email or user.name (replacing an alias it had)."""
+        user_id, alias = check_alias(user_id, name)
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO aliases (user_id, name, set_ns) VALUES (?, ?, ?) ON CONFLICT (user_id) "
+                "DO UPDATE SET name = excluded.name, set_ns = excluded.set_ns",
+                (user_id, alias, now_ns if now_ns is not None else time.time_ns()),
+            )
+
+    def remove_alias(self, user_id: str) -> None:
+        user_id, _ = check_alias(user_id)
+        with self._transaction():
+            gone = self.conn.execute("DELETE FROM aliases WHERE user_id = ?", (user_id,)).rowcount
+        if not gone:
+            raise AliasError(f"{user_id!r} has no alias: `ccmetrics user aliases` lists them")
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias, by user.id."""
+        return dict(self.conn.execute("SELECT user_id, name FROM aliases ORDER BY name, user_id").fetchall())
 
     def has_credentials(self) -> bool:
         """Whether anyone can be told apart from anyone else: a token or a person exists."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
 from . import queries
+from .people import People
 
+USER_ID = "user.id"
 FILTER_CHOICES = 100  # users, models, keys, and values of a key that /api/filters lists at most
 
 
@@ -19,17 +22,26 @@ def _most_common(
 
 
 def filter_options(
-    conn: sqlite3.Connection, q: str | None = None, limit: int = FILTER_CHOICES, *, email: str | None = None
+    conn: sqlite3.Connection,
+    q: str | None = None,
+    limit: int = FILTER_CHOICES,
+    people: People | None = None,
+    *,
+    email: str | None = None,
 ) -> dict[str, Any]:
     """Users, models and attribute keys to filter on: at most ``limit`` of each, the most common first (in
-    the most families), only those containing ``q`` when given (a user's id or email). ``*_truncated`` says
+    the most families), only those containing ``q`` when given (a user's id, email, user.name or alias).
+    Each user comes with the name shown for it (``people``); the filter takes its id. ``*_truncated`` says
     that a list was cut (``truncated``: any of them): search with ``q`` for the rest. With ``email``, only
     what the data of that user.email holds (what a member may see)."""
-    users, users_cut = _most_common(conn, queries.USERS_TO_FILTER, q, limit, email=email)
+    people = people or People(conn)
+    aliased = json.dumps(people.aliased_matching(q) if q else [])
+    users, users_cut = _most_common(conn, queries.USERS_TO_FILTER, q, limit, aliased=aliased, email=email)
     models, models_cut = _most_common(conn, queries.MODELS_TO_FILTER, q, limit, email=email)
     keys, keys_cut = _most_common(conn, queries.KEYS_TO_FILTER, q, limit, email=email)
+    names = people.names(user for user, _ in users)
     return {
-        "users": [{"id": user, "email": email} for user, email in users],
+        "users": [{"id": user, "email": email, "name": names[user]} for user, email in users],
         "models": [row[0] for row in models],
         "keys": [row[0] for row in keys],
         "truncated": users_cut or models_cut or keys_cut,
@@ -44,10 +56,16 @@ def attribute_values(
     key: str,
     q: str | None = None,
     limit: int = FILTER_CHOICES,
+    people: People | None = None,
     *,
     email: str | None = None,
 ) -> dict[str, Any]:
     """Values of an attribute key: at most ``limit``, the most common first, only those containing ``q``
-    when given; ``truncated`` says there were more. With ``email``, only those of that user.email's data."""
+    when given; ``truncated`` says there were more. The values of ``user.id`` come with their names
+    (``names``, by id). With ``email``, only those of that user.email's data."""
     rows, cut = _most_common(conn, queries.VALUES_TO_FILTER, q, limit, key=key, email=email)
-    return {"key": key, "values": [row[0] for row in rows], "truncated": cut}
+    values = [row[0] for row in rows]
+    answer: dict[str, Any] = {"key": key, "values": values, "truncated": cut}
+    if key == USER_ID:
+        answer["names"] = (people or People(conn)).names(values)
+    return answer

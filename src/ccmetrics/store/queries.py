@@ -405,9 +405,21 @@ _OF_EMAIL = (
 USERS_TO_FILTER = f"""
     SELECT user_id, MAX(user_email) FROM families
     WHERE user_id IS NOT NULL AND (:text IS NULL OR instr(lower(user_id), :text) > 0
-                                   OR instr(lower(coalesce(user_email, '')), :text) > 0)
+                                   OR instr(lower(coalesce(user_email, '')), :text) > 0
+                                   OR instr(lower(coalesce(attrs ->> '$."user.name"', '')), :text) > 0
+                                   OR user_id IN (SELECT value FROM json_each(:aliased)))
       AND {_OF_EMAIL.format(id="id")}
     GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT :limit
+"""
+# What the data of some users (a JSON list of user.id) says of them: ``(user_id, user.email, user.name)``,
+# from their metrics' and events' families (a few per person).
+USERS_SENT = """
+    SELECT user_id, MAX(user_email), MAX(CAST(attrs ->> '$."user.name"' AS TEXT)) FROM (
+        SELECT user_id, user_email, attrs FROM families WHERE user_id IN (SELECT value FROM json_each(?1))
+        UNION ALL
+        SELECT user_id, user_email, attrs FROM event_families
+        WHERE user_id IN (SELECT value FROM json_each(?1))
+    ) GROUP BY user_id
 """
 MODELS_TO_FILTER = f"""
     SELECT model FROM families

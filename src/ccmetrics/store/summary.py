@@ -13,7 +13,7 @@ import heapq
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..metrics import (
@@ -35,6 +35,7 @@ from ..metrics import (
 from . import numbers
 from .caches import AnswerCache, FamilyCache
 from .filters import Filters
+from .people import NO_ALIASES, People
 from .selection import NO_FILTERS, Selection
 
 TOKEN_TYPES = {  # the values of a token's type, and the summary's names for them
@@ -59,7 +60,10 @@ def summary(
     filters: Filters = NO_FILTERS,
     cache: FamilyCache | None = None,
     answers: AnswerCache | None = None,
+    aliases: Mapping[str, str] = NO_ALIASES,
 ) -> dict[str, Any]:
+    """The headline numbers under ``filters``; each user of ``by_user`` with the name shown for them
+    (``user_name``, see people.py), whose ``aliases`` the server holds."""
     sel = Selection(conn, filters, cache, answers)
     # Each number per model and per user, by field ("tokens.input"), filled in first: entries are made only
     # for the models and users listed.
@@ -92,6 +96,8 @@ def summary(
         users.add("sessions", user, 0)  # listed, as every user seen
         if email:
             emails[_name(user)] = email
+    shown_users, _ = users.top()
+    names = People(conn, aliases).names(u for u in shown_users if u != UNKNOWN)
 
     answer: dict[str, Any] = _integral(
         {
@@ -124,6 +130,7 @@ def summary(
                 lambda name, get: {
                     "user_id": name,
                     "user_email": None if name is None else emails.get(name),
+                    "user_name": None if name is None else names.get(name, name),
                     "sessions": get("sessions"),
                     "cost_usd": _round(get("cost_usd")),
                     "tokens": {kind: get(f"tokens.{kind}") for kind in TOKEN_TYPES.values()},
@@ -138,8 +145,11 @@ def summary(
     return answer
 
 
+UNKNOWN = "unknown"  # a model or user the data does not name
+
+
 def _name(value: Any) -> str:
-    return "unknown" if value is None else str(value)
+    return UNKNOWN if value is None else str(value)
 
 
 class _Columns:
@@ -151,18 +161,21 @@ class _Columns:
     def add(self, field: str, name: Any, value: float) -> None:
         self._fields[field][_name(name)] += value
 
-    def entries(self, entry: Callable[[str | None, Callable[[str], float]], dict[str, Any]]) -> list[Any]:
-        """``entry(name, get)`` for the TOP names by cost (then by name), and one for the rest, if any, with
-        name None, the sums of the rest and ``others``: how many they are."""
+    def top(self) -> tuple[list[str], list[str]]:
+        """The TOP names by cost (then by name), and the rest."""
         names = list(set().union(*self._fields.values()))
         cost = self._fields["cost_usd"]
         order = lambda name: (-round(cost.get(name, 0.0), 9), name)  # noqa: E731
         if len(names) <= TOP + 1:
-            shown, rest = sorted(names, key=order), []
-        else:
-            shown = heapq.nsmallest(TOP, names, key=order)
-            kept = set(shown)
-            rest = [name for name in names if name not in kept]
+            return sorted(names, key=order), []
+        shown = heapq.nsmallest(TOP, names, key=order)
+        kept = set(shown)
+        return shown, [name for name in names if name not in kept]
+
+    def entries(self, entry: Callable[[str | None, Callable[[str], float]], dict[str, Any]]) -> list[Any]:
+        """``entry(name, get)`` for the TOP names by cost (then by name), and one for the rest, if any, with
+        name None, the sums of the rest and ``others``: how many they are."""
+        shown, rest = self.top()
 
         def of(name: str) -> Callable[[str], float]:
             return lambda field: self._fields[field].get(name, 0)

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from typing import Any
 
@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__, jsontext
+from ..access.aliases import AliasBook
 from ..access.gate import Gate
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
@@ -33,6 +34,7 @@ from ..setup import telemetry_env
 from ..store import Store, StoreUpgrading
 from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
+from ..store.people import NO_ALIASES, People
 from ..store.schema import DAY_NS
 from ..store.selection import Selection
 from ..store.summary import summary
@@ -74,16 +76,23 @@ def filters_from(request: Request) -> Filters:
     return reader_of(request).scoped(asked)
 
 
-def view_from(request: Request, store: Store, group_key: str) -> PanelRequest:
+def view_from(
+    request: Request, store: Store, group_key: str, aliases: Mapping[str, str] = NO_ALIASES
+) -> PanelRequest:
     """The view a request asks for, grouped by ``group_key`` when it names no ``group_by``."""
-    return view_for(store, filters_from(request), request.query_params.get("group_by") or group_key)
+    return view_for(store, filters_from(request), request.query_params.get("group_by") or group_key, aliases)
 
 
-def view_for(store: Store, filters: Filters, group_key: str = DEFAULT_GROUP_KEY) -> PanelRequest:
+def view_for(
+    store: Store,
+    filters: Filters,
+    group_key: str = DEFAULT_GROUP_KEY,
+    aliases: Mapping[str, str] = NO_ALIASES,
+) -> PanelRequest:
     selection = Selection(store.reader(), filters, store.family_cache, store.answers)
     end = filters.until_ns or time.time_ns()
     start = filters.since_ns or _first_data_ns(selection, end)
-    return PanelRequest(selection, start, end, group_key)
+    return PanelRequest(selection, start, end, group_key, aliases)
 
 
 def check_dashboard_settings(config: Config) -> None:
@@ -220,10 +229,17 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starlette:
+def create_app(
+    store: Store, config: Config, gate: Gate | None = None, aliases: AliasBook | None = None
+) -> Starlette:
     """The dashboard's app. With ``gate`` (``serve`` always gives its own), readers are checked as the
-    settings say (``auth.py``) with the gate's tokens, people and sessions; without one, nothing is."""
+    settings say (``auth.py``) with the gate's tokens, people and sessions; without one, nothing is. Users
+    are named with ``aliases`` (by default, the data directory's)."""
     check_dashboard_settings(config)
+    book = aliases or AliasBook(config.access_path)
+
+    def view_of(request: Request) -> PanelRequest:
+        return view_from(request, store, config.dashboard_group_by, book.current())
 
     async def query(request: Request, work: Any) -> Response:
         """Answer a request's work as JSON; ``store.read`` runs all of it in one read transaction."""
@@ -255,7 +271,10 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
 
     async def api_summary(request: Request) -> Response:
         return await query(
-            request, lambda: summary(store.reader(), filters_from(request), store.family_cache, store.answers)
+            request,
+            lambda: summary(
+                store.reader(), filters_from(request), store.family_cache, store.answers, book.current()
+            ),
         )
 
     async def api_panels(request: Request) -> JSONResponse:
@@ -273,7 +292,7 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
         only_email = reader_of(request).only_email
 
         def work() -> dict[str, Any]:
-            view = view_from(request, store, config.dashboard_group_by)
+            view = view_of(request)
             has_data = view.selection.has_claude_code_data()
             conn = view.selection.conn
             return {
@@ -284,8 +303,8 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
                 "panels": {p.id: p.data(view) for p in PANELS},
                 # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
                 "choices": {
-                    "filters": filter_options(conn, email=only_email),
-                    "group": attribute_values(conn, view.group_key, email=only_email),
+                    "filters": filter_options(conn, people=view.people, email=only_email),
+                    "group": attribute_values(conn, view.group_key, people=view.people, email=only_email),
                 },
             }
 
@@ -297,9 +316,7 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
             return JSONResponse({"error": "no such panel"}, status_code=404)
         if request.query_params.get("format") == "csv":
             try:
-                text = await store.read(
-                    lambda: to_csv(panel.data(view_from(request, store, config.dashboard_group_by)))
-                )
+                text = await store.read(lambda: to_csv(panel.data(view_of(request))))
             except (QueryError, ValueError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             return Response(
@@ -311,7 +328,7 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
             request,
             lambda: {
                 **panel_meta(panel),
-                "data": panel.data(view_from(request, store, config.dashboard_group_by)),
+                "data": panel.data(view_of(request)),
             },
         )
 
@@ -319,9 +336,15 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
         # At most FILTER_CHOICES of each list, the most common first; ?q= finds the others.
         key, q = request.query_params.get("key"), request.query_params.get("q")
         email = reader_of(request).only_email
+
+        def people() -> People:
+            return People(store.reader(), book.current())
+
         if key:
-            return await query(request, lambda: attribute_values(store.reader(), key, q, email=email))
-        return await query(request, lambda: filter_options(store.reader(), q, email=email))
+            return await query(
+                request, lambda: attribute_values(store.reader(), key, q, people=people(), email=email)
+            )
+        return await query(request, lambda: filter_options(store.reader(), q, people=people(), email=email))
 
     async def api_session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -330,12 +353,16 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
         def work() -> dict[str, Any]:
             conn = store.reader()
             only = reader.scoped(Filters(attrs=(("session.id", session_id),)))
-            totals = summary(conn, only, store.family_cache)
+            aliases = book.current()
+            totals = summary(conn, only, store.family_cache, aliases=aliases)
             sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
+            session = sessions[0] if sessions else None
+            if session is not None:  # who, by name (people.py); user_id stays the id
+                session["user_name"] = People(conn, aliases).name(session["user_id"])
             return {
                 "session_id": session_id,
                 "summary": totals,
-                "session": sessions[0] if sessions else None,
+                "session": session,
                 "timeline": session_timeline(conn, session_id, email=reader.only_email),
             }
 
@@ -400,7 +427,12 @@ def create_app(store: Store, config: Config, gate: Gate | None = None) -> Starle
         from ..prometheus import CONTENT_TYPE_LATEST, exposition
 
         body = await store.read(
-            lambda: exposition(store.reader(), config.metrics_labels, config.metrics_session_labels)
+            lambda: exposition(
+                store.reader(),
+                config.metrics_labels,
+                config.metrics_session_labels,
+                people=People(store.reader(), book.current()),
+            )
         )
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -123,17 +123,19 @@
     shownChoices = json;
     const options = choices.filters, group = choices.group;
     const user = $("user"), model = $("model"), groupKey = $("group-key");
-    user.replaceChildren(option("", "All users"), ...options.users.map((u) => clientOption(u.id, u.email || u.id)));
+    user.replaceChildren(option("", "All users"), ...options.users.map((u) => clientOption(u.id, u.name || u.email || u.id)));
     model.replaceChildren(option("", "All models"), ...options.models.map((m) => clientOption(m)));
     const keys = new Set([config.defaults.group_by, ...options.keys]);
     groupKey.replaceChildren(...[...keys].map((k) => clientOption(k)));
-    searchable(user, options.users_truncated, async (q) => (await search({ q })).users.map((u) => [u.id, u.email || u.id]));
+    searchable(user, options.users_truncated, async (q) => (await search({ q })).users.map((u) => [u.id, u.name || u.email || u.id]));
     searchable(model, options.models_truncated, async (q) => (await search({ q })).models.map((m) => [m, m]));
     searchable(groupKey, options.keys_truncated, async (q) => (await search({ q })).keys.map((k) => [k, k]));
     if (group.key === state.groupKey) {
-      $("group-value").replaceChildren(option("", "All"), ...group.values.map((v) => clientOption(v)));
+      // user.id's values come with their names (the filter still takes the id)
+      const named = (answer) => (v) => [v, (answer.names && Object.hasOwn(answer.names, v) && answer.names[v]) || v];
+      $("group-value").replaceChildren(option("", "All"), ...group.values.map(named(group)).map(([v, n]) => clientOption(v, n)));
       searchable($("group-value"), group.truncated,
-        async (q) => (await search({ key: state.groupKey, q })).values.map((v) => [v, v]));
+        async (q) => { const found = await search({ key: state.groupKey, q }); return found.values.map(named(found)); });
     }
     syncControls();
   }

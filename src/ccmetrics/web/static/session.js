@@ -46,7 +46,7 @@
     }
     const s = data.summary, info = data.session;
     $("facts").replaceChildren(
-      card("User", info ? info.user_email || info.user_id : null, "client", info && info.user_id),
+      card("User", info ? info.user_name || info.user_email || info.user_id : null, "client", info && info.user_id),
       card("Started", info ? info.start_ns : null, "time"),
       card("Duration", info ? info.duration_s : null, "seconds"),
       card("Cost", s.cost_usd, "usd"),
