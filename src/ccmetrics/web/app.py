@@ -39,6 +39,7 @@ from ..store.schema import DAY_NS
 from ..store.selection import Selection
 from ..store.summary import summary
 from ..store.timeline import session_timeline, stored_events
+from .admin import Admin
 from .auth import WebAccess, WebGate, WebGateMiddleware, reader_of
 from .signin import SignIn
 from .status_api import routes as status_routes
@@ -449,7 +450,7 @@ def create_app(
         web_gate = WebGate(gate, WebAccess.from_config(config))
         sign_in = SignIn(web_gate)
         middleware.append(Middleware(WebGateMiddleware, web_gate=web_gate))
-        extra_routes = sign_in.routes(page)
+        extra_routes = [*sign_in.routes(page), *Admin(sign_in).routes(page)]
     app = Starlette(
         routes=[
             *extra_routes,

@@ -234,7 +234,7 @@ class WebGate:
 
     def _unauthenticated(self, request: Request) -> Response:
         path = request.url.path
-        if request.method in ("GET", "HEAD") and (path == "/" or path.startswith("/session/")):
+        if request.method in ("GET", "HEAD") and (path in ("/", "/admin") or path.startswith("/session/")):
             target = path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(
                 "/signin?" + urllib.parse.urlencode({"next": target}),

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -31,6 +31,7 @@ from .auth import WebGate, local_path, reader_of, same_origin
 MAX_BODY_BYTES = 16 * 1024
 MAX_NAME_CHARS = 256
 MAX_PENDING = 8  # sign-ins waiting for their password to be verified; more are answered 503
+T = TypeVar("T")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -65,6 +66,12 @@ class SignIn:
 
     async def _in_thread(self, work: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+
+    async def write(self, change: Callable[[AccessStore], T]) -> T:
+        """Run ``change`` on the sign-in thread, with its connection to the access file (the admin page's
+        changes: a running server's keyring sees them as it sees the CLI's)."""
+        answer: T = await self._in_thread(lambda: change(self._writer))
+        return answer
 
     def _verify(self, name: str, password: str) -> SignedIn | None:
         """On the sign-in thread: the person, with a new session stored, when the password is theirs."""
@@ -174,7 +181,7 @@ class SignIn:
 
 async def _credentials(request: Request) -> Credentials:
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    body = await _body(request)
+    body = await read_body(request)
     fields: dict[str, Any]
     if media == "application/json":
         try:
@@ -201,7 +208,8 @@ async def _credentials(request: Request) -> Credentials:
     )
 
 
-async def _body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
+    """A small request body: more than MAX_BODY_BYTES is refused before it is all read."""
     body = b""
     async for chunk in request.stream():
         body += chunk

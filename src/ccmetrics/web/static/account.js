@@ -1,4 +1,5 @@
-// Who is signed in, and a sign-out button, in the page's top bar: only when the server checks readers.
+// In the page's top bar: a link to the admin page for admins; who is signed in and a sign-out button, when the
+// server checks readers.
 "use strict";
 
 (() => {
@@ -6,8 +7,11 @@
     const response = await fetch("/api/me", { headers: { Accept: "application/json" } });
     if (!response.ok) return;
     const me = await response.json();
-    if (!me.auth) return;
     const bar = document.querySelector(".topbar");
+    if (me.role === "admin" && location.pathname !== "/admin") {
+      bar.append(ccm.el("a", { href: "/admin", id: "admin-link", class: "who" }, "Admin"));
+    }
+    if (!me.auth) return;
     const who = ccm.el("span", { id: "who", class: "who", title: me.email || me.name },
       ccm.client(me.name), ` · ${me.role}`);
     bar.append(who);
