@@ -34,7 +34,8 @@ What it does
    are dyadic fractions so float sums are exact in any order). Exit status 1 on loss.
 
 ``--create-token`` makes an ingest token in the server it starts and sends it with every export
-(``--token`` sends a given one): the cost of authentication, measured against runs without.
+(``--token`` sends a given one): the cost of authentication, measured against runs without. The
+zero-loss check then reads the summary with a viewer token (``--read-token`` with ``--url``).
 
 Only loopback targets are allowed; the run is bounded by ``--seconds`` and ``--max-exports``.
 """
@@ -950,10 +951,11 @@ def generator_main(
 # =====================================================================================================
 
 
-def http_get_json(url: str, timeout: float) -> Any:
+def http_get_json(url: str, timeout: float, token: str | None = None) -> Any:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only, checked in main()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only, checked in main()
         return json.loads(response.read())
 
 
@@ -1081,8 +1083,8 @@ def _window_range(text: str) -> tuple[int, int]:
     return low, high
 
 
-def create_token(data_dir: Path) -> str:
-    """An ingest token of the server about to start in ``data_dir``, made as an operator would."""
+def create_token(data_dir: Path, name: str = "bench", role: str = "ingest") -> str:
+    """A token of the server about to start in ``data_dir``, made as an operator would."""
     made = subprocess.run(
         [
             sys.executable,
@@ -1090,9 +1092,9 @@ def create_token(data_dir: Path) -> str:
             "ccmetrics",
             "token",
             "create",
-            "bench",
+            name,
             "--role",
-            "ingest",
+            role,
             "--data-dir",
             str(data_dir),
         ],
@@ -1172,6 +1174,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="send Authorization: Bearer TOKEN with every export (with --url: a token of that server)",
     )
     p.add_argument(
+        "--read-token",
+        help="with --url: a viewer (or admin) token of that server, for the zero-loss check's reads",
+    )
+    p.add_argument(
         "--create-token",
         action="store_true",
         help="create an ingest token in the server this starts and send it with every export: the cost of "
@@ -1218,8 +1224,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.conftest import ServerProcess  # the same real-server harness the tests use
 
-        if args.create_token:
+        if args.create_token:  # once a token exists, the zero-loss check reads with a viewer's
             args.token = create_token(data_dir)
+            args.read_token = create_token(data_dir, "bench-reader", "viewer")
         server = ServerProcess(data_dir, list(args.serve_arg)).start(timeout=30)
         url, api, pid = server.otlp_http, server.url, server.process.pid
 
@@ -1278,7 +1285,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.windows_per_session[0]}-{args.windows_per_session[1]} windows/session, staggered"
         )
 
-        before = http_get_json(f"{api}/api/summary", 30) if api else None
+        before = http_get_json(f"{api}/api/summary", 30, args.read_token) if api else None
         if data_dir is not None and (data_dir / "ccmetrics.db").exists():
             with sqlite3.connect(f"file:{data_dir / 'ccmetrics.db'}?mode=ro", uri=True) as conn:
                 rows_before = [
@@ -1457,7 +1464,7 @@ def main(argv: list[str] | None = None) -> int:
         # --- zero-loss check ---------------------------------------------------------------------------
         loss_ok: bool | None = None
         if api:
-            after = http_get_json(f"{api}/api/summary", 60)
+            after = http_get_json(f"{api}/api/summary", 60, args.read_token)
             got_after, got_before = summary_numbers(after), summary_numbers(before or {})
             mismatches = []
             for name, value in got_after.items():
