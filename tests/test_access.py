@@ -213,6 +213,7 @@ def test_refusal_names_what_fixes_it() -> None:
     why = refusal("0.0.0.0", "/data", has_credentials=False, insecure_no_auth=False)
     assert why is not None
     assert "ccmetrics token create NAME --role ingest" in why and "--insecure-no-auth" in why
+    assert "ccmetrics user add NAME --role admin" in why
     assert refusal("0.0.0.0", "/data", has_credentials=True, insecure_no_auth=False) is None
     assert refusal("0.0.0.0", "/data", has_credentials=False, insecure_no_auth=True) is None
     assert refusal("127.0.0.1", "/data", has_credentials=False, insecure_no_auth=False) is None

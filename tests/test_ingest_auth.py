@@ -301,6 +301,7 @@ def test_serve_on_a_reachable_address_without_tokens_refuses_to_start(tmp_path: 
     assert refused.returncode == 1
     assert "refusing to listen on 0.0.0.0 without authentication" in refused.stderr
     assert "ccmetrics token create NAME --role ingest" in refused.stderr
+    assert "ccmetrics user add NAME --role admin" in refused.stderr
     assert "--insecure-no-auth" in refused.stderr
 
 
@@ -322,3 +323,29 @@ def test_serve_on_a_reachable_address_starts_with_a_token_or_when_told_to(
     assert ccmetrics("token", "revoke", "ci", "--data-dir", str(data_dir)).returncode == 0
     time.sleep(1.5)
     assert post_cost(guarded, 1.0) == 401
+
+
+def test_serve_on_a_reachable_address_starts_with_only_a_person_and_then_everything_is_closed(
+    start_server, tmp_path: Path
+) -> None:
+    """A person who may sign in is enough to start: the dashboard then needs them, and with no token at all,
+    nobody may send."""
+    data_dir = tmp_path / "people-only"
+    added = subprocess.run(
+        [sys.executable, "-m", "ccmetrics", "user", "add", "ada", "--role", "admin", "--password-stdin"]
+        + ["--data-dir", str(data_dir)],
+        input="correct horse battery\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    server = start_server(data_dir, "--host", "0.0.0.0")
+    assert post_cost(server, 1.0) == 401
+    assert httpx.get(server.url + "/api/summary", timeout=10).status_code == 401
+    assert httpx.get(server.url + "/api/health", timeout=10).status_code == 200
+    signed_in = httpx.post(
+        server.url + "/api/signin", json={"name": "ada", "password": "correct horse battery"}, timeout=10
+    )
+    assert signed_in.status_code == 200
+    assert httpx.get(server.url + "/api/summary", cookies=signed_in.cookies, timeout=10).status_code == 200

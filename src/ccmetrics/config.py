@@ -98,8 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "insecure_no_auth",
         False,
-        "Listen on an address other machines can reach with no token to check senders by: anyone who can "
-        "connect may send data, under any name.",
+        "Listen on an address other machines can reach with no token and no person to check by: anyone "
+        "who can connect may send data under any name, and read everyone's.",
         bool,
     ),
     Setting(

@@ -27,10 +27,12 @@ def refusal(host: str, data_dir: str, *, has_credentials: bool, insecure_no_auth
         return None
     return (
         f"refusing to listen on {host} without authentication: anyone who can reach this machine could "
-        "send data under any name. Create a token that may send data first:\n"
+        "send data under any name and read everyone's. First create a token that may send data, and a "
+        "person who may sign in:\n"
         f"  ccmetrics token create NAME --role ingest --user EMAIL --data-dir {data_dir}\n"
-        "and give it to Claude Code with `ccmetrics setup --token TOKEN`. Or listen on 127.0.0.1 only, or, "
-        "on a network you trust, start with --insecure-no-auth."
+        f"  ccmetrics user add NAME --role admin --data-dir {data_dir}\n"
+        "and give the token to Claude Code with `ccmetrics setup --token TOKEN`. Or listen on 127.0.0.1 "
+        "only, or, on a network you trust, start with --insecure-no-auth."
     )
 
 
