@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -38,7 +39,9 @@ def need(binary: str) -> str:
 class Prometheus:
     """``prometheus`` on a free loopback port with its own storage, scraping one target every second."""
 
-    def __init__(self, tmp: Path, target: str, metrics_path: str = "/metrics") -> None:
+    def __init__(
+        self, tmp: Path, target: str, metrics_path: str = "/metrics", credentials_file: Path | None = None
+    ) -> None:
         self.port = free_port()
         tmp.mkdir(parents=True, exist_ok=True)
         config = tmp / "prometheus.yml"
@@ -47,6 +50,7 @@ class Prometheus:
             "scrape_configs:\n"
             f"  - job_name: ccmetrics\n    metrics_path: {metrics_path}\n"
             f"    static_configs: [{{targets: ['{target}']}}]\n"
+            + (f"    authorization: {{credentials_file: '{credentials_file}'}}\n" if credentials_file else "")
         )
         self.log = (tmp / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
@@ -217,3 +221,40 @@ def test_variables_filter_like_the_builtin_filters(scraped):
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + 1))
+
+
+def test_prometheus_scrapes_a_protected_server_with_a_viewer_token(start_server, tmp_path):
+    """Prometheus's ``authorization`` scrape setting with a viewer token reads /metrics of a server that
+    checks readers; with an ingest token it is refused (``up`` 0)."""
+    need("prometheus")
+    server = start_server()
+
+    def token(name: str, role: str) -> str:
+        made = subprocess.run(
+            [sys.executable, "-m", "ccmetrics", "token", "create", name, "--role", role]
+            + ["--data-dir", str(server.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
+
+    viewer, ingest = token("prometheus", "viewer"), token("laptop", "ingest")
+    time.sleep(1.5)  # a running server sees new tokens within a second
+    for export in fixture_exports(CAPTURES[0]):
+        headers = {**export.headers, "authorization": f"Bearer {ingest}"}
+        sent = httpx.post(server.otlp_http + export.path, content=export.body, headers=headers, timeout=10)
+        assert sent.status_code == 200, sent.text
+    for secret, up in ((viewer, "1"), (ingest, "0")):
+        credentials = tmp_path / f"token-{up}"
+        credentials.write_text(secret + "\n")
+        prom = Prometheus(
+            tmp_path / f"prometheus-{up}", f"127.0.0.1:{server.port}", credentials_file=credentials
+        )
+        try:
+            prom.wait(lambda: prom.query("up", time.time())[0]["value"][1] == up, f"up {up}")  # noqa: B023
+            if up == "1":
+                prom.wait(lambda: prom.query("claude_code_session_count_total", time.time()), "scraped")  # noqa: B023
+        finally:
+            prom.stop()
