@@ -810,3 +810,19 @@ def health(
     else:
         health_mod.render(checks)
     raise SystemExit(0 if health_mod.all_ok(checks) else 1)
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@settings_options("data_dir")
+@click.option("--workers", type=int, help="Processes reading files [default: one per core].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was imported as JSON.")
+def import_transcripts(
+    paths: tuple[Path, ...], data_dir: str | None, workers: int | None, as_json: bool
+) -> None:
+    """Import Claude Code's transcripts (default: ~/.claude/projects, ~/.config/claude/projects and
+    CLAUDE_CONFIG_DIR's). Only what is new since the last import is read."""
+    from .transcripts.cli import run_import
+
+    config = Config.from_options(data_dir=data_dir)
+    run_import(config.db_path, list(paths) or None, workers, as_json)

@@ -1,0 +1,132 @@
+"""Where usage comes from: telemetry, a transcript, or both; each session counted from one of them only.
+
+A session's usage can reach the store twice: as telemetry while it runs, and from its transcript when that is
+imported (or pushed by another machine). Telemetry wins: it is what the CLI measured, and it carries what a
+transcript lacks (user, team, lines, decisions). So, in the transaction that stores them:
+- the points a transcript gives for a session that has sent telemetry are not stored, only what the transcript
+  adds (project, branch, times);
+- telemetry arriving for a session counted from its transcript takes its place: the transcript's points are
+  deleted and taken back out of the rollups.
+``transcript_sessions`` says which sessions a transcript told about and whether their usage counts from it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from ..records import Point, TranscriptProgress
+from .identities import text
+from .rollups import Rollups
+
+SOURCE = "ccmetrics.source"  # the attribute that marks what an import made of a transcript
+TRANSCRIPT = "transcript"
+_MARKED = f'%"{SOURCE}":"{TRANSCRIPT}"%'  # how the marker reads in a series' attrs JSON
+
+
+def from_transcript(point: Point) -> bool:
+    return point.attrs.get(SOURCE) == TRANSCRIPT
+
+
+def reconcile(conn: sqlite3.Connection, points: list[Point], rollups: Rollups) -> list[Point]:
+    """The points to store: those of transcripts whose session sent no telemetry, and every other. Sessions
+    told about by a transcript are noted; transcript points already stored for a session that now sends
+    telemetry are taken out."""
+    transcript: dict[str, list[Point]] = {}
+    telemetry: set[str] = set()
+    for point in points:
+        session = text(point.attrs.get("session.id"))
+        if session is None:
+            continue
+        if from_transcript(point):
+            transcript.setdefault(session, []).append(point)
+        else:
+            telemetry.add(session)
+    if not transcript and not telemetry:
+        return points
+    for session in telemetry:
+        row = conn.execute(
+            "SELECT counted FROM transcript_sessions WHERE session_id = ?", (session,)
+        ).fetchone()
+        if row is not None and row[0]:
+            _take_back(conn, session, rollups)
+    dropped: set[str] = set()
+    for session, found in transcript.items():
+        counted = session not in telemetry and not _has_telemetry(conn, session)
+        _note_session(conn, session, found, counted)
+        if not counted:
+            dropped.add(session)
+    if not dropped:
+        return points
+    return [p for p in points if not (from_transcript(p) and text(p.attrs.get("session.id")) in dropped)]
+
+
+def _has_telemetry(conn: sqlite3.Connection, session: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM series WHERE session_id = ? AND attrs NOT LIKE ? LIMIT 1", (session, _MARKED)
+    ).fetchone()
+    return row is not None
+
+
+def _note_session(conn: sqlite3.Connection, session: str, points: Iterable[Point], counted: bool) -> None:
+    first = last = None
+    attrs: dict[str, Any] = {}
+    for point in points:
+        first = point.time_ns if first is None else min(first, point.time_ns)
+        last = point.time_ns if last is None else max(last, point.time_ns)
+        if "cwd" in point.attrs or "git.branch" in point.attrs or not attrs:
+            attrs = point.attrs  # where the session ran: on its session.count point
+    conn.execute(
+        "INSERT INTO transcript_sessions (session_id, project, cwd, git_branch, first_ns, last_ns, counted) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+        "project = coalesce(excluded.project, project), cwd = coalesce(excluded.cwd, cwd), "
+        "git_branch = coalesce(excluded.git_branch, git_branch), "
+        "first_ns = min(first_ns, excluded.first_ns), "
+        "last_ns = max(last_ns, excluded.last_ns), counted = min(counted, excluded.counted)",
+        (
+            session,
+            text(attrs.get("project")),
+            text(attrs.get("cwd")),
+            text(attrs.get("git.branch")),
+            first,
+            last,
+            int(counted),
+        ),
+    )
+
+
+def _take_back(conn: sqlite3.Connection, session: str, rollups: Rollups) -> None:
+    """Delete the session's transcript points and subtract them from the rollups."""
+    series = conn.execute(
+        "SELECT id, family_id FROM series WHERE session_id = ? AND attrs LIKE ?", (session, _MARKED)
+    ).fetchall()
+    for series_id, family_id in series:
+        rows = conn.execute(
+            "SELECT p.time_ns, p.start_ns, p.value FROM session_times t JOIN points p "
+            "ON p.time_ns = t.time_ns AND p.series_id = ? WHERE t.session_id = ?",
+            (series_id, session),
+        ).fetchall()
+        for time_ns, start_ns, value in rows:
+            conn.execute(
+                "DELETE FROM points WHERE time_ns = ? AND series_id = ? AND start_ns = ?",
+                (time_ns, series_id, start_ns),
+            )
+            rollups.point(family_id, session, time_ns, -value)
+    conn.execute("UPDATE transcript_sessions SET counted = 0 WHERE session_id = ?", (session,))
+
+
+def store_progress(conn: sqlite3.Connection, progress: TranscriptProgress) -> None:
+    """How far the import read, in the transaction that stores what it read."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO transcript_files (path, size, mtime_ns, offset) VALUES (?, ?, ?, ?)",
+        progress.files,
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO transcript_messages (key, output) VALUES (?, ?)", progress.messages
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO transcript_runs (id, time_ns, price_table, files, messages) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (progress.run, progress.time_ns, progress.price_table, len(progress.files), len(progress.messages)),
+    )
