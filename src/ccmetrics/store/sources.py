@@ -16,13 +16,21 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from ..metrics import COST, SESSIONS, TOKENS
 from ..records import Point, TranscriptProgress
 from .identities import text
 from .rollups import Rollups
+from .selection import Selection
 
 SOURCE = "ccmetrics.source"  # the attribute that marks what an import made of a transcript
 TRANSCRIPT = "transcript"
 _MARKED = f'%"{SOURCE}":"{TRANSCRIPT}"%'  # how the marker reads in a series' attrs JSON
+TOKEN_KINDS = {
+    "input": "input",
+    "output": "output",
+    "cacheRead": "cache_read",
+    "cacheCreation": "cache_creation",
+}
 
 
 def from_transcript(point: Point) -> bool:
@@ -130,3 +138,38 @@ def store_progress(conn: sqlite3.Connection, progress: TranscriptProgress) -> No
         "VALUES (?, ?, ?, ?, ?)",
         (progress.run, progress.time_ns, progress.price_table, len(progress.files), len(progress.messages)),
     )
+
+
+def by_source(sel: Selection, conn: sqlite3.Connection) -> dict[str, Any]:
+    """Where the summary's numbers come from: sessions, cost and tokens counted from telemetry and from
+    transcripts (a session is counted from one of them only), and the sessions told about by both, whose
+    telemetry is counted and whose transcript gave their project and branch."""
+    out: dict[str, Any] = {}
+    for name in ("telemetry", TRANSCRIPT):
+        out[name] = {"sessions": 0.0, "cost_usd": 0.0, "tokens": {k: 0.0 for k in TOKEN_KINDS.values()}}
+    for (source,), value in sel.metric_totals(SESSIONS, (SOURCE,)).items():
+        out[_name(source)]["sessions"] += value
+    for (source,), value in sel.metric_totals(COST, (SOURCE,)).items():
+        out[_name(source)]["cost_usd"] += value
+    for (source, kind), value in sel.metric_totals(TOKENS, (SOURCE, "type")).items():
+        if kind in TOKEN_KINDS:
+            out[_name(source)]["tokens"][TOKEN_KINDS[kind]] += value
+    for part in out.values():
+        part["sessions"] = int(part["sessions"])
+        part["cost_usd"] = round(part["cost_usd"], 9)
+        part["tokens"] = {k: int(v) for k, v in part["tokens"].items()}
+    since = sel.filters.since_ns if sel.filters.since_ns is not None else 0
+    until = sel.filters.until_ns if sel.filters.until_ns is not None else 2**63 - 1
+    try:
+        (both,) = conn.execute(
+            "SELECT count(*) FROM transcript_sessions WHERE counted = 0 AND last_ns >= ? AND first_ns < ?",
+            (since, until),
+        ).fetchone()
+    except sqlite3.OperationalError:  # a database from before transcripts
+        both = 0
+    out["both"] = {"sessions": int(both)}
+    return out
+
+
+def _name(source: Any) -> str:
+    return TRANSCRIPT if source == TRANSCRIPT else "telemetry"
