@@ -826,3 +826,39 @@ def import_transcripts(
 
     config = Config.from_options(data_dir=data_dir)
     run_import(config.db_path, list(paths) or None, workers, as_json)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--server", required=True, metavar="URL", help="The team server's OTLP/HTTP address (port 4318)."
+)
+@click.option("--token", envvar="CCMETRICS_PUSH_TOKEN", help="An ingest token of the team server.")
+@settings_options("data_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print what was imported and sent as JSON.")
+def push(
+    paths: tuple[Path, ...], server: str, token: str | None, data_dir: str | None, as_json: bool
+) -> None:
+    """Send this machine's transcript usage (numbers only, never prompt or response text) to a team server.
+    Imports what is new first; sends only what changed since the last push, and sending again changes
+    nothing there."""
+    from .transcripts.push import push as push_usage
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        result = push_usage(config.db_path, server, token, list(paths) or None)
+    except (OSError, RuntimeError, httpx_errors()) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(
+            f"imported {result.imported.messages:,} new messages; sent {result.sent:,} totals "
+            f"in {result.requests} requests to {server}"
+        )
+
+
+def httpx_errors() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError

@@ -131,9 +131,10 @@ class Committer:
         The rollups are added to only once the batch is stored: a batch rolled back adds nothing."""
         result = WriteResult()
         batch_rollups = Rollups()
-        points = reconcile(self._conn, batch.points, batch_rollups)  # telemetry or transcript: see sources.py
+        unseen: set[str] = set()  # sessions the store has no series of: their series are not looked for
+        points = reconcile(self._conn, batch.points, batch_rollups, unseen)  # telemetry or transcript
         self._store_points(
-            points, batch, result, batch_rollups, lambda: allowance.take("series", batch.source)
+            points, batch, result, batch_rollups, lambda: allowance.take("series", batch.source), unseen
         )
         self._store_events(batch, result, batch_rollups, lambda: allowance.take("events", batch.source))
         if batch.spans:
@@ -161,12 +162,19 @@ class Committer:
         return result
 
     def _store_points(
-        self, points: list[Point], batch: Batch, result: WriteResult, rollups: Rollups, may_create: Any
+        self,
+        points: list[Point],
+        batch: Batch,
+        result: WriteResult,
+        rollups: Rollups,
+        may_create: Any,
+        unseen: set[str] | None = None,
     ) -> None:
         plain: list[tuple[Point, SeriesIds]] = []
         refused = 0  # points of new series over the source's limit
         for point in points:
-            ids = self._identities.series(point, may_create)
+            new = unseen is not None and text(point.attrs.get("session.id")) in unseen
+            ids = self._identities.series(point, may_create, new)
             if ids is None:
                 refused += 1
             elif point.cumulative:

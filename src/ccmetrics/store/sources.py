@@ -37,10 +37,13 @@ def from_transcript(point: Point) -> bool:
     return point.attrs.get(SOURCE) == TRANSCRIPT
 
 
-def reconcile(conn: sqlite3.Connection, points: list[Point], rollups: Rollups) -> list[Point]:
+def reconcile(
+    conn: sqlite3.Connection, points: list[Point], rollups: Rollups, unseen: set[str] | None = None
+) -> list[Point]:
     """The points to store: those of transcripts whose session sent no telemetry, and every other. Sessions
     told about by a transcript are noted; transcript points already stored for a session that now sends
-    telemetry are taken out."""
+    telemetry are taken out. Transcript sessions of which the store has no series at all are added to
+    ``unseen``."""
     transcript: dict[str, list[Point]] = {}
     telemetry: set[str] = set()
     for point in points:
@@ -61,13 +64,23 @@ def reconcile(conn: sqlite3.Connection, points: list[Point], rollups: Rollups) -
             _take_back(conn, session, rollups)
     dropped: set[str] = set()
     for session, found in transcript.items():
-        counted = session not in telemetry and not _has_telemetry(conn, session)
+        if unseen is not None and session not in telemetry and not _has_series(conn, session):
+            unseen.add(session)
+            counted = True
+        else:
+            counted = session not in telemetry and not _has_telemetry(conn, session)
         _note_session(conn, session, found, counted)
         if not counted:
             dropped.add(session)
     if not dropped:
         return points
     return [p for p in points if not (from_transcript(p) and text(p.attrs.get("session.id")) in dropped)]
+
+
+def _has_series(conn: sqlite3.Connection, session: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM series WHERE session_id = ? LIMIT 1", (session,)).fetchone() is not None
+    )
 
 
 def _has_telemetry(conn: sqlite3.Connection, session: str) -> bool:

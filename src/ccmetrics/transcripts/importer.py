@@ -255,7 +255,7 @@ class _Counting:
             time.time_ns(),
             prices.table_version(),
             files,
-            [(k, v) for k, v in self.seen.items() if known.get(k) != v],
+            sorted((k, v) for k, v in self.seen.items() if known.get(k) != v),  # in key order: fast to insert
         )
         self.result.price_table = progress.price_table
         return Batch("transcripts", points=self._points(groups), transcript=progress)
@@ -345,12 +345,11 @@ class _Counting:
             # Where a session ran is said once, on its session.count point (see sources.py): on every point,
             # each project and branch would make families of their own, for a breakdown by session anyway.
             attrs = {"session.id": session, "model": model, SOURCE: TRANSCRIPT}
-            if cwd:
-                attrs["project"] = project_of(cwd)
             start, end = sums[7], sums[8] + tag
             if session not in sessions or start < sessions[session][0]:
-                place = {k: v for k, v in attrs.items() if k != "model"}
+                place = {"session.id": session, SOURCE: TRANSCRIPT}
                 if cwd:
+                    place["project"] = project_of(cwd)
                     place["cwd"] = cwd
                 if branch:
                     place["git.branch"] = branch
