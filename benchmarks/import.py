@@ -93,7 +93,9 @@ def rss_of(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", type=Path, help="A corpus made before (its folder holds projects/).")
     parser.add_argument("--ccusage", help="ccusage's executable [default: npx -y ccusage@20].")
     parser.add_argument("--rounds", type=int, default=2)

@@ -3,9 +3,9 @@
 Only numbers leave the machine: tokens, cost and a session count, with the session id, model, project,
 working folder and branch. Never a prompt or a response: the import never reads them (see scan.py).
 
-The transcripts are imported into the local store first (incremental, see importer.py); what is sent is, for
-each of its transcript series and hour, the running total of that hour, as a cumulative sum whose stream starts
-at the hour. The server turns a running total into the increment since the stream's last point, and stores a
+The transcripts are imported into the local store first (incremental, see importer.py); what is sent is,
+for each of its transcript series and hour, the running total of that hour, as a cumulative sum whose stream
+starts at the hour. The server turns a running total into the increment since the stream's last point, and stores a
 point it has already stored once: so sending the same total twice changes nothing, and a larger one adds only
 the difference. Each total is dated by the last point in its hour plus the number of points there, which
 grows with every import that adds to the hour. A small file beside the database remembers what each server
@@ -91,7 +91,8 @@ def push(
     state = sqlite3.connect(state_path)
     try:
         state.execute(
-            "CREATE TABLE IF NOT EXISTS sent (server TEXT, key TEXT, time_ns INTEGER, PRIMARY KEY (server, key))"
+            "CREATE TABLE IF NOT EXISTS sent "
+            "(server TEXT, key TEXT, time_ns INTEGER, PRIMARY KEY (server, key))"
         )
         sent = {k: t for k, t in state.execute("SELECT key, time_ns FROM sent WHERE server = ?", (server,))}
         todo = [t for t in totals(db_path) if sent.get(t[2]) != t[5]]
