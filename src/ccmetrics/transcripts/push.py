@@ -5,11 +5,11 @@ working folder and branch. Never a prompt or a response: the import never reads 
 
 The transcripts are imported into the local store first (incremental, see importer.py); what is sent is,
 for each of its transcript series and hour, the running total of that hour, as a cumulative sum whose stream
-starts at the hour. The server turns a running total into the increment since the stream's last point, and stores a
-point it has already stored once: so sending the same total twice changes nothing, and a larger one adds only
-the difference. Each total is dated by the last point in its hour plus the number of points there, which
-grows with every import that adds to the hour. A small file beside the database remembers what each server
-was sent, so a push sends only the totals that changed.
+starts at the hour. The server turns a running total into the increment since the stream's last point, and
+ignores a point it has already stored: so sending the same total twice changes nothing, and a larger one adds
+only the difference. Each total is dated by the last point in its hour plus the number of points there, which
+grows with every import that adds to the hour. A small file beside the database (push.db) remembers what each
+server was sent, so a push sends only the totals that changed.
 """
 
 from __future__ import annotations
