@@ -89,3 +89,56 @@ def test_two_machines_push_to_one_server(start_server, tmp_path: Path) -> None:
         state.unlink()
         assert push(homes[name], server.otlp_http, tokens[name])["sent"] == first[name]["sent"]
     assert summary() == team
+
+
+def ccmetrics(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCMETRICS_", "XDG_", "CLAUDE_"))}
+    env["HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "ccmetrics", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_setup_push_installs_a_session_end_hook_that_pushes(start_server, tmp_path: Path) -> None:
+    data_dir = tmp_path / "server"
+    data_dir.mkdir()
+    access = AccessStore(data_dir / "access.db")
+    token = access.create("alice", Role.INGEST, user="alice@example.com")
+    viewer = access.create("viewer", Role.VIEWER)
+    access.close()
+    server = start_server(data_dir)
+    home = home_with(tmp_path, "alice")
+    settings = home / ".claude" / "settings.json"
+    theirs = {"type": "command", "command": "echo bye"}
+    settings.write_text(
+        json.dumps({"model": "opus", "hooks": {"SessionEnd": [{"hooks": [theirs]}]}}, indent=2)
+    )
+
+    done = ccmetrics(home, "setup", "--push", server.otlp_http, "--token", token, "--yes")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(settings.read_text())
+    assert document["model"] == "opus"
+    entries = document["hooks"]["SessionEnd"]
+    assert entries[0] == {"hooks": [theirs]}
+    (ours,) = entries[1]["hooks"]
+    assert ours["type"] == "command" and "-m ccmetrics push --server" in ours["command"]
+    again = ccmetrics(home, "setup", "--push", server.otlp_http, "--token", token, "--yes")
+    assert "nothing to change" in again.stdout and json.loads(settings.read_text()) == document
+
+    # the hook's command, run as Claude Code runs it when a session ends
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCMETRICS_", "XDG_", "CLAUDE_"))}
+    run = subprocess.run(
+        ["sh", "-c", ours["command"]], env={**env, "HOME": str(home)}, timeout=120, check=False
+    )
+    assert run.returncode == 0
+    response = httpx.get(
+        f"{server.url}/api/summary", headers={"Authorization": f"Bearer {viewer}"}, timeout=10
+    )
+    assert response.json()["tokens"] == TELEMETRY  # alice's session: the tokens the fake API served in it
+
+    undone = ccmetrics(home, "setup", "--push", server.otlp_http, "--undo", "--yes")
+    assert undone.returncode == 0, undone.stderr
+    assert json.loads(settings.read_text()) == {
+        "model": "opus",
+        "hooks": {"SessionEnd": [{"hooks": [theirs]}]},
+    }

@@ -502,6 +502,13 @@ def _user_name_note(named: dict[str, str | None] | None, refused: bool) -> str:
     "--logs-interval", type=int, default=5_000, show_default=True, help="Events export interval, ms."
 )
 @click.option("--project-dir", type=click.Path(file_okay=False), help="With --scope project [default: here].")
+@click.option(
+    "--push",
+    "push_server",
+    metavar="URL",
+    help="Instead: add a SessionEnd hook that runs `ccmetrics push --server URL` (with --token) as each "
+    "session ends, to ~/.claude/settings.json (or --file); with --undo, take it out.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
 @click.option("--dry-run", is_flag=True, help="Show what would change and stop.")
 @click.option("--undo", is_flag=True, help="Take out exactly what setup added (restoring replaced values).")
@@ -521,6 +528,7 @@ def setup(
     metric_interval: int,
     logs_interval: int,
     project_dir: str | None,
+    push_server: str | None,
     yes: bool,
     dry_run: bool,
     undo: bool,
@@ -531,6 +539,10 @@ def setup(
     from pathlib import Path
 
     from . import setup as setup_mod
+
+    if push_server is not None:
+        _setup_push_hook(push_server, token, Path(path) if path else None, yes, dry_run, undo)
+        return
 
     if no_user_name and user_name is not None:
         raise click.UsageError("--user-name and --no-user-name exclude each other")
@@ -862,3 +874,25 @@ def httpx_errors() -> type[Exception]:
     import httpx
 
     return httpx.HTTPError
+
+
+def _setup_push_hook(
+    server: str, token: str | None, path: Path | None, yes: bool, dry_run: bool, undo: bool
+) -> None:
+    from .transcripts import hook
+
+    settings = path or Path.home() / ".claude" / "settings.json"
+    try:
+        before, after, diff = hook.plan(settings, None if undo else hook.command(server, token))
+    except ValueError as exc:
+        raise click.ClickException(f"{settings}: {exc}") from None
+    if not diff:
+        click.echo(f"{settings}: nothing to change")
+        return
+    click.echo(diff)
+    if dry_run:
+        return
+    if not yes and not click.confirm(f"write {settings}?", default=True):
+        raise SystemExit(1)
+    backup = hook.write(settings, before, after)
+    click.echo(f"wrote {settings}" + (f" (the previous one is in {backup})" if backup else ""))
