@@ -5,6 +5,7 @@ tests/fixtures: every line is one of theirs with its ids, times, usage, sizes an
 
 DIR gets ``projects/<project>/<session>.jsonl`` (and ``<session>/subagents/agent-*.jsonl`` for some): the
 layout of ``~/.claude``, so ``CLAUDE_CONFIG_DIR=DIR`` points ccusage at it. What it holds, on purpose:
+- sessions on one model, a quarter of them switching to another halfway;
 - some messages written as two records (a partial streaming record, then the final one with more output);
 - resumed sessions whose file starts with a copy of an earlier session's messages (counted once);
 - subagent files (``isSidechain``), synthetic and API-error records (not counted), a model no price table has,
@@ -57,6 +58,7 @@ class Corpus:
         self.messages = messages
         self.bytes_per_message = int(gigabytes * 1e9 / messages)
         self.counter = 0
+        self.model = MODELS[0]
         self.written: list[list[str]] = []  # earlier sessions' assistant lines, for resumed sessions
         self.padding = "".join(self.rng.choice("abcdefghij klmnopqrstuvwxyz\n{}();=") for _ in range(1 << 16))
 
@@ -91,7 +93,12 @@ class Corpus:
         out.append(json.dumps(prompt, separators=(",", ":")))
         for r in self.t["others"]:
             out.append(json.dumps(dict(r, sessionId=session_id), separators=(",", ":")))
+        # A session runs on one model; a quarter of them switch to another halfway (/model)
+        first, second = rng.choice(MODELS), rng.choice(MODELS) if rng.random() < 0.25 else None
+        self.model = first
         for k in range(n - sub):
+            if second and k == (n - sub) // 2:
+                self.model = second
             clock += rng.randrange(2_000, 40_000)
             lines = self._message(common, clock, sidechain=False, last=k == n - sub - 1)
             out += lines
@@ -112,7 +119,7 @@ class Corpus:
     def _message(self, common: dict[str, Any], clock: int, sidechain: bool, last: bool) -> list[str]:
         rng = self.rng
         self.counter += 1
-        model = UNKNOWN_MODEL if self.counter % 997 == 0 else rng.choice(MODELS)
+        model = UNKNOWN_MODEL if self.counter % 997 == 0 else self.model
         long_context = model.startswith("claude-sonnet") and self.counter % 211 == 0
         cache_read = rng.randrange(150_000, 400_000) if long_context else rng.randrange(0, 90_000)
         write = rng.randrange(0, 6_000)

@@ -272,3 +272,16 @@ def test_default_paths(tmp_path: Path) -> None:
         tmp_path / "a" / "projects",
         tmp_path / "b" / "projects",
     ]
+
+
+def test_many_requests_below_the_long_context_threshold_are_priced_below_it(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    # 30 requests of 100,000 input tokens each: 3 million together, each one short of the threshold
+    lines = [
+        assistant(f"m{i}", request=f"r{i}", input=1_000, cache_read=99_000, write_5m=0) for i in range(30)
+    ]
+    write(projects / "p" / "s-1.jsonl", *lines)
+    result = import_transcripts(tmp_path / "db", [projects])
+    rates = importer.prices.rates("claude-sonnet-4-5-20250929")
+    assert rates is not None and rates.threshold == 200_000
+    assert result.cost_usd == pytest.approx(30 * rates.cost(1_000, 10, 99_000, 0, 0))

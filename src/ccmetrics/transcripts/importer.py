@@ -328,11 +328,7 @@ class _Counting:
                     self.result.unpriced[model] = self.result.unpriced.get(model, 0) + sums[6]
                     cost = None
                 else:
-                    cost = (
-                        rates.cost(*sums[:5])
-                        if not long or rates.long is None
-                        else rates.long.cost(*sums[:5])
-                    )
+                    cost = rates.cost_of(long, *sums[:5])  # each message's own side of the threshold
             if cost is not None:
                 costs[key] = (costs.get(key) or 0.0) + cost
             else:

@@ -35,10 +35,15 @@ class Rates:
     long: Rates | None = None
 
     def cost(self, input: int, output: int, cache_read: int, write_5m: int, write_1h: int) -> float:
-        rates = self
-        if self.long is not None and self.threshold is not None:
-            if input + cache_read + write_5m + write_1h > self.threshold:
-                rates = self.long
+        """One request's cost: at the long-context rates when its input passes the threshold."""
+        long = self.threshold is not None and input + cache_read + write_5m + write_1h > self.threshold
+        return self.cost_of(long, input, output, cache_read, write_5m, write_1h)
+
+    def cost_of(
+        self, long: bool, input: int, output: int, cache_read: int, write_5m: int, write_1h: int
+    ) -> float:
+        """What requests cost, all on one side of the threshold (``long``): their tokens added up."""
+        rates = self.long if long and self.long is not None else self
         return (
             input * rates.input
             + output * rates.output
