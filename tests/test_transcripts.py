@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +289,35 @@ def test_many_requests_below_the_long_context_threshold_are_priced_below_it(tmp_
     rates = importer.prices.rates("claude-sonnet-4-5-20250929")
     assert rates is not None and rates.threshold == 200_000
     assert result.cost_usd == pytest.approx(30 * rates.cost(1_000, 10, 99_000, 0, 0))
+
+
+def test_import_watch_follows_new_lines(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    path = write(projects / "p" / "s-1.jsonl", assistant("m1", output=1))
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETRICS_")}
+    command = [
+        sys.executable,
+        "-m",
+        "ccmetrics",
+        "import",
+        "--watch",
+        "--json",
+        "--data-dir",
+        str(data),
+        str(projects),
+    ]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        watchdog = threading.Timer(60, process.kill)  # a line that never comes fails the test, not hangs it
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            assert json.loads(process.stdout.readline())["messages"] == 1
+            append(path, assistant("m2", request="r2", output=2) + "\n")
+            assert json.loads(process.stdout.readline())["messages"] == 1  # read as it was written
+            write(projects / "q" / "s-2.jsonl", assistant("m3", session="s-2", request="r3", output=3))
+            assert json.loads(process.stdout.readline())["sessions"] == 1  # a new file too
+        finally:
+            watchdog.cancel()
+            process.terminate()
+    assert stored(data / "ccmetrics.db")["tokens"]["output"] == 6

@@ -828,16 +828,22 @@ def health(
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @settings_options("data_dir")
 @click.option("--workers", type=int, help="Processes reading files [default: one per core].")
+@click.option(
+    "--watch", is_flag=True, help="Then follow the transcripts: import new lines as they are written."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was imported as JSON.")
 def import_transcripts(
-    paths: tuple[Path, ...], data_dir: str | None, workers: int | None, as_json: bool
+    paths: tuple[Path, ...], data_dir: str | None, workers: int | None, watch: bool, as_json: bool
 ) -> None:
     """Import Claude Code's transcripts (default: ~/.claude/projects, ~/.config/claude/projects and
     CLAUDE_CONFIG_DIR's). Only what is new since the last import is read."""
-    from .transcripts.cli import run_import
+    from .transcripts.cli import run_import, run_watch
 
     config = Config.from_options(data_dir=data_dir)
-    run_import(config.db_path, list(paths) or None, workers, as_json)
+    if watch:
+        run_watch(config.db_path, list(paths) or None, as_json)
+    else:
+        run_import(config.db_path, list(paths) or None, workers, as_json)
 
 
 @main.command()

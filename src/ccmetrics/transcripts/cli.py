@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .importer import ImportResult, Progress, import_transcripts
+from .importer import ImportResult, Progress, import_transcripts, watch
 
 SHOW_PROGRESS_BYTES = 256 << 20  # a bar for imports that read more than this
 
@@ -66,3 +66,17 @@ def print_result(result: ImportResult) -> None:
         click.echo(f"no price for {model}: {messages:,} messages not in the cost", err=True)
     if result.skipped:
         click.echo(f"not counted: {result.skipped:,} synthetic or error messages")
+
+
+def run_watch(db_path: Path, paths: list[Path] | None, as_json: bool) -> None:
+    def show(result: ImportResult) -> None:
+        if as_json:
+            click.echo(json.dumps(result.to_json()))
+        else:
+            print_result(result)
+        sys.stdout.flush()  # as it happens, to a pipe too
+
+    try:
+        watch(db_path, paths, show)
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None

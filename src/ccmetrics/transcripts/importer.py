@@ -434,3 +434,38 @@ def _write(db_path: Path, batch: Batch) -> None:
             raise RuntimeError("; ".join(result.problems))
 
     asyncio.run(write())
+
+
+def watch(
+    db_path: Path,
+    paths: list[Path] | None = None,
+    on_import: Callable[[ImportResult], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Import, then import again each time a transcript under ``paths`` changes, until ``stop`` is set."""
+    import watchfiles
+
+    roots = [p for p in (default_paths() if paths is None else paths) if p.exists()]
+    result = import_transcripts(db_path, paths, workers=1 if stop is not None else None)
+    if on_import:
+        on_import(result)
+    if not roots:
+        raise FileNotFoundError("no transcripts to watch: none of " + ", ".join(map(str, paths or [])))
+
+    def jsonl(_: object, path: str) -> bool:
+        return path.endswith(".jsonl")
+
+    # Every 2 s without a change too: a change made before the watch began, or one a file system does not
+    # report, is found by the next look (which, with nothing new, only compares sizes and mtimes).
+    for _ in watchfiles.watch(
+        *roots,
+        watch_filter=jsonl,
+        debounce=200,
+        rust_timeout=2000,
+        yield_on_timeout=True,
+        stop_event=stop,
+        raise_interrupt=False,
+    ):
+        result = import_transcripts(db_path, paths, workers=1)  # a few lines: no worker processes
+        if on_import and result.files_read:
+            on_import(result)
