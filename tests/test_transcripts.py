@@ -321,3 +321,27 @@ def test_import_watch_follows_new_lines(tmp_path: Path) -> None:
             watchdog.cancel()
             process.terminate()
     assert stored(data / "ccmetrics.db")["tokens"]["output"] == 6
+
+
+def test_files_not_written_to_lately_are_mapped_and_count_the_same(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    shutil.copytree(TRANSCRIPTS, projects)
+    torn = assistant("m2", request="r2", output=20)
+    path = write(projects / "p" / "s-1.jsonl", assistant("m1", output=1), torn[:40], end="")
+    whole = write(
+        projects / "p" / "s-2.jsonl", assistant("m3", session="s-2", request="r3", output=3), end=""
+    )
+    a_day_ago = path.stat().st_mtime - 86_400
+    for file in projects.rglob("*.jsonl"):
+        os.utime(file, (a_day_ago, a_day_ago))
+    db = tmp_path / "db"
+    result = import_transcripts(db, [projects])
+    assert result.tokens["output"] == SERVED["output"] + 1 + 3  # the torn line waits; the whole one counts
+    assert result.messages == 12 and result.bad_lines == 0
+    append(path, torn[40:] + "\n")
+    append(whole, "\n")
+    again = import_transcripts(db, [projects])
+    assert (again.messages, again.tokens["output"]) == (1, 20)
+    # from the start of each file's last line, the one that was not whole
+    m3 = assistant("m3", session="s-2", request="r3", output=3)
+    assert again.bytes_read == len(torn) + 1 + len(m3) + 1

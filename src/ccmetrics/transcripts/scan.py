@@ -129,32 +129,34 @@ def scan_file(path: str, offset: int = 0, default_session: str = "") -> FileScan
     if st.st_size < offset:  # replaced or truncated: read it again from the start
         offset = scan.offset = 0
     found: dict[int, Message] = {}
-    size = CHUNK
+    # One buffer, read into again and again: a new one for every chunk would have the kernel find and zero
+    # fresh pages for each, which costs as much as the reading itself.
+    data = bytearray(min(CHUNK, max(st.st_size - offset, 0) + 1))
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)
         while True:
-            data = f.read(size)
-            if not data:
+            length = f.readinto(data)
+            if not length:
                 break
-            end = data.rfind(b"\n") + 1
+            end = data.rfind(b"\n", 0, length) + 1
             if not end:
-                if len(data) < size:  # the end of the file, without a newline yet
-                    _lines_with_usage(data + b"\n", len(data) + 1, scan, found, default_session, final=True)
+                if length < len(data):  # the end of the file, without a newline yet
+                    last = bytes(data[:length]) + b"\n"
+                    _lines_with_usage(last, len(last), scan, found, default_session, final=True)
                     break
-                size *= 2  # a line longer than the chunk: read more of it at once
+                data = bytearray(len(data) * 2)  # a line longer than the buffer: read more of it at once
                 f.seek(scan.offset)
                 continue
             _lines_with_usage(data, end, scan, found, default_session)
             scan.offset += end
-            size = CHUNK
-            if end < len(data):
+            if end < length:
                 f.seek(scan.offset)  # the partial line at the end: read again, whole, with the next chunk
     scan.messages = list(found.values())
     return scan
 
 
 def _lines_with_usage(
-    data: bytes,
+    data: bytes | bytearray,
     end: int,
     scan: FileScan,
     found: dict[int, Message],
