@@ -51,6 +51,16 @@ def check_counted_once(in_process) -> None:  # noqa: ANN001
     assert sources["telemetry"] == {"sessions": 1, "cost_usd": 0.044672, "tokens": TELEMETRY}
     assert sources["transcript"] == {"sessions": 1, "cost_usd": 0.052602, "tokens": TRANSCRIPT}
     assert sources["both"] == {"sessions": 1}
+    # where they ran, as the transcripts tell: for the session counted from telemetry too
+    hello = {
+        "project": "/home/dev/src/hello",
+        "name": "src/hello",
+        "sessions": 2,
+        "cost_usd": round(CLI_COST, 9),
+        "tokens": SERVED,
+    }
+    assert summary["by_project"] == [hello]
+    assert summary["by_branch"] == [{**hello, "git_branch": "master"}]
     conn = sqlite3.connect(in_process.store.path)
     rows = conn.execute(
         "SELECT session_id, cwd, git_branch, counted FROM transcript_sessions ORDER BY 1"

@@ -186,3 +186,56 @@ def by_source(sel: Selection, conn: sqlite3.Connection) -> dict[str, Any]:
 
 def _name(source: Any) -> str:
     return TRANSCRIPT if source == TRANSCRIPT else "telemetry"
+
+
+def by_place(conn: sqlite3.Connection, since_ns: int | None, until_ns: int | None) -> dict[str, list[Any]]:
+    """Cost, tokens and sessions per project (the git repository a session ran in, else its folder) and per
+    project and branch, for the sessions a transcript told about, whichever source counts them: a session
+    that sent telemetry is counted from it, and its transcript says where it ran. Within the time range only.
+    """
+    since = 0 if since_ns is None else since_ns
+    until = 2**63 - 1 if until_ns is None else until_ns
+    try:
+        rows = conn.execute(
+            "SELECT ts.project, ts.git_branch, ts.session_id, s.metric, s.type, SUM(p.value) "
+            "FROM transcript_sessions ts "
+            "JOIN series s ON s.session_id = ts.session_id AND s.metric IN (?, ?) "
+            "JOIN session_times t ON t.session_id = ts.session_id AND t.time_ns >= ? AND t.time_ns < ? "
+            "JOIN points p ON p.time_ns = t.time_ns AND p.series_id = s.id "
+            "WHERE ts.last_ns >= ? AND ts.first_ns < ? GROUP BY 1, 2, 3, 4, 5",
+            (COST.name, TOKENS.name, since, until, since, until),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a database from before transcripts
+        return {"by_project": [], "by_branch": []}
+    places: dict[tuple[str, ...], dict[str, Any]] = {}
+    for project, branch, session, metric, kind, value in rows:
+        keys: tuple[tuple[str, ...], ...] = ((project or "",), (project or "", branch or ""))
+        for key in keys:
+            place = places.setdefault(
+                key, {"sessions": set(), "cost_usd": 0.0, "tokens": {k: 0 for k in TOKEN_KINDS.values()}}
+            )
+            place["sessions"].add(session)
+            if metric == COST.name:
+                place["cost_usd"] += value
+            elif kind in TOKEN_KINDS:
+                place["tokens"][TOKEN_KINDS[kind]] += int(value)
+    out: dict[str, list[Any]] = {"by_project": [], "by_branch": []}
+    for key, place in sorted(places.items(), key=lambda item: (-item[1]["cost_usd"], item[0])):
+        entry = {
+            "project": key[0] or None,
+            "name": short_name(key[0]),
+            "sessions": len(place["sessions"]),
+            "cost_usd": round(place["cost_usd"], 9),
+            "tokens": place["tokens"],
+        }
+        if len(key) == 1:
+            out["by_project"].append(entry)
+        else:
+            out["by_branch"].append({**entry, "git_branch": key[1] or None})
+    return out
+
+
+def short_name(project: str) -> str:
+    """A project as the page shows it: its folder's name, with the one above it (``src/hello``)."""
+    parts = [part for part in project.replace("\\", "/").split("/") if part]
+    return "/".join(parts[-2:]) if parts else "unknown"
