@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from ccmetrics.store import open_reader
+from ccmetrics.store.filters import Filters
+from ccmetrics.store.summary import summary
 from ccmetrics.transcripts import importer
 from ccmetrics.transcripts.importer import default_paths, import_transcripts
 
@@ -182,6 +185,31 @@ def test_each_message_once_with_its_final_usage(tmp_path: Path) -> None:
     priced = [(100, 40), (100, 7), (100, 2), (100, 9)]
     expected = sum(rates.cost(i, o, 1000, 50, 0) for i, o in priced)
     assert stored(db)["cost"] == round(expected, 6)
+    # the summary and report name the model without a price, and the table the others were priced by
+    conn = open_reader(db)
+    sources = summary(conn, Filters())["sources"]["transcript"]
+    conn.close()
+    assert sources["unpriced_models"] == {"claude-unknown-9": 100 + 3 + 1000 + 50}
+    assert sources["price_table"] == result.price_table
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccmetrics",
+            "report",
+            "summary",
+            "--data-dir",
+            str(tmp_path),
+            "--since",
+            "2026-01-01",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    assert "No price for claude-unknown-9: 1,153 tokens not in the cost." in report
+    assert f"priced by {result.price_table}" in report
 
 
 def test_claude_codes_own_cost_is_kept_and_cache_writes_priced_by_their_tier(tmp_path: Path) -> None:

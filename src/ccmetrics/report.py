@@ -112,6 +112,15 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
             )
         where.add_row("both (counted from telemetry)", _number(sources["both"]["sessions"]), "", "")
         console.print(where)
+        transcript = sources["transcript"]
+        if transcript.get("price_table"):
+            console.print(
+                Text(f"Transcript costs Claude Code did not write are priced by {transcript['price_table']}.")
+            )
+        for model, count in transcript.get("unpriced_models", {}).items():
+            console.print(
+                Text(f"No price for {model}: {_number(count)} tokens not in the cost.", style="bold red")
+            )
     for key, title in (("by_project", "By project"), ("by_branch", "By project and branch")):
         if result.get(key):
             places = Table(title=title, title_justify="left")

@@ -181,6 +181,18 @@ def by_source(sel: Selection, conn: sqlite3.Connection) -> dict[str, Any]:
     except sqlite3.OperationalError:  # a database from before transcripts
         both = 0
     out["both"] = {"sessions": int(both)}
+    # Models a transcript used that no price was found for: their tokens are counted, their cost is not
+    priced = {model for (source, model) in sel.metric_totals(COST, (SOURCE, "model")) if source == TRANSCRIPT}
+    unpriced: dict[str, float] = {}
+    for (source, model), value in sel.metric_totals(TOKENS, (SOURCE, "model")).items():
+        if source == TRANSCRIPT and model not in priced:
+            unpriced[str(model)] = unpriced.get(str(model), 0) + value
+    out[TRANSCRIPT]["unpriced_models"] = {model: int(tokens) for model, tokens in sorted(unpriced.items())}
+    try:
+        row = conn.execute("SELECT price_table FROM transcript_runs ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    out[TRANSCRIPT]["price_table"] = row[0] if row else None
     return out
 
 
