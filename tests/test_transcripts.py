@@ -201,7 +201,9 @@ def test_each_message_once_with_its_final_usage(tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path),
             "--since",
-            "2026-01-01",
+            "2000-01-01",  # every time, whatever the day the test runs on
+            "--until",
+            "2100-01-01",
         ],
         capture_output=True,
         text=True,
