@@ -292,9 +292,18 @@ def test_workers_count_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     shutil.copytree(TRANSCRIPTS, projects)
     write(projects / "p" / "s-9.jsonl", assistant("m1", session="s-9"))
     write(projects / "p" / "s-8.jsonl", assistant("m1", session="s-9"))  # the same message in another file
+    write(  # the session's subagent, read by another worker, written in another transaction
+        projects / "p" / "s-9" / "subagents" / "agent-1.jsonl",
+        assistant("m2", session="s-9", request="r2", isSidechain=True),
+    )
     result = import_transcripts(tmp_path / "db", [projects], workers=2)
-    assert result.messages == 11
-    assert result.tokens["input"] == SERVED["input"] + 100
+    assert result.messages == 12 and result.sessions == 3
+    assert result.tokens["input"] == SERVED["input"] + 200
+    assert stored(tmp_path / "db") == {
+        "tokens": result.tokens,
+        "cost": round(result.cost_usd, 6),
+        "sessions": 3,  # s-9 once, though two transactions told of it
+    }
 
 
 def test_default_paths(tmp_path: Path) -> None:

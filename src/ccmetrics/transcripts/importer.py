@@ -11,6 +11,7 @@ prices what Claude Code did not, and writes points through the store's one write
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import multiprocessing
@@ -19,21 +20,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..records import Batch, Point, TranscriptProgress
 from ..store.schema import SCHEMA_VERSION
 from ..store.sources import SOURCE, TRANSCRIPT
+from ..store.writer import WriteResult
 from . import prices
 from .scan import FileSummary as FileSummary
+
+if TYPE_CHECKING:
+    from ..store import Store
 from .scan import GroupKey, Message, Sums, add_up, scan_file, summarize
 
 SCOPE = "ccmetrics.transcripts"
 TYPES = ("input", "output", "cacheRead", "cacheCreation")
 PARALLEL_BYTES = 32 << 20  # below this, reading in worker processes costs more than it saves
 RUN_TAG = 1_000_000  # an import's number goes in the sub-millisecond digits of its points' times
+BATCHES = 8  # a large import is written in about this many transactions, each as its files are read
 
 Progress = Callable[[int, int], None]  # bytes read so far, bytes to read
 
@@ -165,42 +172,53 @@ def import_transcripts(
         if not plan:
             result.seconds = time.perf_counter() - started
             return result
-        summaries = _read(plan, workers, progress)
-        batch = _Counting(db_path, state.any_message, state.run + 1, result).batch(summaries)
-        if batch.points or (batch.transcript and batch.transcript.files):
-            _write(db_path, batch)
+        counting = _Counting(db_path, state.any_message, state.run + 1, result)
+        # Files are counted and written in groups as the workers finish them: the writer stores one group
+        # while the workers read the next, and an import cut short keeps the groups it wrote.
+        per_batch = max(sum(n for _, _, n in plan) // BATCHES, 1)
+        with _Writing(db_path) as writing:
+            group: list[FileSummary] = []
+            size = 0
+            for summary in _read(plan, workers, progress):
+                group.append(summary)
+                size += summary.size - summary.start
+                if size >= per_batch:
+                    writing.write(counting.batch(group))
+                    group, size = [], 0
+            if group:
+                writing.write(counting.batch(group))
     result.seconds = time.perf_counter() - started
     return result
 
 
 def _read(
     plan: list[tuple[str, int, int]], workers: int | None, progress: Progress | None
-) -> list[FileSummary]:
+) -> Iterator[FileSummary]:
+    """Each file's summary, as soon as it is read."""
     total = sum(n for _, _, n in plan)
     workers = workers if workers is not None else (os.cpu_count() or 1)
     done = 0
-    summaries: list[FileSummary] = []
     if workers <= 1 or total < PARALLEL_BYTES or len(plan) < 2:
         prices.preload()
         for path, offset, size in plan:
-            summaries.append(summarize(path, offset, _session_of(path)))
+            yield summarize(path, offset, _session_of(path))
             done += size
             if progress:
                 progress(done, total)
-        return summaries
+        return
     # Largest first, so the workers finish together. The price table loads meanwhile, once the workers are
     # started: forked, as this process runs no other thread yet (they would not want its copy).
     plan = sorted(plan, key=lambda p: -p[2])
     with _pool(workers) as pool:
-        futures = [pool.submit(summarize, path, offset, _session_of(path)) for path, offset, _ in plan]
+        futures = {
+            pool.submit(summarize, path, offset, _session_of(path)): size for path, offset, size in plan
+        }
         prices.preload()
-        for (_, _, size), future in zip(plan, futures, strict=True):
-            summaries.append(future.result())
-            done += size
+        for future in as_completed(futures):
+            yield future.result()
+            done += futures[future]
             if progress:
                 progress(done, total)
-    summaries.sort(key=lambda s: s.path)  # the same order whatever the workers' timing
-    return summaries
 
 
 def _pool(workers: int) -> Executor:
@@ -226,10 +244,15 @@ class _Counting:
         self.run = run
         self.result = result
         self.seen: dict[int, int] = {}  # key: largest output counted, in this import
+        self.changed: dict[int, int] = {}  # the same, for the messages of the batch being made
+        self.sessions_counted: set[str] = set()  # sessions this import gave a session.count
+        self.sessions_seen: set[str] = set()  # sessions with messages in this import
 
     def batch(self, summaries: list[FileSummary]) -> Batch:
+        """The points and progress of these files: one transaction, with a number of its own."""
         groups: dict[GroupKey, Sums] = {}
         known = self._known(summaries)
+        self.changed = {}
         files: list[tuple[str, int, int, int]] = []
         for summary in summaries:
             self.result.files_read += 1
@@ -238,11 +261,13 @@ class _Counting:
             self.result.bad_lines += summary.bad_lines
             files.append((summary.path, summary.size, summary.mtime_ns, summary.offset))
             keys = summary.keys
-            if known or not self.seen.keys().isdisjoint(keys):
+            if not (known.keys().isdisjoint(keys) and self.seen.keys().isdisjoint(keys)):
                 found = self._recount(summary, known)
             else:
                 found = summary.groups
-                self.seen.update(zip(keys, summary.outputs, strict=True))
+                counted = dict(zip(keys, summary.outputs, strict=True))
+                self.seen.update(counted)
+                self.changed.update(counted)
                 self.result.messages += len(keys)
             for key, sums in found.items():
                 mine = groups.get(key)
@@ -255,10 +280,12 @@ class _Counting:
             time.time_ns(),
             prices.table_version(),
             files,
-            sorted((k, v) for k, v in self.seen.items() if known.get(k) != v),  # in key order: fast to insert
+            sorted(self.changed.items()),  # in key order: fast to insert
         )
         self.result.price_table = progress.price_table
-        return Batch("transcripts", points=self._points(groups), transcript=progress)
+        batch = Batch("transcripts", points=self._points(groups), transcript=progress)
+        self.run += 1
+        return batch
 
     def _known(self, summaries: list[FileSummary]) -> dict[int, int]:
         """The output counted for each of these messages by imports before, for those counted before."""
@@ -290,10 +317,10 @@ class _Counting:
             if counted is None:
                 fresh.append(m)
                 self.result.messages += 1
-                self.seen[m.key] = m.output
+                self.seen[m.key] = self.changed[m.key] = m.output
             elif m.output > counted:  # a later record of a message counted before: only the output it adds
                 self.result.updated += 1
-                self.seen[m.key] = m.output
+                self.seen[m.key] = self.changed[m.key] = m.output
                 extra = _cost(m.model, m.input, m.output, m.cache_read, m.cache_write_5m, m.cache_write_1h)
                 before = _cost(m.model, m.input, counted, m.cache_read, m.cache_write_5m, m.cache_write_1h)
                 cost = None if extra is None or before is None else extra - before
@@ -363,10 +390,15 @@ class _Counting:
             if cost is not None:
                 self.result.cost_usd += cost
                 points.append(_point("claude_code.cost.usage", "USD", attrs, start, end, cost))
-        for session in self._new_sessions(set(sessions)):  # counted once, at its first message found
+        # Counted once, at its first message found: not if an import before told of it, nor a batch before
+        # of this one (which may not be committed yet)
+        new = self._new_sessions(set(sessions) - self.sessions_counted)
+        self.sessions_counted |= new
+        for session in new:
             at, place = sessions[session]
             points.append(_point("claude_code.session.count", "", place, at, at + tag, 1))
-        self.result.sessions = len(sessions)
+        self.sessions_seen |= sessions.keys()
+        self.result.sessions = len(self.sessions_seen)
         return points
 
     def _new_sessions(self, sessions: set[str]) -> set[str]:
@@ -421,19 +453,45 @@ def project_of(cwd: str) -> str:
     return found
 
 
-def _write(db_path: Path, batch: Batch) -> None:
-    from ..store import Store
+class _Writing:
+    """Batches handed to the store's writer as they are made, written while the next is read: the store and
+    an event loop on a thread of their own, opened with the first batch."""
 
-    async def write() -> None:
-        store = Store(db_path)
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.store: Store | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.pending: list[concurrent.futures.Future[WriteResult]] = []
+
+    def write(self, batch: Batch) -> None:
+        if not batch.points and not (batch.transcript and batch.transcript.files):
+            return
+        if self.loop is None:
+            from ..store import Store
+
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, name="ccmetrics-import", daemon=True)
+            self.thread.start()
+            self.store = Store(self.db_path)
+        assert self.store is not None
+        self.pending.append(asyncio.run_coroutine_threadsafe(self.store.write(batch), self.loop))
+
+    def __enter__(self) -> _Writing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            result = await store.write(batch)
+            problems = [p for future in self.pending for p in future.result().problems]
         finally:
-            store.close()
-        if result.problems:
-            raise RuntimeError("; ".join(result.problems))
-
-    asyncio.run(write())
+            if self.store is not None:
+                self.store.close()
+            if self.loop is not None and self.thread is not None:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join()
+                self.loop.close()
+        if problems:
+            raise RuntimeError("; ".join(problems))
 
 
 def watch(
