@@ -139,6 +139,8 @@ def test_sign_in_goes_where_asked_and_sign_out_ends_the_session(team: Team, page
     page.goto(server.url + DASHBOARD)
     page.wait_for_url(f"{server.url}/signin?next={quote(DASHBOARD, safe='')}")
     assert page.locator("#signin").is_visible() and page.locator("#signin-error").is_hidden()
+    assert page.locator("#who").count() == 0 and page.locator("#admin-link").count() == 0
+    shot(page, "signin")
 
     # A wrong password: the page says so and stays.
     page.fill("#name", "vera")
@@ -181,14 +183,6 @@ def test_sign_in_goes_where_asked_and_sign_out_ends_the_session(team: Team, page
     assert page.locator("#session-id").inner_text() == bob.session
     events = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.event)")
     assert events == ["api_request"]
-    assert page.errors == []
-
-
-def test_the_sign_in_page(team: Team, page: Any) -> None:
-    page.goto(team.server.url + "/")
-    page.wait_for_selector("#signin")
-    assert page.locator("#who").count() == 0 and page.locator("#admin-link").count() == 0
-    shot(page, "signin")
     assert page.errors == []
 
 
@@ -451,7 +445,9 @@ def test_a_trusted_proxy_names_the_person_an_untrusted_one_is_ignored(
     assert httpx.get(server.url + "/metrics", headers=viv, timeout=10).status_code == 200
 
     # An email the proxy knows and this server does not: their own data only.
-    stranger = {PROXY_HEADER: ALICE.upper()}
+    stranger = {PROXY_HEADER: ALICE}
+    me = httpx.get(server.url + "/api/me", headers=stranger, timeout=10).json()
+    assert (me["name"], me["role"], me["via"], me["sees"]) == (ALICE, "member", "proxy", "own")
     assert summary(server, **stranger).json()["cost_usd"] == alice.cost
     assert summary(server, f"user.email={BOB}", **stranger).json()["cost_usd"] == 0
     assert httpx.get(server.url + "/metrics", headers=stranger, timeout=10).status_code == 403
