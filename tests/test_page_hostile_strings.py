@@ -14,11 +14,9 @@ from urllib.parse import quote
 
 import pytest
 
-from . import test_browser
+from .browser import shot
 from .otlp_builders import SECOND, log_request, sum_request
-from .test_browser import post, shot
-
-browser, page = test_browser.browser, test_browser.page  # the same Chromium fixtures
+from .test_browser import post
 
 RLO = "\u202e"
 FSI, PDI = "\u2068", "\u2069"

@@ -11,12 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from . import test_browser
+from .browser import wait_stat
 from .conftest import CAPTURES, fixture_exports, send
 from .otlp_builders import SECOND, sum_request
-from .test_browser import post, wait_stat
-
-browser, page = test_browser.browser, test_browser.page  # the same Chromium fixtures
+from .test_browser import post
 
 
 def new_session(server, session_id: str) -> None:
