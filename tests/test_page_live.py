@@ -43,7 +43,10 @@ def test_each_live_update_is_one_request_and_no_update_none(server, page) -> Non
     wait_stat(page, "sessions", "1")
     page.wait_for_selector("#live.on")
     page.wait_for_timeout(500)
-    assert [path.split("?")[0] for path in requests] == ["/api/config", "/api/dashboard", "/api/live"]
+    # /api/me: who is reading, for the top bar (asked beside the rest, in any order).
+    dashboard = [path.split("?")[0] for path in requests if not path.startswith("/api/me")]
+    assert dashboard == ["/api/config", "/api/dashboard", "/api/live"]
+    assert [path for path in requests if path.startswith("/api/me")] == ["/api/me"]
 
     # Nothing committed: nothing asked.
     requests.clear()
