@@ -227,7 +227,12 @@ def test_a_flood_of_users_is_shown_as_the_top_rows_and_others(start_server):
     assert len(values["values"]) == FILTER_CHOICES and values["truncated"]
     assert "flood-user-11999" not in values["values"]
     found = get(server, "/api/filters", key="user.id", q="USER-11999")
-    assert found == {"key": "user.id", "values": ["flood-user-11999"], "truncated": False}
+    assert found == {
+        "key": "user.id",
+        "values": ["flood-user-11999"],
+        "truncated": False,
+        "names": {"flood-user-11999": "flood-user\u2026"},  # no email, name or alias: its first characters
+    }
     found = get(server, "/api/filters", q="flood-user-1199")
     assert sorted(u["id"] for u in found["users"]) == [f"flood-user-1199{i}" for i in range(10)]
     assert "flood.k11998" in get(server, "/api/filters", q="flood.k1199")["keys"]
