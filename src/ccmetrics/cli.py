@@ -83,6 +83,13 @@ def serve(**options: Any) -> None:
         WebAccess.from_config(config)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if config.alerts is not None:
+        from .alerts.rules import RulesError, load
+
+        try:
+            load(config.alerts)
+        except RulesError as exc:
+            raise click.UsageError(f"--alerts:\n{exc}") from None
     try:
         certificate = tls.load(config.tls_cert, config.tls_key)
     except tls.TlsError as exc:
@@ -810,3 +817,61 @@ def health(
     else:
         health_mod.render(checks)
     raise SystemExit(0 if health_mod.all_ok(checks) else 1)
+
+
+@main.group()
+def alerts() -> None:
+    """Budgets and alerts: a rules file that `serve --alerts FILE` evaluates and
+    `stack init --alerts FILE` renders for Prometheus and Alertmanager."""
+
+
+@alerts.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def alerts_check(file: str) -> None:
+    """Check a rules file: every mistake is named with its line. Exit 0: it can be used."""
+    from pathlib import Path
+
+    from .alerts.notify import check_url
+    from .alerts.rules import RulesError, load
+
+    try:
+        rules = load(Path(file))
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(1) from None
+    bad = [(name, why) for name, url in rules.targets.items() if (why := check_url(url))]
+    for name, why in bad:
+        click.echo(f"{file}: targets.{name}: {why}", err=True)
+    if bad:
+        raise SystemExit(1)
+    click.echo(
+        f"{file}: {len(rules.rules)} rules, {len(rules.targets)} targets, "
+        f"evaluated every {rules.evaluation_interval_s:g}s: OK"
+    )
+
+
+@alerts.command("test")
+@click.argument("file", type=click.Path(dir_okay=False))
+def alerts_test(file: str) -> None:
+    """Send a test notification to each target of a rules file. Exit 0: every one was delivered."""
+    from pathlib import Path
+
+    from .alerts.notify import send
+    from .alerts.rules import RulesError, load
+
+    try:
+        rules = load(Path(file))
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not rules.targets:
+        raise click.ClickException(f"{file} has no [targets]")
+    failed = 0
+    for name, url in rules.targets.items():
+        outcome = send(url, "ccmetrics test notification", f"A test of target {name!r} from {file}.", "test")
+        if outcome.ok:
+            click.echo(f"{name}: delivered")
+        else:
+            failed += 1
+            click.echo(f"{name}: FAILED: {outcome.error}")
+    raise SystemExit(1 if failed else 0)
