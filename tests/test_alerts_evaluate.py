@@ -187,7 +187,7 @@ def test_budget_projection_is_the_spend_so_far_at_the_rate_so_far(in_process):
     from ccmetrics.alerts.engine import budget_rows
 
     with in_process.store.snapshot() as conn:
-        [row] = budget_rows(ruleset, conn, now, ())
+        [row] = budget_rows(ruleset, Reading(conn, now), ())
     assert row["spend_usd"] == pytest.approx(51.0)
     assert row["projected_usd"] == pytest.approx(expected)
     assert row["percent"] == pytest.approx(51.0)

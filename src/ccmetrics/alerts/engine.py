@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..store import Store, StoreUpgrading
+from . import budgets
 from .evaluate import Observations, Reading, budget_statuses, measure
 from .notify import Deliverer
 from .rules import Kind, Rules
@@ -30,6 +31,7 @@ class AlertEngine:
         self.path = path
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="ccmetrics-alerts")
         self.state: AlertState = self._thread.submit(AlertState, path).result()
+        budgets.use(rules)
         self.deliverer = Deliverer(path, rules.targets, rules.backoff_s, rules.attempts)
         self.last_round_ns: int | None = None
         self.last_round_ms: float | None = None
@@ -88,9 +90,10 @@ class AlertEngine:
     def budgets(
         self, attrs: tuple[tuple[str, str], ...] = (), now_ns: int | None = None
     ) -> list[dict[str, Any]]:
-        """Every budget's spend and projection now, for the budget panels (on a reader thread)."""
+        """Every budget's spend and projection now (on a reader thread)."""
         now = now_ns if now_ns is not None else time.time_ns()
-        return budget_rows(self.rules, self.store.reader(), now, attrs, self.store)
+        reading = Reading(self.store.reader(), now, self.store.family_cache, self.store.answers)
+        return budget_rows(self.rules, reading, attrs)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -120,19 +123,14 @@ class AlertEngine:
         self._thread.shutdown(wait=True)
 
 
-def budget_rows(
-    rules: Rules, conn: Any, now_ns: int, attrs: tuple[tuple[str, str], ...], store: Store | None = None
-) -> list[dict[str, Any]]:
+def budget_rows(rules: Rules, reading: Reading, attrs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
     """Each budget group's spend, budget, share and projection, under extra attribute filters ``attrs``
-    (a member's own email)."""
+    (a member's own email, a dashboard's filters)."""
     rows = []
     for rule in rules.rules:
         if rule.kind is not Kind.BUDGET:
             continue
         scoped = dataclasses.replace(rule, filters=(*rule.filters, *attrs))
-        reading = Reading(
-            conn, now_ns, store.family_cache if store else None, store.answers if store else None
-        )
         for status in budget_statuses(reading, scoped):
             rows.append(
                 {

@@ -20,6 +20,8 @@ from .state import connect
 
 log = logging.getLogger("ccmetrics")
 MAX_BACKOFF_S = 3600.0
+# Apprise keeps nothing on disk (its persistent store); a dict, as not every release types the keyword
+IN_MEMORY: dict[str, Any] = {"storage_mode": "memory"}
 IDLE_WAIT_S = 60.0
 
 
@@ -58,7 +60,7 @@ def check_url(url: str) -> str | None:
     """Why Apprise cannot use ``url``, or None when it can."""
     import apprise
 
-    sender = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
+    sender = apprise.Apprise(asset=apprise.AppriseAsset(**IN_MEMORY))
     if not sender.add(url):
         return "Apprise does not know this URL (see its list of supported services)"
     return None
@@ -73,7 +75,7 @@ class Sender:
 
         _install()
         self._apprise = apprise
-        self._sender = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
+        self._sender = apprise.Apprise(asset=apprise.AppriseAsset(**IN_MEMORY))
         self.known = bool(self._sender.add(url))
 
     def send(self, title: str, body: str, status: str) -> Outcome:
