@@ -133,7 +133,8 @@ class Deliverer:
         self._stopping.set()
         self.wake()
         for thread in self._threads:
-            thread.join(timeout=5)  # a delivery in flight may take its timeout; the thread is a daemon
+            if thread.ident is not None:  # started
+                thread.join(timeout=5)  # a delivery in flight may take its timeout; the thread is a daemon
 
     def _run(self, target: str) -> None:
         conn = connect(self.path)
