@@ -728,6 +728,12 @@ def stack() -> None:
 )
 @click.option("--daily-budget", type=float, default=25.0, show_default=True, help="USD per user and day.")
 @click.option("--no-telemetry-minutes", type=int, default=60, show_default=True)
+@click.option(
+    "--alerts",
+    "alerts_file",
+    type=click.Path(dir_okay=False),
+    help="A rules file (as `serve --alerts`): rendered into alert_rules.yml and an Alertmanager config.",
+)
 @click.option("--force", is_flag=True, help="Overwrite the stack's files (.env and its password are kept).")
 def stack_init(
     directory: str,
@@ -742,6 +748,7 @@ def stack_init(
     hourly_cost_alert: float,
     daily_budget: float,
     no_telemetry_minutes: int,
+    alerts_file: str | None,
     force: bool,
 ) -> None:
     """Write a ready stack directory: Compose file, configs, rules, Grafana dashboard, Makefile, README."""
@@ -749,6 +756,17 @@ def stack_init(
 
     from .stack import StackOptions, write
 
+    rules = None
+    if alerts_file is not None:
+        from .alerts.prometheus import skipped
+        from .alerts.rules import RulesError, load
+
+        try:
+            rules = load(Path(alerts_file))
+        except RulesError as exc:
+            raise click.UsageError(f"--alerts:\n{exc}") from None
+        for name in skipped(rules):
+            click.echo(f"rule {name!r} reads events, which the stack keeps in Loki: not rendered", err=True)
     opts = StackOptions(
         lite=lite,
         ccmetrics_target=ccmetrics_target,
@@ -761,6 +779,7 @@ def stack_init(
         hourly_cost_alert_usd=hourly_cost_alert,
         daily_budget_usd=daily_budget,
         no_telemetry_minutes=no_telemetry_minutes,
+        alerts=rules,
     )
     try:
         written = write(Path(directory), opts, force=force)

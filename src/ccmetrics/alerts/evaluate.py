@@ -96,17 +96,19 @@ class Reading:
         self.answers = answers
         self._selections: dict[Filters, Selection] = {}
 
-    def selection(self, since_ns: int, until_ns: int | None, attrs: tuple[tuple[str, str], ...]) -> Selection:
-        """``until_ns`` None: up to now (and the few seconds of clock skew ahead), which lets the rollups'
-        answers before the current hour be kept between rounds."""
+    def selection(self, since_ns: int, until_ns: int, attrs: tuple[tuple[str, str], ...]) -> Selection:
+        """The data dated in ``[since_ns, until_ns)``."""
         filters = Filters(since_ns, until_ns, attrs)
         found = self._selections.get(filters)
         if found is None:
             found = self._selections[filters] = Selection(self.conn, filters, self.family_cache, self.answers)
         return found
 
-    def recent(self, rule: Rule, span_s: float) -> Selection:
-        return self.selection(self.now_ns - int(span_s * SECOND), None, rule.filters)
+    def recent(self, rule: Rule, span_s: float, ago_s: float = 0.0) -> Selection:
+        """The data of the ``span_s`` seconds that end ``ago_s`` before now, as Prometheus reads a window:
+        after its start, up to and including its end (the sample at the evaluation's moment counts)."""
+        end = self.now_ns - int(ago_s * SECOND)
+        return self.selection(end - int(span_s * SECOND) + 1, end + 1, rule.filters)
 
 
 def _by(rule: Rule) -> tuple[str, ...]:
@@ -155,11 +157,8 @@ def _measure(r: Reading, rule: Rule) -> dict[Labels, Observation]:
                     failed / total, {"value": f"{100 * failed / total:.1f}% of {total} requests"}
                 )
     elif rule.kind is Kind.SPIKE:
-        window_ns = int(rule.window_s * SECOND)
         current = r.recent(rule, rule.window_s).metric_totals(COST, by)
-        before = r.selection(
-            r.now_ns - window_ns - int(rule.baseline_s * SECOND), r.now_ns - window_ns, rule.filters
-        ).metric_totals(COST, by)
+        before = r.recent(rule, rule.baseline_s, ago_s=rule.window_s).metric_totals(COST, by)
         share = rule.window_s / rule.baseline_s
         for key, value in current.items():
             average = before.get(key, 0.0) * share
@@ -201,7 +200,7 @@ def budget_statuses(r: Reading, rule: Rule) -> list[BudgetStatus]:
     """Each group's spend in the budget's current period, and its projection to the period's end."""
     assert rule.period is not None
     start, end = period_bounds(rule.period, r.now_ns)
-    totals = r.selection(start, None, rule.filters).metric_totals(COST, _by(rule))
+    totals = r.selection(start, r.now_ns + 1, rule.filters).metric_totals(COST, _by(rule))
     statuses = []
     for key, spend in sorted(totals.items(), key=lambda item: -item[1]):
         group = None if not key else ("" if key[0] is None else str(key[0]))
