@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,6 +17,12 @@ from .config import SETTINGS_BY_NAME, Config
 from .store import StoreOutdated, open_reader, read_transaction
 from .store.filters import Filters, QueryError
 from .store.summary import summary
+
+if TYPE_CHECKING:
+    from .access.people import Person
+    from .access.store import AccessStore, TokenRecord
+
+T = TypeVar("T")
 
 
 def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -142,6 +148,25 @@ def report_summary(
         print_summary(result)
 
 
+def _read_access(config: Config, read: Callable[[AccessStore], T], default: T) -> T:
+    """What ``read`` finds in the data directory's access file; ``default`` while there is none."""
+    from .access.store import AccessStore
+
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        return default
+    with contextlib.closing(access):
+        return read(access)
+
+
+def _echo_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows as aligned columns, the first row the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 @main.group()
 def token() -> None:
     """Tokens that senders and readers show: made here, checked by a running server at once."""
@@ -191,14 +216,7 @@ def token_list(data_dir: str | None, as_json: bool) -> None:
     """Every token's name, role, user, team, creation, expiry and last use (never the token itself)."""
     from .access.store import AccessStore
 
-    config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        records = []
-    else:
-        with contextlib.closing(access):
-            records = access.tokens()
+    records: list[TokenRecord] = _read_access(Config.from_options(data_dir=data_dir), AccessStore.tokens, [])
     if as_json:
         click.echo(json.dumps([record.as_dict() for record in records], indent=2))
         return
@@ -218,9 +236,7 @@ def token_list(data_dir: str | None, as_json: bool) -> None:
                 _when(r.last_used_ns, "-"),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _echo_table(rows)
 
 
 def _when(ns: int | None, none: str = "-") -> str:
@@ -316,14 +332,7 @@ def user_list(data_dir: str | None, as_json: bool) -> None:
     """Every person's name, role, email, way of signing in and creation (never a password)."""
     from .access.store import AccessStore
 
-    config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        people = []
-    else:
-        with contextlib.closing(access):
-            people = access.people()
+    people: list[Person] = _read_access(Config.from_options(data_dir=data_dir), AccessStore.people, [])
     if as_json:
         click.echo(json.dumps([person.as_dict() for person in people], indent=2))
         return
@@ -335,9 +344,7 @@ def user_list(data_dir: str | None, as_json: bool) -> None:
         rows.append(
             (p.name, p.role, p.email or "-", "password" if p.has_password else "proxy", _when(p.created_ns))
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _echo_table(rows)
 
 
 @user.command("remove")
@@ -389,12 +396,7 @@ def _aliases(config: Config) -> dict[str, str]:
     """The aliases users were given in this data directory (none when there is no access file)."""
     from .access.store import AccessStore
 
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        return {}
-    with contextlib.closing(access):
-        return access.aliases()
+    return _read_access(config, AccessStore.aliases, {})
 
 
 @user.command("alias")
@@ -443,9 +445,7 @@ def user_aliases(data_dir: str | None, as_json: bool) -> None:
     if not aliases:
         click.echo("No aliases: `ccmetrics user alias USER_ID NAME` sets one.")
         return
-    width = max(len(u) for u in aliases)
-    for user_id, name in aliases.items():
-        click.echo(f"{user_id.ljust(width)}  {name}")
+    _echo_table([("USER.ID", "NAME"), *aliases.items()])
 
 
 def _user_name_note(named: dict[str, str | None] | None, refused: bool) -> str:
