@@ -1,10 +1,14 @@
 // The alerts page: what fires, budgets, silences (admins add and end them), notifications and history.
-// Everything from the server is put on the page as text.
+// Everything from the server is put on the page as text. It asks again as often as the server evaluates the
+// rules (at least every second, at most every 10).
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const LEAST_MS = 1000;
+  const MOST_MS = 10000;
   let csrf = null;
+  let everyMs = MOST_MS;
 
   function showError(text) {
     $("alerts-error").textContent = text;
@@ -41,6 +45,7 @@
 
   async function load() {
     const data = await ccm.getJSON("/api/alerts");
+    everyMs = data.enabled ? Math.min(MOST_MS, Math.max(LEAST_MS, 1000 * data.evaluation_interval_s)) : MOST_MS;
     $("alerts-off").hidden = data.enabled;
     $("silence-form").hidden = !data.can_silence;
     const value = (a) => a.annotations.value || String(a.value);
@@ -74,6 +79,7 @@
       } catch (e) { showError(e.message); }
       await load().catch((e) => showError(e.message));
     });
-    setInterval(() => load().catch((e) => showError(e.message)), 10000);
+    const tick = () => load().catch((e) => showError(e.message)).then(() => setTimeout(tick, everyMs));
+    setTimeout(tick, everyMs);
   });
 })();
