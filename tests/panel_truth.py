@@ -167,7 +167,7 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "leaderboard_groups": board(group_key),
         "cost_by_query_source": _items(_by(points, cost, "query_source")),
         "cost_by_effort": _items(_by(points, cost, "effort")),
-        # the budgets of `serve --alerts`: none here (tests/test_alerts_serve.py has them)
+        # the budgets of `serve --alerts`: none here (tests/test_alerts_budgets.py has them)
         "budgets": [],
         "budget_projection": {},
     }
