@@ -1,6 +1,7 @@
 """What evaluating alert rules costs ``ccmetrics serve``: 100 rules of every kind on a team's month.
 
-Generates (or reuses, with --keep) the dashboard benchmark's store of DEVELOPERS developers x DAYS days,
+Needs nothing but a checkout: it generates (into a temporary folder it removes afterwards, or with --keep DIR
+into DIR, reused by the next run) the dashboard benchmark's store of DEVELOPERS developers x DAYS days,
 then runs the alert engine of ``serve`` on it, in this process, for ROUNDS evaluation rounds: each round
 measures every rule on the store's reader threads and moves the alerts on in ``alerts.db``, exactly as
 ``serve --alerts`` does every evaluation interval, at the time of the store's newest data (a minute after
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -106,7 +108,15 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="ccmetrics-bench-"))
-    db = data_dir / "ccmetrics.db"
+    try:
+        measure(args, data_dir / "ccmetrics.db")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
     if not db.exists():
         print(f"generating {args.developers} developers x {args.days} days into {db}")
         asyncio.run(generate(db, args.developers, args.days, args.seed))
