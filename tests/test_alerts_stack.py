@@ -1,7 +1,8 @@
 """The same rules for the stack: ``stack init --alerts FILE`` renders them into Prometheus alerting rules
 and an Alertmanager configuration, and ``promtool test rules`` shows the rendered rules fire on the same
 synthetic series at the same moments as ``serve``'s evaluator (fed the same counters, moved on by the same
-state machine, minute by minute)."""
+state machine, minute by minute): spend, tokens per minute, spikes against their baseline, and budgets'
+shares (from the start of a day, where a calendar day and Prometheus's rolling one agree)."""
 
 from __future__ import annotations
 
@@ -59,11 +60,33 @@ name = "Errors"
 kind = "error_rate"
 window = "5m"
 above = 0.1
+
+[[rules]]
+name = "Spike"
+kind = "spike"
+window = "5m"
+baseline = "20m"
+factor = 2.2
+min_spend = 0.45
+group_by = "email"
+
+[[rules]]
+name = "Budget"
+kind = "budget"
+period = "day"
+amount = 9.5
+group_by = "email"
+warn_at = [25, 50]
 """
 # Cumulative counters, one value a minute from minute 0: promtool's expanding notation and the same list.
 SERIES = {
     ("cost", "ana@x.io"): ("0+0.5x12 6+0x30", [0.5 * min(i, 12) for i in range(43)]),
     ("cost", "bo@x.io"): ("0+0.1x42", [0.1 * i for i in range(43)]),
+    # steady, then five times the rate for five minutes: a spike once the baseline has filled
+    ("cost", "cy@x.io"): (
+        "0+0.1x25 3.5+1x4 7.5+0x11",
+        [0.1 * i if i <= 25 else 2.5 + (i - 25) if i <= 30 else 7.5 for i in range(43)],
+    ),
     ("tokens", "ana@x.io"): (
         "0+200x8 1700+100x33",
         [200 * min(i, 8) + 100 * max(0, i - 8) for i in range(43)],
@@ -71,6 +94,10 @@ SERIES = {
 }
 METRICS = {"cost": ("claude_code.cost.usage", "USD"), "tokens": ("claude_code.token.usage", "tokens")}
 MINUTES = 42
+# Thresholds fall between the series' steps, never on one: promtool adds its steps up, Python multiplies.
+# The series start at the epoch, a calendar day's start: there the budget's day and Prometheus's rolling 1d
+# hold the same spend.
+RENDERED = ("HighCost", "TeamCost", "Tokens", "Spike", "Budget")
 
 
 def test_stack_init_renders_the_rules(tmp_path: Path):
@@ -87,7 +114,7 @@ def test_stack_init_renders_the_rules(tmp_path: Path):
     assert "rule 'Errors' reads events, which the stack keeps in Loki: not rendered" in result.stderr
     rendered = yaml.safe_load((out / "prometheus" / "alert_rules.yml").read_text())
     [group] = rendered["groups"]
-    assert [r["alert"] for r in group["rules"]] == ["HighCost", "TeamCost", "Tokens"]
+    assert [r["alert"] for r in group["rules"]] == [*RENDERED, "Budget"]  # a budget: one per share
     assert group["interval"] == "1m"
     check = subprocess.run(
         [promtool(), "check", "rules", "alert_rules.yml"],
@@ -158,7 +185,7 @@ def test_promtool_fires_at_the_same_moments_as_the_builtin_evaluator(in_process,
         )
     tests = []
     for minute, alerts in firing.items():
-        for name in ("HighCost", "TeamCost", "Tokens"):
+        for name in RENDERED:
             expected = [
                 {
                     "exp_labels": {label_name(k): v for k, v in labels},
