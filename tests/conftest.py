@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from . import replay
+from .browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.332"
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
@@ -230,6 +231,52 @@ def in_process(tmp_path: Path) -> Iterator:
     server = InProcessServer(tmp_path / "in-process")
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright: one per test module."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail("CI=true and Chromium is required for the browser tests")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """``new_page()``: a page in a browser context of its own (its own cookies), closed after the test. Its
+    uncaught errors are collected in ``page.errors``; a dialog (``confirm()``, ``alert()``) is dismissed and
+    noted there too, or, with ``accept_dialogs=True``, accepted and its message noted in ``page.dialogs``."""
+    contexts: list[Any] = []
+
+    def make(accept_dialogs: bool = False) -> Any:
+        context = browser.new_context(viewport=VIEWPORT)
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.dialogs = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        if accept_dialogs:
+            page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.accept()))
+        else:
+            page.on(
+                "dialog", lambda dialog: (page.errors.append(f"dialog: {dialog.message}"), dialog.dismiss())
+            )
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Any]) -> Any:
+    return new_page()
 
 
 @dataclass(frozen=True)

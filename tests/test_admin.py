@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ccmetrics.access.store import AccessStore
+from ccmetrics.access.tokens import Role
 
 from .in_process import InProcessServer
 from .people import ALICE, PASSWORD
@@ -121,3 +122,15 @@ def test_an_open_server_lets_the_first_admin_be_added_from_the_page(in_process: 
     reload(in_process)
     assert in_process.get("/api/admin").status_code == 401
     assert in_process.get("/admin", follow_redirects=False).headers["location"] == "/signin?next=%2Fadmin"
+
+
+def test_the_empty_pages_settings_ask_for_a_token_once_exports_need_one(
+    in_process: InProcessServer, access: AccessStore
+) -> None:
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in in_process.get("/api/config").json()["setup"]["grpc"]
+    token = access.create("reader", Role.VIEWER)
+    access.create("laptop", Role.INGEST)
+    reload(in_process)
+    setup = in_process.get("/api/config", headers=bearer(token)).json()["setup"]
+    for env in (setup["grpc"], setup["http"]):
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "Authorization=Bearer <ingest-token>"

@@ -2,71 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
-import pytest
-
-from .conftest import IN_CI, fixture_exports, send
+from .browser import shot, stat, wait_stat
+from .conftest import fixture_exports, send
 from .otlp_builders import SECOND, log_request, sum_request
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 XSS = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail("CI=true and Chromium is required for the browser tests")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--headless",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.on("dialog", lambda dialog: (page.errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    yield page
-    context.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def stat(page, panel_id: str) -> str:
-    return page.locator(f'[data-panel="{panel_id}"] .stat-value').inner_text()
-
-
-def wait_stat(page, panel_id: str, text: str, timeout: float = 5000) -> None:
-    page.wait_for_function(
-        '([id, text]) => { const n = document.querySelector(`[data-panel="${id}"] .stat-value`);'
-        " return n && n.textContent === text; }",
-        arg=[panel_id, text],
-        timeout=timeout,
-    )
 
 
 def hostile_exports(now_ns: int):

@@ -177,7 +177,7 @@ def test_a_flood_of_users_is_shown_as_the_top_rows_and_others(start_server):
     )
     summary_users_before = len(get(server, "/api/summary")["by_user"])
     samples_before = scrape(server)
-    series_before = len(samples_before) - 1  # less the dropped-series gauge
+    series_before = len(counters(samples_before))
     now = time.time_ns()
     users = 12_000
     for first in range(0, users, 1000):
@@ -227,7 +227,12 @@ def test_a_flood_of_users_is_shown_as_the_top_rows_and_others(start_server):
     assert len(values["values"]) == FILTER_CHOICES and values["truncated"]
     assert "flood-user-11999" not in values["values"]
     found = get(server, "/api/filters", key="user.id", q="USER-11999")
-    assert found == {"key": "user.id", "values": ["flood-user-11999"], "truncated": False}
+    assert found == {
+        "key": "user.id",
+        "values": ["flood-user-11999"],
+        "truncated": False,
+        "names": {"flood-user-11999": "flood-user\u2026"},  # no email, name or alias: its first characters
+    }
     found = get(server, "/api/filters", q="flood-user-1199")
     assert sorted(u["id"] for u in found["users"]) == [f"flood-user-1199{i}" for i in range(10)]
     assert "flood.k11998" in get(server, "/api/filters", q="flood.k1199")["keys"]
@@ -235,11 +240,20 @@ def test_a_flood_of_users_is_shown_as_the_top_rows_and_others(start_server):
     # /metrics: at most its cap of series, each metric's largest first, and how many it left out.
     samples = scrape(server)
     dropped = samples.pop(("ccmetrics_metrics_series_dropped", ()))
-    assert len(samples) == MAX_SERIES
+    assert len(counters(samples)) == MAX_SERIES
     assert dropped == series_before + users - MAX_SERIES
+    # Names only for the users those series label: the names are bounded by the cap too.
+    labelled = {dict(labels).get("user_id") for _, labels in counters(samples)} - {None, ""}
+    named = {dict(labels)["user_id"] for name, labels in samples if name == "ccmetrics_user_info"}
+    assert named == labelled
     # The captures' token series are all there: the flood of cost series did not push them out.
     tokens = {k: v for k, v in samples_before.items() if k[0] == "claude_code_token_usage_tokens_total"}
     assert tokens and all(samples[k] == v for k, v in tokens.items())
+
+
+def counters(samples: dict[tuple[str, tuple], float]) -> list[tuple[str, tuple]]:
+    """The series of Claude Code's metrics: not the dropped-series gauge, not the users' names."""
+    return [key for key in samples if key[0].startswith("claude_code_")]
 
 
 def scrape(server: ServerProcess) -> dict[tuple[str, tuple], float]:

@@ -14,11 +14,9 @@ from urllib.parse import quote
 
 import pytest
 
-from . import test_browser
+from .browser import shot
 from .otlp_builders import SECOND, log_request, sum_request
-from .test_browser import post, shot
-
-browser, page = test_browser.browser, test_browser.page  # the same Chromium fixtures
+from .test_browser import post
 
 RLO = "\u202e"
 FSI, PDI = "\u2068", "\u2069"
@@ -52,9 +50,10 @@ WIDTHS = (1440, 400)
 
 def requests_for(s: dict[str, str], now_ns: int):
     resource = {"service.name": "claude-code", "team.id": s["team"]}
-    point = {"user.id": s["user"], "session.id": s["session"], "model": s["model"]}
+    # The email too: a user is shown by it (an id alone is shown cut to a short hash).
+    point = {"user.id": s["user"], "user.email": s["user"], "session.id": s["session"], "model": s["model"]}
     start = now_ns - 60 * SECOND
-    event = {"user.id": s["user"], "session.id": s["session"]}
+    event = {"user.id": s["user"], "user.email": s["user"], "session.id": s["session"]}
     return (
         sum_request("claude_code.session.count", [(start, now_ns, 1, {**point})], resource=resource),
         sum_request("claude_code.cost.usage", [(start, now_ns, 0.25, point)], resource=resource, unit="USD"),

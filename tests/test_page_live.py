@@ -11,12 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from . import test_browser
+from .browser import wait_stat
 from .conftest import CAPTURES, fixture_exports, send
 from .otlp_builders import SECOND, sum_request
-from .test_browser import post, wait_stat
-
-browser, page = test_browser.browser, test_browser.page  # the same Chromium fixtures
+from .test_browser import post
 
 
 def new_session(server, session_id: str) -> None:
@@ -45,7 +43,10 @@ def test_each_live_update_is_one_request_and_no_update_none(server, page) -> Non
     wait_stat(page, "sessions", "1")
     page.wait_for_selector("#live.on")
     page.wait_for_timeout(500)
-    assert [path.split("?")[0] for path in requests] == ["/api/config", "/api/dashboard", "/api/live"]
+    # /api/me: who is reading, for the top bar (asked beside the rest, in any order).
+    dashboard = [path.split("?")[0] for path in requests if not path.startswith("/api/me")]
+    assert dashboard == ["/api/config", "/api/dashboard", "/api/live"]
+    assert [path for path in requests if path.startswith("/api/me")] == ["/api/me"]
 
     # Nothing committed: nothing asked.
     requests.clear()

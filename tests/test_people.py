@@ -245,7 +245,7 @@ def test_the_email_an_ingest_token_vouches_for_comes_before_the_user_name(
 def test_the_cli_sets_lists_and_removes_aliases(tmp_path: Path) -> None:
     assert "No aliases" in alias(tmp_path, "aliases")
     assert "Carol" in alias(tmp_path, "alias", CAROL, "Carol")
-    assert alias(tmp_path, "aliases").split() == [CAROL, "Carol"]
+    assert alias(tmp_path, "aliases").split() == ["USER.ID", "NAME", CAROL, "Carol"]
     assert '"name": "Carol"' in alias(tmp_path, "aliases", "--json")
     assert "removed" in alias(tmp_path, "alias", CAROL, "--remove")
     result = CliRunner().invoke(main, ["user", "alias", CAROL, "--remove", "--data-dir", str(tmp_path)])

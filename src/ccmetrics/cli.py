@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,6 +17,12 @@ from .config import SETTINGS_BY_NAME, Config
 from .store import StoreOutdated, open_reader, read_transaction
 from .store.filters import Filters, QueryError
 from .store.summary import summary
+
+if TYPE_CHECKING:
+    from .access.people import Person
+    from .access.store import AccessStore, TokenRecord
+
+T = TypeVar("T")
 
 
 def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -83,6 +89,13 @@ def serve(**options: Any) -> None:
         WebAccess.from_config(config)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if config.alerts is not None:
+        from .alerts.rules import RulesError, load
+
+        try:
+            load(config.alerts)
+        except RulesError as exc:
+            raise click.UsageError(f"--alerts:\n{exc}") from None
     try:
         certificate = tls.load(config.tls_cert, config.tls_key)
     except tls.TlsError as exc:
@@ -135,6 +148,25 @@ def report_summary(
         print_summary(result)
 
 
+def _read_access(config: Config, read: Callable[[AccessStore], T], default: T) -> T:
+    """What ``read`` finds in the data directory's access file; ``default`` while there is none."""
+    from .access.store import AccessStore
+
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        return default
+    with contextlib.closing(access):
+        return read(access)
+
+
+def _echo_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows as aligned columns, the first row the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 @main.group()
 def token() -> None:
     """Tokens that senders and readers show: made here, checked by a running server at once."""
@@ -184,14 +216,7 @@ def token_list(data_dir: str | None, as_json: bool) -> None:
     """Every token's name, role, user, team, creation, expiry and last use (never the token itself)."""
     from .access.store import AccessStore
 
-    config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        records = []
-    else:
-        with contextlib.closing(access):
-            records = access.tokens()
+    records: list[TokenRecord] = _read_access(Config.from_options(data_dir=data_dir), AccessStore.tokens, [])
     if as_json:
         click.echo(json.dumps([record.as_dict() for record in records], indent=2))
         return
@@ -211,9 +236,7 @@ def token_list(data_dir: str | None, as_json: bool) -> None:
                 _when(r.last_used_ns, "-"),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _echo_table(rows)
 
 
 def _when(ns: int | None, none: str = "-") -> str:
@@ -309,14 +332,7 @@ def user_list(data_dir: str | None, as_json: bool) -> None:
     """Every person's name, role, email, way of signing in and creation (never a password)."""
     from .access.store import AccessStore
 
-    config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        people = []
-    else:
-        with contextlib.closing(access):
-            people = access.people()
+    people: list[Person] = _read_access(Config.from_options(data_dir=data_dir), AccessStore.people, [])
     if as_json:
         click.echo(json.dumps([person.as_dict() for person in people], indent=2))
         return
@@ -328,9 +344,7 @@ def user_list(data_dir: str | None, as_json: bool) -> None:
         rows.append(
             (p.name, p.role, p.email or "-", "password" if p.has_password else "proxy", _when(p.created_ns))
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _echo_table(rows)
 
 
 @user.command("remove")
@@ -382,12 +396,7 @@ def _aliases(config: Config) -> dict[str, str]:
     """The aliases users were given in this data directory (none when there is no access file)."""
     from .access.store import AccessStore
 
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        return {}
-    with contextlib.closing(access):
-        return access.aliases()
+    return _read_access(config, AccessStore.aliases, {})
 
 
 @user.command("alias")
@@ -436,9 +445,7 @@ def user_aliases(data_dir: str | None, as_json: bool) -> None:
     if not aliases:
         click.echo("No aliases: `ccmetrics user alias USER_ID NAME` sets one.")
         return
-    width = max(len(u) for u in aliases)
-    for user_id, name in aliases.items():
-        click.echo(f"{user_id.ljust(width)}  {name}")
+    _echo_table([("USER.ID", "NAME"), *aliases.items()])
 
 
 def _user_name_note(named: dict[str, str | None] | None, refused: bool) -> str:
@@ -664,6 +671,12 @@ def setup(
 @click.option(
     "--wait", type=float, default=10.0, show_default=True, help="Seconds to wait for the test export to land."
 )
+@click.option(
+    "--read-token",
+    envvar="CCMETRICS_READ_TOKEN",
+    show_envvar=True,
+    help="A viewer or admin token, to read the status of a server that checks readers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(
     server: str,
@@ -672,6 +685,7 @@ def doctor(
     managed_settings: str | None,
     no_probe: bool,
     wait: float,
+    read_token: str | None,
     as_json: bool,
 ) -> None:
     """Check the telemetry settings, send a test export, and show what the server has seen.
@@ -689,6 +703,7 @@ def doctor(
         environ=os.environ,
         probe=not no_probe,
         wait_s=wait,
+        read_token=read_token,
     )
     if as_json:
         click.echo(jsontext.dumps(result.as_dict(), indent=2))
@@ -733,6 +748,12 @@ def stack() -> None:
 )
 @click.option("--daily-budget", type=float, default=25.0, show_default=True, help="USD per user and day.")
 @click.option("--no-telemetry-minutes", type=int, default=60, show_default=True)
+@click.option(
+    "--alerts",
+    "alerts_file",
+    type=click.Path(dir_okay=False),
+    help="A rules file (as `serve --alerts`): rendered into alert_rules.yml and an Alertmanager config.",
+)
 @click.option("--force", is_flag=True, help="Overwrite the stack's files (.env and its password are kept).")
 def stack_init(
     directory: str,
@@ -747,6 +768,7 @@ def stack_init(
     hourly_cost_alert: float,
     daily_budget: float,
     no_telemetry_minutes: int,
+    alerts_file: str | None,
     force: bool,
 ) -> None:
     """Write a ready stack directory: Compose file, configs, rules, Grafana dashboard, Makefile, README."""
@@ -754,6 +776,17 @@ def stack_init(
 
     from .stack import StackOptions, write
 
+    rules = None
+    if alerts_file is not None:
+        from .alerts.prometheus import skipped
+        from .alerts.rules import RulesError, load
+
+        try:
+            rules = load(Path(alerts_file))
+        except RulesError as exc:
+            raise click.UsageError(f"--alerts:\n{exc}") from None
+        for name in skipped(rules):
+            click.echo(f"rule {name!r} reads events, which the stack keeps in Loki: not rendered", err=True)
     opts = StackOptions(
         lite=lite,
         ccmetrics_target=ccmetrics_target,
@@ -766,6 +799,7 @@ def stack_init(
         hourly_cost_alert_usd=hourly_cost_alert,
         daily_budget_usd=daily_budget,
         no_telemetry_minutes=no_telemetry_minutes,
+        alerts=rules,
     )
     try:
         written = write(Path(directory), opts, force=force)
@@ -902,3 +936,61 @@ def _setup_push_hook(
         raise SystemExit(1)
     backup = hook.write(settings, before, after)
     click.echo(f"wrote {settings}" + (f" (the previous one is in {backup})" if backup else ""))
+
+
+@main.group()
+def alerts() -> None:
+    """Budgets and alerts: a rules file that `serve --alerts FILE` evaluates and
+    `stack init --alerts FILE` renders for Prometheus and Alertmanager."""
+
+
+@alerts.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def alerts_check(file: str) -> None:
+    """Check a rules file: every mistake is named with its line. Exit 0: it can be used."""
+    from pathlib import Path
+
+    from .alerts.notify import check_url
+    from .alerts.rules import RulesError, load
+
+    try:
+        rules = load(Path(file))
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(1) from None
+    bad = [(name, why) for name, url in rules.targets.items() if (why := check_url(url))]
+    for name, why in bad:
+        click.echo(f"{file}: targets.{name}: {why}", err=True)
+    if bad:
+        raise SystemExit(1)
+    click.echo(
+        f"{file}: {len(rules.rules)} rules, {len(rules.targets)} targets, "
+        f"evaluated every {rules.evaluation_interval_s:g}s: OK"
+    )
+
+
+@alerts.command("test")
+@click.argument("file", type=click.Path(dir_okay=False))
+def alerts_test(file: str) -> None:
+    """Send a test notification to each target of a rules file. Exit 0: every one was delivered."""
+    from pathlib import Path
+
+    from .alerts.notify import send
+    from .alerts.rules import RulesError, load
+
+    try:
+        rules = load(Path(file))
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not rules.targets:
+        raise click.ClickException(f"{file} has no [targets]")
+    failed = 0
+    for name, url in rules.targets.items():
+        outcome = send(url, "ccmetrics test notification", f"A test of target {name!r} from {file}.", "test")
+        if outcome.ok:
+            click.echo(f"{name}: delivered")
+        else:
+            failed += 1
+            click.echo(f"{name}: FAILED: {outcome.error}")
+    raise SystemExit(1 if failed else 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +21,56 @@ PROTOCOLS = ["grpc", "http/protobuf"]
 TOTALS = ("sessions", "api_requests", "prompts", "tokens", "cost_usd")
 
 
+@dataclass(frozen=True)
+class GuardedServer:
+    """A server whose ingest needs a token from the start, and its admin token, which reads."""
+
+    process: ServerProcess
+    admin_token: str
+
+
 @pytest.fixture(scope="module")
-def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server whose ingest needs a token from the start."""
-    server = ServerProcess(tmp_path_factory.mktemp("ccmetrics-auth") / "data")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardedServer]:
+    process = ServerProcess(tmp_path_factory.mktemp("ccmetrics-auth") / "data")
     made = ccmetrics(
-        Path.home(), "token", "create", "first", "--role", "admin", "--data-dir", str(server.data_dir)
+        Path.home(), "token", "create", "first", "--role", "admin", "--data-dir", str(process.data_dir)
     )
     assert made.returncode == 0, made.stderr
-    server.start()
+    server = GuardedServer(process, made.stdout.strip())
+    process.start()
     try:
         yield server
     finally:
-        server.stop()
+        process.stop()
 
 
-def token(server: ServerProcess, name: str, *options: str) -> str:
-    made = ccmetrics(Path.home(), "token", "create", name, *options, "--data-dir", str(server.data_dir))
+def token(server: GuardedServer, name: str, *options: str) -> str:
+    made = ccmetrics(
+        Path.home(), "token", "create", name, *options, "--data-dir", str(server.process.data_dir)
+    )
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
 
 
-def endpoint(server: ServerProcess, protocol: str) -> str:
-    port = server.otlp_grpc_port if protocol == "grpc" else server.otlp_http_port
+def endpoint(server: GuardedServer, protocol: str) -> str:
+    port = server.process.otlp_grpc_port if protocol == "grpc" else server.process.otlp_http_port
     return f"http://127.0.0.1:{port}"
 
 
-def summary(server: ServerProcess, *filters: str) -> dict[str, Any]:
-    answer = httpx.get(f"{server.url}/api/summary", params={"filter": list(filters)}, timeout=10)
+def summary(server: GuardedServer, *filters: str) -> dict[str, Any]:
+    answer = httpx.get(
+        f"{server.process.url}/api/summary",
+        params={"filter": list(filters)},
+        headers={"authorization": f"Bearer {server.admin_token}"},
+        timeout=10,
+    )
     answer.raise_for_status()
     return {key: answer.json()[key] for key in TOTALS}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_session_sent_with_a_token_is_counted_exactly_as_the_tokens_user(
-    claude_binary: Path, fake_api, tmp_path: Path, protocol: str, guarded_server: ServerProcess
+    claude_binary: Path, fake_api, tmp_path: Path, protocol: str, guarded_server: GuardedServer
 ) -> None:
     server = guarded_server
     email = f"dev-{protocol.replace('/', '-')}@example.com"
@@ -95,12 +111,15 @@ def test_a_session_sent_with_a_token_is_counted_exactly_as_the_tokens_user(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_session_sent_with_a_wrong_or_revoked_token_stores_nothing(
-    claude_binary: Path, fake_api, tmp_path: Path, protocol: str, guarded_server: ServerProcess
+    claude_binary: Path, fake_api, tmp_path: Path, protocol: str, guarded_server: GuardedServer
 ) -> None:
     server = guarded_server
     name = f"revoked-{protocol.replace('/', '-')}"
     revoked = token(server, name, "--role", "ingest", "--team", "revoked")
-    assert ccmetrics(Path.home(), "token", "revoke", name, "--data-dir", str(server.data_dir)).returncode == 0
+    assert (
+        ccmetrics(Path.home(), "token", "revoke", name, "--data-dir", str(server.process.data_dir)).returncode
+        == 0
+    )
     time.sleep(1.5)  # the server checks the access file once a second
     before = summary(server)
     fake = fake_api(final_text="All done.")

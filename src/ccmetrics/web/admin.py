@@ -63,14 +63,20 @@ class Admin:
 
         return await self._change(request, create, 201)
 
+    async def _remove(
+        self, request: Request, remove: Callable[[AccessStore, str], None], what: str
+    ) -> Response:
+        """Remove the token, person or alias the path names (``what``: its path parameter)."""
+        key = request.path_params[what]
+
+        def change(access: AccessStore) -> dict[str, str]:
+            remove(access, key)
+            return {"removed": key}
+
+        return await self._change(request, change)
+
     async def revoke_token(self, request: Request) -> Response:
-        name = request.path_params["name"]
-
-        def revoke(access: AccessStore) -> dict[str, str]:
-            access.revoke(name)
-            return {"revoked": name}
-
-        return await self._change(request, revoke)
+        return await self._remove(request, AccessStore.revoke, "name")
 
     async def add_person(self, request: Request) -> Response:
         fields = await _fields(request)
@@ -85,15 +91,9 @@ class Admin:
         return await self._change(request, add, 201)
 
     async def remove_person(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if name == reader_of(request).name:
+        if request.path_params["name"] == reader_of(request).name:
             return _error(400, "you cannot remove yourself: another admin can")
-
-        def remove(access: AccessStore) -> dict[str, str]:
-            access.remove_person(name)
-            return {"removed": name}
-
-        return await self._change(request, remove)
+        return await self._remove(request, AccessStore.remove_person, "name")
 
     async def set_alias(self, request: Request) -> Response:
         user_id, name = request.path_params["user_id"], _text(await _fields(request), "name")
@@ -107,13 +107,7 @@ class Admin:
         return await self._change(request, set_alias)
 
     async def remove_alias(self, request: Request) -> Response:
-        user_id = request.path_params["user_id"]
-
-        def remove(access: AccessStore) -> dict[str, str]:
-            access.remove_alias(user_id)
-            return {"removed": user_id}
-
-        return await self._change(request, remove)
+        return await self._remove(request, AccessStore.remove_alias, "user_id")
 
     def routes(self, page: Callable[[str], Any]) -> list[Route]:
         def admins_only(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__, jsontext
 from ..access.aliases import AliasBook
 from ..access.gate import Gate
+from ..alerts.engine import AlertEngine
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
@@ -40,6 +41,7 @@ from ..store.selection import Selection
 from ..store.summary import summary
 from ..store.timeline import session_timeline, stored_events
 from .admin import Admin
+from .alerts_api import routes as alert_routes
 from .auth import WebAccess, WebGate, WebGateMiddleware, reader_of
 from .signin import SignIn
 from .status_api import routes as status_routes
@@ -112,15 +114,19 @@ def _since(range_: str) -> str | None:
     return None if range_ == "all" else range_
 
 
-def dashboard_config(config: Config, otlp_host: str) -> dict[str, Any]:
+def dashboard_config(config: Config, otlp_host: str, token_needed: bool = False) -> dict[str, Any]:
     """What the dashboard page needs before its first request: its defaults and choices of range, how often
-    the live stream pings, the panel catalogue, and the settings that send Claude Code's data here."""
+    the live stream pings, the panel catalogue, and the settings that send Claude Code's data here (with a
+    place for an ingest token when exports need one)."""
     ranges = [{"value": value, "label": label} for value, label in RANGES]
     if config.dashboard_range not in dict(RANGES):
         ranges.insert(-1, {"value": config.dashboard_range, "label": config.dashboard_range})
     host = f"[{otlp_host}]" if ":" in otlp_host else otlp_host
     scheme = "https" if config.tls else "http"
-    http = telemetry_env(protocol="http/protobuf", endpoint=f"{scheme}://{host}:{config.otlp_http_port}")
+    token = INGEST_TOKEN_PLACEHOLDER if token_needed else None
+    http = telemetry_env(
+        protocol="http/protobuf", endpoint=f"{scheme}://{host}:{config.otlp_http_port}", token=token
+    )
     grpc_host = _grpc_tls_host(otlp_host) if config.tls else host
     return {
         "defaults": {"range": config.dashboard_range, "group_by": config.dashboard_group_by},
@@ -129,12 +135,18 @@ def dashboard_config(config: Config, otlp_host: str) -> dict[str, Any]:
         "panels": [panel_meta(p) for p in PANELS],
         "setup": {
             # Claude Code's gRPC client takes no IP address over TLS: HTTP is shown for both then.
-            "grpc": telemetry_env(protocol="grpc", endpoint=f"{scheme}://{grpc_host}:{config.otlp_grpc_port}")
+            "grpc": telemetry_env(
+                protocol="grpc", endpoint=f"{scheme}://{grpc_host}:{config.otlp_grpc_port}", token=token
+            )
             if grpc_host
             else http,
             "http": http,
         },
     }
+
+
+# Shown where a token goes: `ccmetrics token create NAME --role ingest` (or an admin, on /admin) makes one.
+INGEST_TOKEN_PLACEHOLDER = "<ingest-token>"
 
 
 def _grpc_tls_host(host: str) -> str | None:
@@ -231,7 +243,11 @@ def to_csv(data: dict[str, Any]) -> str:
 
 
 def create_app(
-    store: Store, config: Config, gate: Gate | None = None, aliases: AliasBook | None = None
+    store: Store,
+    config: Config,
+    gate: Gate | None = None,
+    aliases: AliasBook | None = None,
+    alerts: AlertEngine | None = None,
 ) -> Starlette:
     """The dashboard's app. With ``gate`` (``serve`` always gives its own), readers are checked as the
     settings say (``auth.py``) with the gate's tokens, people and sessions; without one, nothing is. Users
@@ -284,7 +300,8 @@ def create_app(
     async def api_config(request: Request) -> JSONResponse:
         # Bound to every address, the settings shown name the host this page was reached by.
         host = config.host if config.host not in ("0.0.0.0", "::", "") else request.url.hostname
-        return JSONResponse(dashboard_config(config, host or "127.0.0.1"))
+        token_needed = gate is not None and gate.required
+        return JSONResponse(dashboard_config(config, host or "127.0.0.1", token_needed))
 
     async def api_dashboard(request: Request) -> Response:
         # Read before the data: the answer holds at least this version's data, so a page that has it and
@@ -469,6 +486,7 @@ def create_app(
             Route("/api/live", live),
             Route("/metrics", metrics),
             *status_routes(store, query),
+            *alert_routes(alerts, page),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         # Only this server's own Host names are answered (DNS rebinding); /api/health included. Then, with a

@@ -67,7 +67,8 @@
     try {
       csrf = (await ccm.getJSON("/api/me")).csrf_token;
       await load();
-    } catch (e) { showError(e.message); return; }
+    } catch (e) { showError(e.message); return; }  // not an admin: the error, and no tables or forms
+    for (const section of document.querySelectorAll("main.admin > section")) section.hidden = false;
     onSubmit("token-form", async (fields) => {
       const made = await send("POST", "/api/admin/tokens", fields);
       $("new-token-name").textContent = made.name;

@@ -414,8 +414,10 @@
     $("grid").hidden = empty;
     if (!empty || $("empty-env").textContent) return;
     const { grpc, http } = config.setup;
-    const lines = (env) => Object.entries(env).map(([k, v]) => `export ${k}=${v}`).join("\n");
+    const quoted = (v) => (/^[\w.:\/=,%-]*$/.test(v) ? v : `'${v}'`);
+    const lines = (env) => Object.entries(env).map(([k, v]) => `export ${k}=${quoted(v)}`).join("\n");
     $("empty-env").textContent = lines(grpc);
+    $("empty-token").hidden = !grpc.OTEL_EXPORTER_OTLP_HEADERS;
     $("empty-env-http").textContent = lines(Object.fromEntries(Object.entries(http).filter(([k, v]) => grpc[k] !== v)));
   }
 
