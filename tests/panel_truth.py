@@ -167,6 +167,13 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "leaderboard_groups": board(group_key),
         "cost_by_query_source": _items(_by(points, cost, "query_source")),
         "cost_by_effort": _items(_by(points, cost, "effort")),
+        # transcripts: what is not marked as theirs is telemetry; none of this traffic is theirs
+        "cost_by_source": _items(
+            _by(points, cost, "ccmetrics.source"),
+            lambda k: "transcript" if k[0] == "transcript" else "telemetry",
+        ),
+        "cost_by_project": {},
+        "cost_by_branch": {},
         # the budgets of `serve --alerts`: none here (tests/test_alerts_budgets.py has them)
         "budgets": [],
         "budget_projection": {},

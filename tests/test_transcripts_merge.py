@@ -68,6 +68,19 @@ def check_counted_once(in_process) -> None:  # noqa: ANN001
     }
     assert summary["by_project"] == [hello]
     assert summary["by_branch"] == [{**hello, "git_branch": "master"}]
+    # the dashboard's panels say the same
+    panels = {
+        pid: {
+            i["label"]: round(i["value"], 6)
+            for i in in_process.get_json(f"/api/panels/{pid}")["data"]["items"]
+        }
+        for pid in ("cost_by_source", "cost_by_project", "cost_by_branch")
+    }
+    assert panels == {
+        "cost_by_source": {"telemetry": 0.044672, "transcript": 0.052602},
+        "cost_by_project": {"src/hello": round(CLI_COST, 6)},
+        "cost_by_branch": {"src/hello: master": round(CLI_COST, 6)},
+    }
     conn = sqlite3.connect(in_process.store.path)
     rows = conn.execute(
         "SELECT session_id, cwd, git_branch, counted FROM transcript_sessions ORDER BY 1"
