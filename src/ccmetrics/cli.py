@@ -79,6 +79,7 @@ def serve(**options: Any) -> None:
     config = Config.from_options(**options)
     try:
         check_dashboard_settings(config)
+        config.kept()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:

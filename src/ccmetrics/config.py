@@ -7,6 +7,7 @@ table, so the two can never drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import platformdirs
 
 from .metrics import DEFAULT_LABELS
 from .panels import DEFAULT_GROUP_KEY
+from .store.filters import parse_span
+from .store.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,20 @@ SETTINGS: tuple[Setting, ...] = (
         str,
     ),
     Setting(
+        "retention",
+        "30d",
+        "How long raw points, events and spans are kept (a span: 30d, 12w...; or forever). Older ones are "
+        "pruned; the totals of the rollups stay.",
+        str,
+    ),
+    Setting(
+        "rollup_retention",
+        "400d",
+        "How long the hourly, daily and weekly sums are kept (at least --retention; forever too): 400 days "
+        "compare a month with the same month a year before.",
+        str,
+    ),
+    Setting(
         "dashboard_group_by",
         DEFAULT_GROUP_KEY,
         "The attribute the dashboard's group filter and group leaderboard use when its link names none, "
@@ -127,6 +144,16 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _retention_ns(flag: str, text: str) -> int | None:
+    """A retention setting in ns; None for ``forever``."""
+    if text.strip() == "forever":
+        return None
+    span = parse_span(text)
+    if span is None or span <= timedelta(0):
+        raise ValueError(f"{flag} {text!r}: give a span such as 30d, 12w or 400d, or forever")
+    return int(span.total_seconds()) * 1_000_000_000
 
 
 def _default(name: str) -> Any:
@@ -155,6 +182,8 @@ class Config:
     tls_key: Path | None = None
     dashboard_range: str = _default("dashboard_range")
     dashboard_group_by: str = _default("dashboard_group_by")
+    retention: str = _default("retention")
+    rollup_retention: str = _default("rollup_retention")
 
     @property
     def db_path(self) -> Path:
@@ -163,6 +192,19 @@ class Config:
     @property
     def access_path(self) -> Path:
         return self.data_dir / "access.db"  # tokens: see access/store.py
+
+    def kept(self) -> Retention:
+        """--retention and --rollup-retention; raises ValueError, naming the setting, for one that is not a
+        span or ``forever``, or rollups kept for less time than the raw data."""
+        raw = _retention_ns("--retention", self.retention)
+        rollups = _retention_ns("--rollup-retention", self.rollup_retention)
+        if rollups is not None and raw is not None and rollups < raw:
+            raise ValueError(
+                f"--rollup-retention {self.rollup_retention!r} is shorter than "
+                f"--retention {self.retention!r}: the totals of a range the raw data still covers "
+                "come from the rollups"
+            )
+        return Retention(raw, rollups)
 
     @property
     def tls(self) -> bool:

@@ -105,7 +105,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
     gate = gate_for(config)  # first: a server that must not start binds nothing
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
-    store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute)
+    store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute, retention=config.kept())
     receiver = Receiver(
         store,
         Intake(

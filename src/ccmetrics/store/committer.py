@@ -15,6 +15,7 @@ from ..records import Batch, Event, Point, split_event_key
 from .event_rows import INSERT_EVENT, EventKind, EventRow, event_kind, measure, own_attributes
 from .identities import Identities, SeriesIds, text, to_json
 from .limits import Allowance, NewSeriesLimit
+from .retention import Pruning, Retention
 from .rollups import Rollups, close_days
 from .schema import DAY_NS, EVENT_MEASURES, EVENT_STRINGS
 from .upgrade import EventsUpgrade
@@ -60,13 +61,16 @@ class Committer:
     exist, are never refused, so an exporter's retry stays a no-op.
     """
 
-    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
+    def __init__(
+        self, path: Path, new_series_per_minute: int | None = None, retention: Retention | None = None
+    ) -> None:
         self.limit = NewSeriesLimit(new_series_per_minute)
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the writer's checkpointer does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
         self._identities = Identities(self._conn)
         self.upgrade = EventsUpgrade(self._conn, self._identities)
+        self.pruning = Pruning(self._conn, retention)
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
         (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
@@ -129,6 +133,8 @@ class Committer:
 
         The rollups are added to only once the batch is stored: a batch rolled back adds nothing."""
         result = WriteResult()
+        if self.pruning.raw_since_ns:
+            batch = _within_retention(batch, self.pruning.raw_since_ns, result)
         batch_rollups = Rollups()
         self._store_points(batch, result, batch_rollups, lambda: allowance.take("series", batch.source))
         self._store_events(batch, result, batch_rollups, lambda: allowance.take("events", batch.source))
@@ -287,6 +293,19 @@ class Committer:
 _INSERT_POINT = (
     "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, extra) VALUES (?, ?, ?, ?, ?)"
 )
+
+
+def _within_retention(batch: Batch, since_ns: int, result: WriteResult) -> Batch:
+    """The batch without its records dated before the raw data kept: those could be retries of pruned ones,
+    which nothing would tell apart, and count twice."""
+    points = [p for p in batch.points if p.time_ns >= since_ns]
+    events = [e for e in batch.events if e.time_ns >= since_ns]
+    spans = [s for s in batch.spans if s.start_ns >= since_ns]
+    old = batch.records - len(points) - len(events) - len(spans)
+    if not old:
+        return batch
+    result.reject(old, f"{old} records older than the raw data kept (--retention) were rejected")
+    return Batch(batch.source, points, events, spans)
 
 
 def sample_level(key: bytes) -> int:

@@ -362,6 +362,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX rollup_day_by_family ON rollup_day (family_id, start_ns, value);
     CREATE INDEX rollup_week_by_family ON rollup_week (family_id, start_ns, value);
     """,
+    # 8: retention. What is kept from when: raw points, events and spans from raw_ns on, the rollups and the
+    # sessions' activity from rollups_ns on (0: everything). Each is moved forward before the pruning it
+    # announces (see store/retention.py), so readers know which of their ranges the raw data still covers.
+    # Spans are pruned by time, which needs their times in order.
+    """
+    CREATE TABLE kept_since (raw_ns INTEGER NOT NULL, rollups_ns INTEGER NOT NULL);
+    INSERT INTO kept_since VALUES (0, 0);
+    CREATE INDEX spans_by_time ON spans (start_ns);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -376,6 +385,13 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"the database is at schema version {current}, newer than this ccmetrics understands "
             f"({SCHEMA_VERSION}); upgrade ccmetrics"
         )
+    if current == 0 and conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+        # A new database gives back the pages pruning frees, a few at a time (see store/retention.py); an
+        # existing one needs a whole VACUUM for that, once, with the server stopped (`ccmetrics vacuum`).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute(
+            "VACUUM"
+        )  # instant on an empty file; needed as journal_mode = WAL has written its header
     for version in range(current, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:

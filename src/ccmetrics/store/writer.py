@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..records import Batch
 from .committer import Committer, StoreUnavailable, WriteResult, connect
+from .retention import Retention
 
 __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
 
@@ -40,8 +41,10 @@ class _Job:
 class Writer:
     """``await write(batch)`` returns once the batch is committed; ``close()`` commits what is left."""
 
-    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
-        self._committer = Committer(path, new_series_per_minute)
+    def __init__(
+        self, path: Path, new_series_per_minute: int | None = None, retention: Retention | None = None
+    ) -> None:
+        self._committer = Committer(path, new_series_per_minute, retention)
         self._checkpointer = Checkpointer(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._in_flight = 0  # changed on the event loop only
@@ -76,10 +79,13 @@ class Writer:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            if self._committer.upgrade.pending and self._jobs.empty():
-                self._upgrade_step()  # between commits, when nothing waits (see upgrade.py)
+            if self._upkeep_pending() and self._jobs.empty():
+                self._upkeep_step()  # between commits, when nothing waits (see upgrade.py, retention.py)
                 continue
-            group = [self._jobs.get()]
+            try:
+                group = [self._jobs.get(timeout=self._committer.pruning.wait_s)]
+            except queue.Empty:
+                continue  # time to ask whether there is pruning to do
             while len(group) < MAX_GROUP and group[-1] is not None:
                 try:
                     group.append(self._jobs.get_nowait())
@@ -99,21 +105,32 @@ class Writer:
                     job.loop.call_soon_threadsafe(_settle, job.future, outcome)
                 except RuntimeError:
                     pass  # its event loop has closed: nobody waits for the answer (the batch is stored)
-            if self._committer.upgrade.pending:
-                self._upgrade_step()  # under a steady stream too, one step after each commit
+            if self._upkeep_pending():
+                self._upkeep_step()  # under a steady stream too, one step after each commit
             if self._checkpointer.log_pages > RESTART_LOG_PAGES:
                 self._checkpointer.log_pages = 0
                 self._committer.restart_log()
             self._checkpointer.wake()
 
-    def _upgrade_step(self) -> None:
+    def _upkeep_pending(self) -> bool:
+        """Whether the events of an older database are still to be moved or, once they are, old data is to be
+        pruned."""
+        return self._committer.upgrade.pending or self._committer.pruning.pending()
+
+    def _upkeep_step(self) -> None:
+        upgrading = self._committer.upgrade.pending
         try:
-            self._committer.upgrade.step()
+            if upgrading:
+                self._committer.upgrade.step()
+            else:
+                self._committer.pruning.step()
         except sqlite3.Error as exc:  # disk full, locked by someone else: the next step tries again
-            log.warning("could not upgrade the database's events now: %s", exc)
+            log.warning(
+                "could not %s now: %s", "upgrade the database's events" if upgrading else "prune", exc
+            )
             time.sleep(1)
         else:
-            if self._moving and not self._committer.upgrade.pending:
+            if upgrading and self._moving and not self._committer.upgrade.pending:
                 log.info("the database is upgraded: its %s events are in the new layout", self._moving)
         self._checkpointer.wake()
 
