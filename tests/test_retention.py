@@ -23,6 +23,7 @@ from ccmetrics.store.schema import DAY_NS, HOUR_NS, WEEK_NS
 from ccmetrics.store.summary import summary
 
 from .conftest import ServerProcess
+from .in_process import InProcessServer
 from .otlp_builders import sum_request
 from .team_month import generate
 
@@ -302,3 +303,33 @@ def test_running_totals_are_written_as_increments(tmp_path: Path) -> None:
     write(path, running_total(NOW - 45 * DAY_NS, 10.0), running_total(NOW - 40 * DAY_NS, 25.0))
     assert summaries(path)["all"]["cost_usd"] == 25.0
 
+
+def test_the_api_says_where_a_view_reaches_past_the_raw_data(team: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = data_dir / "ccmetrics.db"
+    shutil.copy(team, path)
+    retention = Retention(RAW_DAYS * DAY_NS, 400 * DAY_NS)
+    raw_cut = retention.cuts(time.time_ns())[0]
+    store = Store(path, retention=retention)
+    try:
+        wait_until_pruned(path, raw_cut)
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    (old,) = conn.execute("SELECT session_id FROM sessions WHERE first_ns < ? LIMIT 1", (raw_cut,)).fetchone()
+    (new,) = conn.execute("SELECT session_id FROM sessions WHERE first_ns > ? LIMIT 1", (raw_cut,)).fetchone()
+    conn.close()
+
+    server = InProcessServer(data_dir)
+    try:
+        reaching = server.get_json("/api/dashboard", since="90d")
+        within = server.get_json("/api/dashboard", since="7d")
+        pruned = server.get_json(f"/api/sessions/{old}")
+        whole = server.get_json(f"/api/sessions/{new}")
+    finally:
+        server.close()
+    assert reaching["raw_since_ns"] == within["raw_since_ns"] == raw_cut
+    assert reaching["start_ns"] < raw_cut <= within["start_ns"]
+    assert pruned["pruned"] and pruned["raw_since_ns"] == raw_cut and pruned["timeline"] == []
+    assert not whole["pruned"] and whole["timeline"]

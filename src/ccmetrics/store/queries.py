@@ -136,6 +136,8 @@ IS_EVENT_DIMENSION = "SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1"
 # --- the store's state --------------------------------------------------------------------------------
 
 DAYS_CLOSED_UNTIL = "SELECT until_ns FROM closed_days"  # days before this have their daily sums
+RAW_SINCE = "SELECT raw_ns FROM kept_since"  # raw data before this may have been pruned (retention.py)
+SESSION_SPAN = "SELECT first_ns, last_ns FROM sessions WHERE session_id = ?"
 FIRST_POINT_TIME = "SELECT MIN(time_ns) FROM points"
 HAS_CLAUDE_CODE_DATA = (
     "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') OR EXISTS (SELECT 1 FROM events)"

@@ -29,7 +29,7 @@ from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
 from ..setup import telemetry_env
-from ..store import Store, StoreUpgrading
+from ..store import Store, StoreUpgrading, queries
 from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
 from ..store.schema import DAY_NS
@@ -273,6 +273,7 @@ def create_app(store: Store, config: Config) -> Starlette:
                 "end_ns": view.end_ns,
                 "version": version,
                 "has_data": bool(has_data),
+                "raw_since_ns": view.selection.raw_since_ns(),
                 "panels": {p.id: p.data(view) for p in PANELS},
                 # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
                 "choices": {"filters": filter_options(conn), "group": attribute_values(conn, view.group_key)},
@@ -318,12 +319,18 @@ def create_app(store: Store, config: Config) -> Starlette:
             conn = store.reader()
             only = Filters(attrs=(("session.id", session_id),))
             totals = summary(conn, only, store.family_cache)
-            sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
+            selection = Selection(conn, only, store.family_cache)
+            sessions = selection.sessions(limit=1)
+            raw_since = selection.raw_since_ns()
+            span = conn.execute(queries.SESSION_SPAN, (session_id,)).fetchone()
             return {
                 "session_id": session_id,
                 "summary": totals,
                 "session": sessions[0] if sessions else None,
                 "timeline": session_timeline(conn, session_id),
+                # Its raw points and events from raw_since_ns on only: its timeline and numbers miss the rest.
+                "raw_since_ns": raw_since,
+                "pruned": bool(raw_since and span and span[0] < raw_since),
             }
 
         return await query(request, work)
