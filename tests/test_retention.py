@@ -8,6 +8,8 @@ import asyncio
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -333,3 +335,42 @@ def test_the_api_says_where_a_view_reaches_past_the_raw_data(team: Path, tmp_pat
     assert reaching["start_ns"] < raw_cut <= within["start_ns"]
     assert pruned["pruned"] and pruned["raw_since_ns"] == raw_cut and pruned["timeline"] == []
     assert not whole["pruned"] and whole["timeline"]
+
+
+def ccmetrics(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccmetrics", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_vacuum_makes_an_older_database_give_space_back_and_waits_for_the_server(
+    team: Path, tmp_path: Path, start_server: Any
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = data_dir / "ccmetrics.db"
+    shutil.copy(team, path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA auto_vacuum = NONE")  # as a database made before retention
+    conn.execute("VACUUM")
+    conn.close()
+
+    server = start_server(data_dir)
+    refused = ccmetrics("vacuum", "--data-dir", str(data_dir))
+    assert refused.returncode == 1 and "stop it first" in refused.stderr
+    server.stop()
+
+    before = summaries(path)
+    size = path.stat().st_size
+    done = ccmetrics("vacuum", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental from now on
+    conn.close()
+    assert summaries(path) == before
+
+    # Now pruning gives the space back.
+    server = start_server(data_dir, "--retention", f"{RAW_DAYS}d")
+    wait_until_pruned(path, Retention(RAW_DAYS * DAY_NS, 400 * DAY_NS).cuts(time.time_ns())[0])
+    server.stop()
+    assert path.stat().st_size < size * 0.7, (size, path.stat().st_size)

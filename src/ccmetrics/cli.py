@@ -567,3 +567,26 @@ def health(
     else:
         health_mod.render(checks)
     raise SystemExit(0 if health_mod.all_ok(checks) else 1)
+
+
+# --- keeping data: vacuum, backup, restore, export, forget ------------------------------------------------
+
+
+@main.command()
+@settings_options("data_dir")
+def vacuum(data_dir: str | None) -> None:
+    """Rewrite the database without its free pages, with the server stopped; from then on it gives back the
+    space pruning frees by itself (a database made before retention existed does not)."""
+    from .running import ServerRunning, no_server
+    from .store.retention import vacuum as rewrite
+
+    config = Config.from_options(data_dir=data_dir)
+    if not config.db_path.exists():
+        raise click.ClickException(f"no database at {config.db_path}")
+    before = config.db_path.stat().st_size
+    try:
+        with no_server(config.data_dir):
+            rewrite(config.db_path)
+    except ServerRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{config.db_path}: {before / 1e6:,.1f} MB -> {config.db_path.stat().st_size / 1e6:,.1f} MB")

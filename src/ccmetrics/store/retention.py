@@ -22,6 +22,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .schema import HOUR_NS, WEEK_NS
 
@@ -221,6 +222,19 @@ class Pruning:
 
     def _free_pages(self) -> int:
         return int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def vacuum(path: Path) -> None:
+    """Rewrite the whole file without its free pages, and make it give back the pages pruning frees from then
+    on (a database made before retention existed keeps them). Takes as long as copying the file, and needs
+    as much free space: for a stopped server only (see running.no_server)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect with the VACUUM
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def _iso(ns: int) -> str:
