@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -590,3 +591,52 @@ def vacuum(data_dir: str | None) -> None:
     except ServerRunning as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{config.db_path}: {before / 1e6:,.1f} MB -> {config.db_path.stat().st_size / 1e6:,.1f} MB")
+
+
+@main.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@settings_options("data_dir")
+def backup_command(file: Path, data_dir: str | None) -> None:
+    """Write a consistent copy of the database (and of access.db, the tokens) to FILE, a tar file, while the
+    server runs. Do not copy the live files instead: the copy could be torn, or miss the write-ahead log."""
+    from .backup import BackupError, backup
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        copied = backup(config.data_dir, file)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        raise click.ClickException(str(exc)) from None
+    held = ", ".join(f"{c.name} ({c.size / 1e6:,.1f} MB)" for c in copied)
+    click.echo(f"wrote {file}: {held}")
+
+
+@main.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@settings_options("data_dir")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even while a server uses the data directory: it goes on with the data it had, and what it "
+    "stores until it is restarted is lost. Restart it at once.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing the data there.")
+def restore_command(file: Path, data_dir: str | None, force: bool, yes: bool) -> None:
+    """Put the backup FILE (see `ccmetrics backup`) in place of the data directory's databases."""
+    from .backup import BackupError, restore
+    from .running import ServerRunning, no_server
+
+    config = Config.from_options(data_dir=data_dir)
+    if config.db_path.exists() and not yes:
+        click.confirm(f"Replace the data in {config.data_dir} with {file}'s?", abort=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(no_server(config.data_dir))
+            except ServerRunning as exc:
+                if not force:
+                    raise click.ClickException(f"{exc} (or give --force)") from None
+                click.echo(f"warning: {exc}; restoring anyway (--force): restart it now", err=True)
+            restored = restore(file, config.data_dir)
+    except (BackupError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {', '.join(c.name for c in restored)} into {config.data_dir}")
