@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -640,3 +641,33 @@ def restore_command(file: Path, data_dir: str | None, force: bool, yes: bool) ->
     except (BackupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"restored {', '.join(c.name for c in restored)} into {config.data_dir}")
+
+
+@main.command("export")
+@settings_options("data_dir")
+@click.option("--since", metavar="TIME", help="Only data from TIME on: ISO 8601, or 7d, 24h, 30m ago.")
+@click.option("--until", metavar="TIME", help="Only data before TIME.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here [default: stdout]."
+)
+def export_command(
+    data_dir: str | None, since: str | None, until: str | None, fmt: str, output: Path | None
+) -> None:
+    """The raw points and events of a range, one record a row or line (prompt text only if the server kept
+    it: --store-prompts). Works while the server runs."""
+    from .export import write as write_records
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        query = Filters.parse(since, until, ())
+        conn = open_reader(config.db_path)
+    except (QueryError, FileNotFoundError, StoreOutdated) as exc:
+        raise click.ClickException(str(exc)) from None
+    with contextlib.closing(conn):
+        if output is None:
+            points, events = write_records(conn, sys.stdout, fmt, query.since_ns, query.until_ns)
+        else:
+            with output.open("w", newline="", encoding="utf-8") as out:
+                points, events = write_records(conn, out, fmt, query.since_ns, query.until_ns)
+    click.echo(f"exported {points:,} points and {events:,} events", err=True)

@@ -29,6 +29,7 @@ from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
 from ..setup import telemetry_env
+from ..spreadsheet import inert
 from ..store import Store, StoreUpgrading, queries
 from ..store.filter_choices import attribute_values, filter_options
 from ..store.filters import Filters, QueryError
@@ -174,18 +175,6 @@ def panel_meta(panel: Panel) -> dict[str, Any]:
     }
 
 
-# A spreadsheet takes a cell that starts with one of these for a formula, and runs it (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _inert(value: Any) -> Any:
-    """OWASP's rule: text that starts like a formula gets a leading ', which makes it text. Numbers, negative
-    ones too, stay numbers."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def to_csv(data: dict[str, Any]) -> str:
     """A panel's data as a CSV table, whatever its kind. Every text is quoted and no number is, so that a
     spreadsheet reads each as what it is; no text can be a formula."""
@@ -193,7 +182,7 @@ def to_csv(data: dict[str, Any]) -> str:
     writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC)
 
     def write(row: list[Any]) -> None:
-        writer.writerow([_inert(value) for value in row])
+        writer.writerow([inert(value) for value in row])
 
     if "rows" in data:
         keys = [c["key"] for c in data["columns"]]
