@@ -184,17 +184,27 @@ def main() -> None:
         took = time.monotonic() - started  # the pruning server's own time: its start-up and its turns
         try:
             while not pruned(pruning):
+                this_turn: dict[str, list[float]] = {}
                 for name, server, other in (("pruning", pruning, keeping), ("keeping", keeping, pruning)):
                     assert server.process is not None and other.process is not None
                     other.process.send_signal(signal.SIGSTOP)
                     server.process.send_signal(signal.SIGCONT)
                     turn_started = time.monotonic()
-                    measured[name] += send_for(server.otlp_http, args.turn, args.rate, sessions[name])
+                    this_turn[name] = send_for(server.otlp_http, args.turn, args.rate, sessions[name])
+                    measured[name] += this_turn[name]
                     if name == "pruning":
                         took += time.monotonic() - turn_started
                 turns += 1
-                p50, p99, worst, _ = figures(measured["pruning"])
-                print(f"  turn {turns}: while pruning p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.0f} ms")
+                print(
+                    f"  turn {turns}: p50 / p99 / max, ms: "
+                    + ";  ".join(
+                        f"{label} {p50:.1f} / {p99:.1f} / {worst:.0f}"
+                        for label, (p50, p99, worst, _) in (
+                            ("while pruning", figures(this_turn["pruning"])),
+                            ("without", figures(this_turn["keeping"])),
+                        )
+                    )
+                )
         finally:
             for server in (pruning, keeping):
                 if server.process is not None:

@@ -29,8 +29,14 @@ from .schema import HOUR_NS, WEEK_NS
 log = logging.getLogger("ccmetrics")
 
 CHECK_EVERY_S = 60  # how often the writer asks whether the cuts moved on (they move by the hour)
-VACUUM_PAGES = 256  # pages (1 MiB) given back per step
+VACUUM_PAGES = 256  # pages (1 MiB) given back per step, at most
 VACUUM_FROM_PAGES = 1024  # free pages (4 MiB) are given back once there are this many
+# A step aims at this long: an export arriving meanwhile waits no longer. Chunks grow and shrink to fit it,
+# as what a row costs to delete varies with the table, its indexes, the cache and the disk.
+STEP_S = 0.005
+# After a step the writer leaves pruning alone for as long as the step took: commits, and the checkpoints
+# that copy their pages into the database file, get at least half of the writer's time and of the disk's.
+REST = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,10 +125,27 @@ def kept_since(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(raw), int(rollups)
 
 
-def delete_chunk(conn: sqlite3.Connection, prunable: Prunable, since_ns: int, until_ns: int) -> int:
-    """Delete about ``prunable.rows`` of the oldest rows in ``[since_ns, until_ns)``; returns where the next
-    chunk starts (``until_ns`` once none are left)."""
-    row = conn.execute(prunable.chunk_end, (since_ns, until_ns, prunable.rows)).fetchone()
+class Pace:
+    """How much one step does (rows, pages), fitted to STEP_S, and when the next may start."""
+
+    def __init__(self, size: int, most: int) -> None:
+        self.size, self._most = size, most
+        self.resume_at = 0.0
+
+    def took(self, seconds: float) -> None:
+        if seconds > STEP_S:
+            self.size = max(1, int(self.size * max(0.25, STEP_S / seconds)))
+        elif seconds < STEP_S / 2:
+            self.size = min(self._most, self.size * 3 // 2 + 1)
+        self.resume_at = time.monotonic() + seconds * REST
+
+
+def delete_chunk(
+    conn: sqlite3.Connection, prunable: Prunable, since_ns: int, until_ns: int, rows: int
+) -> int:
+    """Delete about ``rows`` of the oldest rows in ``[since_ns, until_ns)``; returns where the next chunk
+    starts (``until_ns`` once none are left)."""
+    row = conn.execute(prunable.chunk_end, (since_ns, until_ns, rows)).fetchone()
     end = until_ns if row is None else max(int(row[0]), since_ns + 1)  # a run of equal times goes together
     conn.execute(prunable.delete, (since_ns, end))
     return end
@@ -144,21 +167,25 @@ class Pruning:
         self._resumed = False
         self._vacuum = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
         self._vacuuming = False
+        self._paces = [Pace(max(1, p.rows // 10), p.rows * 2) for p in PRUNABLE]
+        self._vacuum_pace = Pace(VACUUM_PAGES // 8, VACUUM_PAGES)
+        self._resume_at = 0.0
         if retention is not None and not self._vacuum:
             log.info(
                 "this database keeps the pages pruning frees for new data rather than giving them back: "
                 "`ccmetrics vacuum`, once, with the server stopped, makes it give them back from then on"
             )
 
-    @property
-    def wait_s(self) -> float | None:
-        """How long the writer may wait for data before asking ``pending`` again (None: for ever)."""
-        return None if self._retention is None else CHECK_EVERY_S
+    def wait_s(self) -> float:
+        """How long the writer may wait for data before asking ``pending`` again."""
+        if self._running or self._vacuuming:
+            return max(0.0, self._resume_at - time.monotonic())
+        return CHECK_EVERY_S
 
     def pending(self, now_ns: int | None = None) -> bool:
-        """Whether there is pruning or vacuuming to do; starts a run when the cuts have moved on."""
+        """Whether a step of pruning or vacuuming is due now; starts a run when the cuts have moved on."""
         if self._running or self._vacuuming:
-            return True
+            return time.monotonic() >= self._resume_at
         if self._retention is None or time.monotonic() - self._checked_at < CHECK_EVERY_S:
             return False
         self._checked_at = time.monotonic()
@@ -189,18 +216,20 @@ class Pruning:
             self.raw_since_ns, self._rollups_since_ns = self._announce
             self._announce = None
             return
-        prunable = PRUNABLE[self._next]
+        prunable, pace = PRUNABLE[self._next], self._paces[self._next]
         cut = self.raw_since_ns if prunable.kept == "raw" else self._rollups_since_ns
         conn, since = self._conn, self._from[self._next]
-        before = conn.total_changes
+        before, started = conn.total_changes, time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            end = delete_chunk(conn, prunable, since, cut) if since < cut else cut
+            end = delete_chunk(conn, prunable, since, cut, pace.size) if since < cut else cut
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        pace.took(time.monotonic() - started)
+        self._resume_at = pace.resume_at
         self._deleted += conn.total_changes - before
         self._from[self._next] = end
         if end >= cut:
@@ -217,7 +246,10 @@ class Pruning:
             )
 
     def _vacuum_step(self) -> None:
-        self._conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+        started = time.monotonic()
+        self._conn.execute(f"PRAGMA incremental_vacuum({self._vacuum_pace.size})").fetchall()
+        self._vacuum_pace.took(time.monotonic() - started)
+        self._resume_at = self._vacuum_pace.resume_at
         self._vacuuming = self._free_pages() > 0
 
     def _free_pages(self) -> int:

@@ -83,7 +83,7 @@ class Writer:
                 self._upkeep_step()  # between commits, when nothing waits (see upgrade.py, retention.py)
                 continue
             try:
-                group = [self._jobs.get(timeout=self._committer.pruning.wait_s)]
+                group = [self._jobs.get(timeout=self._committer.pruning.wait_s())]
             except queue.Empty:
                 continue  # time to ask whether there is pruning to do
             while len(group) < MAX_GROUP and group[-1] is not None:
