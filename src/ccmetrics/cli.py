@@ -671,3 +671,25 @@ def export_command(
             with output.open("w", newline="", encoding="utf-8") as out:
                 points, events = write_records(conn, out, fmt, query.since_ns, query.until_ns)
     click.echo(f"exported {points:,} points and {events:,} events", err=True)
+
+
+@main.command("forget")
+@click.option("--user", metavar="ID|EMAIL|NAME", help="A person, by any of user.id, user.email, user.name.")
+@click.option("--session", metavar="ID", help="One session, by its session.id.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask first.")
+@settings_options("data_dir")
+def forget_command(user: str | None, session: str | None, yes: bool, data_dir: str | None) -> None:
+    """Remove every row about a person (or a session) and take what they sent out of every sum, while the
+    server runs; everyone else's totals stay as they were. Keeps an audit line in audit.log (who ran it,
+    when, how much was removed; not whom)."""
+    from .forget import forget
+
+    if (user is None) == (session is None):
+        raise click.UsageError("give --user or --session")
+    kind, value = ("user", user) if user is not None else ("session", session)
+    assert value is not None
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        forget(config.data_dir, kind, value, yes)
+    except (FileNotFoundError, StoreOutdated, sqlite3.Error) as exc:
+        raise click.ClickException(str(exc)) from None

@@ -86,15 +86,21 @@ class Store:
         finally:
             setup.close()
         self.path = path
-        self._writer = Writer(path, new_series_per_minute, retention)
+        self.family_cache = FamilyCache()  # before the writer, which may clear them from its start
+        self.answers = AnswerCache()
+        self._writer = Writer(path, new_series_per_minute, retention, self._forgotten)
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
-        self.family_cache = FamilyCache()
-        self.answers = AnswerCache()
         self._version = 0
         # Set, and replaced by a new one, when the version changes: whoever waits on it wakes up.
         self._changed = asyncio.Event()
         self._upgraded = False
+
+    def _forgotten(self) -> None:
+        """Someone has been forgotten: nothing learnt about families or read from the sums is kept (the
+        versions of the hours they were in have been bumped too, for answers being read meanwhile)."""
+        self.family_cache.clear()
+        self.answers.clear()
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be.

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..records import Batch, Event, Point, split_event_key
 from .event_rows import INSERT_EVENT, EventKind, EventRow, event_kind, measure, own_attributes
+from .forgetting import Forgetting
 from .identities import Identities, SeriesIds, text, to_json
 from .limits import Allowance, NewSeriesLimit
 from .retention import Pruning, Retention
@@ -71,11 +72,19 @@ class Committer:
         self._identities = Identities(self._conn)
         self.upgrade = EventsUpgrade(self._conn, self._identities)
         self.pruning = Pruning(self._conn, retention)
+        self.forgetting = Forgetting(self._conn)
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
         (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
     def close(self) -> None:
         self._conn.close()
+
+    def forget_step(self) -> None:
+        """One step of forgetting; the ids of series and families known are forgotten: rows may be gone."""
+        try:
+            self.forgetting.step()
+        finally:
+            self._identities.clear()
 
     def restart_log(self) -> None:
         """Have the next commit write the write-ahead log from its start, once what is left of it is copied

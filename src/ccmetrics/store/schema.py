@@ -371,6 +371,18 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO kept_since VALUES (0, 0);
     CREATE INDEX spans_by_time ON spans (start_ns);
     """,
+    # 9: forgetting a person or a session (see store/forgetting.py). A request waits here until the writer
+    # has carried it out; its value (an id, an email, a name) is erased then, what was removed kept (counts).
+    """
+    CREATE TABLE forget_requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,                -- user | session
+        value TEXT,                        -- who or which session; NULL once done
+        requested_ns INTEGER NOT NULL,
+        done_ns INTEGER,
+        removed TEXT NOT NULL DEFAULT '{}'  -- JSON: rows removed, by table
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ log = logging.getLogger("ccmetrics")
 
 MAX_GROUP = 256  # batches per transaction
 MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the client is asked to retry
+UPKEEP_CHECK_S = 1.0  # an idle writer asks this often whether there is forgetting or pruning to do
 RESTART_LOG_PAGES = 4096  # a write-ahead log longer than this (16 MiB) is started over
 
 
@@ -42,9 +44,15 @@ class Writer:
     """``await write(batch)`` returns once the batch is committed; ``close()`` commits what is left."""
 
     def __init__(
-        self, path: Path, new_series_per_minute: int | None = None, retention: Retention | None = None
+        self,
+        path: Path,
+        new_series_per_minute: int | None = None,
+        retention: Retention | None = None,
+        forgotten: Callable[[], None] = lambda: None,
     ) -> None:
+        """``forgotten`` is called, on the writer's thread, once a request to forget is carried out."""
         self._committer = Committer(path, new_series_per_minute, retention)
+        self._forgotten = forgotten
         self._checkpointer = Checkpointer(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._in_flight = 0  # changed on the event loop only
@@ -83,9 +91,9 @@ class Writer:
                 self._upkeep_step()  # between commits, when nothing waits (see upgrade.py, retention.py)
                 continue
             try:
-                group = [self._jobs.get(timeout=self._committer.pruning.wait_s())]
+                group = [self._jobs.get(timeout=min(UPKEEP_CHECK_S, self._committer.pruning.wait_s()))]
             except queue.Empty:
-                continue  # time to ask whether there is pruning to do
+                continue  # time to ask whether there is forgetting or pruning to do
             while len(group) < MAX_GROUP and group[-1] is not None:
                 try:
                     group.append(self._jobs.get_nowait())
@@ -115,23 +123,30 @@ class Writer:
     def _upkeep_pending(self) -> bool:
         """Whether the events of an older database are still to be moved or, once they are, old data is to be
         pruned."""
-        return self._committer.upgrade.pending or self._committer.pruning.pending()
+        committer = self._committer
+        return committer.upgrade.pending or committer.forgetting.pending() or committer.pruning.pending()
 
     def _upkeep_step(self) -> None:
-        upgrading = self._committer.upgrade.pending
+        committer = self._committer
+        upgrading = committer.upgrade.pending
+        forgetting = not upgrading and committer.forgetting.pending()
+        what = "upgrade the database's events" if upgrading else "forget" if forgetting else "prune"
+        done = committer.forgetting.forgotten
         try:
             if upgrading:
-                self._committer.upgrade.step()
+                committer.upgrade.step()
+            elif forgetting:
+                committer.forget_step()
             else:
-                self._committer.pruning.step()
+                committer.pruning.step()
         except sqlite3.Error as exc:  # disk full, locked by someone else: the next step tries again
-            log.warning(
-                "could not %s now: %s", "upgrade the database's events" if upgrading else "prune", exc
-            )
+            log.warning("could not %s now: %s", what, exc)
             time.sleep(1)
         else:
-            if upgrading and self._moving and not self._committer.upgrade.pending:
+            if upgrading and self._moving and not committer.upgrade.pending:
                 log.info("the database is upgraded: its %s events are in the new layout", self._moving)
+            if committer.forgetting.forgotten != done:
+                self._forgotten()
         self._checkpointer.wake()
 
 
