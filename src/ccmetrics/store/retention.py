@@ -11,9 +11,8 @@ never touched before their own cut, so every total they answer stays exact after
 the partial hours at the ends of a range and a session's own numbers read raw data.
 
 Each chunk is one range of a time-ordered index, ``[from, to)``: ``Prunable`` holds the two statements, one
-finding where a chunk of about ``rows`` rows ends, one deleting it. (Forgetting a person will delete by the
-same chunks, and bump ``hour_versions`` for the rollups it subtracts from, which is what clears the answers
-cached from them.)
+finding where a chunk of about ``rows`` rows ends, one deleting it. How many rows a step takes is fitted to
+a few milliseconds (``Pace``), and the writer rests as long after each: ingest keeps most of its time.
 """
 
 from __future__ import annotations
