@@ -4,6 +4,7 @@ with SIGKILL while it forgets loses nothing and finishes the job at its next sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -17,8 +18,11 @@ from typing import Any
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ccmetrics.store import open_reader
+from ccmetrics.records import Batch, Point
+from ccmetrics.store import Store, connect, open_reader
 from ccmetrics.store.filters import Filters
+from ccmetrics.store.forgetting import Forgetting, file_request
+from ccmetrics.store.schema import DAY_NS, HOUR_NS
 from ccmetrics.store.summary import summary
 
 from .conftest import ServerProcess
@@ -224,8 +228,6 @@ def test_sigkill_while_forgetting_loses_nothing_and_leaves_the_sums_exact(
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     db = data_dir / "ccmetrics.db"
-    import asyncio
-
     asyncio.run(generate(db, developers=3, days=20, seed=11, quiet=True))
     emails = [f"dev{i:03d}@example.com" for i in range(3)]
     before = per_user(db, emails)
@@ -298,3 +300,57 @@ def test_with_no_server_running_the_command_forgets_by_itself(start_server: Any)
     assert server.summary()["cost_usd"] == bystander["cost_usd"]
     server.stop()
     assert EMAIL.encode() not in file_bytes(server.data_dir / "ccmetrics.db")
+
+
+def test_a_session_of_days_and_weeks_that_have_ended_leaves_their_sums_as_if_never_sent(
+    tmp_path: Path,
+) -> None:
+    """Taken out of the hourly, daily and weekly sums alike: every range reads what a store that never
+    had the session reads."""
+    now = time.time_ns() // HOUR_NS * HOUR_NS
+
+    def points(session: str, user: str, days_ago: int, value: float) -> list[Point]:
+        t = now - days_ago * DAY_NS
+        attrs = {"user.id": user, "session.id": session, "model": "m"}
+        cost = Point("claude_code.cost.usage", "USD", "sum", "delta", True, "s", attrs, t - SECOND, t, value)
+        anonymous = {"session.id": session}  # a family of no one: shared, so taken away from
+        count = Point("claude_code.session.count", "", "sum", "delta", True, "s", anonymous, t - 1, t, 1.0)
+        return [cost, count]
+
+    def store(path: Path, *sessions: list[Point]) -> None:
+        async def run() -> None:
+            s = Store(path)
+            try:
+                for batch in sessions:
+                    await s.write(Batch(points=batch))
+            finally:
+                s.close()
+
+        asyncio.run(run())
+
+    kept = [points("s2", "u1", 3, 0.5), points("s3", "u2", 3, 0.25), points("s4", "u1", 10, 2.0)]
+    gone = [points("s1", "u1", 3, 1.5), points("s1", "u1", 10, 0.75), points("s1", "u1", 0, 4.0)]
+    forgetting, never = tmp_path / "forgetting.db", tmp_path / "never.db"
+    store(forgetting, *kept, *gone)
+    store(never, *kept)
+    conn = connect(forgetting)
+    file_request(conn, "session", "s1")
+    Forgetting(conn).run_all()
+    conn.close()
+
+    ranges = [
+        Filters(),
+        Filters(now - 14 * DAY_NS, now),
+        Filters(now - 3 * DAY_NS - DAY_NS // 2, now - 2 * DAY_NS),
+        Filters(now - 30 * DAY_NS, now, (("user.id", "u1"),)),
+    ]
+    for db in (forgetting, never):
+        reader = open_reader(db)
+        try:
+            got = [summary(reader, f) for f in ranges]
+        finally:
+            reader.close()
+        if db == forgetting:
+            after = got
+    assert after == got
+    assert after[0]["cost_usd"] == 2.75

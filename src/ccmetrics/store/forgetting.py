@@ -209,7 +209,6 @@ class _Run:
         self._removed: dict[str, int] = json.loads(
             conn.execute("SELECT removed FROM forget_requests WHERE id = ?", (request_id,)).fetchone()[0]
         )
-        (self._closed_until,) = conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
     def steps(self) -> Iterator[None]:
         started = time.monotonic()
@@ -257,7 +256,7 @@ class _Run:
                     family_id, adds_up = series[series_id]
                     if adds_up and family_id not in whole:
                         sums[(family_id, time_ns - time_ns % HOUR_NS)] -= value
-                add_sums(conn, sums, {}, self._closed_until)
+                add_sums(conn, sums, {}, self._days_closed())
                 self._delete(
                     "points",
                     "DELETE FROM points WHERE time_ns IN (SELECT value FROM json_each(?)) "
@@ -290,7 +289,7 @@ class _Run:
                         if measure is not None:
                             mine[1 + 2 * j] -= measure
                             mine[2 + 2 * j] -= 1
-                add_sums(conn, {}, sums, self._closed_until)
+                add_sums(conn, {}, sums, self._days_closed())
                 self._delete(
                     "events",
                     "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))",
@@ -451,6 +450,11 @@ class _Run:
         count = self._conn.execute(sql, params).rowcount
         self._removed[table] = self._removed.get(table, 0) + count
         return count
+
+    def _days_closed(self) -> int:
+        """Days before this have their daily sums, now: read in the transaction that subtracts, as the writer
+        closes days between this one's steps."""
+        return int(self._conn.execute("SELECT until_ns FROM closed_days").fetchone()[0])
 
     def _delete_alone(self, table: str, sql: str, params: tuple[object, ...]) -> None:
         """A delete in a transaction of its own."""
