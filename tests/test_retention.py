@@ -180,6 +180,23 @@ def test_pruning_keeps_the_window_and_every_total_the_rollups_cover(
     for table in ("rollup_hour", "rollup_day", "rollup_week", "event_rollup_hour", "hour_versions"):
         assert count(conn, f"SELECT COUNT(*) FROM {table} WHERE start_ns < ?", rollups_cut) == 0, table
     assert count(conn, "SELECT COUNT(*) FROM sessions WHERE last_ns < ?", rollups_cut) == 0
+    # What sessions ended before the raw cut leave goes too: their series (but a running total's), the ids
+    # of their sessions and prompts; every id a kept event names stays.
+    ended_series = (
+        "SELECT COUNT(*) FROM series s JOIN sessions x USING (session_id) WHERE x.last_ns < ? "
+        "AND NOT EXISTS (SELECT 1 FROM points p WHERE p.series_id = s.id)"
+    )
+    assert count(conn, ended_series, raw_cut) == 0
+    unnamed = (
+        "SELECT COUNT(*) FROM strings WHERE id NOT IN (SELECT session FROM events WHERE session IS NOT NULL) "
+        "AND id NOT IN (SELECT prompt FROM events WHERE prompt IS NOT NULL)"
+    )
+    assert count(conn, unnamed) == 0
+    dangling = (
+        "SELECT COUNT(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM strings WHERE id = e.session) "
+        "OR (e.prompt IS NOT NULL AND NOT EXISTS (SELECT 1 FROM strings WHERE id = e.prompt))"
+    )
+    assert count(conn, dangling) == 0
     conn.close()
     assert path.stat().st_size < size_before * 0.7, (size_before, path.stat().st_size)
 

@@ -79,6 +79,11 @@ class Committer:
     def close(self) -> None:
         self._conn.close()
 
+    def prune_step(self) -> None:
+        """One step of pruning; when it deleted series, the ids of series known are forgotten."""
+        if self.pruning.step():
+            self._identities.clear()
+
     def forget_step(self) -> None:
         """One step of forgetting; the ids of series and families known are forgotten: rows may be gone."""
         try:

@@ -39,6 +39,7 @@ T = TypeVar("T")
 USER_KEYS = ("user.id", "user.email", "user.account_uuid", "user.name")
 KINDS = ("user", "session")
 CHECK_EVERY_S = 1.0  # how often the writer asks whether a request waits
+BACK_OFF_S = 10.0  # after a step that failed
 TIMES_PER_STEP = 200  # a session's export times whose points go in one transaction
 EVENTS_PER_STEP = 1000
 
@@ -177,6 +178,11 @@ class Forgetting:
             return False
         self._run = _Run(self._conn, *row).steps()
         return True
+
+    def back_off(self) -> None:
+        """A step failed: the request is started again from the top, in a while."""
+        self._run = None
+        self._checked_at = time.monotonic() + BACK_OFF_S
 
     def step(self) -> None:
         assert self._run is not None
@@ -321,6 +327,13 @@ class _Run:
             conn.execute("DELETE FROM session_times WHERE session_id = ?", (session,))
             self._delete("sessions", "DELETE FROM sessions WHERE session_id = ?", (session,))
             self._delete("series", "DELETE FROM series WHERE session_id = ?", (session,))
+            if string is not None:  # the ids of its prompts whose events were pruned (retention.py)
+                self._delete(
+                    "strings",
+                    "DELETE FROM strings WHERE id IN (SELECT prompt FROM pruned_prompts WHERE session = ?)",
+                    (string[0],),
+                )
+                conn.execute("DELETE FROM pruned_prompts WHERE session = ?", (string[0],))
             self._delete("strings", "DELETE FROM strings WHERE value = ?", (session,))
 
         self._in_transaction(rest)

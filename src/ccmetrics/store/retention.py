@@ -36,6 +36,7 @@ STEP_S = 0.005
 # After a step the writer leaves pruning alone for as long as the step took: commits, and the checkpoints
 # that copy their pages into the database file, get at least half of the writer's time and of the disk's.
 REST = 1.0
+BACK_OFF_S = 10  # after a step that failed (disk full, the file locked by another process)
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,15 @@ class Retention:
 @dataclass(frozen=True)
 class Prunable:
     """Rows of one table to prune by time, a chunk at a time. ``chunk_end`` finds where about ``rows`` rows
-    after ``?1`` end, before ``?2`` (``?3`` is the offset); ``delete`` deletes those in ``[?1, ?2)``."""
+    after ``?1`` end, before ``?2`` (``?3`` is the offset); ``delete``, in order, delete those in ``[?1, ?2)``
+    and what goes with them. ``forgets_ids``: it deletes series, whose ids the writer may know."""
 
     name: str
     kept: str  # "raw" or "rollups": which cut applies
     chunk_end: str
-    delete: str
+    delete: tuple[str, ...]
     rows: int = 2000
+    forgets_ids: bool = False
 
 
 def _by_time(table: str, column: str, kept: str) -> Prunable:
@@ -72,8 +75,11 @@ def _by_time(table: str, column: str, kept: str) -> Prunable:
         kept,
         f"SELECT {column} FROM {table} WHERE {column} >= ?1 AND {column} < ?2 "
         f"ORDER BY {column} LIMIT 1 OFFSET ?3",
-        f"DELETE FROM {table} WHERE {column} >= ?1 AND {column} < ?2",
+        (f"DELETE FROM {table} WHERE {column} >= ?1 AND {column} < ?2",),
     )
+
+
+_ENDED = "SELECT session_id FROM sessions WHERE last_ns >= ?1 AND last_ns < ?2"
 
 
 # In order: raw data first, the rollups after it (a reader never finds sums gone before the raw rows).
@@ -83,30 +89,55 @@ PRUNABLE: tuple[Prunable, ...] = (
         "raw",
         "SELECT time_ns FROM points WHERE time_ns >= ?1 AND time_ns < ?2 ORDER BY time_ns LIMIT 1 OFFSET ?3",
         # A running total's latest point stays: the increment of the stream's next point is reckoned from it.
-        "DELETE FROM points WHERE time_ns >= ?1 AND time_ns < ?2 AND (cumulative IS NULL OR EXISTS ("
-        "SELECT 1 FROM points later WHERE later.series_id = points.series_id "
-        "AND later.start_ns = points.start_ns AND later.time_ns > points.time_ns "
-        "AND later.cumulative IS NOT NULL))",
+        (
+            "DELETE FROM points WHERE time_ns >= ?1 AND time_ns < ?2 AND (cumulative IS NULL OR EXISTS ("
+            "SELECT 1 FROM points later WHERE later.series_id = points.series_id "
+            "AND later.start_ns = points.start_ns AND later.time_ns > points.time_ns "
+            "AND later.cumulative IS NOT NULL))",
+        ),
     ),
-    _by_time("events", "time_ns", "raw"),
-    _by_time("spans", "start_ns", "raw"),
-    # A session's times, once it has ended before the cut (found by its last time: the times of a session
-    # have no index by time).
     Prunable(
-        "session_times",
+        "events",
+        "raw",
+        "SELECT time_ns FROM events WHERE time_ns >= ?1 AND time_ns < ?2 ORDER BY time_ns LIMIT 1 OFFSET ?3",
+        (
+            # Their prompt ids are noted first, to go with their session once it has ended (a prompt id names
+            # one prompt of one session, and finding the events of a prompt would need an index of its own).
+            "INSERT OR IGNORE INTO pruned_prompts SELECT DISTINCT session, prompt FROM events "
+            "WHERE time_ns >= ?1 AND time_ns < ?2 AND prompt IS NOT NULL AND session IS NOT NULL",
+            "DELETE FROM events WHERE time_ns >= ?1 AND time_ns < ?2",
+        ),
+    ),
+    _by_time("spans", "start_ns", "raw"),
+    # What a session leaves once it has ended before the cut (found by its last time): its times, its series
+    # (but one with a running total's latest point, kept above), and, once no event names it any more, the
+    # ids of its prompts and its own.
+    Prunable(
+        "ended sessions",
         "raw",
         "SELECT last_ns FROM sessions WHERE last_ns >= ?1 AND last_ns < ?2 "
         "ORDER BY last_ns LIMIT 1 OFFSET ?3",
-        "DELETE FROM session_times WHERE session_id IN "
-        "(SELECT session_id FROM sessions WHERE last_ns >= ?1 AND last_ns < ?2)",
-        rows=20,  # sessions, of some hundred times each
+        (
+            f"DELETE FROM session_times WHERE session_id IN ({_ENDED})",
+            f"DELETE FROM series WHERE session_id IN ({_ENDED}) AND NOT EXISTS (SELECT 1 FROM points p "
+            "WHERE p.series_id = series.id AND p.cumulative IS NOT NULL)",
+            f"DELETE FROM strings WHERE id IN (SELECT p.prompt FROM pruned_prompts p JOIN strings s "
+            f"ON s.id = p.session WHERE s.value IN ({_ENDED}) AND NOT EXISTS (SELECT 1 FROM events e "
+            "WHERE e.session = p.session))",
+            f"DELETE FROM pruned_prompts WHERE session IN (SELECT id FROM strings WHERE value IN ({_ENDED})) "
+            "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.session = pruned_prompts.session)",
+            f"DELETE FROM strings WHERE value IN ({_ENDED}) AND NOT EXISTS (SELECT 1 FROM events e "
+            "WHERE e.session = strings.id)",
+        ),
+        rows=20,  # sessions, of some hundred times and tens of series each
+        forgets_ids=True,
     ),
     Prunable(
         "session_times ''",
         "raw",
         "SELECT time_ns FROM session_times WHERE session_id = '' AND time_ns >= ?1 AND time_ns < ?2 "
         "ORDER BY time_ns LIMIT 1 OFFSET ?3",
-        "DELETE FROM session_times WHERE session_id = '' AND time_ns >= ?1 AND time_ns < ?2",
+        ("DELETE FROM session_times WHERE session_id = '' AND time_ns >= ?1 AND time_ns < ?2",),
     ),
     *(
         _by_time(f"{prefix}_{tier}", "start_ns", "rollups")
@@ -125,18 +156,20 @@ def kept_since(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 class Pace:
-    """How much one step does (rows, pages), fitted to STEP_S, and when the next may start."""
+    """How much one step does (rows, pages), fitted to STEP_S, and when the next may start. The work is what
+    is fitted; the commit after it costs about the same whatever its size (a sync of the disk), so it counts
+    only towards the rest."""
 
     def __init__(self, size: int, most: int) -> None:
         self.size, self._most = size, most
         self.resume_at = 0.0
 
-    def took(self, seconds: float) -> None:
-        if seconds > STEP_S:
-            self.size = max(1, int(self.size * max(0.25, STEP_S / seconds)))
-        elif seconds < STEP_S / 2:
+    def took(self, work_s: float, step_s: float) -> None:
+        if work_s > STEP_S:
+            self.size = max(1, int(self.size * max(0.25, STEP_S / work_s)))
+        elif work_s < STEP_S / 2:
             self.size = min(self._most, self.size * 3 // 2 + 1)
-        self.resume_at = time.monotonic() + seconds * REST
+        self.resume_at = time.monotonic() + step_s * REST
 
 
 def delete_chunk(
@@ -146,7 +179,8 @@ def delete_chunk(
     starts (``until_ns`` once none are left)."""
     row = conn.execute(prunable.chunk_end, (since_ns, until_ns, rows)).fetchone()
     end = until_ns if row is None else max(int(row[0]), since_ns + 1)  # a run of equal times goes together
-    conn.execute(prunable.delete, (since_ns, end))
+    for statement in prunable.delete:
+        conn.execute(statement, (since_ns, end))
     return end
 
 
@@ -204,17 +238,17 @@ class Pruning:
         self._started = time.monotonic()
         self._deleted = 0
 
-    def step(self) -> None:
+    def step(self) -> bool:
         """One chunk of the run under way, in a transaction of its own; or, after the run, a few free pages
-        given back."""
+        given back. Returns whether it deleted series (whose ids the writer must then forget)."""
         if not self._running:
             self._vacuum_step()
-            return
+            return False
         if self._announce is not None:  # first the cuts: readers and the committer go by them from now on
             self._conn.execute("UPDATE kept_since SET raw_ns = ?, rollups_ns = ?", self._announce)
             self.raw_since_ns, self._rollups_since_ns = self._announce
             self._announce = None
-            return
+            return False
         prunable, pace = PRUNABLE[self._next], self._paces[self._next]
         cut = self.raw_since_ns if prunable.kept == "raw" else self._rollups_since_ns
         conn, since = self._conn, self._from[self._next]
@@ -222,12 +256,13 @@ class Pruning:
         conn.execute("BEGIN IMMEDIATE")
         try:
             end = delete_chunk(conn, prunable, since, cut, pace.size) if since < cut else cut
+            worked = time.monotonic()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        pace.took(time.monotonic() - started)
+        pace.took(worked - started, time.monotonic() - started)
         self._resume_at = pace.resume_at
         self._deleted += conn.total_changes - before
         self._from[self._next] = end
@@ -243,11 +278,24 @@ class Pruning:
                 _iso(self.raw_since_ns),
                 _iso(self._rollups_since_ns),
             )
+        return prunable.forgets_ids
+
+    def back_off(self) -> None:
+        """A step failed: the next waits a while (BACK_OFF_S), as whatever stopped it may last."""
+        self._resume_at = time.monotonic() + BACK_OFF_S
 
     def _vacuum_step(self) -> None:
-        started = time.monotonic()
-        self._conn.execute(f"PRAGMA incremental_vacuum({self._vacuum_pace.size})").fetchall()
-        self._vacuum_pace.took(time.monotonic() - started)
+        conn, started = self._conn, time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA incremental_vacuum({self._vacuum_pace.size})").fetchall()
+            worked = time.monotonic()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._vacuum_pace.took(worked - started, time.monotonic() - started)
         self._resume_at = self._vacuum_pace.resume_at
         self._vacuuming = self._free_pages() > 0
 

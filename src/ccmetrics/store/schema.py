@@ -365,11 +365,17 @@ MIGRATIONS: tuple[str, ...] = (
     # 8: retention. What is kept from when: raw points, events and spans from raw_ns on, the rollups and the
     # sessions' activity from rollups_ns on (0: everything). Each is moved forward before the pruning it
     # announces (see store/retention.py), so readers know which of their ranges the raw data still covers.
-    # Spans are pruned by time, which needs their times in order.
+    # Spans are pruned by time, which needs their times in order. The prompt ids of pruned events wait in
+    # pruned_prompts (strings.id of their session and their own) until their session has ended.
     """
     CREATE TABLE kept_since (raw_ns INTEGER NOT NULL, rollups_ns INTEGER NOT NULL);
     INSERT INTO kept_since VALUES (0, 0);
     CREATE INDEX spans_by_time ON spans (start_ns);
+    CREATE TABLE pruned_prompts (
+        session INTEGER NOT NULL,
+        prompt INTEGER NOT NULL,
+        PRIMARY KEY (session, prompt)
+    ) WITHOUT ROWID;
     """,
     # 9: forgetting a person or a session (see store/forgetting.py). A request waits here until the writer
     # has carried it out; its value (an id, an email, a name) is erased then, what was removed kept (counts).

@@ -138,10 +138,13 @@ class Writer:
             elif forgetting:
                 committer.forget_step()
             else:
-                committer.pruning.step()
-        except sqlite3.Error as exc:  # disk full, locked by someone else: the next step tries again
+                committer.prune_step()
+        except sqlite3.Error as exc:  # disk full, locked by someone else: a later step tries again
             log.warning("could not %s now: %s", what, exc)
-            time.sleep(1)
+            if upgrading:
+                time.sleep(1)
+            else:  # without holding ingest up meanwhile
+                (committer.forgetting if forgetting else committer.pruning).back_off()
         else:
             if upgrading and self._moving and not committer.upgrade.pending:
                 log.info("the database is upgraded: its %s events are in the new layout", self._moving)
