@@ -136,6 +136,8 @@ IS_EVENT_DIMENSION = "SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1"
 # --- the store's state --------------------------------------------------------------------------------
 
 DAYS_CLOSED_UNTIL = "SELECT until_ns FROM closed_days"  # days before this have their daily sums
+RAW_SINCE = "SELECT raw_ns FROM kept_since"  # raw data before this may have been pruned (retention.py)
+SESSION_SPAN = "SELECT first_ns, last_ns FROM sessions WHERE session_id = ?"
 FIRST_POINT_TIME = "SELECT MIN(time_ns) FROM points"
 HAS_CLAUDE_CODE_DATA = (
     "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') OR EXISTS (SELECT 1 FROM events)"
@@ -475,3 +477,24 @@ def events(
         _EVENTS.format(where=f"e.time_ns >= ? AND e.time_ns < ? AND {of_email.sql}"),
         (*bounds(since_ns, until_ns), *of_email.params, limit),
     )
+
+
+# --- export: every point and event of a range, a page at a time, in the order of their tables --------------
+
+# After the point (time_ns, series_id, start_ns) given: the table's own order, so a page is one stretch of it.
+EXPORT_POINTS = """
+    SELECT p.time_ns, p.series_id, p.start_ns, s.metric, s.unit, s.kind, s.temporality, s.attrs, p.value,
+           p.cumulative, p.extra
+    FROM points p CROSS JOIN series s ON s.id = p.series_id
+    WHERE (p.time_ns, p.series_id, p.start_ns) > (?, ?, ?) AND p.time_ns < ?
+    ORDER BY p.time_ns, p.series_id, p.start_ns LIMIT ?
+"""
+# After the event (time_ns, id) given, through events_by_time (which orders equal times by id).
+EXPORT_EVENTS = """
+    SELECT e.time_ns, e.id, f.name, f.attrs, e.attrs, t.value, p.value, e.prompt_length, e.duration_ms,
+           e.ttft_ms, coalesce(e.body, f.body)
+    FROM events e CROSS JOIN event_families f ON f.id = e.family_id
+    LEFT JOIN strings t ON t.id = e.session LEFT JOIN strings p ON p.id = e.prompt
+    WHERE (e.time_ns, e.id) > (?, ?) AND e.time_ns < ?
+    ORDER BY e.time_ns, e.id LIMIT ?
+"""
