@@ -1,10 +1,11 @@
 """Backups of a data directory, taken while the server runs, and putting one back.
 
 A backup is one tar file holding a consistent copy of ``ccmetrics.db`` and, when there are, of ``access.db``
-(tokens, people) and ``alerts.db`` (the alerts' state). Each copy is made with SQLite's backup API in a single step, inside one read
-transaction: in WAL mode that never blocks the writer, and the copy is the database as of one commit, every
-export acknowledged before the backup began included. Copying the live files instead could catch the
-database between two writes, or leave out what is still in its write-ahead log.
+(tokens, people) and ``alerts.db`` (the alerts' state). Each copy is made with SQLite's backup API in a
+single step, inside one read transaction: in WAL mode that never blocks the writer, and the copy is the
+database as of one commit, every export acknowledged before the backup began included. Copying the live
+files instead could catch the database between two writes, or leave out what is still in its write-ahead
+log.
 
 Restoring checks the backup first (its names, ``PRAGMA integrity_check``, a schema this version knows),
 then puts each file in place with a rename, having removed the old file's write-ahead log: a log left
