@@ -88,7 +88,11 @@ def test_the_page_starts_from_the_servers_defaults(start_server, page) -> None:
     assert page.locator("#group-value-key").inner_text() == "terminal.type"
     assert page.locator("#range option").all_inner_texts()[-2:] == ["All time", "Custom…"]
     dashboard = next(path for path in requests if path.startswith("/api/dashboard"))
-    assert parse_qs(urlsplit(dashboard).query) == {"since": ["14d"], "group_by": ["terminal.type"]}
+    assert parse_qs(urlsplit(dashboard).query) == {
+        "since": ["14d"],
+        "group_by": ["terminal.type"],
+        "compare": ["previous"],  # the headline stats beside the previous period, by default
+    }
 
     # Another range, then Clear: back to the server's default.
     page.select_option("#range", "30d")

@@ -38,8 +38,10 @@ from .metrics import (
     TOOL_DECISION,
     TOOL_RESULT,
     USER_PROMPT,
+    Metric,
 )
 from .store import numbers
+from .store.filters import Filters
 from .store.people import NO_ALIASES, People
 from .store.selection import Selection
 
@@ -76,10 +78,19 @@ class PanelRequest:
         """Users' names, read once for every panel of the request."""
         return People(self.selection.conn, self.aliases)
 
+    @functools.cached_property
+    def chart_start_ns(self) -> int:
+        """Where charts over time start: at the range's start, or at the first data stored when that came
+        later: a few hours of data in a 7-day view are charted over those hours, not as a spike at its end."""
+        first = self.selection.first_point_ns()
+        if first is None or first <= self.start_ns:
+            return self.start_ns
+        return min(first, self.end_ns - 15 * 60 * SECOND)
+
     @property
     def bucket_ns(self) -> int:
         """Up to MAX_BUCKETS per chart; two weeks and more are charted by the day (from the daily rollups)."""
-        span_s = max(1, (self.end_ns - self.start_ns) // SECOND)
+        span_s = max(1, (self.end_ns - self.chart_start_ns) // SECOND)
         choices = [b for b in BUCKETS_S if b >= DAY_S] if span_s >= 14 * DAY_S else BUCKETS_S
         for bucket in choices:
             if span_s / bucket <= MAX_BUCKETS:
@@ -88,7 +99,7 @@ class PanelRequest:
 
     def times(self) -> list[int]:
         bucket = self.bucket_ns
-        first = (self.start_ns // bucket) * bucket
+        first = (max(self.start_ns, self.chart_start_ns) // bucket) * bucket
         return list(range(first, self.end_ns + 1, bucket)) or [first]
 
 
@@ -107,9 +118,54 @@ class Panel:
     # The same panel for Grafana: (query, legend format) pairs, over Prometheus or over Loki's events.
     promql: tuple[tuple[str, str], ...] = ()
     logql: tuple[tuple[str, str], ...] = ()
+    # What the panel shows when there is nothing to show, and whether it is then left out altogether (the
+    # panels of dimensions only newer versions of Claude Code send).
+    empty: str = "Nothing in this range"
+    hide_empty: bool = False
+    # The metrics and events all of the panel's numbers come from: under a filter one of them cannot be split
+    # by, the panel says so instead of showing 0 ("unsplit": the keys).
+    metrics: tuple[Metric, ...] = ()
+    events: tuple[str, ...] = ()
+    # A headline stat: its values over the range for a sparkline, and its value in the previous period.
+    spark: Callable[[PanelRequest], list[float]] | None = None
+    compare: bool = False
 
-    def data(self, view: PanelRequest) -> dict[str, Any]:
-        return self.compute(view)
+    def data(self, view: PanelRequest, spark: bool = True) -> dict[str, Any]:
+        out = self.compute(view)
+        sel = view.selection
+        keys = {k for m in self.metrics for k in sel.unsplit(m)} | {
+            k for e in self.events for k in sel.unsplit_event(e)
+        }
+        if keys:
+            out = {**out, "unsplit": sorted(keys)}
+            if "value" in out:
+                out["value"] = None
+        elif spark and self.spark is not None:
+            out["spark"] = self.spark(view)
+        return out
+
+
+def previous_period(view: PanelRequest) -> PanelRequest | None:
+    """The same view over the period of the same length just before it (none for all the data)."""
+    filters = view.selection.filters
+    if filters.since_ns is None:
+        return None
+    span = view.end_ns - view.start_ns
+    before = Filters(view.start_ns - span, view.start_ns, filters.attrs)
+    sel = view.selection
+    selection = Selection(sel.conn, before, sel.family_cache, sel.answers)
+    return PanelRequest(selection, view.start_ns - span, view.start_ns, view.group_key, view.aliases)
+
+
+def dashboard_data(view: PanelRequest, compare: bool = False) -> dict[str, dict[str, Any]]:
+    """Every panel's data; with ``compare``, each headline stat's value in the previous period too."""
+    out = {panel.id: panel.data(view) for panel in PANELS}
+    before = previous_period(view) if compare else None
+    if before is not None:
+        for panel in PANELS:
+            if panel.compare:
+                out[panel.id]["previous"] = panel.data(before, spark=False).get("value")
+    return out
 
 
 # --- building blocks ----------------------------------------------------------------------------------
@@ -182,8 +238,33 @@ def _timeline(view: PanelRequest, rows: dict[tuple, float], label: Callable[[tup
     return {"times": times, "bucket_ns": view.bucket_ns, "series": lines}
 
 
+def _series(v: PanelRequest, metric: Metric, **where: str) -> list[float]:
+    """A counter's increments per time bucket of the view (where attributes have the given values)."""
+    times = v.times()
+    index = {t: i for i, t in enumerate(times)}
+    out = [0.0] * len(times)
+    wanted = tuple(where.values())
+    for (bucket, *values), value in v.selection.metric_timeline(metric, tuple(where), v.bucket_ns).items():
+        if tuple(values) == wanted and bucket in index:
+            out[index[bucket]] += value
+    return out
+
+
+def _net_lines_series(v: PanelRequest) -> list[float]:
+    added, removed = _series(v, LINES, type="added"), _series(v, LINES, type="removed")
+    return [a - r for a, r in zip(added, removed, strict=True)]
+
+
 def _token_label(key: tuple) -> str:
     return TOKEN_LABELS.get(key[0], str(key[0]))
+
+
+def _sessions(v: PanelRequest) -> dict[str, Any]:
+    out = _stat(numbers.sessions(v.selection))
+    keys = v.selection.unsplit(SESSIONS)
+    if keys:  # counted as the sessions with data under the filter (numbers.sessions)
+        out["note"] = "sessions with data under " + ", ".join(keys)
+    return out
 
 
 def _net_lines(v: PanelRequest) -> dict[str, Any]:
@@ -224,6 +305,14 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
         }
         for s in sessions
     ]
+    # Columns the filters cannot split (a session's prompts and commits carry no model): none, not 0.
+    unsplit = [
+        column
+        for column, cannot in (("prompts", sel.unsplit_event(USER_PROMPT)), ("commits", sel.unsplit(COMMITS)))
+        if cannot
+    ]
+    for row in rows:
+        row.update({column: None for column in unsplit})
     more = sel.session_count() - len(sessions)
     if more > 0:  # the rest of the range, sessions and data that names none, in one row
 
@@ -244,6 +333,7 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
                 "commits": rest(sel.metric_total(COMMITS), "commits"),
                 "duration_s": None,
                 "others": more,
+                **{column: None for column in unsplit},
             }
         )
     return {
@@ -259,6 +349,7 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
             {"key": "duration_s", "label": "Duration", "unit": "seconds"},
         ],
         "rows": rows,
+        **({"unsplit_columns": unsplit} if unsplit else {}),
     }
 
 
@@ -378,6 +469,13 @@ def _tools(v: PanelRequest) -> dict[str, Any]:
 
 
 LEADERBOARD_COLUMNS = ("cost_usd", "tokens", "sessions", "lines", "commits")
+LEADERBOARD_METRICS = {
+    "cost_usd": COST,
+    "tokens": TOKENS,
+    "sessions": SESSIONS,
+    "lines": LINES,
+    "commits": COMMITS,
+}
 
 
 def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
@@ -396,6 +494,7 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     add("sessions", sel.metric_totals(SESSIONS, (key,)))
     add("lines", sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
     add("commits", sel.metric_totals(COMMITS, (key,)))
+    unsplit = {c for c, m in LEADERBOARD_METRICS.items() if sel.unsplit(m)}
     keys = list(set().union(*columns.values()))
     # A user is shown by name (people.py); the row's key stays the id, which filters take.
     names = v.people.names(k for k in keys if k != "unknown") if key == "user.id" else {}
@@ -403,12 +502,18 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     order = lambda k: (-cost.get(k, 0.0), names.get(k, k))  # noqa: E731
     shown = top(keys, order)
     rows: list[dict[str, Any]] = [
-        {"key": k, "name": names.get(k, k), **{c: columns[c].get(k, 0.0) for c in LEADERBOARD_COLUMNS}}
+        {
+            "key": k,
+            "name": names.get(k, k),
+            **{c: None if c in unsplit else columns[c].get(k, 0.0) for c in LEADERBOARD_COLUMNS},
+        }
         for k in (sorted(keys, key=order) if shown is None else shown)
     ]
     if shown is not None:  # each column's total less the rows shown
         sums = {
-            c: _rest(math.fsum(columns[c].values()), math.fsum(row[c] for row in rows))
+            c: None
+            if c in unsplit
+            else _rest(math.fsum(columns[c].values()), math.fsum(row[c] for row in rows))
             for c in LEADERBOARD_COLUMNS
         }
         rest = len(keys) - len(shown)
@@ -423,6 +528,7 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
             {"key": "commits", "label": "Commits", "unit": "count"},
         ],
         "rows": rows,
+        **({"unsplit_columns": sorted(unsplit)} if unsplit else {}),
     }
 
 
@@ -448,8 +554,10 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "count",
-        lambda v: _stat(v.selection.metric_total(SESSIONS)),
+        _sessions,
         promql=((f"sum(increase({SESSIONS.prometheus}[$__range]))", "Sessions"),),
+        compare=True,
+        spark=lambda v: _series(v, SESSIONS),
     ),
     P(
         "commits",
@@ -460,6 +568,9 @@ PANELS: tuple[Panel, ...] = (
         "count",
         lambda v: _stat(v.selection.metric_total(COMMITS)),
         promql=((f"sum(increase({COMMITS.prometheus}[$__range]))", "Commits"),),
+        metrics=(COMMITS,),
+        compare=True,
+        spark=lambda v: _series(v, COMMITS),
     ),
     P(
         "lines_net",
@@ -477,6 +588,8 @@ PANELS: tuple[Panel, ...] = (
                 "Net lines",
             ),
         ),
+        compare=True,
+        spark=_net_lines_series,
     ),
     P(
         "cost",
@@ -487,6 +600,8 @@ PANELS: tuple[Panel, ...] = (
         "usd",
         lambda v: _stat(v.selection.metric_total(COST)),
         promql=((f"sum(increase({COST.prometheus}[$__range]))", "Cost"),),
+        compare=True,
+        spark=lambda v: _series(v, COST),
     ),
     P(
         "active_time",
@@ -497,6 +612,9 @@ PANELS: tuple[Panel, ...] = (
         "seconds",
         _active_time,
         promql=((f"sum(increase({ACTIVE_TIME.prometheus}[$__range]))", "Active time"),),
+        metrics=(ACTIVE_TIME,),
+        compare=True,
+        spark=lambda v: _series(v, ACTIVE_TIME),
     ),
     P(
         "avg_prompt_length",
@@ -515,6 +633,7 @@ PANELS: tuple[Panel, ...] = (
                 "Average prompt length",
             ),
         ),
+        compare=True,
     ),
     # Row 2: efficiency
     P(
@@ -553,6 +672,7 @@ PANELS: tuple[Panel, ...] = (
                 "Productivity ratio",
             ),
         ),
+        metrics=(ACTIVE_TIME,),
     ),
     P(
         "cost_per_1k_output",
@@ -584,6 +704,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__range]))", "{{type}}"),),
+        empty="No tokens in this range",
     ),
     P(
         "tokens_by_model",
@@ -596,6 +717,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (model) (increase({TOKENS.prometheus}[$__range]))", "{{model}}"),),
+        empty="No tokens in this range",
     ),
     P(
         "active_time_split",
@@ -608,6 +730,8 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__range]))", "{{type}}"),),
+        metrics=(ACTIVE_TIME,),
+        empty="No active time in this range",
     ),
     # Row 4: cost
     P(
@@ -621,6 +745,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (model) (increase({COST.prometheus}[$__range]))", "{{model}}"),),
+        empty="No cost in this range",
     ),
     P(
         "recent_sessions",
@@ -632,6 +757,7 @@ PANELS: tuple[Panel, ...] = (
         _recent_sessions,
         width=16,
         height=8,
+        empty="No sessions in this range",
     ),
     # Row 5: trends
     P(
@@ -646,6 +772,7 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         options={"stacked": True},
         promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__interval]))", "{{type}}"),),
+        empty="No tokens in this range",
     ),
     P(
         "cost_over_time",
@@ -660,6 +787,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (model) (increase({COST.prometheus}[$__interval]))", "{{model}}"),),
+        empty="No cost in this range",
     ),
     P(
         "active_time_over_time",
@@ -674,6 +802,8 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__interval]))", "{{type}}"),),
+        metrics=(ACTIVE_TIME,),
+        empty="No active time in this range",
     ),
     # Row 6: code
     P(
@@ -685,8 +815,9 @@ PANELS: tuple[Panel, ...] = (
         "count",
         lambda v: _stat(v.selection.metric_total(PULL_REQUESTS)),
         width=4,
-        height=6,
+        height=4,
         promql=((f"sum(increase({PULL_REQUESTS.prometheus}[$__range]))", "Pull requests"),),
+        metrics=(PULL_REQUESTS,),
     ),
     P(
         "lines_added",
@@ -697,7 +828,7 @@ PANELS: tuple[Panel, ...] = (
         "lines",
         lambda v: _stat(v.selection.metric_total(LINES, type="added")),
         width=4,
-        height=6,
+        height=4,
         promql=((f'sum(increase({LINES.prometheus}{{type="added"}}[$__range]))', "Lines added"),),
     ),
     P(
@@ -709,7 +840,7 @@ PANELS: tuple[Panel, ...] = (
         "lines",
         lambda v: _stat(v.selection.metric_total(LINES, type="removed")),
         width=4,
-        height=6,
+        height=4,
         promql=(
             (
                 f'sum(increase({LINES.prometheus}{{type="removed"}}[$__range]))',
@@ -726,13 +857,15 @@ PANELS: tuple[Panel, ...] = (
         "count",
         _edit_decisions,
         width=12,
-        height=6,
+        height=5,
         promql=(
             (
                 f"sum by (decision, tool_name, language) (increase({DECISIONS.prometheus}[$__range]))",
                 "{{decision}} · {{tool_name}} · {{language}}",
             ),
         ),
+        metrics=(DECISIONS,),
+        empty="No edit decisions in this range",
     ),
     # Row 7: API
     P(
@@ -784,6 +917,7 @@ PANELS: tuple[Panel, ...] = (
                 "HTTP {{status_code}}",
             ),
         ),
+        empty="No API errors in this range",
     ),
     P(
         "api_latency",
@@ -827,6 +961,7 @@ PANELS: tuple[Panel, ...] = (
                 "ttft_p95_ms",
             ),
         ),
+        empty="No API requests in this range",
     ),
     # Row 8: tools
     P(
@@ -863,6 +998,8 @@ PANELS: tuple[Panel, ...] = (
                 "p95_ms",
             ),
         ),
+        events=(TOOL_RESULT,),
+        empty="No tool calls in this range",
     ),
     P(
         "tool_decisions_by_source",
@@ -884,6 +1021,8 @@ PANELS: tuple[Panel, ...] = (
                 "{{decision}} · {{source}}",
             ),
         ),
+        events=(TOOL_DECISION,),
+        empty="No tool decisions in this range",
     ),
     # Row 9: people
     P(
@@ -924,6 +1063,7 @@ PANELS: tuple[Panel, ...] = (
             ),
             (_named(f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))"), "commits"),
         ),
+        empty="Nobody in this range",
     ),
     P(
         "leaderboard_groups",
@@ -945,6 +1085,7 @@ PANELS: tuple[Panel, ...] = (
             ),
             (f"sum by (team_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
         ),
+        empty="Nothing in this range",
     ),
     # Row 10: cost breakdowns
     P(
@@ -956,13 +1097,15 @@ PANELS: tuple[Panel, ...] = (
         "usd",
         lambda v: _items(v.selection.metric_totals(COST, ("query_source",))),
         width=12,
-        height=8,
+        height=6,
         promql=(
             (
                 f"sum by (query_source) (increase({COST.prometheus}[$__range]))",
                 "{{query_source}}",
             ),
         ),
+        hide_empty=True,
+        empty="No query sources in this range",
     ),
     P(
         "cost_by_effort",
@@ -973,8 +1116,10 @@ PANELS: tuple[Panel, ...] = (
         "usd",
         lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
         width=12,
-        height=8,
+        height=6,
         promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
+        hide_empty=True,
+        empty="No effort levels in this range",
     ),
 )
 

@@ -51,6 +51,12 @@ def filter_options(
     }
 
 
+def models_in_order_seen(conn: sqlite3.Connection, *, email: str | None = None) -> list[str]:
+    """Models in the order the store first saw them (with ``email``, that user.email's): the page colours
+    them in this order, so that a model has one colour in every chart and every view."""
+    return [row[0] for row in conn.execute(queries.MODELS_IN_ORDER_SEEN, {"email": email})]
+
+
 def attribute_values(
     conn: sqlite3.Connection,
     key: str,
