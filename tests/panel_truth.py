@@ -167,6 +167,9 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "leaderboard_groups": board(group_key),
         "cost_by_query_source": _items(_by(points, cost, "query_source")),
         "cost_by_effort": _items(_by(points, cost, "effort")),
+        # the budgets of `serve --alerts`: none here (tests/test_alerts_budgets.py has them)
+        "budgets": [],
+        "budget_projection": {},
     }
 
 
@@ -206,6 +209,8 @@ def check_panels(dashboard: dict[str, Any], expected: dict[str, Any], panels: li
                 for r in data["rows"]
             }
             assert got == {k: {f: _approx(v, f) for f, v in row.items()} for k, row in want.items()}, pid
+        elif pid == "budgets":
+            assert data["rows"] == want, pid
         elif pid.startswith("leaderboard"):
             got = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in data["rows"]}
             assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid

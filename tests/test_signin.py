@@ -104,6 +104,8 @@ def test_without_a_reader_the_api_is_a_401_and_a_page_a_redirect_to_sign_in(
     assert page.status_code == 303
     assert page.headers["location"] == "/signin?next=%2Fsession%2Fs1%3Fsince%3D7d"
     assert in_process.get("/").headers["location"] == "/signin?next=%2F"
+    assert in_process.get("/alerts").headers["location"] == "/signin?next=%2Falerts"
+    assert in_process.get("/api/alerts").status_code == 401
     # What signing in needs stays open.
     assert in_process.get("/api/health").status_code == 200
     signin = in_process.get("/signin")

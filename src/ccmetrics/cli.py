@@ -89,6 +89,13 @@ def serve(**options: Any) -> None:
         WebAccess.from_config(config)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if config.alerts is not None:
+        from .alerts.rules import RulesError, load
+
+        try:
+            load(config.alerts)
+        except RulesError as exc:
+            raise click.UsageError(f"--alerts:\n{exc}") from None
     try:
         certificate = tls.load(config.tls_cert, config.tls_key)
     except tls.TlsError as exc:
@@ -721,6 +728,12 @@ def stack() -> None:
 )
 @click.option("--daily-budget", type=float, default=25.0, show_default=True, help="USD per user and day.")
 @click.option("--no-telemetry-minutes", type=int, default=60, show_default=True)
+@click.option(
+    "--alerts",
+    "alerts_file",
+    type=click.Path(dir_okay=False),
+    help="A rules file (as `serve --alerts`): rendered into alert_rules.yml and an Alertmanager config.",
+)
 @click.option("--force", is_flag=True, help="Overwrite the stack's files (.env and its password are kept).")
 def stack_init(
     directory: str,
@@ -735,6 +748,7 @@ def stack_init(
     hourly_cost_alert: float,
     daily_budget: float,
     no_telemetry_minutes: int,
+    alerts_file: str | None,
     force: bool,
 ) -> None:
     """Write a ready stack directory: Compose file, configs, rules, Grafana dashboard, Makefile, README."""
@@ -742,6 +756,17 @@ def stack_init(
 
     from .stack import StackOptions, write
 
+    rules = None
+    if alerts_file is not None:
+        from .alerts.prometheus import skipped
+        from .alerts.rules import RulesError, load
+
+        try:
+            rules = load(Path(alerts_file))
+        except RulesError as exc:
+            raise click.UsageError(f"--alerts:\n{exc}") from None
+        for name in skipped(rules):
+            click.echo(f"rule {name!r} reads events, which the stack keeps in Loki: not rendered", err=True)
     opts = StackOptions(
         lite=lite,
         ccmetrics_target=ccmetrics_target,
@@ -754,6 +779,7 @@ def stack_init(
         hourly_cost_alert_usd=hourly_cost_alert,
         daily_budget_usd=daily_budget,
         no_telemetry_minutes=no_telemetry_minutes,
+        alerts=rules,
     )
     try:
         written = write(Path(directory), opts, force=force)
@@ -810,3 +836,61 @@ def health(
     else:
         health_mod.render(checks)
     raise SystemExit(0 if health_mod.all_ok(checks) else 1)
+
+
+@main.group()
+def alerts() -> None:
+    """Budgets and alerts: a rules file that `serve --alerts FILE` evaluates and
+    `stack init --alerts FILE` renders for Prometheus and Alertmanager."""
+
+
+@alerts.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def alerts_check(file: str) -> None:
+    """Check a rules file: every mistake is named with its line. Exit 0: it can be used."""
+    from pathlib import Path
+
+    from .alerts.notify import check_url
+    from .alerts.rules import RulesError, load
+
+    try:
+        rules = load(Path(file))
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(1) from None
+    bad = [(name, why) for name, url in rules.targets.items() if (why := check_url(url))]
+    for name, why in bad:
+        click.echo(f"{file}: targets.{name}: {why}", err=True)
+    if bad:
+        raise SystemExit(1)
+    click.echo(
+        f"{file}: {len(rules.rules)} rules, {len(rules.targets)} targets, "
+        f"evaluated every {rules.evaluation_interval_s:g}s: OK"
+    )
+
+
+@alerts.command("test")
+@click.argument("file", type=click.Path(dir_okay=False))
+def alerts_test(file: str) -> None:
+    """Send a test notification to each target of a rules file. Exit 0: every one was delivered."""
+    from pathlib import Path
+
+    from .alerts.notify import send
+    from .alerts.rules import RulesError, load
+
+    try:
+        rules = load(Path(file))
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not rules.targets:
+        raise click.ClickException(f"{file} has no [targets]")
+    failed = 0
+    for name, url in rules.targets.items():
+        outcome = send(url, "ccmetrics test notification", f"A test of target {name!r} from {file}.", "test")
+        if outcome.ok:
+            click.echo(f"{name}: delivered")
+        else:
+            failed += 1
+            click.echo(f"{name}: FAILED: {outcome.error}")
+    raise SystemExit(1 if failed else 0)

@@ -144,6 +144,12 @@ SETTINGS: tuple[Setting, ...] = (
         "e.g. department.",
         str,
     ),
+    Setting(
+        "alerts",
+        None,
+        "A rules file (TOML or YAML) of budgets and alerts to evaluate and notify; see `ccmetrics alerts`.",
+        Path,
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -178,6 +184,7 @@ class Config:
     tls_key: Path | None = None
     dashboard_range: str = _default("dashboard_range")
     dashboard_group_by: str = _default("dashboard_group_by")
+    alerts: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -186,6 +193,10 @@ class Config:
     @property
     def access_path(self) -> Path:
         return self.data_dir / "access.db"  # tokens, people, sign-in sessions: see access/store.py
+
+    @property
+    def alerts_state_path(self) -> Path:
+        return self.data_dir / "alerts.db"  # alerts, silences, notifications: see alerts/state.py
 
     @property
     def tls(self) -> bool:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .alerts import budgets
 from .metrics import (
     ACTIVE_TIME,
     API_ERROR,
@@ -1120,6 +1121,34 @@ PANELS: tuple[Panel, ...] = (
         promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
         hide_empty=True,
         empty="No effort levels in this range",
+    ),
+    # Row 11: the budgets of `serve --alerts` (empty without them): their current period, whatever the range
+    P(
+        "budgets",
+        "Spend vs budget",
+        "Each budget's spend so far in its current day, week or month, against its amount, and the spend "
+        "projected at the period's end at the rate so far. The page's filters apply; its range does not.",
+        "Budgets",
+        "table",
+        "usd",
+        lambda v: budgets.table(v.selection),
+        width=16,
+        height=8,
+        hide_empty=True,
+        empty="No budgets (serve --alerts sets them)",
+    ),
+    P(
+        "budget_projection",
+        "Projected share of budget",
+        "The spend projected at the end of each budget's period, as a share of the budget.",
+        "Budgets",
+        "bar",
+        "percent",
+        lambda v: budgets.projection(v.selection),
+        width=8,
+        height=8,
+        hide_empty=True,
+        empty="No budgets (serve --alerts sets them)",
     ),
 )
 

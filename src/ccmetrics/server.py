@@ -126,6 +126,7 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
     )
     grpc_server = None
     web_app = None
+    alerts = None
     warming: list[asyncio.Task[None]] = []
     try:
         grpc_server = await otlp_grpc.start(
@@ -143,7 +144,12 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             hosts.allowed_names(config.host, config.allowed_hosts),
         )
 
-        web_app = create_app(store, config, gate, aliases)
+        if config.alerts is not None:
+            from .alerts.engine import AlertEngine
+            from .alerts.rules import load
+
+            alerts = AlertEngine(store, load(config.alerts), config.alerts_state_path)
+        web_app = create_app(store, config, gate, aliases, alerts=alerts)
         web_gate: WebGate = web_app.state.web_gate
 
         def started() -> None:
@@ -154,6 +160,8 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             # thousands of objects for 20-40 ms each, answering no export meanwhile.
             gc.freeze()
             warming.append(asyncio.create_task(warm_up(store, config)))
+            if alerts is not None:
+                warming.append(asyncio.create_task(alerts.run()))
 
         apps: dict[int, hosts.ASGIApp] = {
             web_socket.getsockname()[1]: web_app,
@@ -187,6 +195,8 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
             web_app.state.sign_in.close()
         receiver.close()
         aliases.close()
+        if alerts is not None:
+            alerts.close()
         store.close()
         web_socket.close()
         otlp_socket.close()

@@ -37,6 +37,10 @@ def files(opts: StackOptions) -> dict[str, str]:
             configs.collector(opts), "\n# Why each setting is here: see README.md."
         )
         out["loki/config.yaml"] = _yaml(configs.loki(opts))
+    if opts.alerts is not None:
+        from ..alerts.prometheus import alertmanager
+
+        out["alertmanager/alertmanager.yml"] = _yaml(alertmanager(opts.alerts))
     return out
 
 

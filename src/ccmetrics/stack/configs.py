@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics
+from ..alerts.rules import Rules
 
 IMAGES = {
     "otel-collector": "otel/opentelemetry-collector-contrib:0.119.0",
@@ -36,10 +37,14 @@ class StackOptions:
     hourly_cost_alert_usd: float = 10.0
     daily_budget_usd: float = 25.0
     no_telemetry_minutes: int = 60
+    alerts: Rules | None = (
+        None  # a rules file's rules: alert_rules.yml and Alertmanager are rendered from them
+    )
 
     @property
     def services(self) -> tuple[str, ...]:
-        return ("prometheus", "grafana") if self.lite else ("otel-collector", "prometheus", "loki", "grafana")
+        base = ("prometheus", "grafana") if self.lite else ("otel-collector", "prometheus", "loki", "grafana")
+        return (*base, "alertmanager") if self.alerts is not None else base
 
 
 def compose(opts: StackOptions) -> dict[str, Any]:
@@ -99,6 +104,16 @@ def compose(opts: StackOptions) -> dict[str, Any]:
         "ports": [f"{opts.grafana_port}:3000"],
         "depends_on": ["prometheus"] if opts.lite else ["prometheus", "loki"],
     }
+    if opts.alerts is not None:
+        from ..alerts.prometheus import ALERTMANAGER_IMAGE
+
+        services["alertmanager"] = {
+            "image": ALERTMANAGER_IMAGE,
+            "restart": "unless-stopped",
+            "command": ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"],
+            "volumes": ["./alertmanager:/etc/alertmanager:ro", "./data/alertmanager:/alertmanager"],
+            "ports": ["127.0.0.1:9093:9093"],
+        }
     return {"name": "ccmetrics-stack", "services": services}
 
 
@@ -169,6 +184,8 @@ def prometheus(opts: StackOptions) -> dict[str, Any]:
     }
     if opts.remote_write_url:
         config["remote_write"] = [{"url": opts.remote_write_url}]
+    if opts.alerts is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]}
     return config
 
 
@@ -212,6 +229,10 @@ def recording_rules() -> dict[str, Any]:
 
 
 def alert_rules(opts: StackOptions) -> dict[str, Any]:
+    if opts.alerts is not None:
+        from ..alerts.prometheus import alert_rules as rendered
+
+        return rendered(opts.alerts)
     minutes = opts.no_telemetry_minutes
     return {
         "groups": [

@@ -316,6 +316,12 @@ class Selection:
             return ()
         return tuple(key for key in keys if self.conn.execute(has_key, (key, name)).fetchone() is None)
 
+    def seen(self, by: tuple[str, ...]) -> set[Key]:
+        """The values of ``by`` of every metric and event family with a point or an event in the range."""
+        out: set[Key] = set(self.family_cache.keys(self.conn, "families", self._metric_sums(), by).values())
+        out.update(self.family_cache.keys(self.conn, "event_families", self._event_sums(), by).values())
+        return out
+
     # --- sessions -------------------------------------------------------------------------------------
 
     @memoized

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__, jsontext
 from ..access.aliases import AliasBook
 from ..access.gate import Gate
+from ..alerts.engine import AlertEngine
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest, dashboard_data
@@ -40,6 +41,7 @@ from ..store.selection import Selection
 from ..store.summary import summary
 from ..store.timeline import session_timeline, stored_events
 from .admin import Admin
+from .alerts_api import routes as alert_routes
 from .auth import WebAccess, WebGate, WebGateMiddleware, reader_of
 from .signin import SignIn
 from .status_api import routes as status_routes
@@ -242,7 +244,11 @@ def to_csv(data: dict[str, Any]) -> str:
 
 
 def create_app(
-    store: Store, config: Config, gate: Gate | None = None, aliases: AliasBook | None = None
+    store: Store,
+    config: Config,
+    gate: Gate | None = None,
+    aliases: AliasBook | None = None,
+    alerts: AlertEngine | None = None,
 ) -> Starlette:
     """The dashboard's app. With ``gate`` (``serve`` always gives its own), readers are checked as the
     settings say (``auth.py``) with the gate's tokens, people and sessions; without one, nothing is. Users
@@ -488,6 +494,7 @@ def create_app(
             Route("/api/live", live),
             Route("/metrics", metrics),
             *status_routes(store, query),
+            *alert_routes(alerts, page),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         # Only this server's own Host names are answered (DNS rebinding); /api/health included. Then, with a

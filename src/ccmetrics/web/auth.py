@@ -48,6 +48,8 @@ OPEN_PATHS = frozenset(
 PROBES = "/api/probes/"
 # What only a reader of everyone's data may read: every user's series, every session.
 EVERYONE_ONLY = frozenset({"/metrics", "/api/status"})
+# The pages a visitor who has not signed in is sent to the sign-in page from, and back to after it.
+PAGES = frozenset({"/", "/admin", "/alerts"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 
@@ -234,7 +236,7 @@ class WebGate:
 
     def _unauthenticated(self, request: Request) -> Response:
         path = request.url.path
-        if request.method in ("GET", "HEAD") and (path in ("/", "/admin") or path.startswith("/session/")):
+        if request.method in ("GET", "HEAD") and (path in PAGES or path.startswith("/session/")):
             target = path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(
                 "/signin?" + urllib.parse.urlencode({"next": target}),
