@@ -497,8 +497,10 @@ def events(
     )
 
 
-# The values of an attribute key on a session's series (its team.id, say).
+# The values of an attribute key on a session's series (its team.id, say): the session's few series first
+# (CROSS JOIN keeps that order), each family's attributes by its id.
 SESSION_ATTRIBUTE_VALUES = """
-    SELECT DISTINCT a.value FROM series s JOIN family_attrs a ON a.family_id = s.family_id
-    WHERE s.session_id = ? AND a.key = ? ORDER BY a.value
+    SELECT DISTINCT CAST(json_extract(f.attrs, ?) AS TEXT) AS value
+    FROM series s CROSS JOIN families f ON f.id = s.family_id
+    WHERE s.session_id = ? AND value IS NOT NULL ORDER BY value
 """

@@ -383,7 +383,10 @@ def create_app(
                 group_key = config.dashboard_group_by
                 session["group_key"] = group_key
                 session["group_values"] = [
-                    row[0] for row in conn.execute(queries.SESSION_ATTRIBUTE_VALUES, (session_id, group_key))
+                    row[0]
+                    for row in conn.execute(
+                        queries.SESSION_ATTRIBUTE_VALUES, (queries.json_path(group_key), session_id)
+                    )
                 ]
             return {
                 "session_id": session_id,
