@@ -141,7 +141,7 @@ def theme(page: Any, name: str) -> None:
 CUT = """() => {
   const cut = (n) => n.scrollWidth > n.clientWidth + 1 || n.scrollHeight > n.clientHeight + 1;
   const out = [];
-  for (const n of document.querySelectorAll('.panel:not([hidden]) h3, .stat-value, .card .label, pre'))
+  for (const n of document.querySelectorAll('.panel:not([hidden]) h3, .stat-value, .card .label, .card bdi, pre'))
     if (n.offsetParent && cut(n)) out.push(n.textContent);
   for (const n of document.querySelectorAll('.panel:not([hidden]) h3')) {
     const h = n.getBoundingClientRect(), p = n.closest('.panel').getBoundingClientRect();

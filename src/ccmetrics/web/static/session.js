@@ -57,7 +57,7 @@
       if (!values.has(k)) values.set(k, new Set());
       values.get(k).add(String(v));
     }
-    return [...values].map(([k, vs]) => el("span", { class: "field" }, el("b", {}, k.replace(/_/g, " ")), client([...vs].join(", "))));
+    return [...values].map(([k, vs]) => el("span", { class: "field" }, el("b", {}, k.replace(/_/g, " ")), client([...vs].join(", "), { class: "list" })));
   }
 
   async function main() {
