@@ -141,7 +141,8 @@ def theme(page: Any, name: str) -> None:
 CUT = """() => {
   const cut = (n) => n.scrollWidth > n.clientWidth + 1 || n.scrollHeight > n.clientHeight + 1;
   const out = [];
-  for (const n of document.querySelectorAll('.panel:not([hidden]) h3, .stat-value, .card .label, .card bdi, pre'))
+  const shown = '.panel:not([hidden]) h3, .stat-value, .card .label, .card bdi, pre';
+  for (const n of document.querySelectorAll(shown))
     if (n.offsetParent && cut(n)) out.push(n.textContent);
   for (const n of document.querySelectorAll('.panel:not([hidden]) h3')) {
     const h = n.getBoundingClientRect(), p = n.closest('.panel').getBoundingClientRect();
@@ -257,7 +258,7 @@ def test_dashboard_at_a_glance(loaded, page):
         assert len(colours[model]) >= 3 and len(set(colours[model].values())) == 1, colours[model]
     shot(page, "glance-1440-light")
     height = page.evaluate("document.documentElement.scrollHeight")
-    assert height < 3300, height
+    assert height < 3600, height  # all panels shown; 3,952 px before, with fewer
     theme(page, "dark")
     wait_stat(page, "commits", "9")
     assert page.evaluate(CUT) == [] and page.evaluate(AXES)["overlaps"] == []

@@ -40,6 +40,7 @@ from .metrics import (
     TOOL_RESULT,
     USER_PROMPT,
     Metric,
+    label_name,
 )
 from .store import numbers
 from .store.filters import Filters
@@ -254,6 +255,42 @@ def _series(v: PanelRequest, metric: Metric, **where: str) -> list[float]:
 def _net_lines_series(v: PanelRequest) -> list[float]:
     added, removed = _series(v, LINES, type="added"), _series(v, LINES, type="removed")
     return [a - r for a, r in zip(added, removed, strict=True)]
+
+
+def _dimension(v: PanelRequest, metric: Metric, by: tuple[str, ...]) -> dict[str, Any]:
+    """A counter by a dimension only some versions of Claude Code send (agent.name, skill.name...): only what
+    carries it, so that a store without it has nothing to show (and the panel is left out)."""
+    totals = v.selection.metric_totals(metric, by)
+    return _items(
+        {k: value for k, value in totals.items() if k and k[0] is not None},
+        lambda k: " · ".join(str(part) for part in k if part is not None),
+    )
+
+
+def _accept_rates(v: PanelRequest, by: str) -> dict[str, Any]:
+    """The share of edit decisions that accepted, per value of ``by`` (language, or who decided)."""
+    decided: dict[tuple, float] = defaultdict(float)
+    accepted: dict[tuple, float] = defaultdict(float)
+    for (key, decision), value in v.selection.metric_totals(DECISIONS, (by, "decision")).items():
+        decided[(key,)] += value
+        if decision == "accept":
+            accepted[(key,)] += value
+    return _items({k: numbers.ratio(accepted[k], total) or 0.0 for k, total in decided.items()})
+
+
+def _per(v: PanelRequest, numerator: float, denominator: float) -> dict[str, Any]:
+    return _stat(numbers.ratio(numerator, denominator))
+
+
+def _rate_promql(by: str) -> tuple[tuple[str, str], ...]:
+    label = label_name(by)
+    return (
+        (
+            f'sum by ({label}) (increase({DECISIONS.prometheus}{{decision="accept"}}[$__range])) / '
+            f"sum by ({label}) (increase({DECISIONS.prometheus}[$__range]))",
+            "{{" + label + "}}",
+        ),
+    )
 
 
 def _token_label(key: tuple) -> str:
@@ -1097,7 +1134,7 @@ PANELS: tuple[Panel, ...] = (
         "pie",
         "usd",
         lambda v: _items(v.selection.metric_totals(COST, ("query_source",))),
-        width=12,
+        width=8,
         height=6,
         promql=(
             (
@@ -1116,11 +1153,126 @@ PANELS: tuple[Panel, ...] = (
         "pie",
         "usd",
         lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
-        width=12,
+        width=8,
         height=6,
         promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
         hide_empty=True,
         empty="No effort levels in this range",
+    ),
+    # Newer dimensions: each panel only when the data has its dimension. Not in Grafana: the labels are not
+    # among those ccmetrics' /metrics exports (metrics.DEFAULT_LABELS).
+    *(
+        P(
+            f"cost_by_{name}",
+            f"Cost by {title}",
+            f"USD by {title}, where Claude Code names one.",
+            "Cost breakdown",
+            "bar",
+            "usd",
+            functools.partial(_dimension, metric=COST, by=by),
+            width=8,
+            height=6,
+            hide_empty=True,
+            empty=f"No {title} in this range",
+        )
+        for name, title, by in (
+            ("speed", "speed", ("speed",)),
+            ("agent", "agent", ("agent.name",)),
+            ("skill", "skill", ("skill.name",)),
+            ("plugin", "plugin", ("plugin.name",)),
+            ("mcp", "MCP server and tool", ("mcp_server.name", "mcp_tool.name")),
+        )
+    ),
+    P(
+        "sessions_by_start_type",
+        "Sessions by how they started",
+        "New, resumed or continued sessions.",
+        "Cost breakdown",
+        "pie",
+        "count",
+        functools.partial(_dimension, metric=SESSIONS, by=("start_type",)),
+        width=8,
+        height=6,
+        hide_empty=True,
+        empty="No session starts in this range",
+        metrics=(SESSIONS,),
+    ),
+    # Outcomes: what the spend bought
+    P(
+        "cost_per_commit",
+        "Cost per commit",
+        "Total cost per commit Claude Code made.",
+        "Outcomes",
+        "stat",
+        "usd",
+        lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(COMMITS)),
+        metrics=(COMMITS,),
+        promql=(
+            (
+                f"sum(increase({COST.prometheus}[$__range])) / sum(increase({COMMITS.prometheus}[$__range]))",
+                "Cost per commit",
+            ),
+        ),
+    ),
+    P(
+        "cost_per_pull_request",
+        "Cost per pull request",
+        "Total cost per pull request Claude Code created.",
+        "Outcomes",
+        "stat",
+        "usd",
+        lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(PULL_REQUESTS)),
+        metrics=(PULL_REQUESTS,),
+        promql=(
+            (
+                f"sum(increase({COST.prometheus}[$__range])) / "
+                f"sum(increase({PULL_REQUESTS.prometheus}[$__range]))",
+                "Cost per pull request",
+            ),
+        ),
+    ),
+    P(
+        "cost_per_line",
+        "Cost per accepted line",
+        "Total cost per line of code added (accepted edits).",
+        "Outcomes",
+        "stat",
+        "usd",
+        lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(LINES, type="added")),
+        promql=(
+            (
+                f"sum(increase({COST.prometheus}[$__range])) / "
+                f'sum(increase({LINES.prometheus}{{type="added"}}[$__range]))',
+                "Cost per accepted line",
+            ),
+        ),
+    ),
+    P(
+        "accept_rate_by_language",
+        "Accept rate by language",
+        "Share of code edits accepted, by language.",
+        "Outcomes",
+        "bar",
+        "percent",
+        lambda v: _accept_rates(v, "language"),
+        width=6,
+        height=6,
+        metrics=(DECISIONS,),
+        empty="No edit decisions in this range",
+        promql=_rate_promql("language"),
+    ),
+    P(
+        "accept_rate_by_source",
+        "Accept rate by who decided",
+        "Share of code edits accepted, by the source of the decision (config, user, hook...).",
+        "Outcomes",
+        "bar",
+        "percent",
+        lambda v: _accept_rates(v, "source"),
+        width=6,
+        height=6,
+        metrics=(DECISIONS,),
+        empty="No edit decisions in this range",
     ),
     # Row 11: the budgets of `serve --alerts` (empty without them): their current period, whatever the range
     P(

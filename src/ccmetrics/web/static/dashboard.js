@@ -8,6 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const charts = {};     // panel id -> Chart
   const bodies = {};     // panel id -> element holding the panel's content
+  const rowTitles = new Map();  // row -> its title, left out with the row's last panel
   let config = null;     // /api/config: everything the server decides, defaults included
   let panels = [];
   let lastData = null;
@@ -199,7 +200,7 @@
     for (const panel of panels) {
       if (panel.row !== row) {
         row = panel.row;
-        grid.append(el("h2", { class: "row-title" }, row));
+        rowTitles.set(row, grid.appendChild(el("h2", { class: "row-title" }, row)));
       }
       const csv = el("a", { class: "download", title: "Download CSV" }, "CSV");
       const json = el("a", { class: "download", title: "Download JSON" }, "JSON");
@@ -494,6 +495,7 @@
       ccm.colorOrder(data.models);
       showChoices(data.choices);
       for (const panel of panels) render(panel, data.panels[panel.id]);
+      for (const [row, title] of rowTitles) title.hidden = panels.every((p) => p.row !== row || bodies[p.id].closest(".panel").hidden);
       document.body.dataset.version = String(data.version);
       ok = true;
     } catch (error) {

@@ -26,7 +26,7 @@
   function card(label, value, unit, title) {
     const shown = unit === "client" && value !== null && value !== undefined ? client(value) : format(value, unit);
     title = title || `${label}: ${typeof shown === "string" ? shown : shown.textContent}`;
-    return el("div", { class: "card", title }, el("div", { class: "label" }, label),
+    return el("div", { class: unit === "client" ? "card wide" : "card", title }, el("div", { class: "label" }, label),
       el("div", { class: "stat-value", "data-value": value === null ? "" : String(value) }, shown));
   }
 
