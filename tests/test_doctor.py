@@ -393,6 +393,13 @@ def test_doctor_with_a_token_checks_a_protected_server(start_server, home: Path)
     code, report = doctor(home, server.url)
     assert code == 0, report["findings"]
     assert report["probe"]["stored"] == {"metrics": True, "logs": True}
-    assert "status_unavailable" in checks(report, "warn")
+    # The status shows every user: doctor says how to read it, and reads it with a viewer's token.
+    assert "status_needs_reader" in checks(report, "info") and not checks(report, "warn")
     assert token not in json.dumps(report)
     assert httpx.get(f"{server.url}/api/probes/{report['probe']['probe_id']}").status_code == 401
+    viewer = ccmetrics(
+        home, "token", "create", "eyes", "--role", "viewer", "--data-dir", str(server.data_dir)
+    )
+    time.sleep(1.2)
+    code, report = doctor(home, server.url, "--read-token", viewer.stdout.strip())
+    assert code == 0 and report["status"] and "status_needs_reader" not in checks(report, "info")

@@ -659,6 +659,12 @@ def setup(
 @click.option(
     "--wait", type=float, default=10.0, show_default=True, help="Seconds to wait for the test export to land."
 )
+@click.option(
+    "--read-token",
+    envvar="CCMETRICS_READ_TOKEN",
+    show_envvar=True,
+    help="A viewer or admin token, to read the status of a server that checks readers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(
     server: str,
@@ -667,6 +673,7 @@ def doctor(
     managed_settings: str | None,
     no_probe: bool,
     wait: float,
+    read_token: str | None,
     as_json: bool,
 ) -> None:
     """Check the telemetry settings, send a test export, and show what the server has seen.
@@ -684,6 +691,7 @@ def doctor(
         environ=os.environ,
         probe=not no_probe,
         wait_s=wait,
+        read_token=read_token,
     )
     if as_json:
         click.echo(jsontext.dumps(result.as_dict(), indent=2))

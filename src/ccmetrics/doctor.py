@@ -603,6 +603,7 @@ def run(
     environ: Mapping[str, str] | None = None,
     probe: bool = True,
     wait_s: float = 10.0,
+    read_token: str | None = None,
 ) -> Report:
     sources = read_sources(home=home, project_dir=project_dir, managed_path=managed_path, environ=environ)
     variables = effective(sources)
@@ -655,11 +656,25 @@ def run(
         report.findings += _probe_findings(report.probe)
     if health:
         try:
-            # every session of a large team
+            # The status shows every user: a reader's token, else the one the settings send (an admin reads).
+            reader = {"Authorization": f"Bearer {read_token}"} if read_token else None
             report.status = get_json(
-                f"{server}/api/status", timeout=30, headers=authorization(headers_of(variables))
-            )
+                f"{server}/api/status", timeout=30, headers=reader or authorization(headers_of(variables))
+            )  # every session of a large team: a long timeout
             report.findings += status_findings(report.status)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):
+                report.findings.append(Finding(WARN, "status_unavailable", f"{server}/api/status: {exc}"))
+            else:
+                report.findings.append(
+                    Finding(
+                        INFO,
+                        "status_needs_reader",
+                        "the server's status (what it has seen of every user) is for viewers and admins: "
+                        "give doctor a viewer token with --read-token "
+                        "(ccmetrics token create NAME --role viewer)",
+                    )
+                )
         except (OSError, ValueError, http.client.HTTPException) as exc:
             report.findings.append(Finding(WARN, "status_unavailable", f"{server}/api/status: {exc}"))
     report.findings = _unique(report.findings)
