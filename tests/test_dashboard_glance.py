@@ -91,6 +91,23 @@ def team_hours(server: ServerProcess, now: int) -> None:
         ]
         if i == 0:
             events += [(start + n, "plugin_loaded", {**who, "plugin.name": f"plugin-{n}"}) for n in range(6)]
+            late = steps[-1] + 5 * SECOND
+            events += [
+                (late, "api_refusal", {**who, "model": MODELS[0]}),
+                (
+                    late + 1,
+                    "compaction",
+                    {**who, "trigger": "auto", "pre_tokens": 150000, "post_tokens": 9000},
+                ),
+                (
+                    late + 2,
+                    "hook_execution_complete",
+                    {**who, "hook_event": "PreToolUse", "hook_name": "lint"},
+                ),
+                (late + 3, "subagent_completed", {**who, "agent.name": "reviewer"}),
+                (late + 4, "skill_activated", {**who, "skill.name": "pdf"}),
+                (late + 5, "mcp_server_connection", {**who, "mcp_server.name": "github"}),
+            ]
         post(server, log_request(events, resource=resource))
     # The day before: the previous period of the last 24 hours.
     who = {"user.id": "00" * 32, "user.email": "dev0@example.com", "session.id": "glance-yesterday"}
@@ -327,6 +344,17 @@ def test_session_page_fits_and_tells_its_team_and_active_time(loaded, page):
     plugins = page.locator('#timeline li[data-event="plugin_loaded"]')
     assert plugins.count() == 1 and plugins.get_attribute("data-count") == "6"
     assert "plugin-5" in plugins.inner_text() and "×6" in plugins.inner_text()
+    # Newer events, with what they tell.
+    shown = {
+        name: page.locator(f'#timeline li[data-event="{name}"]').inner_text()
+        for name in ("api_refusal", "compaction", "hook_execution_complete", "subagent_completed")
+    }
+    assert "API refusal" in shown["api_refusal"] and MODELS[0] in shown["api_refusal"]
+    assert "auto" in shown["compaction"] and "150.0K" in shown["compaction"]
+    assert "lint" in shown["hook_execution_complete"] and "reviewer" in shown["subagent_completed"]
+    assert page.locator('#timeline li[data-event="api_refusal"].bad').count() == 1
+    for name, detail in (("skill_activated", "pdf"), ("mcp_server_connection", "github")):
+        assert detail in page.locator(f'#timeline li[data-event="{name}"]').inner_text()
     assert page.evaluate(CUT) == []
     shot(page, "glance-session-1440")
     for name in ("dark", "light"):

@@ -14,7 +14,7 @@
   };
   // Events that say something went wrong.
   const BAD = new Set(["api_error", "api_refusal", "api_retries_exhausted"]);
-  const UNITS = { cost_usd: "usd", duration_ms: "ms", ttft_ms: "ms" };
+  const UNITS = { cost_usd: "usd", duration_ms: "ms", ttft_ms: "ms", pre_tokens: "tokens", post_tokens: "tokens" };
 
   function clock(ns) {
     const d = new Date(ns / 1e6), two = (n) => String(n).padStart(2, "0");
