@@ -281,7 +281,7 @@
   function chartConfig(panel, data) {
     if (panel.kind === "pie") {
       return { type: "doughnut",
-        data: { labels: data.items.map((i) => i.label), datasets: [{ data: data.items.map((i) => i.value), backgroundColor: data.items.map((i) => colorOf(i.label)) }] },
+        data: { labels: data.items.map((i) => i.label), datasets: [{ data: data.items.map((i) => i.value), backgroundColor: data.items.map((i) => colorOf(i.label)), borderColor: css("--panel") }] },
         options: (() => {
           const opts = chartOptions(panel, { noScales: true, type: "doughnut" });
           opts.plugins.tooltip.callbacks.label = (c) => `${chartText(c.label, 40)}: ${format(c.parsed, panel.unit)}`;
