@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -327,6 +328,12 @@ def test_a_filter_the_numbers_cannot_be_split_by_says_so(loaded, page):
     assert "*" in page.locator('section[data-panel="leaderboard_users"] thead').inner_text()
     assert page.evaluate(CUT) == []
     shot(page, "glance-model-filter")
+    # A key nothing carries, from a link: named as text, like every client string.
+    key = "<em>role</em>"
+    page.goto(server.url + "/?range=24h&" + urlencode({"filter": f"{key}=x"}))
+    page.wait_for_selector('[data-panel="commits"] .message.unsplit')
+    assert key in page.locator('[data-panel="commits"] .message').inner_text()
+    assert page.locator("em").count() == 0
     assert page.errors == []
 
 
