@@ -33,7 +33,10 @@ const ccm = (() => {
       case "ratio": return value.toFixed(2) + "×";
       case "seconds": return duration(value);
       case "ms": return int.format(value) + " ms";
-      case "time": return new Date(value / 1e6).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+      case "time": {  // short enough for a card; the year only when it is not this one
+        const d = new Date(value / 1e6), year = d.getFullYear() === new Date().getFullYear() ? {} : { year: "numeric" };
+        return d.toLocaleString(undefined, { ...year, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+      }
       default: return compact(value);
     }
   }
