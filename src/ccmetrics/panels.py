@@ -301,7 +301,7 @@ def _sessions(v: PanelRequest) -> dict[str, Any]:
     out = _stat(numbers.sessions(v.selection))
     keys = v.selection.unsplit(SESSIONS)
     if keys:  # counted as the sessions with data under the filter (numbers.sessions)
-        out["note"] = "sessions with data under " + ", ".join(keys)
+        out["note"] = "the sessions with data for this " + ", ".join(keys)
     return out
 
 
