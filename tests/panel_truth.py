@@ -202,6 +202,13 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "cost_per_line": ratio(m(cost), m(lines, type="added")),
         "accept_rate_by_language": accept_rates("language"),
         "accept_rate_by_source": accept_rates("source"),
+        # transcripts: what is not marked as theirs is telemetry; none of this traffic is theirs
+        "cost_by_source": _items(
+            _by(points, cost, "ccmetrics.source"),
+            lambda k: "transcript" if k[0] == "transcript" else "telemetry",
+        ),
+        "cost_by_project": {},
+        "cost_by_branch": {},
         # the budgets of `serve --alerts`: none here (tests/test_alerts_budgets.py has them)
         "budgets": [],
         "budget_projection": {},

@@ -509,6 +509,13 @@ def _user_name_note(named: dict[str, str | None] | None, refused: bool) -> str:
     "--logs-interval", type=int, default=5_000, show_default=True, help="Events export interval, ms."
 )
 @click.option("--project-dir", type=click.Path(file_okay=False), help="With --scope project [default: here].")
+@click.option(
+    "--push",
+    "push_server",
+    metavar="URL",
+    help="Instead: add a SessionEnd hook that runs `ccmetrics push --server URL` (with --token) as each "
+    "session ends, to ~/.claude/settings.json (or --file); with --undo, take it out.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing.")
 @click.option("--dry-run", is_flag=True, help="Show what would change and stop.")
 @click.option("--undo", is_flag=True, help="Take out exactly what setup added (restoring replaced values).")
@@ -528,6 +535,7 @@ def setup(
     metric_interval: int,
     logs_interval: int,
     project_dir: str | None,
+    push_server: str | None,
     yes: bool,
     dry_run: bool,
     undo: bool,
@@ -538,6 +546,10 @@ def setup(
     from pathlib import Path
 
     from . import setup as setup_mod
+
+    if push_server is not None:
+        _setup_push_hook(push_server, token, Path(path) if path else None, yes, dry_run, undo)
+        return
 
     if no_user_name and user_name is not None:
         raise click.UsageError("--user-name and --no-user-name exclude each other")
@@ -844,6 +856,86 @@ def health(
     else:
         health_mod.render(checks)
     raise SystemExit(0 if health_mod.all_ok(checks) else 1)
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@settings_options("data_dir")
+@click.option("--workers", type=int, help="Processes reading files [default: one per core].")
+@click.option(
+    "--watch", is_flag=True, help="Then follow the transcripts: import new lines as they are written."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was imported as JSON.")
+def import_transcripts(
+    paths: tuple[Path, ...], data_dir: str | None, workers: int | None, watch: bool, as_json: bool
+) -> None:
+    """Import Claude Code's transcripts (default: ~/.claude/projects, ~/.config/claude/projects and
+    CLAUDE_CONFIG_DIR's). Only what is new since the last import is read."""
+    from .transcripts.cli import run_import, run_watch
+
+    config = Config.from_options(data_dir=data_dir)
+    if watch:
+        run_watch(config.db_path, list(paths) or None, as_json)
+    else:
+        run_import(config.db_path, list(paths) or None, workers, as_json)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--server", required=True, metavar="URL", help="The team server's OTLP/HTTP address (port 4318)."
+)
+@click.option("--token", envvar="CCMETRICS_PUSH_TOKEN", help="An ingest token of the team server.")
+@settings_options("data_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print what was imported and sent as JSON.")
+def push(
+    paths: tuple[Path, ...], server: str, token: str | None, data_dir: str | None, as_json: bool
+) -> None:
+    """Send this machine's transcript usage (numbers only, never prompt or response text) to a team server.
+    Imports what is new first; sends only what changed since the last push, and sending again changes
+    nothing there."""
+    from .transcripts.push import push as push_usage
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        result = push_usage(config.db_path, server, token, list(paths) or None)
+    except (OSError, RuntimeError, httpx_errors()) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(
+            f"imported {result.imported.messages:,} new messages; sent {result.sent:,} totals "
+            f"in {result.requests} requests to {server}"
+        )
+
+
+def httpx_errors() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError
+
+
+def _setup_push_hook(
+    server: str, token: str | None, path: Path | None, yes: bool, dry_run: bool, undo: bool
+) -> None:
+    from .transcripts import hook
+
+    settings = path or Path.home() / ".claude" / "settings.json"
+    try:
+        before, after, diff = hook.plan(settings, None if undo else hook.command(server, token))
+    except ValueError as exc:
+        raise click.ClickException(f"{settings}: {exc}") from None
+    if not diff:
+        click.echo(f"{settings}: nothing to change")
+        return
+    click.echo(diff)
+    if dry_run:
+        return
+    if not yes and not click.confirm(f"write {settings}?", default=True):
+        raise SystemExit(1)
+    backup = hook.write(settings, before, after)
+    click.echo(f"wrote {settings}" + (f" (the previous one is in {backup})" if backup else ""))
 
 
 @main.group()

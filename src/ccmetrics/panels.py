@@ -1302,7 +1302,69 @@ PANELS: tuple[Panel, ...] = (
         hide_empty=True,
         empty="No budgets (serve --alerts sets them)",
     ),
+    # Row 12: Claude Code's transcripts (ccmetrics import / push): where the numbers come from, and where
+    # sessions ran. Not in Grafana: its Prometheus has neither the source nor the project of a session.
+    P(
+        "cost_by_source",
+        "Cost by source",
+        "USD counted from telemetry and from transcripts (ccmetrics import or push); a session that sent "
+        "both is counted from its telemetry.",
+        "Transcripts",
+        "pie",
+        "usd",
+        lambda v: _items(_by_source(v.selection)),
+        width=8,
+        height=8,
+    ),
+    P(
+        "cost_by_project",
+        "Cost by project",
+        "USD by the git repository (else the folder) each session ran in, as its transcript tells: sessions "
+        "without an imported transcript are not shown. The time range applies, other filters do not.",
+        "Transcripts",
+        "bar",
+        "usd",
+        lambda v: _items(_by_place(v, "by_project")),
+        width=8,
+        height=8,
+        hide_empty=True,
+        empty="No imported transcripts in this range",
+    ),
+    P(
+        "cost_by_branch",
+        "Cost by branch",
+        "USD by project and git branch, as transcripts tell. The time range applies, other filters do not.",
+        "Transcripts",
+        "bar",
+        "usd",
+        lambda v: _items(_by_place(v, "by_branch")),
+        width=8,
+        height=8,
+        hide_empty=True,
+        empty="No imported transcripts in this range",
+    ),
 )
+
+
+def _by_source(selection: Selection) -> dict[tuple[str], float]:
+    from .store.sources import SOURCE, TRANSCRIPT
+
+    out: dict[tuple[str], float] = defaultdict(float)
+    for (source,), value in selection.metric_totals(COST, (SOURCE,)).items():
+        out[("transcript" if source == TRANSCRIPT else "telemetry",)] += value
+    return dict(out)
+
+
+def _by_place(view: PanelRequest, key: str) -> dict[tuple[str], float]:
+    from .store.sources import by_place
+
+    filters = view.selection.filters
+    out: dict[tuple[str], float] = defaultdict(float)
+    for row in by_place(view.selection.conn, filters.since_ns, filters.until_ns)[key]:
+        label = row["name"] if key == "by_project" else f"{row['name']}: {row['git_branch'] or '-'}"
+        out[(label,)] += row["cost_usd"]
+    return dict(out)
+
 
 PANELS_BY_ID = {panel.id: panel for panel in PANELS}
 assert len(PANELS_BY_ID) == len(PANELS), "panel ids must be unique"

@@ -75,6 +75,18 @@ class TrustedAttributes:
 
 
 @dataclass
+class TranscriptProgress:
+    """How far an import of Claude Code's transcripts has read, stored in the same transaction as the points
+    it made of them: an import that stopped halfway is started again from the same place."""
+
+    run: int  # the import's number: its points' times carry it (see transcripts.points)
+    time_ns: int
+    price_table: str
+    files: list[tuple[str, int, int, int]] = field(default_factory=list)  # path, size, mtime_ns, offset
+    messages: list[tuple[int, int]] = field(default_factory=list)  # message key, output tokens counted
+
+
+@dataclass
 class Batch:
     """What one export request contributes, and what of it had to be rejected."""
 
@@ -84,6 +96,7 @@ class Batch:
     spans: list[Span] = field(default_factory=list)
     rejected: int = 0
     problems: list[str] = field(default_factory=list)
+    transcript: TranscriptProgress | None = None  # set by an import of transcripts (see transcripts/)
 
     def reject(self, count: int, why: str) -> None:
         self.rejected += count
@@ -115,6 +128,7 @@ class Batch:
                 )
             )
         parts[0].rejected, parts[0].problems = self.rejected, self.problems
+        parts[-1].transcript = self.transcript  # how far an import read: stored with its last points
         return parts
 
 

@@ -96,3 +96,45 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
                 _number(row["prompts"]),
             )
         console.print(users)
+
+    sources = result.get("sources")
+    if sources and sources["transcript"]["sessions"]:
+        where = Table(title="Where the numbers come from", title_justify="left")
+        for column in ("source", "sessions", "cost", "tokens"):
+            where.add_column(column, justify="left" if column == "source" else "right")
+        for source in ("telemetry", "transcript"):
+            part = sources[source]
+            where.add_row(
+                source,
+                _number(part["sessions"]),
+                _money(part["cost_usd"]),
+                _number(sum(part["tokens"].values())),
+            )
+        where.add_row("both (counted from telemetry)", _number(sources["both"]["sessions"]), "", "")
+        console.print(where)
+        transcript = sources["transcript"]
+        if transcript.get("price_table"):
+            console.print(
+                Text(f"Transcript costs Claude Code did not write are priced by {transcript['price_table']}.")
+            )
+        for model, count in transcript.get("unpriced_models", {}).items():
+            console.print(
+                Text(f"No price for {model}: {_number(count)} tokens not in the cost.", style="bold red")
+            )
+    for key, title in (("by_project", "By project"), ("by_branch", "By project and branch")):
+        if result.get(key):
+            places = Table(title=title, title_justify="left")
+            for column in ("project", "branch", "sessions", "cost", "tokens"):
+                if column != "branch" or key == "by_branch":
+                    places.add_column(column, justify="left" if column in ("project", "branch") else "right")
+            for row in result[key][:20]:
+                cells: list[Text | str] = [Text(row["name"])]  # folder names: text, never markup
+                if key == "by_branch":
+                    cells.append(Text(row["git_branch"] or "-"))
+                places.add_row(
+                    *cells,
+                    _number(row["sessions"]),
+                    _money(row["cost_usd"]),
+                    _number(sum(row["tokens"].values())),
+                )
+            console.print(places)

@@ -17,6 +17,7 @@ from .identities import Identities, SeriesIds, text, to_json
 from .limits import Allowance, NewSeriesLimit
 from .rollups import Rollups, close_days
 from .schema import DAY_NS, EVENT_MEASURES, EVENT_STRINGS
+from .sources import reconcile, store_progress
 from .upgrade import EventsUpgrade
 
 LOG_SIZE_LIMIT = 20_000_000  # bytes the write-ahead log file keeps once started over
@@ -130,7 +131,11 @@ class Committer:
         The rollups are added to only once the batch is stored: a batch rolled back adds nothing."""
         result = WriteResult()
         batch_rollups = Rollups()
-        self._store_points(batch, result, batch_rollups, lambda: allowance.take("series", batch.source))
+        unseen: set[str] = set()  # sessions the store has no series of: their series are not looked for
+        points = reconcile(self._conn, batch.points, batch_rollups, unseen)  # telemetry or transcript
+        self._store_points(
+            points, batch, result, batch_rollups, lambda: allowance.take("series", batch.source), unseen
+        )
         self._store_events(batch, result, batch_rollups, lambda: allowance.take("events", batch.source))
         if batch.spans:
             result.spans += self._conn.executemany(
@@ -151,14 +156,25 @@ class Committer:
                     for s in batch.spans
                 ],
             ).rowcount
+        if batch.transcript is not None:
+            store_progress(self._conn, batch.transcript)
         rollups.merge(batch_rollups)
         return result
 
-    def _store_points(self, batch: Batch, result: WriteResult, rollups: Rollups, may_create: Any) -> None:
+    def _store_points(
+        self,
+        points: list[Point],
+        batch: Batch,
+        result: WriteResult,
+        rollups: Rollups,
+        may_create: Any,
+        unseen: set[str] | None = None,
+    ) -> None:
         plain: list[tuple[Point, SeriesIds]] = []
         refused = 0  # points of new series over the source's limit
-        for point in batch.points:
-            ids = self._identities.series(point, may_create)
+        for point in points:
+            new = unseen is not None and text(point.attrs.get("session.id")) in unseen
+            ids = self._identities.series(point, may_create, new)
             if ids is None:
                 refused += 1
             elif point.cumulative:

@@ -59,15 +59,20 @@ class Identities:
         self._known: Recent[Identity, Ids] = Recent(KNOWN)
         self._new: dict[Identity, Ids] = {}  # found or created by the transaction under way
 
-    def series(self, point: Point, may_create: MayCreate) -> SeriesIds | None:
+    def series(self, point: Point, may_create: MayCreate, unseen: bool = False) -> SeriesIds | None:
         """The ids of the point's series and family, stored if new; None when ``may_create`` refuses a new
-        series."""
+        series. ``unseen``: the caller knows the store has no series of the point's session yet, so it is not
+        looked for (an import's many new sessions)."""
         identity = (point.metric, point.unit, point.kind, point.temporality, point.scope, frozen(point.attrs))
         known = self._lookup(identity)
         if isinstance(known, SeriesIds):
             return known
         key = digest(identity)
-        row = self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (key,)).fetchone()
+        row = (
+            None
+            if unseen
+            else self._conn.execute("SELECT id, family_id FROM series WHERE key = ?", (key,)).fetchone()
+        )
         if row is not None:
             ids = SeriesIds(row[0], row[1])
         elif not may_create():

@@ -362,6 +362,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX rollup_day_by_family ON rollup_day (family_id, start_ns, value);
     CREATE INDEX rollup_week_by_family ON rollup_week (family_id, start_ns, value);
     """,
+    # 8: Claude Code's transcripts, imported (see transcripts/): how far each file was read, the messages
+    # counted (their final output, as a later record of one may carry more), each import, and the sessions
+    # a transcript told about, with whether their usage counts from it (none sent telemetry) or not.
+    """
+    CREATE TABLE transcript_files (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        offset INTEGER NOT NULL            -- the next read starts here, after the last complete line
+    ) WITHOUT ROWID;
+    CREATE TABLE transcript_messages (
+        key INTEGER PRIMARY KEY,           -- message.id and requestId hashed (transcripts/scan.message_key)
+        output INTEGER NOT NULL
+    );
+    CREATE TABLE transcript_runs (
+        id INTEGER PRIMARY KEY,
+        time_ns INTEGER NOT NULL,
+        price_table TEXT NOT NULL,
+        files INTEGER NOT NULL,
+        messages INTEGER NOT NULL
+    );
+    CREATE TABLE transcript_sessions (
+        session_id TEXT PRIMARY KEY,
+        project TEXT,                      -- the git repository holding cwd, else cwd
+        cwd TEXT,
+        git_branch TEXT,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL,
+        counted INTEGER NOT NULL           -- 1: its usage counts from the transcript; 0: from telemetry
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

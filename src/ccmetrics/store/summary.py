@@ -37,6 +37,7 @@ from .caches import AnswerCache, FamilyCache
 from .filters import Filters
 from .people import NO_ALIASES, People
 from .selection import NO_FILTERS, Selection
+from .sources import by_place, by_source
 
 TOKEN_TYPES = {  # the values of a token's type, and the summary's names for them
     "input": "input",
@@ -118,6 +119,9 @@ def summary(
             "cache_efficiency": _round(numbers.cache_efficiency(sel), 6),
             "cost_per_1k_output_tokens": _round(numbers.cost_per_1k_output_tokens(sel), 9),
             "productivity_ratio": _round(numbers.productivity_ratio(sel), 6),
+            "sources": by_source(sel, conn),  # telemetry, transcripts, both: see sources.py
+            # per project and branch, as transcripts tell where sessions ran
+            **by_place(conn, filters.since_ns, filters.until_ns),
             "by_model": models.entries(
                 lambda name, get: {
                     "model": name,
