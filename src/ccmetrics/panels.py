@@ -124,6 +124,8 @@ class Panel:
     # panels of dimensions only newer versions of Claude Code send).
     empty: str = "Nothing in this range"
     hide_empty: bool = False
+    # Whether the data is worth a panel (else ``"hidden": true``): cost by source, once there are transcripts.
+    shown_when: Callable[[dict[str, Any]], bool] | None = None
     # The metrics and events all of the panel's numbers come from: under a filter one of them cannot be split
     # by, the panel says so instead of showing 0 ("unsplit": the keys).
     metrics: tuple[Metric, ...] = ()
@@ -144,6 +146,8 @@ class Panel:
                 out["value"] = None
         elif spark and self.spark is not None:
             out["spark"] = self.spark(view)
+        if self.shown_when is not None and not self.shown_when(out):
+            out = {**out, "hidden": True}
         return out
 
 
@@ -1315,6 +1319,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(_by_source(v.selection)),
         width=8,
         height=8,
+        shown_when=lambda data: any(item["label"] == "transcript" for item in data["items"]),
     ),
     P(
         "cost_by_project",

@@ -459,7 +459,7 @@
   function render(panel, data) {
     const card = bodies[panel.id].closest(".panel");
     const empty = isEmpty(panel, data), message = !!data.unsplit || empty;
-    card.hidden = empty && panel.hide_empty;
+    card.hidden = (empty && panel.hide_empty) || !!data.hidden;
     card.classList.toggle("panel-empty", message);
     card.style.gridRow = `span ${rowsFor(panel, data, message)}`;
     try {
