@@ -24,12 +24,13 @@ def new_session(server, session_id: str) -> None:
 
 
 def record_api_requests(page) -> list[str]:
-    """The path and query of every request the page makes to the API from now on."""
+    """The path and query of every request the page makes to the API from now on, but the alerts banner's
+    (it asks /api/alerts on a clock of its own: tests/test_browser_alerts.py)."""
     seen: list[str] = []
 
     def on_request(request) -> None:
         url = urlsplit(request.url)
-        if url.path.startswith("/api/"):
+        if url.path.startswith("/api/") and url.path != "/api/alerts":
             seen.append(url.path + ("?" + url.query if url.query else ""))
 
     page.on("request", on_request)
