@@ -1,8 +1,10 @@
-"""The ``ccmetrics`` command: a thin layer that parses options, calls one function and formats its answer."""
+"""The ``ccmetrics`` command: a thin layer that parses options, calls one function and formats its answer.
+
+Each command imports what it needs when it runs: a hook that runs ``ccmetrics push`` or ``import`` at the end
+of every Claude Code session should not pay for the server's modules."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -14,9 +16,6 @@ import click
 
 from . import __version__, jsontext
 from .config import SETTINGS_BY_NAME, Config
-from .store import StoreOutdated, open_reader, read_transaction
-from .store.filters import Filters, QueryError
-from .store.summary import summary
 
 if TYPE_CHECKING:
     from .access.people import Person
@@ -114,6 +113,8 @@ def _run_event_loop(coro: Any) -> None:
     try:
         import uvloop
     except ImportError:
+        import asyncio
+
         asyncio.run(coro)
     else:
         uvloop.run(coro)
@@ -132,6 +133,10 @@ def report_summary(
     data_dir: str | None, since: str | None, until: str | None, filters: tuple[str, ...], as_json: bool
 ) -> None:
     """Totals: sessions, cost, tokens, code, commits, decisions, time, prompts, API calls."""
+    from .store import StoreOutdated, open_reader, read_transaction
+    from .store.filters import Filters, QueryError
+    from .store.summary import summary
+
     config = Config.from_options(data_dir=data_dir)
     try:
         query = Filters.parse(since, until, filters)

@@ -12,8 +12,7 @@ from typing import Any
 
 import platformdirs
 
-from .metrics import DEFAULT_LABELS
-from .panels import DEFAULT_GROUP_KEY
+from .metrics import DEFAULT_GROUP_KEY, DEFAULT_LABELS
 
 
 @dataclass(frozen=True)

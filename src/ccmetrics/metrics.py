@@ -138,6 +138,7 @@ ACTIVE_TIME_TYPES = ("user", "cli")
 EDIT_DECISIONS = ("accept", "reject")  # values of ``decision``
 
 # The attributes that become labels on /metrics unless --metrics-labels says otherwise.
+DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels break down by
 DEFAULT_LABELS = (
     "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
     "query_source,effort,service.version"

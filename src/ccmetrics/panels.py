@@ -32,6 +32,7 @@ from .metrics import (
     COMMITS,
     COST,
     DECISIONS,
+    DEFAULT_GROUP_KEY,
     LINES,
     PULL_REQUESTS,
     SESSIONS,
@@ -59,9 +60,6 @@ TOKEN_LABELS = {
     "cacheRead": "cache read",
     "cacheCreation": "cache creation",
 }
-
-
-DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels break down by
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .importer import ImportResult, Progress, import_transcripts, watch
 
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bar
+
 SHOW_PROGRESS_BYTES = 256 << 20  # a bar for imports that read more than this
 
 
 def run_import(db_path: Path, paths: list[Path] | None, workers: int | None, as_json: bool) -> ImportResult:
-    from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn
-    from rich.progress import Progress as Bar
-
     bar: Bar | None = None
     task = None
 
@@ -25,6 +26,10 @@ def run_import(db_path: Path, paths: list[Path] | None, workers: int | None, as_
         if bar is None:
             if total < SHOW_PROGRESS_BYTES or as_json or not sys.stderr.isatty():
                 return
+            # Imported only for a long import: a re-import that finds nothing new should not pay for it.
+            from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
             bar = Bar(
                 "reading transcripts", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True
             )
