@@ -242,14 +242,15 @@ def _timeline(view: PanelRequest, rows: dict[tuple, float], label: Callable[[tup
     return {"times": times, "bucket_ns": view.bucket_ns, "series": lines}
 
 
-def _series(v: PanelRequest, metric: Metric, **where: str) -> list[float]:
-    """A counter's increments per time bucket of the view (where attributes have the given values)."""
+def _series(v: PanelRequest, metric: Metric, by: str = "type", **where: str) -> list[float]:
+    """A counter's increments per time bucket of the view (where ``type`` has the given value). Read grouped
+    by a common attribute, which SQL groups (per family, a month of them would be read), and the same
+    grouping as the charts over time ask for (``type``, the cost's ``model``), whose answer is reused."""
     times = v.times()
     index = {t: i for i, t in enumerate(times)}
     out = [0.0] * len(times)
-    wanted = tuple(where.values())
-    for (bucket, *values), value in v.selection.metric_timeline(metric, tuple(where), v.bucket_ns).items():
-        if tuple(values) == wanted and bucket in index:
+    for (bucket, value_of_by), value in v.selection.metric_timeline(metric, (by,), v.bucket_ns).items():
+        if bucket in index and all(value_of_by == wanted for wanted in where.values()):
             out[index[bucket]] += value
     return out
 
@@ -641,7 +642,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _stat(v.selection.metric_total(COST)),
         promql=((f"sum(increase({COST.prometheus}[$__range]))", "Cost"),),
         compare=True,
-        spark=lambda v: _series(v, COST),
+        spark=lambda v: _series(v, COST, "model"),
     ),
     P(
         "active_time",
@@ -1363,7 +1364,12 @@ def _by_place(view: PanelRequest, key: str) -> dict[tuple[str], float]:
 
     filters = view.selection.filters
     out: dict[tuple[str], float] = defaultdict(float)
-    for row in by_place(view.selection.conn, filters.since_ns, filters.until_ns)[key]:
+    places = view.selection.__dict__.setdefault("_places", {})  # read once for both panels of a request
+    if (filters.since_ns, filters.until_ns) not in places:
+        places[(filters.since_ns, filters.until_ns)] = by_place(
+            view.selection.conn, filters.since_ns, filters.until_ns
+        )
+    for row in places[(filters.since_ns, filters.until_ns)][key]:
         label = row["name"] if key == "by_project" else f"{row['name']}: {row['git_branch'] or '-'}"
         out[(label,)] += row["cost_usd"]
     return dict(out)
