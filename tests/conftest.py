@@ -96,6 +96,26 @@ class ServerProcess:
         raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> ServerProcess:
+        offset = self.spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                output = self.log_path.read_bytes()[offset:].decode(errors="replace")
+                if "cannot listen" in output:
+                    raise PortTaken(output)
+                raise RuntimeError(f"ccmetrics serve exited early:\n{output}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1, verify=self.verify).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ccmetrics serve did not become ready:\n{self.log_path.read_text()}")
+
+    def spawn(self) -> int:
+        """Start the process without waiting for it (a test that kills it while it starts up); returns where
+        its output begins in the log."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETRICS_")}  # only the flags count
         with self.log_path.open("ab") as log:
@@ -116,6 +136,12 @@ class ServerProcess:
                     str(self.otlp_http_port),
                     "--otlp-grpc-port",
                     str(self.otlp_grpc_port),
+                    # Much of the tests' data sits at fixed dates, which pruning would take away: a server
+                    # keeps everything unless its test gives --retention (a later flag wins).
+                    "--retention",
+                    "forever",
+                    "--rollup-retention",
+                    "forever",
                     *self.extra_args,
                 ],
                 stdout=log,
@@ -123,20 +149,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                output = self.log_path.read_bytes()[offset:].decode(errors="replace")
-                if "cannot listen" in output:
-                    raise PortTaken(output)
-                raise RuntimeError(f"ccmetrics serve exited early:\n{output}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1, verify=self.verify).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"ccmetrics serve did not become ready:\n{self.log_path.read_text()}")
+        return offset
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.process is not None

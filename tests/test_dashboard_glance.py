@@ -230,6 +230,7 @@ def test_the_doctors_test_export_alone_leaves_the_guidance(server, page):
     setup = page.locator("#empty-setup").inner_text()
     assert f"ccmetrics setup --endpoint http://127.0.0.1:{server.otlp_grpc_port}" in setup
     assert page.evaluate(CUT) == []
+    shot(page, "glance-empty-1440")
     narrow(page)
     assert page.evaluate(CUT) == []  # the code blocks wrap rather than run off a narrow screen
     shot(page, "glance-empty-400")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,6 +88,7 @@ def serve(**options: Any) -> None:
     try:
         check_dashboard_settings(config)
         WebAccess.from_config(config)
+        config.kept()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if config.alerts is not None:
@@ -999,3 +1002,130 @@ def alerts_test(file: str) -> None:
             failed += 1
             click.echo(f"{name}: FAILED: {outcome.error}")
     raise SystemExit(1 if failed else 0)
+
+
+# --- keeping data: vacuum, backup, restore, export, forget ------------------------------------------------
+
+
+@main.command()
+@settings_options("data_dir")
+def vacuum(data_dir: str | None) -> None:
+    """Rewrite the database without its free pages, with the server stopped; from then on it gives back the
+    space pruning frees by itself (a database made before retention existed does not)."""
+    from .running import ServerRunning, no_server
+    from .store.retention import vacuum as rewrite
+
+    config = Config.from_options(data_dir=data_dir)
+    if not config.db_path.exists():
+        raise click.ClickException(f"no database at {config.db_path}")
+    before = config.db_path.stat().st_size
+    try:
+        with no_server(config.data_dir):
+            rewrite(config.db_path)
+    except ServerRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{config.db_path}: {before / 1e6:,.1f} MB -> {config.db_path.stat().st_size / 1e6:,.1f} MB")
+
+
+@main.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@settings_options("data_dir")
+def backup_command(file: Path, data_dir: str | None) -> None:
+    """Write a consistent copy of the database (and of access.db, the tokens) to FILE, a tar file, while the
+    server runs. Do not copy the live files instead: the copy could be torn, or miss the write-ahead log."""
+    from .backup import BackupError, backup
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        copied = backup(config.data_dir, file)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        raise click.ClickException(str(exc)) from None
+    held = ", ".join(f"{c.name} ({c.size / 1e6:,.1f} MB)" for c in copied)
+    click.echo(f"wrote {file}: {held}")
+
+
+@main.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@settings_options("data_dir")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even while a server uses the data directory: it goes on with the data it had, and what it "
+    "stores until it is restarted is lost. Restart it at once.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing the data there.")
+def restore_command(file: Path, data_dir: str | None, force: bool, yes: bool) -> None:
+    """Put the backup FILE (see `ccmetrics backup`) in place of the data directory's databases."""
+    from .backup import BackupError, restore
+    from .running import ServerRunning, no_server
+
+    config = Config.from_options(data_dir=data_dir)
+    if config.db_path.exists() and not yes:
+        click.confirm(f"Replace the data in {config.data_dir} with {file}'s?", abort=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(no_server(config.data_dir))
+            except ServerRunning as exc:
+                if not force:
+                    raise click.ClickException(f"{exc} (or give --force)") from None
+                click.echo(f"warning: {exc}; restoring anyway (--force): restart it now", err=True)
+            restored = restore(file, config.data_dir)
+    except (BackupError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {', '.join(c.name for c in restored)} into {config.data_dir}")
+
+
+@main.command("export")
+@settings_options("data_dir")
+@click.option("--since", metavar="TIME", help="Only data from TIME on: ISO 8601, or 7d, 24h, 30m ago.")
+@click.option("--until", metavar="TIME", help="Only data before TIME.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here [default: stdout]."
+)
+def export_command(
+    data_dir: str | None, since: str | None, until: str | None, fmt: str, output: Path | None
+) -> None:
+    """The raw points and events of a range, one record a row or line (prompt text only if the server kept
+    it: --store-prompts). Works while the server runs."""
+    from .export import write as write_records
+    from .store import StoreOutdated, open_reader
+    from .store.filters import Filters, QueryError
+
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        query = Filters.parse(since, until, ())
+        conn = open_reader(config.db_path)
+    except (QueryError, FileNotFoundError, StoreOutdated) as exc:
+        raise click.ClickException(str(exc)) from None
+    with contextlib.closing(conn):
+        if output is None:
+            points, events = write_records(conn, sys.stdout, fmt, query.since_ns, query.until_ns)
+        else:
+            with output.open("w", newline="", encoding="utf-8") as out:
+                points, events = write_records(conn, out, fmt, query.since_ns, query.until_ns)
+    click.echo(f"exported {points:,} points and {events:,} events", err=True)
+
+
+@main.command("forget")
+@click.option("--user", metavar="ID|EMAIL|NAME", help="A person, by any of user.id, user.email, user.name.")
+@click.option("--session", metavar="ID", help="One session, by its session.id.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask first.")
+@settings_options("data_dir")
+def forget_command(user: str | None, session: str | None, yes: bool, data_dir: str | None) -> None:
+    """Remove every row about a person (or a session) and take what they sent out of every sum, while the
+    server runs; everyone else's totals stay as they were. Keeps an audit line in audit.log (who ran it,
+    when, how much was removed; not whom)."""
+    from .forget import forget
+    from .store import StoreOutdated
+
+    if (user is None) == (session is None):
+        raise click.UsageError("give --user or --session")
+    kind, value = ("user", user) if user is not None else ("session", session)
+    assert value is not None
+    config = Config.from_options(data_dir=data_dir)
+    try:
+        forget(config.data_dir, kind, value, yes)
+    except (FileNotFoundError, StoreOutdated, sqlite3.Error) as exc:
+        raise click.ClickException(str(exc)) from None

@@ -7,12 +7,16 @@ table, so the two can never drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from .metrics import DEFAULT_GROUP_KEY, DEFAULT_LABELS
+
+if TYPE_CHECKING:
+    from .store.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,20 @@ SETTINGS: tuple[Setting, ...] = (
         str,
     ),
     Setting(
+        "retention",
+        "30d",
+        "How long raw points, events and spans are kept (a span: 30d, 12w...; or forever). Older ones are "
+        "pruned; the totals of the rollups stay.",
+        str,
+    ),
+    Setting(
+        "rollup_retention",
+        "400d",
+        "How long the hourly, daily and weekly sums are kept (at least --retention; forever too): 400 days "
+        "compare a month with the same month a year before.",
+        str,
+    ),
+    Setting(
         "dashboard_group_by",
         DEFAULT_GROUP_KEY,
         "The attribute the dashboard's group filter and group leaderboard use when its link names none, "
@@ -152,6 +170,18 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _retention_ns(flag: str, text: str) -> int | None:
+    """A retention setting in ns; None for ``forever``."""
+    if text.strip() == "forever":
+        return None
+    from .store.filters import parse_span  # here: the settings load without the store
+
+    span = parse_span(text)
+    if span is None or span <= timedelta(0):
+        raise ValueError(f"{flag} {text!r}: give a span such as 30d, 12w or 400d, or forever")
+    return int(span.total_seconds()) * 1_000_000_000
 
 
 def _default(name: str) -> Any:
@@ -184,6 +214,8 @@ class Config:
     dashboard_range: str = _default("dashboard_range")
     dashboard_group_by: str = _default("dashboard_group_by")
     alerts: Path | None = None
+    retention: str = _default("retention")
+    rollup_retention: str = _default("rollup_retention")
 
     @property
     def db_path(self) -> Path:
@@ -196,6 +228,21 @@ class Config:
     @property
     def alerts_state_path(self) -> Path:
         return self.data_dir / "alerts.db"  # alerts, silences, notifications: see alerts/state.py
+
+    def kept(self) -> Retention:
+        """--retention and --rollup-retention; raises ValueError, naming the setting, for one that is not a
+        span or ``forever``, or rollups kept for less time than the raw data."""
+        raw = _retention_ns("--retention", self.retention)
+        rollups = _retention_ns("--rollup-retention", self.rollup_retention)
+        if rollups is not None and raw is not None and rollups < raw:
+            raise ValueError(
+                f"--rollup-retention {self.rollup_retention!r} is shorter than "
+                f"--retention {self.retention!r}: the totals of a range the raw data still covers "
+                "come from the rollups"
+            )
+        from .store.retention import Retention
+
+        return Retention(raw, rollups)
 
     @property
     def tls(self) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from types import FrameType
 
 import uvicorn
 
-from . import hosts, listeners, tls
+from . import hosts, listeners, running, tls
 from .access.aliases import AliasBook
 from .access.exposure import gate_for
 from .access.gate import Gate
@@ -105,9 +106,10 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
 async def serve(config: Config, certificate: tls.Certificate | None = None) -> None:
     """Serve until SIGINT or SIGTERM; with ``certificate`` (``tls.load`` of the config's files), TLS only."""
     gate = gate_for(config)  # first: a server that must not start binds nothing
+    serving = running.hold_while_serving(config.data_dir)  # `restore` and `vacuum` wait for it to stop
     web_socket = _listen(config.host, config.port, "the dashboard")
     otlp_socket = _listen(config.host, config.otlp_http_port, "OTLP/HTTP")
-    store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute)
+    store = Store(config.db_path, new_series_per_minute=config.new_series_per_minute, retention=config.kept())
     aliases = AliasBook(config.access_path)  # the names users are shown by, beside the gate's tokens
     receiver = Receiver(
         store,
@@ -200,3 +202,4 @@ async def serve(config: Config, certificate: tls.Certificate | None = None) -> N
         store.close()
         web_socket.close()
         otlp_socket.close()
+        os.close(serving)

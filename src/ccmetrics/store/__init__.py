@@ -13,12 +13,14 @@ from typing import TypeVar
 
 from ..records import Batch
 from .caches import AnswerCache, FamilyCache
+from .retention import Retention
 from .schema import SCHEMA_VERSION, migrate
 from .transactions import read_transaction
 from .upgrade import pending_events
 from .writer import StoreUnavailable, Writer, WriteResult, connect
 
 __all__ = [
+    "Retention",
     "Store",
     "StoreOutdated",
     "StoreUnavailable",
@@ -71,9 +73,12 @@ def open_reader(path: Path, *, while_upgrading: bool = False) -> sqlite3.Connect
 
 class Store:
     """``new_series_per_minute``: the limit on new series per client and minute (see
-    committer.NewSeriesLimit); None, the default for callers other than the server, sets none."""
+    committer.NewSeriesLimit); ``retention``: how long data is kept (see retention.py). None, the default for
+    callers other than the server, sets no limit and keeps everything."""
 
-    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
+    def __init__(
+        self, path: Path, new_series_per_minute: int | None = None, retention: Retention | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         setup = connect(path)
         try:
@@ -81,15 +86,21 @@ class Store:
         finally:
             setup.close()
         self.path = path
-        self._writer = Writer(path, new_series_per_minute)
+        self.family_cache = FamilyCache()  # before the writer, which may clear them from its start
+        self.answers = AnswerCache()
+        self._writer = Writer(path, new_series_per_minute, retention, self._forgotten)
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READERS, thread_name_prefix="ccmetrics-reader")
-        self.family_cache = FamilyCache()
-        self.answers = AnswerCache()
         self._version = 0
         # Set, and replaced by a new one, when the version changes: whoever waits on it wakes up.
         self._changed = asyncio.Event()
         self._upgraded = False
+
+    def _forgotten(self) -> None:
+        """Someone has been forgotten: nothing learnt about families or read from the sums is kept (the
+        versions of the hours they were in have been bumped too, for answers being read meanwhile)."""
+        self.family_cache.clear()
+        self.answers.clear()
 
     async def write(self, batch: Batch) -> WriteResult:
         """Resolves once the batch is committed to disk; raises StoreUnavailable when it cannot be.

@@ -48,6 +48,13 @@ class FamilyCache:
         self._size = 0
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget everything kept: families have been deleted (forgetting.py)."""
+        with self._lock:
+            self._kept = OrderedDict()
+            self._used.clear()
+            self._size = 0
+
     @property
     def entries(self) -> int:
         """(family, attribute) pairs kept, names included."""
@@ -137,6 +144,11 @@ class AnswerCache:
         self._rows = 0
         self._max_rows = max_rows
         self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
+            self._rows = 0
 
     @property
     def rows_kept(self) -> int:

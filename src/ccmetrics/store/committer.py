@@ -13,8 +13,10 @@ from typing import Any
 
 from ..records import Batch, Event, Point, split_event_key
 from .event_rows import INSERT_EVENT, EventKind, EventRow, event_kind, measure, own_attributes
+from .forgetting import Forgetting
 from .identities import Identities, SeriesIds, text, to_json
 from .limits import Allowance, NewSeriesLimit
+from .retention import Pruning, Retention
 from .rollups import Rollups, close_days
 from .schema import DAY_NS, EVENT_MEASURES, EVENT_STRINGS
 from .sources import reconcile, store_progress
@@ -61,18 +63,34 @@ class Committer:
     exist, are never refused, so an exporter's retry stays a no-op.
     """
 
-    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
+    def __init__(
+        self, path: Path, new_series_per_minute: int | None = None, retention: Retention | None = None
+    ) -> None:
         self.limit = NewSeriesLimit(new_series_per_minute)
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the writer's checkpointer does it (writer.py)
         self._conn.execute(f"PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}")
         self._identities = Identities(self._conn)
         self.upgrade = EventsUpgrade(self._conn, self._identities)
+        self.pruning = Pruning(self._conn, retention)
+        self.forgetting = Forgetting(self._conn)
         (self._untimed_keys_until,) = self._conn.execute("SELECT until_ns FROM untimed_event_keys").fetchone()
         (self._closed_until,) = self._conn.execute("SELECT until_ns FROM closed_days").fetchone()
 
     def close(self) -> None:
         self._conn.close()
+
+    def prune_step(self) -> None:
+        """One step of pruning; when it deleted series, the ids of series known are forgotten."""
+        if self.pruning.step():
+            self._identities.clear()
+
+    def forget_step(self) -> None:
+        """One step of forgetting; the ids of series and families known are forgotten: rows may be gone."""
+        try:
+            self.forgetting.step()
+        finally:
+            self._identities.clear()
 
     def restart_log(self) -> None:
         """Have the next commit write the write-ahead log from its start, once what is left of it is copied
@@ -130,6 +148,8 @@ class Committer:
 
         The rollups are added to only once the batch is stored: a batch rolled back adds nothing."""
         result = WriteResult()
+        if self.pruning.raw_since_ns:
+            batch = _within_retention(batch, self.pruning.raw_since_ns, result)
         batch_rollups = Rollups()
         unseen: set[str] = set()  # sessions the store has no series of: their series are not looked for
         points = reconcile(self._conn, batch.points, batch_rollups, unseen)  # telemetry or transcript
@@ -303,6 +323,19 @@ class Committer:
 _INSERT_POINT = (
     "INSERT OR IGNORE INTO points (series_id, start_ns, time_ns, value, extra) VALUES (?, ?, ?, ?, ?)"
 )
+
+
+def _within_retention(batch: Batch, since_ns: int, result: WriteResult) -> Batch:
+    """The batch without its records dated before the raw data kept: those could be retries of pruned ones,
+    which nothing would tell apart, and count twice."""
+    points = [p for p in batch.points if p.time_ns >= since_ns]
+    events = [e for e in batch.events if e.time_ns >= since_ns]
+    spans = [s for s in batch.spans if s.start_ns >= since_ns]
+    old = batch.records - len(points) - len(events) - len(spans)
+    if not old:
+        return batch
+    result.reject(old, f"{old} records older than the raw data kept (--retention) were rejected")
+    return Batch(batch.source, points, events, spans)
 
 
 def sample_level(key: bytes) -> int:

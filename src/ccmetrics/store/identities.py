@@ -138,6 +138,11 @@ class Identities:
         self._new[identity] = string_id
         return string_id
 
+    def clear(self) -> None:
+        """Forget every id known: rows may have been deleted (forgetting.py)."""
+        self._known = Recent(KNOWN)
+        self._new.clear()
+
     def mark(self) -> int:
         return len(self._new)
 

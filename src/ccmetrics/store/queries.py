@@ -136,6 +136,8 @@ IS_EVENT_DIMENSION = "SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1"
 # --- the store's state --------------------------------------------------------------------------------
 
 DAYS_CLOSED_UNTIL = "SELECT until_ns FROM closed_days"  # days before this have their daily sums
+RAW_SINCE = "SELECT raw_ns FROM kept_since"  # raw data before this may have been pruned (retention.py)
+SESSION_SPAN = "SELECT first_ns, last_ns FROM sessions WHERE session_id = ?"
 FIRST_POINT_TIME = "SELECT MIN(time_ns) FROM points"
 # The doctor's test export (``status.PROBE_EVENT``) is not Claude Code's data: with it alone, nothing is.
 HAS_CLAUDE_CODE_DATA = (
@@ -503,4 +505,24 @@ SESSION_ATTRIBUTE_VALUES = """
     SELECT DISTINCT CAST(json_extract(f.attrs, ?) AS TEXT) AS value
     FROM series s CROSS JOIN families f ON f.id = s.family_id
     WHERE s.session_id = ? AND value IS NOT NULL ORDER BY value
+"""
+
+# --- export: every point and event of a range, a page at a time, in the order of their tables --------------
+
+# After the point (time_ns, series_id, start_ns) given: the table's own order, so a page is one stretch of it.
+EXPORT_POINTS = """
+    SELECT p.time_ns, p.series_id, p.start_ns, s.metric, s.unit, s.kind, s.temporality, s.attrs, p.value,
+           p.cumulative, p.extra
+    FROM points p CROSS JOIN series s ON s.id = p.series_id
+    WHERE (p.time_ns, p.series_id, p.start_ns) > (?, ?, ?) AND p.time_ns < ?
+    ORDER BY p.time_ns, p.series_id, p.start_ns LIMIT ?
+"""
+# After the event (time_ns, id) given, through events_by_time (which orders equal times by id).
+EXPORT_EVENTS = """
+    SELECT e.time_ns, e.id, f.name, f.attrs, e.attrs, t.value, p.value, e.prompt_length, e.duration_ms,
+           e.ttft_ms, coalesce(e.body, f.body)
+    FROM events e CROSS JOIN event_families f ON f.id = e.family_id
+    LEFT JOIN strings t ON t.id = e.session LEFT JOIN strings p ON p.id = e.prompt
+    WHERE (e.time_ns, e.id) > (?, ?) AND e.time_ns < ?
+    ORDER BY e.time_ns, e.id LIMIT ?
 """

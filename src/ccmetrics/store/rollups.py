@@ -56,26 +56,7 @@ class Rollups:
         """Write what was added up. The daily and weekly sums of days from ``closed_until`` on are left to the
         end of those days (see close_days): only late data for days and weeks that have ended adds to them
         here."""
-        _upsert(conn, "hour", self.metrics, self.events)  # added up by hour already
-        closed = (("day", DAY_NS, closed_until), ("week", WEEK_NS, weeks_closed(closed_until)))
-        for tier, size, until in closed:
-            late_metrics: dict[tuple[int, int], float] = defaultdict(float)
-            for (family_id, hour), value in self.metrics.items():
-                if hour < until:
-                    late_metrics[(family_id, hour - hour % size)] += value
-            late_events: dict[tuple[int, int], list[float]] = {}
-            for (family_id, hour), sums in self.events.items():
-                if hour < until:
-                    mine = late_events.setdefault((family_id, hour - hour % size), [0] * len(sums))
-                    for i, value in enumerate(sums):
-                        mine[i] += value
-            _upsert(conn, tier, late_metrics, late_events)
-        hours = {hour for _, hour in self.metrics} | {hour for _, hour in self.events}
-        conn.executemany(
-            "INSERT INTO hour_versions (start_ns, version) VALUES (?, 1) "
-            "ON CONFLICT (start_ns) DO UPDATE SET version = version + 1",
-            [(hour,) for hour in hours],
-        )
+        add_sums(conn, self.metrics, self.events, closed_until)
         conn.executemany(
             "INSERT INTO sessions (session_id, first_ns, last_ns) VALUES (?, ?, ?) ON CONFLICT (session_id) "
             "DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), "
@@ -86,6 +67,37 @@ class Rollups:
             "INSERT OR IGNORE INTO session_times (session_id, time_ns) VALUES (?, ?)",
             sorted(self.session_times),
         )
+
+
+def add_sums(
+    conn: sqlite3.Connection,
+    metrics: dict[tuple[int, int], float],
+    events: dict[tuple[int, int], list[float]],
+    closed_until: int,
+) -> None:
+    """Add sums by (family, hour) to the hourly rollups, and to the daily and weekly ones of the days and
+    weeks that have ended (those from ``closed_until`` on get theirs when they end); bump the versions of
+    the hours. Negative sums take away (forgetting.py)."""
+    _upsert(conn, "hour", metrics, events)  # added up by hour already
+    closed = (("day", DAY_NS, closed_until), ("week", WEEK_NS, weeks_closed(closed_until)))
+    for tier, size, until in closed:
+        late_metrics: dict[tuple[int, int], float] = defaultdict(float)
+        for (family_id, hour), value in metrics.items():
+            if hour < until:
+                late_metrics[(family_id, hour - hour % size)] += value
+        late_events: dict[tuple[int, int], list[float]] = {}
+        for (family_id, hour), sums in events.items():
+            if hour < until:
+                mine = late_events.setdefault((family_id, hour - hour % size), [0] * len(sums))
+                for i, value in enumerate(sums):
+                    mine[i] += value
+        _upsert(conn, tier, late_metrics, late_events)
+    hours = {hour for _, hour in metrics} | {hour for _, hour in events}
+    conn.executemany(
+        "INSERT INTO hour_versions (start_ns, version) VALUES (?, 1) "
+        "ON CONFLICT (start_ns) DO UPDATE SET version = version + 1",
+        [(hour,) for hour in hours],
+    )
 
 
 def _upsert(

@@ -393,6 +393,33 @@ MIGRATIONS: tuple[str, ...] = (
         counted INTEGER NOT NULL           -- 1: its usage counts from the transcript; 0: from telemetry
     ) WITHOUT ROWID;
     """,
+    # 9: retention. What is kept from when: raw points, events and spans from raw_ns on, the rollups and the
+    # sessions' activity from rollups_ns on (0: everything). Each is moved forward before the pruning it
+    # announces (see store/retention.py), so readers know which of their ranges the raw data still covers.
+    # Spans are pruned by time, which needs their times in order. The prompt ids of pruned events wait in
+    # pruned_prompts (strings.id of their session and their own) until their session has ended.
+    """
+    CREATE TABLE kept_since (raw_ns INTEGER NOT NULL, rollups_ns INTEGER NOT NULL);
+    INSERT INTO kept_since VALUES (0, 0);
+    CREATE INDEX spans_by_time ON spans (start_ns);
+    CREATE TABLE pruned_prompts (
+        session INTEGER NOT NULL,
+        prompt INTEGER NOT NULL,
+        PRIMARY KEY (session, prompt)
+    ) WITHOUT ROWID;
+    """,
+    # 10: forgetting a person or a session (see store/forgetting.py). A request waits here until the writer
+    # has carried it out; its value (an id, an email, a name) is erased then, what was removed kept (counts).
+    """
+    CREATE TABLE forget_requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,                -- user | session
+        value TEXT,                        -- who or which session; NULL once done
+        requested_ns INTEGER NOT NULL,
+        done_ns INTEGER,
+        removed TEXT NOT NULL DEFAULT '{}'  -- JSON: rows removed, by table
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -407,6 +434,13 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"the database is at schema version {current}, newer than this ccmetrics understands "
             f"({SCHEMA_VERSION}); upgrade ccmetrics"
         )
+    if current == 0 and conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+        # A new database gives back the pages pruning frees, a few at a time (see store/retention.py); an
+        # existing one needs a whole VACUUM for that, once, with the server stopped (`ccmetrics vacuum`).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute(
+            "VACUUM"
+        )  # instant on an empty file; needed as journal_mode = WAL has written its header
     for version in range(current, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -364,6 +364,12 @@ class Selection:
 
     # --- the store as a whole -------------------------------------------------------------------------
 
+    def raw_since_ns(self) -> int | None:
+        """From when the raw points and events are kept, once older ones have been pruned (None: all kept).
+        Before it, totals still come from the rollups, but a session's own numbers, its timeline and the
+        partial hours at the ends of a range have no raw data to come from."""
+        return int(self.conn.execute(queries.RAW_SINCE).fetchone()[0]) or None
+
     def first_point_ns(self) -> int | None:
         """When the earliest point stored was taken, if there is one (whatever the filters)."""
         first: int | None = self.conn.execute(queries.FIRST_POINT_TIME).fetchone()[0]

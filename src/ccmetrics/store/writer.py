@@ -15,11 +15,13 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..records import Batch
 from .committer import Committer, StoreUnavailable, WriteResult, connect
+from .retention import Retention
 
 __all__ = ["StoreUnavailable", "WriteResult", "Writer", "connect"]
 
@@ -27,6 +29,7 @@ log = logging.getLogger("ccmetrics")
 
 MAX_GROUP = 256  # batches per transaction
 MAX_IN_FLIGHT = 4096  # batches handed over and not yet committed; past this the client is asked to retry
+UPKEEP_CHECK_S = 1.0  # an idle writer asks this often whether there is forgetting or pruning to do
 RESTART_LOG_PAGES = 4096  # a write-ahead log longer than this (16 MiB) is started over
 
 
@@ -40,8 +43,16 @@ class _Job:
 class Writer:
     """``await write(batch)`` returns once the batch is committed; ``close()`` commits what is left."""
 
-    def __init__(self, path: Path, new_series_per_minute: int | None = None) -> None:
-        self._committer = Committer(path, new_series_per_minute)
+    def __init__(
+        self,
+        path: Path,
+        new_series_per_minute: int | None = None,
+        retention: Retention | None = None,
+        forgotten: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``forgotten`` is called, on the writer's thread, once a request to forget is carried out."""
+        self._committer = Committer(path, new_series_per_minute, retention)
+        self._forgotten = forgotten
         self._checkpointer = Checkpointer(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._in_flight = 0  # changed on the event loop only
@@ -76,10 +87,13 @@ class Writer:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            if self._committer.upgrade.pending and self._jobs.empty():
-                self._upgrade_step()  # between commits, when nothing waits (see upgrade.py)
+            if self._upkeep_pending() and self._jobs.empty():
+                self._upkeep_step()  # between commits, when nothing waits (see upgrade.py, retention.py)
                 continue
-            group = [self._jobs.get()]
+            try:
+                group = [self._jobs.get(timeout=min(UPKEEP_CHECK_S, self._committer.pruning.wait_s()))]
+            except queue.Empty:
+                continue  # time to ask whether there is forgetting or pruning to do
             while len(group) < MAX_GROUP and group[-1] is not None:
                 try:
                     group.append(self._jobs.get_nowait())
@@ -99,22 +113,43 @@ class Writer:
                     job.loop.call_soon_threadsafe(_settle, job.future, outcome)
                 except RuntimeError:
                     pass  # its event loop has closed: nobody waits for the answer (the batch is stored)
-            if self._committer.upgrade.pending:
-                self._upgrade_step()  # under a steady stream too, one step after each commit
+            if self._upkeep_pending():
+                self._upkeep_step()  # under a steady stream too, one step after each commit
             if self._checkpointer.log_pages > RESTART_LOG_PAGES:
                 self._checkpointer.log_pages = 0
                 self._committer.restart_log()
             self._checkpointer.wake()
 
-    def _upgrade_step(self) -> None:
+    def _upkeep_pending(self) -> bool:
+        """Whether the events of an older database are still to be moved or, once they are, old data is to be
+        pruned."""
+        committer = self._committer
+        return committer.upgrade.pending or committer.forgetting.pending() or committer.pruning.pending()
+
+    def _upkeep_step(self) -> None:
+        committer = self._committer
+        upgrading = committer.upgrade.pending
+        forgetting = not upgrading and committer.forgetting.pending()
+        what = "upgrade the database's events" if upgrading else "forget" if forgetting else "prune"
+        done = committer.forgetting.forgotten
         try:
-            self._committer.upgrade.step()
-        except sqlite3.Error as exc:  # disk full, locked by someone else: the next step tries again
-            log.warning("could not upgrade the database's events now: %s", exc)
-            time.sleep(1)
+            if upgrading:
+                committer.upgrade.step()
+            elif forgetting:
+                committer.forget_step()
+            else:
+                committer.prune_step()
+        except sqlite3.Error as exc:  # disk full, locked by someone else: a later step tries again
+            log.warning("could not %s now: %s", what, exc)
+            if upgrading:
+                time.sleep(1)
+            else:  # without holding ingest up meanwhile
+                (committer.forgetting if forgetting else committer.pruning).back_off()
         else:
-            if self._moving and not self._committer.upgrade.pending:
+            if upgrading and self._moving and not committer.upgrade.pending:
                 log.info("the database is upgraded: its %s events are in the new layout", self._moving)
+            if committer.forgetting.forgotten != done:
+                self._forgotten()
         self._checkpointer.wake()
 
 

@@ -32,6 +32,7 @@ from ..config import Config
 from ..hosts import HostCheck, allowed_names
 from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest, dashboard_data
 from ..setup import telemetry_env
+from ..spreadsheet import inert
 from ..store import Store, StoreUpgrading, queries
 from ..store.filter_choices import attribute_values, filter_options, models_in_order_seen
 from ..store.filters import Filters, QueryError
@@ -202,18 +203,6 @@ def panel_meta(panel: Panel) -> dict[str, Any]:
     }
 
 
-# A spreadsheet takes a cell that starts with one of these for a formula, and runs it (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _inert(value: Any) -> Any:
-    """OWASP's rule: text that starts like a formula gets a leading ', which makes it text. Numbers, negative
-    ones too, stay numbers."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def to_csv(data: dict[str, Any]) -> str:
     """A panel's data as a CSV table, whatever its kind. Every text is quoted and no number is, so that a
     spreadsheet reads each as what it is; no text can be a formula."""
@@ -221,7 +210,7 @@ def to_csv(data: dict[str, Any]) -> str:
     writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC)
 
     def write(row: list[Any]) -> None:
-        writer.writerow([_inert(value) for value in row])
+        writer.writerow([inert(value) for value in row])
 
     if "rows" in data:
         keys = [c["key"] for c in data["columns"]]
@@ -319,6 +308,7 @@ def create_app(
                 "end_ns": view.end_ns,
                 "version": version,
                 "has_data": bool(has_data),
+                "raw_since_ns": view.selection.raw_since_ns(),
                 "panels": dashboard_data(view, request.query_params.get("compare") == "previous"),
                 # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
                 "choices": {
@@ -375,7 +365,8 @@ def create_app(
             only = reader.scoped(Filters(attrs=(("session.id", session_id),)))
             aliases = book.current()
             totals = summary(conn, only, store.family_cache, aliases=aliases)
-            sessions = Selection(conn, only, store.family_cache).sessions(limit=1)
+            selection = Selection(conn, only, store.family_cache)
+            sessions = selection.sessions(limit=1)
             session = sessions[0] if sessions else None
             if session is not None:  # who, by name (people.py); user_id stays the id
                 session["user_name"] = People(conn, aliases).name(session["user_id"])
@@ -388,11 +379,16 @@ def create_app(
                         queries.SESSION_ATTRIBUTE_VALUES, (queries.json_path(group_key), session_id)
                     )
                 ]
+            raw_since = selection.raw_since_ns()
+            span = conn.execute(queries.SESSION_SPAN, (session_id,)).fetchone()
             return {
                 "session_id": session_id,
                 "summary": totals,
                 "session": session,
                 "timeline": session_timeline(conn, session_id, email=reader.only_email),
+                # Its raw points and events from raw_since_ns on only: its timeline and numbers miss the rest.
+                "raw_since_ns": raw_since,
+                "pruned": bool(raw_since and span and span[0] < raw_since),
             }
 
         return await query(request, work)

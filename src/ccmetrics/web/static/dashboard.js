@@ -493,6 +493,7 @@
       $("error").hidden = true;
       showEmptyState(!data.has_data);
       ccm.colorOrder(data.models);
+      showPruned(data);
       showChoices(data.choices);
       for (const panel of panels) render(panel, data.panels[panel.id]);
       for (const [row, title] of rowTitles) title.hidden = panels.every((p) => p.row !== row || bodies[p.id].closest(".panel").hidden);
@@ -504,6 +505,19 @@
     } finally {
       inFlight = null;
       if (queued || (ok && behind())) { queued = false; refresh(); }
+    }
+  }
+
+  // A view that starts before the raw data kept (--retention): its totals still come from the hourly, daily
+  // and weekly sums, but percentiles, sessions and the partial hours at its ends only see what is left.
+  function showPruned(data) {
+    const since = data.raw_since_ns;
+    const reaches = since && (data.start_ns === null || data.start_ns < since);
+    $("pruned").hidden = !reaches;
+    if (reaches) {
+      $("pruned").textContent = "Raw data is kept from " + new Date(since / 1e6).toLocaleString() +
+        " on (--retention): totals before it come from the hourly and daily sums, but sessions, " +
+        "percentiles and session filters only cover what is kept.";
     }
   }
 

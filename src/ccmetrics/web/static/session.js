@@ -95,6 +95,11 @@
         el("span", { class: "fields" }, run.length > 1 ? together(run) : describe(e.fields)));
     });
     $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No events recorded for this session.")]));
+    if (data.pruned) {  // its older points and events are past --retention: the timeline starts later
+      $("pruned").textContent = "Only this session's data from " + new Date(data.raw_since_ns / 1e6).toLocaleString() +
+        " on is kept: what happened before is no longer stored (--retention).";
+      $("pruned").hidden = false;
+    }
   }
 
   main();
