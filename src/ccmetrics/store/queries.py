@@ -451,7 +451,6 @@ MODELS_IN_ORDER_SEEN = f"""
 KEYS_TO_FILTER = f"""
     SELECT key FROM family_attrs
     WHERE (:text IS NULL OR instr(lower(key), :text) > 0) AND {_OF_EMAIL.format(id="family_id")}
-      AND key NOT LIKE 'ccmetrics.%'  -- the doctor's test export's labels
     GROUP BY key ORDER BY COUNT(*) DESC, key LIMIT :limit
 """
 VALUES_TO_FILTER = f"""
