@@ -183,8 +183,12 @@ class ServerProcess:
         """A request to the dashboard and API port."""
         return httpx.get(self.url + path, timeout=30, verify=self.verify, **kwargs)
 
-    def summary(self, **params: str | list[str]) -> dict:
-        response = httpx.get(f"{self.url}/api/summary", params=params, timeout=10, verify=self.verify)
+    def summary(self, bearer: str | None = None, **params: str | list[str]) -> dict:
+        """/api/summary; ``bearer``: a viewer or admin token, once the server checks readers."""
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        response = httpx.get(
+            f"{self.url}/api/summary", params=params, headers=headers, timeout=10, verify=self.verify
+        )
         response.raise_for_status()
         return response.json()
 

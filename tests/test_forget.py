@@ -292,9 +292,17 @@ def test_with_no_server_running_the_command_forgets_by_itself(start_server: Any)
     send_person(server, BYSTANDER, {"service.name": "claude-code"}, now)
     bystander = user_summary(server, BYSTANDER["user.id"])
     server.stop()
-    done = ccmetrics("forget", "--user", USER_ID, "--yes", "--data-dir", str(server.data_dir))
+    data_dir = str(server.data_dir)
+    assert ccmetrics("user", "alias", USER_ID, "Nickname of theirs", "--data-dir", data_dir).returncode == 0
+    assert (
+        ccmetrics("user", "alias", BYSTANDER["user.id"], "Bystander", "--data-dir", data_dir).returncode == 0
+    )
+    done = ccmetrics("forget", "--user", USER_ID, "--yes", "--data-dir", data_dir)
     assert done.returncode == 0, done.stderr
-    assert "carrying it out" not in done.stderr and "removed" in done.stdout
+    assert "carrying it out" not in done.stderr and "removed" in done.stdout and "1 aliases" in done.stdout
+    aliases = json.loads(ccmetrics("user", "aliases", "--json", "--data-dir", data_dir).stdout)
+    assert aliases == [{"user_id": BYSTANDER["user.id"], "name": "Bystander"}]  # theirs gone, no one else's
+    assert b"Nickname of theirs" not in file_bytes(server.data_dir / "access.db")
     server = start_server(server.data_dir)
     assert user_summary(server, BYSTANDER["user.id"]) == bystander
     assert server.summary()["cost_usd"] == bystander["cost_usd"]

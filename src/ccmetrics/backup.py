@@ -1,7 +1,7 @@
 """Backups of a data directory, taken while the server runs, and putting one back.
 
-A backup is one tar file holding a consistent copy of ``ccmetrics.db`` and, when there is one, of
-``access.db`` (tokens). Each copy is made with SQLite's backup API in a single step, inside one read
+A backup is one tar file holding a consistent copy of ``ccmetrics.db`` and, when there are, of ``access.db``
+(tokens, people) and ``alerts.db`` (the alerts' state). Each copy is made with SQLite's backup API in a single step, inside one read
 transaction: in WAL mode that never blocks the writer, and the copy is the database as of one commit, every
 export acknowledged before the backup began included. Copying the live files instead could catch the
 database between two writes, or leave out what is still in its write-ahead log.
@@ -25,7 +25,9 @@ from pathlib import Path
 
 from .store.schema import SCHEMA_VERSION
 
-DATABASES = ("ccmetrics.db", "access.db")  # what a backup may hold, the first always
+# What a backup may hold, the first always: the data, its tokens and people, and the alerts' state (so a
+# restored server does not notify again of what it had notified).
+DATABASES = ("ccmetrics.db", "access.db", "alerts.db")
 
 
 class BackupError(RuntimeError):

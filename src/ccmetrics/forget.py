@@ -7,6 +7,7 @@ of thing was forgotten and how many rows went: never whom, which would keep what
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sqlite3
@@ -18,7 +19,7 @@ import click
 from .running import ServerRunning, no_server
 from .store import open_reader, read_transaction
 from .store.committer import connect
-from .store.forgetting import Forgetting, file_request, outcome, preview
+from .store.forgetting import Forgetting, file_request, find, outcome, preview
 from .store.schema import migrate
 
 AUDIT_NAME = "audit.log"
@@ -39,6 +40,7 @@ def forget(data_dir: Path, kind: str, value: str, yes: bool) -> dict[str, int]:
     try:
         with read_transaction(reader):
             found = preview(reader, kind, value)
+            who = find(reader, kind, value).aliases  # the person's ids, emails and names
     finally:
         reader.close()
     if not found["families"] and not found["sessions"]:
@@ -56,6 +58,7 @@ def forget(data_dir: Path, kind: str, value: str, yes: bool) -> dict[str, int]:
         removed = _carried_out(conn, data_dir, request)
     finally:
         conn.close()
+    removed["aliases"] = _forget_aliases(data_dir, who)
     _audit(data_dir, kind, removed)
     listed = ", ".join(f"{n:,} {table}" for table, n in sorted(removed.items()) if n)
     click.echo(f"removed {listed or 'nothing'}")
@@ -80,6 +83,22 @@ def _carried_out(conn: sqlite3.Connection, data_dir: Path, request: int) -> dict
                 )
                 waiting = True
         time.sleep(POLL_S)
+
+
+def _forget_aliases(data_dir: Path, who: set[str]) -> int:
+    """The names an admin gave the person's user.ids (access.db): a running server drops them within a
+    second, as it does any alias removed."""
+    from .access.store import AccessStore
+
+    try:
+        access = AccessStore(data_dir / "access.db", create=False)
+    except FileNotFoundError:
+        return 0
+    with contextlib.closing(access):
+        theirs = [user_id for user_id in access.aliases() if user_id in who]
+        for user_id in theirs:
+            access.remove_alias(user_id)
+    return len(theirs)
 
 
 def _audit(data_dir: Path, kind: str, removed: dict[str, int]) -> None:

@@ -117,6 +117,7 @@ class AccessStore:
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = FULL")  # a revocation, once answered, stays
+        self.conn.execute("PRAGMA secure_delete = ON")  # a removed person or alias leaves no bytes behind
         self._migrate()
 
     def _migrate(self) -> None:

@@ -326,6 +326,10 @@ class _Run:
                 self._delete("spans", "DELETE FROM spans WHERE session_id = ?", (session,))
             conn.execute("DELETE FROM session_times WHERE session_id = ?", (session,))
             self._delete("sessions", "DELETE FROM sessions WHERE session_id = ?", (session,))
+            # What an imported transcript told of it: its folder, repository and branch.
+            self._delete(
+                "transcript_sessions", "DELETE FROM transcript_sessions WHERE session_id = ?", (session,)
+            )
             self._delete("series", "DELETE FROM series WHERE session_id = ?", (session,))
             if string is not None:  # the ids of its prompts whose events were pruned (retention.py)
                 self._delete(
