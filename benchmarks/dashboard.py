@@ -3,7 +3,8 @@
 Generates a store of DEVELOPERS developers x DAYS days of Claude-Code-shaped sessions (10-120 minutes,
 an export every 60 s, several models and teams) through ccmetrics' own writer, then starts a real
 ``ccmetrics serve`` on it and times, cold (first request of a fresh process) and warm:
-the whole dashboard (every panel), a filtered dashboard, and a session page. Prints server time, RSS and
+the whole dashboard (every panel), with the previous period beside its headline stats as the page asks by
+default, a filtered dashboard, and a session page. Prints server time, RSS and
 the store's size on disk.
 
     .venv/bin/python benchmarks/dashboard.py                 # 100 developers x 30 days
@@ -200,6 +201,7 @@ def main() -> None:
                 time.sleep(0.05)
             pages = {
                 "dashboard, 30 days": dash,
+                "dashboard, 30 days, compared": dash + "&compare=previous",
                 "dashboard, 7 days": "/api/dashboard?since=7d",
                 "dashboard, 30 days, team=web": dash + "&filter=team.id=web",
                 "dashboard, 30 days, one user": dash + "&filter=user.email=dev001@example.com",

@@ -123,6 +123,17 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         }
 
     join = lambda k: " · ".join(str(x) for x in k if x is not None)  # noqa: E731
+
+    def accept_rates(key: str) -> dict[str, float]:
+        decisions = _by(points, "claude_code.code_edit_tool.decision", key, "decision")
+        rates = {}
+        for value in {k[0] for k in decisions}:
+            total = sum(v for k, v in decisions.items() if k[0] == value)
+            accepted = sum(v for k, v in decisions.items() if k[0] == value and k[1] == "accept")
+            if total and accepted:
+                rates["unknown" if value is None else str(value)] = accepted / total
+        return rates
+
     ratio = lambda a, b: a / b if b else None  # noqa: E731
     return {
         "sessions": m("claude_code.session.count"),
@@ -167,6 +178,30 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "leaderboard_groups": board(group_key),
         "cost_by_query_source": _items(_by(points, cost, "query_source")),
         "cost_by_effort": _items(_by(points, cost, "effort")),
+        **{
+            f"cost_by_{name}": _items(
+                {k: v for k, v in _by(points, cost, *keys).items() if k[0] is not None}, join
+            )
+            for name, keys in (
+                ("speed", ("speed",)),
+                ("agent", ("agent.name",)),
+                ("skill", ("skill.name",)),
+                ("plugin", ("plugin.name",)),
+                ("mcp", ("mcp_server.name", "mcp_tool.name")),
+            )
+        },
+        "sessions_by_start_type": _items(
+            {
+                k: v
+                for k, v in _by(points, "claude_code.session.count", "start_type").items()
+                if k[0] is not None
+            }
+        ),
+        "cost_per_commit": ratio(m(cost), m("claude_code.commit.count")),
+        "cost_per_pull_request": ratio(m(cost), m("claude_code.pull_request.count")),
+        "cost_per_line": ratio(m(cost), m(lines, type="added")),
+        "accept_rate_by_language": accept_rates("language"),
+        "accept_rate_by_source": accept_rates("source"),
         # transcripts: what is not marked as theirs is telemetry; none of this traffic is theirs
         "cost_by_source": _items(
             _by(points, cost, "ccmetrics.source"),

@@ -24,12 +24,13 @@ def new_session(server, session_id: str) -> None:
 
 
 def record_api_requests(page) -> list[str]:
-    """The path and query of every request the page makes to the API from now on."""
+    """The path and query of every request the page makes to the API from now on, but the alerts banner's
+    (it asks /api/alerts on a clock of its own: tests/test_browser_alerts.py)."""
     seen: list[str] = []
 
     def on_request(request) -> None:
         url = urlsplit(request.url)
-        if url.path.startswith("/api/"):
+        if url.path.startswith("/api/") and url.path != "/api/alerts":
             seen.append(url.path + ("?" + url.query if url.query else ""))
 
     page.on("request", on_request)
@@ -88,7 +89,11 @@ def test_the_page_starts_from_the_servers_defaults(start_server, page) -> None:
     assert page.locator("#group-value-key").inner_text() == "terminal.type"
     assert page.locator("#range option").all_inner_texts()[-2:] == ["All time", "Custom…"]
     dashboard = next(path for path in requests if path.startswith("/api/dashboard"))
-    assert parse_qs(urlsplit(dashboard).query) == {"since": ["14d"], "group_by": ["terminal.type"]}
+    assert parse_qs(urlsplit(dashboard).query) == {
+        "since": ["14d"],
+        "group_by": ["terminal.type"],
+        "compare": ["previous"],  # the headline stats beside the previous period, by default
+    }
 
     # Another range, then Clear: back to the server's default.
     page.select_option("#range", "30d")

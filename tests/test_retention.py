@@ -56,9 +56,17 @@ def summaries(path: Path, rollups_since_ns: int = 0) -> dict[str, Any]:
     conn = open_reader(path)
     try:
         with read_transaction(conn):
-            return {name: summary(conn, f) for name, f in ranges(rollups_since_ns).items()}
+            return {name: covered(summary(conn, f), f) for name, f in ranges(rollups_since_ns).items()}
     finally:
         conn.close()
+
+
+def covered(totals: dict[str, Any], filters: Filters) -> dict[str, Any]:
+    """The totals the rollups cover. Under a model filter, the sessions are those that used the model (the
+    session counter names none), read from the sessions the raw window keeps: not among them."""
+    if any(key == "model" for key, _ in filters.attrs):
+        return {k: v for k, v in totals.items() if k != "sessions"}
+    return totals
 
 
 def running_total(time_ns: int, total: float) -> Point:

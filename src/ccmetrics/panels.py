@@ -40,8 +40,11 @@ from .metrics import (
     TOOL_DECISION,
     TOOL_RESULT,
     USER_PROMPT,
+    Metric,
+    label_name,
 )
 from .store import numbers
+from .store.filters import Filters
 from .store.people import NO_ALIASES, People
 from .store.selection import Selection
 
@@ -75,10 +78,19 @@ class PanelRequest:
         """Users' names, read once for every panel of the request."""
         return People(self.selection.conn, self.aliases)
 
+    @functools.cached_property
+    def chart_start_ns(self) -> int:
+        """Where charts over time start: at the range's start, or at the first data stored when that came
+        later: a few hours of data in a 7-day view are charted over those hours, not as a spike at its end."""
+        first = self.selection.first_point_ns()
+        if first is None or first <= self.start_ns:
+            return self.start_ns
+        return min(first, self.end_ns - 15 * 60 * SECOND)
+
     @property
     def bucket_ns(self) -> int:
         """Up to MAX_BUCKETS per chart; two weeks and more are charted by the day (from the daily rollups)."""
-        span_s = max(1, (self.end_ns - self.start_ns) // SECOND)
+        span_s = max(1, (self.end_ns - self.chart_start_ns) // SECOND)
         choices = [b for b in BUCKETS_S if b >= DAY_S] if span_s >= 14 * DAY_S else BUCKETS_S
         for bucket in choices:
             if span_s / bucket <= MAX_BUCKETS:
@@ -87,7 +99,7 @@ class PanelRequest:
 
     def times(self) -> list[int]:
         bucket = self.bucket_ns
-        first = (self.start_ns // bucket) * bucket
+        first = (max(self.start_ns, self.chart_start_ns) // bucket) * bucket
         return list(range(first, self.end_ns + 1, bucket)) or [first]
 
 
@@ -106,9 +118,58 @@ class Panel:
     # The same panel for Grafana: (query, legend format) pairs, over Prometheus or over Loki's events.
     promql: tuple[tuple[str, str], ...] = ()
     logql: tuple[tuple[str, str], ...] = ()
+    # What the panel shows when there is nothing to show, and whether it is then left out altogether (the
+    # panels of dimensions only newer versions of Claude Code send).
+    empty: str = "Nothing in this range"
+    hide_empty: bool = False
+    # Whether the data is worth a panel (else ``"hidden": true``): cost by source, once there are transcripts.
+    shown_when: Callable[[dict[str, Any]], bool] | None = None
+    # The metrics and events all of the panel's numbers come from: under a filter one of them cannot be split
+    # by, the panel says so instead of showing 0 ("unsplit": the keys).
+    metrics: tuple[Metric, ...] = ()
+    events: tuple[str, ...] = ()
+    # A headline stat: its values over the range for a sparkline, and its value in the previous period.
+    spark: Callable[[PanelRequest], list[float]] | None = None
+    compare: bool = False
 
-    def data(self, view: PanelRequest) -> dict[str, Any]:
-        return self.compute(view)
+    def data(self, view: PanelRequest, spark: bool = True) -> dict[str, Any]:
+        out = self.compute(view)
+        sel = view.selection
+        keys = {k for m in self.metrics for k in sel.unsplit(m)} | {
+            k for e in self.events for k in sel.unsplit_event(e)
+        }
+        if keys:
+            out = {**out, "unsplit": sorted(keys)}
+            if "value" in out:
+                out["value"] = None
+        elif spark and self.spark is not None:
+            out["spark"] = self.spark(view)
+        if self.shown_when is not None and not self.shown_when(out):
+            out = {**out, "hidden": True}
+        return out
+
+
+def previous_period(view: PanelRequest) -> PanelRequest | None:
+    """The same view over the period of the same length just before it (none for all the data)."""
+    filters = view.selection.filters
+    if filters.since_ns is None:
+        return None
+    span = view.end_ns - view.start_ns
+    before = Filters(view.start_ns - span, view.start_ns, filters.attrs)
+    sel = view.selection
+    selection = Selection(sel.conn, before, sel.family_cache, sel.answers)
+    return PanelRequest(selection, view.start_ns - span, view.start_ns, view.group_key, view.aliases)
+
+
+def dashboard_data(view: PanelRequest, compare: bool = False) -> dict[str, dict[str, Any]]:
+    """Every panel's data; with ``compare``, each headline stat's value in the previous period too."""
+    out = {panel.id: panel.data(view) for panel in PANELS}
+    before = previous_period(view) if compare else None
+    if before is not None:
+        for panel in PANELS:
+            if panel.compare:
+                out[panel.id]["previous"] = panel.data(before, spark=False).get("value")
+    return out
 
 
 # --- building blocks ----------------------------------------------------------------------------------
@@ -181,8 +242,70 @@ def _timeline(view: PanelRequest, rows: dict[tuple, float], label: Callable[[tup
     return {"times": times, "bucket_ns": view.bucket_ns, "series": lines}
 
 
+def _series(v: PanelRequest, metric: Metric, by: str = "type", **where: str) -> list[float]:
+    """A counter's increments per time bucket of the view (where ``type`` has the given value). Read grouped
+    by a common attribute, which SQL groups (per family, a month of them would be read), and the same
+    grouping as the charts over time ask for (``type``, the cost's ``model``), whose answer is reused."""
+    times = v.times()
+    index = {t: i for i, t in enumerate(times)}
+    out = [0.0] * len(times)
+    for (bucket, value_of_by), value in v.selection.metric_timeline(metric, (by,), v.bucket_ns).items():
+        if bucket in index and all(value_of_by == wanted for wanted in where.values()):
+            out[index[bucket]] += value
+    return out
+
+
+def _net_lines_series(v: PanelRequest) -> list[float]:
+    added, removed = _series(v, LINES, type="added"), _series(v, LINES, type="removed")
+    return [a - r for a, r in zip(added, removed, strict=True)]
+
+
+def _dimension(v: PanelRequest, metric: Metric, by: tuple[str, ...]) -> dict[str, Any]:
+    """A counter by a dimension only some versions of Claude Code send (agent.name, skill.name...): only what
+    carries it, so that a store without it has nothing to show (and the panel is left out)."""
+    totals = v.selection.metric_totals(metric, by)
+    return _items(
+        {k: value for k, value in totals.items() if k and k[0] is not None},
+        lambda k: " · ".join(str(part) for part in k if part is not None),
+    )
+
+
+def _accept_rates(v: PanelRequest, by: str) -> dict[str, Any]:
+    """The share of edit decisions that accepted, per value of ``by`` (language, or who decided)."""
+    decided: dict[tuple, float] = defaultdict(float)
+    accepted: dict[tuple, float] = defaultdict(float)
+    for (key, decision), value in v.selection.metric_totals(DECISIONS, (by, "decision")).items():
+        decided[(key,)] += value
+        if decision == "accept":
+            accepted[(key,)] += value
+    return _items({k: numbers.ratio(accepted[k], total) or 0.0 for k, total in decided.items()})
+
+
+def _per(v: PanelRequest, numerator: float, denominator: float) -> dict[str, Any]:
+    return _stat(numbers.ratio(numerator, denominator))
+
+
+def _rate_promql(by: str) -> tuple[tuple[str, str], ...]:
+    label = label_name(by)
+    return (
+        (
+            f'sum by ({label}) (increase({DECISIONS.prometheus}{{decision="accept"}}[$__range])) / '
+            f"sum by ({label}) (increase({DECISIONS.prometheus}[$__range]))",
+            "{{" + label + "}}",
+        ),
+    )
+
+
 def _token_label(key: tuple) -> str:
     return TOKEN_LABELS.get(key[0], str(key[0]))
+
+
+def _sessions(v: PanelRequest) -> dict[str, Any]:
+    out = _stat(numbers.sessions(v.selection))
+    keys = v.selection.unsplit(SESSIONS)
+    if keys:  # counted as the sessions with data under the filter (numbers.sessions)
+        out["note"] = "the sessions with data for this " + ", ".join(keys)
+    return out
 
 
 def _net_lines(v: PanelRequest) -> dict[str, Any]:
@@ -223,6 +346,14 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
         }
         for s in sessions
     ]
+    # Columns the filters cannot split (a session's prompts and commits carry no model): none, not 0.
+    unsplit = [
+        column
+        for column, cannot in (("prompts", sel.unsplit_event(USER_PROMPT)), ("commits", sel.unsplit(COMMITS)))
+        if cannot
+    ]
+    for row in rows:
+        row.update({column: None for column in unsplit})
     more = sel.session_count() - len(sessions)
     if more > 0:  # the rest of the range, sessions and data that names none, in one row
 
@@ -243,6 +374,7 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
                 "commits": rest(sel.metric_total(COMMITS), "commits"),
                 "duration_s": None,
                 "others": more,
+                **{column: None for column in unsplit},
             }
         )
     return {
@@ -258,6 +390,7 @@ def _recent_sessions(v: PanelRequest) -> dict[str, Any]:
             {"key": "duration_s", "label": "Duration", "unit": "seconds"},
         ],
         "rows": rows,
+        **({"unsplit_columns": unsplit} if unsplit else {}),
     }
 
 
@@ -377,6 +510,13 @@ def _tools(v: PanelRequest) -> dict[str, Any]:
 
 
 LEADERBOARD_COLUMNS = ("cost_usd", "tokens", "sessions", "lines", "commits")
+LEADERBOARD_METRICS = {
+    "cost_usd": COST,
+    "tokens": TOKENS,
+    "sessions": SESSIONS,
+    "lines": LINES,
+    "commits": COMMITS,
+}
 
 
 def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
@@ -395,6 +535,7 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     add("sessions", sel.metric_totals(SESSIONS, (key,)))
     add("lines", sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
     add("commits", sel.metric_totals(COMMITS, (key,)))
+    unsplit = {c for c, m in LEADERBOARD_METRICS.items() if sel.unsplit(m)}
     keys = list(set().union(*columns.values()))
     # A user is shown by name (people.py); the row's key stays the id, which filters take.
     names = v.people.names(k for k in keys if k != "unknown") if key == "user.id" else {}
@@ -402,12 +543,18 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     order = lambda k: (-cost.get(k, 0.0), names.get(k, k))  # noqa: E731
     shown = top(keys, order)
     rows: list[dict[str, Any]] = [
-        {"key": k, "name": names.get(k, k), **{c: columns[c].get(k, 0.0) for c in LEADERBOARD_COLUMNS}}
+        {
+            "key": k,
+            "name": names.get(k, k),
+            **{c: None if c in unsplit else columns[c].get(k, 0.0) for c in LEADERBOARD_COLUMNS},
+        }
         for k in (sorted(keys, key=order) if shown is None else shown)
     ]
     if shown is not None:  # each column's total less the rows shown
         sums = {
-            c: _rest(math.fsum(columns[c].values()), math.fsum(row[c] for row in rows))
+            c: None
+            if c in unsplit
+            else _rest(math.fsum(columns[c].values()), math.fsum(row[c] for row in rows))
             for c in LEADERBOARD_COLUMNS
         }
         rest = len(keys) - len(shown)
@@ -422,6 +569,7 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
             {"key": "commits", "label": "Commits", "unit": "count"},
         ],
         "rows": rows,
+        **({"unsplit_columns": sorted(unsplit)} if unsplit else {}),
     }
 
 
@@ -447,8 +595,10 @@ PANELS: tuple[Panel, ...] = (
         "Overview",
         "stat",
         "count",
-        lambda v: _stat(v.selection.metric_total(SESSIONS)),
+        _sessions,
         promql=((f"sum(increase({SESSIONS.prometheus}[$__range]))", "Sessions"),),
+        compare=True,
+        spark=lambda v: _series(v, SESSIONS),
     ),
     P(
         "commits",
@@ -459,6 +609,9 @@ PANELS: tuple[Panel, ...] = (
         "count",
         lambda v: _stat(v.selection.metric_total(COMMITS)),
         promql=((f"sum(increase({COMMITS.prometheus}[$__range]))", "Commits"),),
+        metrics=(COMMITS,),
+        compare=True,
+        spark=lambda v: _series(v, COMMITS),
     ),
     P(
         "lines_net",
@@ -476,6 +629,8 @@ PANELS: tuple[Panel, ...] = (
                 "Net lines",
             ),
         ),
+        compare=True,
+        spark=_net_lines_series,
     ),
     P(
         "cost",
@@ -486,6 +641,8 @@ PANELS: tuple[Panel, ...] = (
         "usd",
         lambda v: _stat(v.selection.metric_total(COST)),
         promql=((f"sum(increase({COST.prometheus}[$__range]))", "Cost"),),
+        compare=True,
+        spark=lambda v: _series(v, COST, "model"),
     ),
     P(
         "active_time",
@@ -496,6 +653,9 @@ PANELS: tuple[Panel, ...] = (
         "seconds",
         _active_time,
         promql=((f"sum(increase({ACTIVE_TIME.prometheus}[$__range]))", "Active time"),),
+        metrics=(ACTIVE_TIME,),
+        compare=True,
+        spark=lambda v: _series(v, ACTIVE_TIME),
     ),
     P(
         "avg_prompt_length",
@@ -514,6 +674,7 @@ PANELS: tuple[Panel, ...] = (
                 "Average prompt length",
             ),
         ),
+        compare=True,
     ),
     # Row 2: efficiency
     P(
@@ -552,6 +713,7 @@ PANELS: tuple[Panel, ...] = (
                 "Productivity ratio",
             ),
         ),
+        metrics=(ACTIVE_TIME,),
     ),
     P(
         "cost_per_1k_output",
@@ -583,6 +745,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__range]))", "{{type}}"),),
+        empty="No tokens in this range",
     ),
     P(
         "tokens_by_model",
@@ -595,6 +758,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (model) (increase({TOKENS.prometheus}[$__range]))", "{{model}}"),),
+        empty="No tokens in this range",
     ),
     P(
         "active_time_split",
@@ -607,6 +771,8 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__range]))", "{{type}}"),),
+        metrics=(ACTIVE_TIME,),
+        empty="No active time in this range",
     ),
     # Row 4: cost
     P(
@@ -620,6 +786,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (model) (increase({COST.prometheus}[$__range]))", "{{model}}"),),
+        empty="No cost in this range",
     ),
     P(
         "recent_sessions",
@@ -631,6 +798,7 @@ PANELS: tuple[Panel, ...] = (
         _recent_sessions,
         width=16,
         height=8,
+        empty="No sessions in this range",
     ),
     # Row 5: trends
     P(
@@ -645,6 +813,7 @@ PANELS: tuple[Panel, ...] = (
         height=8,
         options={"stacked": True},
         promql=((f"sum by (type) (increase({TOKENS.prometheus}[$__interval]))", "{{type}}"),),
+        empty="No tokens in this range",
     ),
     P(
         "cost_over_time",
@@ -659,6 +828,7 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (model) (increase({COST.prometheus}[$__interval]))", "{{model}}"),),
+        empty="No cost in this range",
     ),
     P(
         "active_time_over_time",
@@ -673,6 +843,8 @@ PANELS: tuple[Panel, ...] = (
         width=8,
         height=8,
         promql=((f"sum by (type) (increase({ACTIVE_TIME.prometheus}[$__interval]))", "{{type}}"),),
+        metrics=(ACTIVE_TIME,),
+        empty="No active time in this range",
     ),
     # Row 6: code
     P(
@@ -684,8 +856,9 @@ PANELS: tuple[Panel, ...] = (
         "count",
         lambda v: _stat(v.selection.metric_total(PULL_REQUESTS)),
         width=4,
-        height=6,
+        height=4,
         promql=((f"sum(increase({PULL_REQUESTS.prometheus}[$__range]))", "Pull requests"),),
+        metrics=(PULL_REQUESTS,),
     ),
     P(
         "lines_added",
@@ -696,7 +869,7 @@ PANELS: tuple[Panel, ...] = (
         "lines",
         lambda v: _stat(v.selection.metric_total(LINES, type="added")),
         width=4,
-        height=6,
+        height=4,
         promql=((f'sum(increase({LINES.prometheus}{{type="added"}}[$__range]))', "Lines added"),),
     ),
     P(
@@ -708,7 +881,7 @@ PANELS: tuple[Panel, ...] = (
         "lines",
         lambda v: _stat(v.selection.metric_total(LINES, type="removed")),
         width=4,
-        height=6,
+        height=4,
         promql=(
             (
                 f'sum(increase({LINES.prometheus}{{type="removed"}}[$__range]))',
@@ -725,13 +898,15 @@ PANELS: tuple[Panel, ...] = (
         "count",
         _edit_decisions,
         width=12,
-        height=6,
+        height=5,
         promql=(
             (
                 f"sum by (decision, tool_name, language) (increase({DECISIONS.prometheus}[$__range]))",
                 "{{decision}} · {{tool_name}} · {{language}}",
             ),
         ),
+        metrics=(DECISIONS,),
+        empty="No edit decisions in this range",
     ),
     # Row 7: API
     P(
@@ -783,6 +958,7 @@ PANELS: tuple[Panel, ...] = (
                 "HTTP {{status_code}}",
             ),
         ),
+        empty="No API errors in this range",
     ),
     P(
         "api_latency",
@@ -826,6 +1002,7 @@ PANELS: tuple[Panel, ...] = (
                 "ttft_p95_ms",
             ),
         ),
+        empty="No API requests in this range",
     ),
     # Row 8: tools
     P(
@@ -862,6 +1039,8 @@ PANELS: tuple[Panel, ...] = (
                 "p95_ms",
             ),
         ),
+        events=(TOOL_RESULT,),
+        empty="No tool calls in this range",
     ),
     P(
         "tool_decisions_by_source",
@@ -883,6 +1062,8 @@ PANELS: tuple[Panel, ...] = (
                 "{{decision}} · {{source}}",
             ),
         ),
+        events=(TOOL_DECISION,),
+        empty="No tool decisions in this range",
     ),
     # Row 9: people
     P(
@@ -923,6 +1104,7 @@ PANELS: tuple[Panel, ...] = (
             ),
             (_named(f"sum by (user_id) (increase({COMMITS.prometheus}[$__range]))"), "commits"),
         ),
+        empty="Nobody in this range",
     ),
     P(
         "leaderboard_groups",
@@ -944,6 +1126,7 @@ PANELS: tuple[Panel, ...] = (
             ),
             (f"sum by (team_id) (increase({COMMITS.prometheus}[$__range]))", "commits"),
         ),
+        empty="Nothing in this range",
     ),
     # Row 10: cost breakdowns
     P(
@@ -954,14 +1137,16 @@ PANELS: tuple[Panel, ...] = (
         "pie",
         "usd",
         lambda v: _items(v.selection.metric_totals(COST, ("query_source",))),
-        width=12,
-        height=8,
+        width=8,
+        height=6,
         promql=(
             (
                 f"sum by (query_source) (increase({COST.prometheus}[$__range]))",
                 "{{query_source}}",
             ),
         ),
+        hide_empty=True,
+        empty="No query sources in this range",
     ),
     P(
         "cost_by_effort",
@@ -971,9 +1156,126 @@ PANELS: tuple[Panel, ...] = (
         "pie",
         "usd",
         lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
-        width=12,
-        height=8,
+        width=8,
+        height=6,
         promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
+        hide_empty=True,
+        empty="No effort levels in this range",
+    ),
+    # Newer dimensions: each panel only when the data has its dimension. Not in Grafana: the labels are not
+    # among those ccmetrics' /metrics exports (metrics.DEFAULT_LABELS).
+    *(
+        P(
+            f"cost_by_{name}",
+            f"Cost by {title}",
+            f"USD by {title}, where Claude Code names one.",
+            "Cost breakdown",
+            "bar",
+            "usd",
+            functools.partial(_dimension, metric=COST, by=by),
+            width=8,
+            height=6,
+            hide_empty=True,
+            empty=f"No {title} in this range",
+        )
+        for name, title, by in (
+            ("speed", "speed", ("speed",)),
+            ("agent", "agent", ("agent.name",)),
+            ("skill", "skill", ("skill.name",)),
+            ("plugin", "plugin", ("plugin.name",)),
+            ("mcp", "MCP server and tool", ("mcp_server.name", "mcp_tool.name")),
+        )
+    ),
+    P(
+        "sessions_by_start_type",
+        "Sessions by how they started",
+        "New, resumed or continued sessions.",
+        "Cost breakdown",
+        "pie",
+        "count",
+        functools.partial(_dimension, metric=SESSIONS, by=("start_type",)),
+        width=8,
+        height=6,
+        hide_empty=True,
+        empty="No session starts in this range",
+        metrics=(SESSIONS,),
+    ),
+    # Outcomes: what the spend bought
+    P(
+        "cost_per_commit",
+        "Cost per commit",
+        "Total cost per commit Claude Code made.",
+        "Outcomes",
+        "stat",
+        "usd",
+        lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(COMMITS)),
+        metrics=(COMMITS,),
+        promql=(
+            (
+                f"sum(increase({COST.prometheus}[$__range])) / sum(increase({COMMITS.prometheus}[$__range]))",
+                "Cost per commit",
+            ),
+        ),
+    ),
+    P(
+        "cost_per_pull_request",
+        "Cost per pull request",
+        "Total cost per pull request Claude Code created.",
+        "Outcomes",
+        "stat",
+        "usd",
+        lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(PULL_REQUESTS)),
+        metrics=(PULL_REQUESTS,),
+        promql=(
+            (
+                f"sum(increase({COST.prometheus}[$__range])) / "
+                f"sum(increase({PULL_REQUESTS.prometheus}[$__range]))",
+                "Cost per pull request",
+            ),
+        ),
+    ),
+    P(
+        "cost_per_line",
+        "Cost per accepted line",
+        "Total cost per line of code added (accepted edits).",
+        "Outcomes",
+        "stat",
+        "usd",
+        lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(LINES, type="added")),
+        promql=(
+            (
+                f"sum(increase({COST.prometheus}[$__range])) / "
+                f'sum(increase({LINES.prometheus}{{type="added"}}[$__range]))',
+                "Cost per accepted line",
+            ),
+        ),
+    ),
+    P(
+        "accept_rate_by_language",
+        "Accept rate by language",
+        "Share of code edits accepted, by language.",
+        "Outcomes",
+        "bar",
+        "percent",
+        lambda v: _accept_rates(v, "language"),
+        width=6,
+        height=6,
+        metrics=(DECISIONS,),
+        empty="No edit decisions in this range",
+        promql=_rate_promql("language"),
+    ),
+    P(
+        "accept_rate_by_source",
+        "Accept rate by who decided",
+        "Share of code edits accepted, by the source of the decision (config, user, hook...).",
+        "Outcomes",
+        "bar",
+        "percent",
+        lambda v: _accept_rates(v, "source"),
+        width=6,
+        height=6,
+        metrics=(DECISIONS,),
+        empty="No edit decisions in this range",
     ),
     # Row 11: the budgets of `serve --alerts` (empty without them): their current period, whatever the range
     P(
@@ -987,6 +1289,8 @@ PANELS: tuple[Panel, ...] = (
         lambda v: budgets.table(v.selection),
         width=16,
         height=8,
+        hide_empty=True,
+        empty="No budgets (serve --alerts sets them)",
     ),
     P(
         "budget_projection",
@@ -998,6 +1302,8 @@ PANELS: tuple[Panel, ...] = (
         lambda v: budgets.projection(v.selection),
         width=8,
         height=8,
+        hide_empty=True,
+        empty="No budgets (serve --alerts sets them)",
     ),
     # Row 12: Claude Code's transcripts (ccmetrics import / push): where the numbers come from, and where
     # sessions ran. Not in Grafana: its Prometheus has neither the source nor the project of a session.
@@ -1012,6 +1318,7 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(_by_source(v.selection)),
         width=8,
         height=8,
+        shown_when=lambda data: any(item["label"] == "transcript" for item in data["items"]),
     ),
     P(
         "cost_by_project",
@@ -1024,6 +1331,8 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(_by_place(v, "by_project")),
         width=8,
         height=8,
+        hide_empty=True,
+        empty="No imported transcripts in this range",
     ),
     P(
         "cost_by_branch",
@@ -1035,6 +1344,8 @@ PANELS: tuple[Panel, ...] = (
         lambda v: _items(_by_place(v, "by_branch")),
         width=8,
         height=8,
+        hide_empty=True,
+        empty="No imported transcripts in this range",
     ),
 )
 
@@ -1053,7 +1364,12 @@ def _by_place(view: PanelRequest, key: str) -> dict[tuple[str], float]:
 
     filters = view.selection.filters
     out: dict[tuple[str], float] = defaultdict(float)
-    for row in by_place(view.selection.conn, filters.since_ns, filters.until_ns)[key]:
+    places = view.selection.__dict__.setdefault("_places", {})  # read once for both panels of a request
+    if (filters.since_ns, filters.until_ns) not in places:
+        places[(filters.since_ns, filters.until_ns)] = by_place(
+            view.selection.conn, filters.since_ns, filters.until_ns
+        )
+    for row in places[(filters.since_ns, filters.until_ns)][key]:
         label = row["name"] if key == "by_project" else f"{row['name']}: {row['git_branch'] or '-'}"
         out[(label,)] += row["cost_usd"]
     return dict(out)

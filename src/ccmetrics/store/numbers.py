@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..metrics import ACTIVE_TIME, COST, INPUT_TOKEN_TYPES, LINES, TOKENS, USER_PROMPT
+from ..metrics import ACTIVE_TIME, COST, INPUT_TOKEN_TYPES, LINES, SESSIONS, TOKENS, USER_PROMPT
 from .selection import Selection
 
 
@@ -12,6 +12,14 @@ def ratio(numerator: float, denominator: float) -> float | None:
     """None for a zero denominator, and where extreme inputs overflow."""
     value = numerator / denominator if denominator else None
     return value if value is None or math.isfinite(value) else None
+
+
+def sessions(selection: Selection) -> float:
+    """Sessions started; under a filter the session counter cannot be split by (a model), the sessions that
+    have data under it: the sessions that used that model."""
+    if selection.unsplit(SESSIONS):
+        return float(selection.session_count())
+    return selection.metric_total(SESSIONS)
 
 
 def events(selection: Selection, name: str) -> int:

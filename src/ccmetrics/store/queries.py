@@ -139,8 +139,22 @@ DAYS_CLOSED_UNTIL = "SELECT until_ns FROM closed_days"  # days before this have 
 RAW_SINCE = "SELECT raw_ns FROM kept_since"  # raw data before this may have been pruned (retention.py)
 SESSION_SPAN = "SELECT first_ns, last_ns FROM sessions WHERE session_id = ?"
 FIRST_POINT_TIME = "SELECT MIN(time_ns) FROM points"
+# The doctor's test export (``status.PROBE_EVENT``) is not Claude Code's data: with it alone, nothing is.
 HAS_CLAUDE_CODE_DATA = (
-    "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%') OR EXISTS (SELECT 1 FROM events)"
+    "SELECT EXISTS (SELECT 1 FROM series WHERE metric LIKE 'claude_code.%')"
+    " OR EXISTS (SELECT 1 FROM event_families WHERE name <> 'ccmetrics.doctor_probe')"
+)
+# Whether a metric's data has families, and whether any of them has an attribute key: a metric none of
+# whose families has a filtered key cannot be split by it (Claude Code sends no model with its commits).
+METRIC_HAS_FAMILIES = "SELECT 1 FROM families WHERE metric = ? LIMIT 1"
+METRIC_HAS_KEY = (
+    "SELECT 1 FROM family_attrs a JOIN families f ON f.id = a.family_id"
+    " WHERE a.key = ? AND f.metric = ? LIMIT 1"
+)
+EVENT_HAS_FAMILIES = "SELECT 1 FROM event_families WHERE name = ? LIMIT 1"
+EVENT_HAS_KEY = (
+    "SELECT 1 FROM event_family_attrs a JOIN event_families f ON f.id = a.family_id"
+    " WHERE a.key = ? AND f.name = ? LIMIT 1"
 )
 
 
@@ -429,6 +443,11 @@ MODELS_TO_FILTER = f"""
       AND {_OF_EMAIL.format(id="id")}
     GROUP BY model ORDER BY COUNT(*) DESC, model LIMIT :limit
 """
+# Models in the order they were first seen: each keeps its colour on the page as others come.
+MODELS_IN_ORDER_SEEN = f"""
+    SELECT model FROM families WHERE model IS NOT NULL AND {_OF_EMAIL.format(id="id")}
+    GROUP BY model ORDER BY MIN(id) LIMIT 100
+"""
 KEYS_TO_FILTER = f"""
     SELECT key FROM family_attrs
     WHERE (:text IS NULL OR instr(lower(key), :text) > 0) AND {_OF_EMAIL.format(id="family_id")}
@@ -478,6 +497,14 @@ def events(
         (*bounds(since_ns, until_ns), *of_email.params, limit),
     )
 
+
+# The values of an attribute key on a session's series (its team.id, say): the session's few series first
+# (CROSS JOIN keeps that order), each family's attributes by its id.
+SESSION_ATTRIBUTE_VALUES = """
+    SELECT DISTINCT CAST(json_extract(f.attrs, ?) AS TEXT) AS value
+    FROM series s CROSS JOIN families f ON f.id = s.family_id
+    WHERE s.session_id = ? AND value IS NOT NULL ORDER BY value
+"""
 
 # --- export: every point and event of a range, a page at a time, in the order of their tables --------------
 

@@ -193,7 +193,7 @@ class Selection:
     @memoized
     def metric_timeline(self, metric: Metric, by: tuple[str, ...], bucket_ns: int) -> dict[Key, float]:
         """Like ``metric_totals``, with the start of the time bucket as the key's first element."""
-        if all(key in FAMILY_COLUMNS for key in by):
+        if by and all(key in FAMILY_COLUMNS for key in by):  # without any, family_totals is per family
             return {
                 (bucket, *values): v
                 for (*values, bucket), v in self.family_totals(metric, bucket_ns, by).items()
@@ -289,6 +289,32 @@ class Selection:
                     int(count), total, percentile(ordered, 0.5), percentile(ordered, 0.95), sampled
                 )
         return out
+
+    # --- what the filters cannot split ----------------------------------------------------------------
+
+    @memoized
+    def unsplit(self, metric: Metric) -> tuple[str, ...]:
+        """The filtered keys a metric cannot be split by: it has data, and none of it carries the key (Claude
+        Code sends commits and sessions without a model). Under such a filter its total would be 0, which
+        would be wrong rather than small."""
+        has = queries.METRIC_HAS_FAMILIES, queries.METRIC_HAS_KEY
+        return self._unsplit(*has, metric.name, family_keys=True)
+
+    @memoized
+    def unsplit_event(self, name: str) -> tuple[str, ...]:
+        """The same for an event (a tool's result names no model)."""
+        return self._unsplit(queries.EVENT_HAS_FAMILIES, queries.EVENT_HAS_KEY, name, family_keys=False)
+
+    def _unsplit(self, has_families: str, has_key: str, name: str, *, family_keys: bool) -> tuple[str, ...]:
+        # Keys of single sessions or events are read from the rows themselves: never a family's.
+        keys = [
+            key
+            for key, _ in self.filters.attrs
+            if key not in NOT_IN_FAMILY and (family_keys or key in self.event_filter.dimensions)
+        ]
+        if not keys or self.conn.execute(has_families, (name,)).fetchone() is None:
+            return ()
+        return tuple(key for key in keys if self.conn.execute(has_key, (key, name)).fetchone() is None)
 
     def seen(self, by: tuple[str, ...]) -> set[Key]:
         """The values of ``by`` of every metric and event family with a point or an event in the range."""

@@ -210,10 +210,12 @@ def by_place(conn: sqlite3.Connection, since_ns: int | None, until_ns: int | Non
     try:
         rows = conn.execute(
             "SELECT ts.project, ts.git_branch, ts.session_id, s.metric, s.type, SUM(p.value) "
+            # The transcripts' few sessions first (CROSS JOIN keeps the order): started from the points or
+            # the series instead, SQLite reads a month of them when no transcript was imported.
             "FROM transcript_sessions ts "
-            "JOIN series s ON s.session_id = ts.session_id AND s.metric IN (?, ?) "
-            "JOIN session_times t ON t.session_id = ts.session_id AND t.time_ns >= ? AND t.time_ns < ? "
-            "JOIN points p ON p.time_ns = t.time_ns AND p.series_id = s.id "
+            "CROSS JOIN series s ON s.session_id = ts.session_id AND s.metric IN (?, ?) "
+            "CROSS JOIN session_times t ON t.session_id = ts.session_id AND t.time_ns >= ? AND t.time_ns < ? "
+            "CROSS JOIN points p ON p.time_ns = t.time_ns AND p.series_id = s.id "
             "WHERE ts.last_ns >= ? AND ts.first_ns < ? GROUP BY 1, 2, 3, 4, 5",
             (COST.name, TOKENS.name, since, until, since, until),
         ).fetchall()

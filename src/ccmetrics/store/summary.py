@@ -102,7 +102,7 @@ def summary(
 
     answer: dict[str, Any] = _integral(
         {
-            "sessions": sel.metric_total(SESSIONS),
+            "sessions": numbers.sessions(sel),
             "cost_usd": _round(sel.metric_total(COST)),
             "tokens": tokens,
             "lines_of_code": {kind: sel.metric_total(LINES, type=kind) for kind in LINE_CHANGES},

@@ -33,6 +33,21 @@ TIMELINE_FIELDS = (
     "response_length",
     "query_source",
     "effort",
+    "speed",
+    "plugin.name",
+    "marketplace.name",
+    "agent.name",
+    "agent_type",
+    "skill.name",
+    "mcp_server.name",
+    "mcp_tool.name",
+    "hook_event",
+    "hook_name",
+    "start_type",
+    "trigger",
+    "pre_tokens",
+    "post_tokens",
+    "reason",
 )
 
 

@@ -30,11 +30,11 @@ from ..access.gate import Gate
 from ..alerts.engine import AlertEngine
 from ..config import Config
 from ..hosts import HostCheck, allowed_names
-from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest
+from ..panels import DEFAULT_GROUP_KEY, PANELS, PANELS_BY_ID, Panel, PanelRequest, dashboard_data
 from ..setup import telemetry_env
 from ..spreadsheet import inert
 from ..store import Store, StoreUpgrading, queries
-from ..store.filter_choices import attribute_values, filter_options
+from ..store.filter_choices import attribute_values, filter_options, models_in_order_seen
 from ..store.filters import Filters, QueryError
 from ..store.people import NO_ALIASES, People
 from ..store.schema import DAY_NS
@@ -166,8 +166,7 @@ async def warm_up(store: Store, config: Config) -> None:
     def work() -> None:
         since = _since(config.dashboard_range)
         view = view_for(store, Filters.parse(since=since), config.dashboard_group_by)
-        for panel in PANELS:
-            panel.data(view)
+        dashboard_data(view, compare=True)
 
     started = time.perf_counter()
     try:
@@ -199,6 +198,8 @@ def panel_meta(panel: Panel) -> dict[str, Any]:
         "width": panel.width,
         "height": panel.height,
         "options": panel.options,
+        "empty": panel.empty,
+        "hide_empty": panel.hide_empty,
     }
 
 
@@ -308,12 +309,13 @@ def create_app(
                 "version": version,
                 "has_data": bool(has_data),
                 "raw_since_ns": view.selection.raw_since_ns(),
-                "panels": {p.id: p.data(view) for p in PANELS},
+                "panels": dashboard_data(view, request.query_params.get("compare") == "previous"),
                 # What the page's filters offer, as /api/filters and /api/filters?key=<group_by> answer.
                 "choices": {
                     "filters": filter_options(conn, people=view.people, email=only_email),
                     "group": attribute_values(conn, view.group_key, people=view.people, email=only_email),
                 },
+                "models": models_in_order_seen(conn, email=only_email),
             }
 
         return await query(request, work)
@@ -368,6 +370,15 @@ def create_app(
             session = sessions[0] if sessions else None
             if session is not None:  # who, by name (people.py); user_id stays the id
                 session["user_name"] = People(conn, aliases).name(session["user_id"])
+                # its team, or whatever the dashboard groups by
+                group_key = config.dashboard_group_by
+                session["group_key"] = group_key
+                session["group_values"] = [
+                    row[0]
+                    for row in conn.execute(
+                        queries.SESSION_ATTRIBUTE_VALUES, (queries.json_path(group_key), session_id)
+                    )
+                ]
             raw_since = selection.raw_since_ns()
             span = conn.execute(queries.SESSION_SPAN, (session_id,)).fetchone()
             return {

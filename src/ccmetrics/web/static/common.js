@@ -2,19 +2,23 @@
 "use strict";
 
 const ccm = (() => {
-  const nf = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+  // Each unit has one format whatever the value, so that a number keeps its shape through a live update
+  // ("11 s" stays "11 s", never "11.22 s"): the number of decimals depends on the magnitude only.
+  const nf = (digits) => new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const int = nf(0), one = nf(1), two = nf(2);
 
   function compact(n) {
     const a = Math.abs(n);
-    if (a >= 1e9) return nf.format(n / 1e9) + "B";
-    if (a >= 1e6) return nf.format(n / 1e6) + "M";
-    if (a >= 1e4) return nf.format(n / 1e3) + "K";
-    return nf.format(n);
+    if (a >= 1e9) return one.format(n / 1e9) + "B";
+    if (a >= 1e6) return one.format(n / 1e6) + "M";
+    if (a >= 1e4) return one.format(n / 1e3) + "K";
+    return int.format(n);
   }
 
   function duration(seconds) {
     const s = Math.round(seconds);
-    if (Math.abs(seconds) < 60) return nf.format(seconds) + " s";
+    if (Math.abs(seconds) < 10) return one.format(seconds) + " s";
+    if (Math.abs(s) < 60) return s + " s";
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
     if (h >= 24) return `${Math.floor(h / 24)}d ${h % 24}h`;
     return h ? `${h}h ${m}m` : `${m}m ${r}s`;
@@ -24,14 +28,32 @@ const ccm = (() => {
     if (value === null || value === undefined || Number.isNaN(value)) return "—";
     if (typeof value !== "number") return String(value);
     switch (unit) {
-      case "usd": return Math.abs(value) < 10 ? "$" + value.toFixed(4) : "$" + nf.format(value);
+      case "usd": return Math.abs(value) < 10 ? "$" + value.toFixed(4) : Math.abs(value) < 1e4 ? "$" + two.format(value) : "$" + compact(value);
       case "percent": return (value * 100).toFixed(1) + "%";
       case "ratio": return value.toFixed(2) + "×";
       case "seconds": return duration(value);
-      case "ms": return nf.format(value) + " ms";
-      case "time": return new Date(value / 1e6).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+      case "ms": return int.format(value) + " ms";
+      case "time": {  // short enough for a card; the year only when it is not this one
+        const d = new Date(value / 1e6), year = d.getFullYear() === new Date().getFullYear() ? {} : { year: "numeric" };
+        return d.toLocaleString(undefined, { ...year, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+      }
       default: return compact(value);
     }
+  }
+
+  // A colour per label, the same in every chart and every view: models by the order the server first saw them
+  // (ccm.colorOrder), any other label by a hash of it; "others (N)" is grey.
+  const palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7",
+                   "#9c755f", "#17becf", "#8c564b", "#bcbd22", "#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+  const order = new Map();
+  function colorOrder(labels) { labels.forEach((label, i) => order.set(label, i)); }
+  function colorOf(label) {
+    const text = String(label);
+    if (order.has(text)) return palette[order.get(text) % palette.length];
+    if (/^others \(\d+\)$/.test(text)) return "#9aa0a6";
+    let h = 2166136261;
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619);
+    return palette[(h >>> 0) % palette.length];
   }
 
   // Build an element; children are nodes or strings (always text nodes, never parsed as HTML).
@@ -93,9 +115,6 @@ const ccm = (() => {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   }
 
-  const palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
-                   "#9c755f", "#bab0ac"];
-
   async function getJSON(url) {
     const response = await fetch(url, { headers: { Accept: "application/json" } });
     if (response.status === 401) {  // signed out, or the session ended: sign in, then come back here
@@ -106,5 +125,5 @@ const ccm = (() => {
     return body;
   }
 
-  return { format, compact, duration, el, cut, client, chartText, initTheme, theme, css, palette, getJSON };
+  return { format, compact, duration, el, cut, client, chartText, initTheme, theme, css, palette, colorOf, colorOrder, getJSON };
 })();

@@ -4,10 +4,11 @@
 "use strict";
 
 (() => {
-  const { el, format, getJSON, palette, css, cut, client, chartText } = ccm;
+  const { el, format, getJSON, colorOf, css, cut, client, chartText } = ccm;
   const $ = (id) => document.getElementById(id);
   const charts = {};     // panel id -> Chart
   const bodies = {};     // panel id -> element holding the panel's content
+  const rowTitles = new Map();  // row -> its title, left out with the row's last panel
   let config = null;     // /api/config: everything the server decides, defaults included
   let panels = [];
   let lastData = null;
@@ -21,7 +22,8 @@
   function readState() {
     const p = new URLSearchParams(location.search), defaults = config.defaults;
     const state = { range: p.get("range") || (p.get("since") ? "custom" : defaults.range), since: p.get("since") || "",
-                    until: p.get("until") || "", groupKey: p.get("group_by") || defaults.group_by, filters: {} };
+                    until: p.get("until") || "", groupKey: p.get("group_by") || defaults.group_by, filters: {},
+                    compare: p.get("compare") || "previous" };
     for (const f of p.getAll("filter")) {
       const i = f.indexOf("=");
       if (i > 0) state.filters[f.slice(0, i)] = f.slice(i + 1);
@@ -37,6 +39,7 @@
       if (state.until) p.set("until", state.until);
     }
     if (state.groupKey !== config.defaults.group_by) p.set("group_by", state.groupKey);
+    if (state.compare !== "previous") p.set("compare", state.compare);
     for (const [k, v] of Object.entries(state.filters)) if (v) p.append("filter", `${k}=${v}`);
     return p;
   }
@@ -51,6 +54,13 @@
     }
     p.set("group_by", state.groupKey);
     for (const [k, v] of Object.entries(state.filters)) if (v) p.append("filter", `${k}=${v}`);
+    return p;
+  }
+
+  // The dashboard's own request also asks for the previous period, for the headline stats (downloads do not).
+  function dashboardParams(state) {
+    const p = apiParams(state);
+    if (state.compare === "previous" && state.range !== "all") p.set("compare", "previous");
     return p;
   }
 
@@ -148,6 +158,8 @@
 
   function syncControls() {
     ensureOption($("range"), state.range);  // a range the presets lack, from a link
+    $("compare").value = state.compare;
+    $("compare").disabled = state.range === "all";
     document.querySelectorAll(".custom-range").forEach((n) => { n.hidden = state.range !== "custom"; });
     $("since").value = state.since.slice(0, 16);
     $("until").value = state.until.slice(0, 16);
@@ -164,6 +176,7 @@
   function bindControls() {
     const filter = (key, value) => setState({ filters: { ...state.filters, [key]: value } });
     $("range").addEventListener("change", (e) => setState({ range: e.target.value }));
+    $("compare").addEventListener("change", (e) => setState({ compare: e.target.value }));
     $("since").addEventListener("change", (e) => setState({ since: e.target.value }));
     $("until").addEventListener("change", (e) => setState({ until: e.target.value }));
     $("user").addEventListener("change", (e) => filter("user.id", e.target.value));
@@ -187,12 +200,12 @@
     for (const panel of panels) {
       if (panel.row !== row) {
         row = panel.row;
-        grid.append(el("h2", { class: "row-title" }, row));
+        rowTitles.set(row, grid.appendChild(el("h2", { class: "row-title" }, row)));
       }
       const csv = el("a", { class: "download", title: "Download CSV" }, "CSV");
       const json = el("a", { class: "download", title: "Download JSON" }, "JSON");
       const body = el("div", { class: `panel-body kind-${panel.kind}` });
-      const card = el("section", { class: "panel", id: `panel-${panel.id}`, "data-panel": panel.id },
+      const card = el("section", { class: `panel panel-${panel.kind}`, id: `panel-${panel.id}`, "data-panel": panel.id },
         el("header", {}, el("h3", { title: panel.description }, panel.title), el("span", { class: "links" }, csv, json)),
         body);
       card.style.gridColumn = `span ${panel.width}`;
@@ -216,11 +229,14 @@
     }
   }
 
+  // Short labels, on two lines under a day (time, then date), so that the axis fits more of them.
   function timeLabel(ns, bucketNs) {
-    const d = new Date(ns / 1e6);
-    if (bucketNs >= 86400e9) return d.toLocaleDateString();
-    return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+    const d = new Date(ns / 1e6), date = d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+    if (bucketNs >= 86400e9) return date;
+    return [d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" }), date];
   }
+
+  const WHOLE = new Set(["count", "tokens", "lines", "chars"]);  // units counted in whole numbers
 
   // Legend items as Chart.js makes them for this type of chart, with their text cut and isolated.
   function legendLabels(type) {
@@ -240,13 +256,14 @@
       plugins: {
         legend: { labels: { color: text, boxWidth: 12, generateLabels: legendLabels(extra.type) } },
         tooltip: { callbacks: {
-          title: (items) => (items.length ? chartText(items[0].label, 40) : ""),
+          title: (items) => (items.length ? chartText([].concat(items[0].label).reverse().join(" "), 40) : ""),
           label: (c) => `${chartText(c.dataset.label || c.label, 40)}: ${format(c.parsed.y ?? c.parsed.x ?? c.parsed, panel.unit)}`,
         } },
       },
       scales: extra.noScales ? {} : {
-        x: { stacked: !!extra.stacked, ticks: { color: text, maxRotation: 0, autoSkip: true }, grid: { color: grid } },
-        y: { stacked: !!extra.stacked, beginAtZero: true, ticks: { color: text, callback: (v) => format(v, panel.unit) }, grid: { color: grid } },
+        x: { stacked: !!extra.stacked, ticks: { color: text, maxRotation: 0, autoSkip: true, autoSkipPadding: 16 }, grid: { color: grid } },
+        y: { stacked: !!extra.stacked, beginAtZero: true,
+             ticks: { color: text, precision: WHOLE.has(panel.unit) ? 0 : undefined, callback: (v) => format(v, panel.unit) }, grid: { color: grid } },
       },
       ...(extra.indexAxis ? { indexAxis: extra.indexAxis } : {}),
     };
@@ -264,7 +281,7 @@
   function chartConfig(panel, data) {
     if (panel.kind === "pie") {
       return { type: "doughnut",
-        data: { labels: data.items.map((i) => i.label), datasets: [{ data: data.items.map((i) => i.value), backgroundColor: palette }] },
+        data: { labels: data.items.map((i) => i.label), datasets: [{ data: data.items.map((i) => i.value), backgroundColor: data.items.map((i) => colorOf(i.label)), borderColor: css("--panel") }] },
         options: (() => {
           const opts = chartOptions(panel, { noScales: true, type: "doughnut" });
           opts.plugins.tooltip.callbacks.label = (c) => `${chartText(c.label, 40)}: ${format(c.parsed, panel.unit)}`;
@@ -277,9 +294,11 @@
       opts.plugins.legend.display = false;
       opts.plugins.tooltip.callbacks.label = (c) => `${chartText(c.label, 40)}: ${format(c.parsed.x, panel.unit)}`;
       opts.scales.x.ticks.callback = (v) => format(v, panel.unit);
+      opts.scales.x.ticks.precision = opts.scales.y.ticks.precision;
+      delete opts.scales.y.ticks.precision;
       opts.scales.y.ticks.callback = function (v) { return chartText(this.getLabelForValue(v), 28); };
       return { type: "bar",
-        data: { labels: data.items.map((i) => i.label), datasets: [{ label: panel.title, data: data.items.map((i) => i.value), backgroundColor: palette }] },
+        data: { labels: data.items.map((i) => i.label), datasets: [{ label: panel.title, data: data.items.map((i) => i.value), backgroundColor: data.items.map((i) => colorOf(i.label)) }] },
         options: opts };
     }
     const stacked = panel.kind === "stacked_bars" || !!panel.options.stacked;
@@ -287,9 +306,10 @@
       type: panel.kind === "stacked_bars" ? "bar" : "line",
       data: {
         labels: data.times.map((t) => timeLabel(t, data.bucket_ns)),
-        datasets: data.series.map((s, i) => ({ label: s.label, data: s.values, borderColor: palette[i % palette.length],
-          backgroundColor: palette[i % palette.length] + (panel.kind === "stacked_bars" ? "" : "55"),
-          fill: stacked ? (i === 0 ? "origin" : "-1") : false, pointRadius: 0, tension: 0.2 })),
+        datasets: data.series.map((s, i) => ({ label: s.label, data: s.values, borderColor: colorOf(s.label),
+          backgroundColor: colorOf(s.label) + (panel.kind === "stacked_bars" ? "" : "55"),
+          fill: stacked ? (i === 0 ? "origin" : "-1") : false, tension: 0.2,
+          pointRadius: s.values.filter((v) => v).length <= 3 ? 3 : 0 })),  // a lone value is seen
       },
       options: chartOptions(panel, { stacked, type: panel.kind === "stacked_bars" ? "bar" : "line" }),
     };
@@ -314,15 +334,44 @@
     charts[panel.id] = new Chart(canvas, config);
   }
 
+  // A stat: its value; what it was in the previous period of the same length, as a change; a sparkline of
+  // it over the range; and a note on what it counts when the filters change its meaning.
   function renderStat(panel, data) {
     const body = bodies[panel.id];
     let value = body.querySelector(".stat-value");
     if (!value) {
       value = el("div", { class: "stat-value" });
-      body.replaceChildren(value);
+      body.replaceChildren(value, el("div", { class: "delta" }), el("div", { class: "spark" }), el("div", { class: "note" }));
     }
     value.textContent = format(data.value, panel.unit);
     value.dataset.value = data.value === null ? "" : String(data.value);
+    const delta = body.querySelector(".delta");
+    delta.replaceChildren(...change(panel, data.value, data.previous));
+    delta.hidden = data.previous === undefined;
+    body.querySelector(".spark").replaceChildren(...(data.spark ? [sparkline(data.spark)] : []));
+    body.querySelector(".note").textContent = data.note || "";
+  }
+
+  function change(panel, now, before) {
+    if (before === undefined) return [];
+    const was = `was ${format(before, panel.unit)}`;
+    if (now === null || before === null) return [el("span", { class: "was" }, was)];
+    const diff = now - before;
+    const pct = before ? `${diff >= 0 ? "+" : "−"}${Math.abs((diff / Math.abs(before)) * 100).toFixed(0)}%` : diff ? "new" : "±0%";
+    return [el("span", { class: diff > 0 ? "up" : diff < 0 ? "down" : "same" }, `${diff > 0 ? "▲" : diff < 0 ? "▼" : "="} ${pct}`),
+      " ", el("span", { class: "was", title: "The previous period of the same length" }, was)];
+  }
+
+  // A line of the values over the range, drawn as SVG (no chart for it); its peak reaches the top.
+  function sparkline(values) {
+    const ns = "http://www.w3.org/2000/svg", w = 100, h = 24;
+    const max = Math.max(...values.map(Math.abs), 1e-12), n = Math.max(values.length - 1, 1);
+    const svg = document.createElementNS(ns, "svg"), line = document.createElementNS(ns, "polyline");
+    svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    line.setAttribute("points", values.map((v, i) => `${((i / n) * w).toFixed(1)},${(h - 1 - (Math.max(v, 0) / max) * (h - 2)).toFixed(1)}`).join(" "));
+    svg.append(line);
+    return svg;
   }
 
   function renderGauge(panel, data) {
@@ -335,7 +384,7 @@
       box = el("div", { class: "gauge" }, el("div", { class: "chart-box" }, canvas), el("div", { class: "stat-value gauge-value" }));
       body.replaceChildren(box);
       charts[panel.id] = new Chart(canvas, { type: "doughnut",
-        data: { datasets: [{ data: [v, max - v], backgroundColor: [palette[0], css("--grid")], borderWidth: 0 }] },
+        data: { datasets: [{ data: [v, max - v], backgroundColor: [ccm.palette[0], css("--grid")], borderWidth: 0 }] },
         options: { responsive: true, maintainAspectRatio: false, animation: false, rotation: -90, circumference: 180,
                    cutout: "70%", plugins: { legend: { display: false }, tooltip: { enabled: false } } } });
     } else {
@@ -349,8 +398,11 @@
 
   function renderTable(panel, data) {
     // Text columns hold client strings (and a text column's label can be an attribute key, "Group by").
+    const unsplit = new Set(data.unsplit_columns || []);
     const head = el("tr", {}, data.columns.map((c) =>
-      c.unit === "text" ? el("th", {}, client(c.label)) : el("th", { class: "num" }, c.label)));
+      c.unit === "text" ? el("th", {}, client(c.label))
+        : el("th", unsplit.has(c.key) ? { class: "num", title: "Not split by the filters: Claude Code sends it without them" } : { class: "num" },
+          c.label, unsplit.has(c.key) ? "*" : "")));
     const rows = data.rows.map((row) => el("tr", row.others ? { class: "others" } : {}, data.columns.map((c, i) => {
       const text = c.unit === "text" ? client(row[c.key] ?? "") : format(row[c.key], c.unit);
       if (i === 0 && row.link) {
@@ -361,12 +413,58 @@
     const table = el("table", {}, el("thead", {}, head), el("tbody", {}, rows.length ? rows :
       [el("tr", {}, el("td", { colspan: String(data.columns.length), class: "none" }, "Nothing in this range"))]));
     const note = data.sampled ? el("div", { class: "note" }, "Percentiles from an even sample of the events in range") : null;
-    bodies[panel.id].replaceChildren(...[el("div", { class: "table-box" }, table), note].filter(Boolean));
+    const split = unsplit.size ? el("div", { class: "note" }, "* not split by the filters: Claude Code sends it without them") : null;
+    const box = el("div", { class: "table-box" }, table), hint = el("div", { class: "note scroll-hint" }, "Scroll sideways for more columns →");
+    const old = bodies[panel.id].querySelector(".table-box");
+    if (old) tableBoxes.unobserve(old);
+    bodies[panel.id].replaceChildren(...[box, hint, note, split].filter(Boolean));
+    scrolls(box);
+    tableBoxes.observe(box);
+  }
+
+  // A table wider than its panel says so: a shadow on the edge it scrolls to, and a line under it.
+  function scrolls(box) {
+    const more = box.scrollWidth > box.clientWidth + 1;
+    box.classList.toggle("scroll-x", more);
+    if (box.nextElementSibling) box.nextElementSibling.hidden = !more;  // none once the table was replaced
+  }
+  const tableBoxes = new ResizeObserver((entries) => entries.forEach((e) => scrolls(e.target)));
+
+  function isEmpty(panel, data) {
+    if (data.items) return !data.items.some((i) => i.value);
+    if (data.series) return !data.series.some((s) => s.values.some((v) => v));
+    if (data.rows) return !data.rows.length;
+    return false;
+  }
+
+  // Instead of the panel's content: why there is none ("No API errors in this range"), or that the filters
+  // cannot split its numbers (Claude Code sends commits without a model).
+  function renderMessage(panel, data) {
+    if (charts[panel.id]) { charts[panel.id].destroy(); delete charts[panel.id]; }
+    const text = data.unsplit
+      ? [el("b", {}, "Not split by "), ...data.unsplit.flatMap((k, i) => [i ? ", " : "", client(k)]),
+        el("br"), "Claude Code sends these numbers without it."]
+      : [panel.empty];
+    bodies[panel.id].replaceChildren(el("div", { class: data.unsplit ? "message unsplit" : "message" }, ...text));
+  }
+
+  // A panel is as tall as what it shows needs, up to its height in the catalogue: an empty one is short, and
+  // so is a table of three rows or a chart of two bars (a grid row is 38 px and a 10 px gap).
+  function rowsFor(panel, data, message) {
+    const px = message ? 100 : panel.kind === "table" ? 96 + 25 * data.rows.length + (data.sampled || data.unsplit_columns ? 18 : 0)
+      : panel.kind === "bar" ? 90 + 30 * Math.min(data.items.length, 12) : null;
+    return px === null ? panel.height : Math.max(3, Math.min(panel.height, Math.ceil((px + 10) / 48)));
   }
 
   function render(panel, data) {
+    const card = bodies[panel.id].closest(".panel");
+    const empty = isEmpty(panel, data), message = !!data.unsplit || empty;
+    card.hidden = (empty && panel.hide_empty) || !!data.hidden;
+    card.classList.toggle("panel-empty", message);
+    card.style.gridRow = `span ${rowsFor(panel, data, message)}`;
     try {
-      if (panel.kind === "stat") renderStat(panel, data);
+      if (message) renderMessage(panel, data);
+      else if (panel.kind === "stat") renderStat(panel, data);
       else if (panel.kind === "gauge") renderGauge(panel, data);
       else if (panel.kind === "table") renderTable(panel, data);
       else renderChart(panel, data);
@@ -387,16 +485,18 @@
     if (inFlight) { queued = true; return; }
     updateDownloadLinks();
     let ok = false;
-    inFlight = getJSON("/api/dashboard?" + apiParams(state).toString());
+    inFlight = getJSON("/api/dashboard?" + dashboardParams(state).toString());
     try {
       const data = await inFlight;
       lastData = data;
       shownVersion = data.version;
       $("error").hidden = true;
       showEmptyState(!data.has_data);
+      ccm.colorOrder(data.models);
       showPruned(data);
       showChoices(data.choices);
       for (const panel of panels) render(panel, data.panels[panel.id]);
+      for (const [row, title] of rowTitles) title.hidden = panels.every((p) => p.row !== row || bodies[p.id].closest(".panel").hidden);
       document.body.dataset.version = String(data.version);
       ok = true;
     } catch (error) {
@@ -430,6 +530,9 @@
     const { grpc, http } = config.setup;
     const quoted = (v) => (/^[\w.:\/=,%-]*$/.test(v) ? v : `'${v}'`);
     const lines = (env) => Object.entries(env).map(([k, v]) => `export ${k}=${quoted(v)}`).join("\n");
+    const token = grpc.OTEL_EXPORTER_OTLP_HEADERS ? " --token '<ingest-token>'" : "";
+    const protocol = grpc.OTEL_EXPORTER_OTLP_PROTOCOL === "grpc" ? "" : ` --protocol ${grpc.OTEL_EXPORTER_OTLP_PROTOCOL}`;
+    $("empty-setup").textContent = `ccmetrics setup --endpoint ${quoted(grpc.OTEL_EXPORTER_OTLP_ENDPOINT)}${protocol}${token}\nccmetrics doctor`;
     $("empty-env").textContent = lines(grpc);
     $("empty-token").hidden = !grpc.OTEL_EXPORTER_OTLP_HEADERS;
     $("empty-env-http").textContent = lines(Object.fromEntries(Object.entries(http).filter(([k, v]) => grpc[k] !== v)));

@@ -8,9 +8,13 @@
 
   const LABELS = {
     user_prompt: "Prompt", api_request: "API request", api_error: "API error", tool_decision: "Tool decision",
-    tool_result: "Tool result", assistant_response: "Response",
+    tool_result: "Tool result", assistant_response: "Response", api_refusal: "API refusal",
+    api_retries_exhausted: "API retries exhausted", compaction: "Compaction", subagent_completed: "Subagent done",
+    skill_activated: "Skill", mcp_server_connection: "MCP server", plugin_loaded: "Plugin loaded",
   };
-  const UNITS = { cost_usd: "usd", duration_ms: "ms", ttft_ms: "ms" };
+  // Events that say something went wrong.
+  const BAD = new Set(["api_error", "api_refusal", "api_retries_exhausted"]);
+  const UNITS = { cost_usd: "usd", duration_ms: "ms", ttft_ms: "ms", pre_tokens: "tokens", post_tokens: "tokens" };
 
   function clock(ns) {
     const d = new Date(ns / 1e6), two = (n) => String(n).padStart(2, "0");
@@ -22,7 +26,7 @@
   function card(label, value, unit, title) {
     const shown = unit === "client" && value !== null && value !== undefined ? client(value) : format(value, unit);
     title = title || `${label}: ${typeof shown === "string" ? shown : shown.textContent}`;
-    return el("div", { class: "card", title }, el("div", { class: "label" }, label),
+    return el("div", { class: unit === "client" ? "card wide" : "card", title }, el("div", { class: "label" }, label),
       el("div", { class: "stat-value", "data-value": value === null ? "" : String(value) }, shown));
   }
 
@@ -31,6 +35,29 @@
     return Object.entries(fields).filter(([k]) => k !== "prompt.id").map(([k, v]) =>
       el("span", { class: "field" }, el("b", {}, k.replace(/_(ms|usd)$/, "").replace(/_/g, " ")),
         UNITS[k] ? el("span", {}, format(Number(v), UNITS[k])) : client(v)));
+  }
+
+  // Events of one kind in a row that carry nothing to tell apart but a name or two (six plugins loaded as
+  // a session starts) make one line: how many, and their distinct values.
+  const CROWD = new Set(["plugin_loaded", "mcp_server_connection", "skill_activated", "hook_execution_start",
+    "hook_execution_complete", "managed_settings_resolved"]);
+  function runs(timeline) {
+    const out = [];
+    for (const e of timeline) {
+      const last = out[out.length - 1];
+      if (last && CROWD.has(e.name) && last[0].name === e.name) last.push(e);
+      else out.push([e]);
+    }
+    return out;
+  }
+
+  function together(run) {
+    const values = new Map();
+    for (const e of run) for (const [k, v] of Object.entries(e.fields)) {
+      if (!values.has(k)) values.set(k, new Set());
+      values.get(k).add(String(v));
+    }
+    return [...values].map(([k, vs]) => el("span", { class: "field" }, el("b", {}, k.replace(/_/g, " ")), client([...vs].join(", "), { class: "list" })));
   }
 
   async function main() {
@@ -47,8 +74,10 @@
     const s = data.summary, info = data.session;
     $("facts").replaceChildren(
       card("User", info ? info.user_name || info.user_email || info.user_id : null, "client", info && info.user_id),
+      card(info ? info.group_key || "Team" : "Team", info && info.group_values && info.group_values.length ? info.group_values.join(", ") : null, "client"),
       card("Started", info ? info.start_ns : null, "time"),
       card("Duration", info ? info.duration_s : null, "seconds"),
+      card("Active time", s.active_time_seconds ? Object.values(s.active_time_seconds).reduce((a, b) => a + b, 0) : null, "seconds"),
       card("Cost", s.cost_usd, "usd"),
       card("Tokens", s.tokens.input + s.tokens.output + s.tokens.cache_read + s.tokens.cache_creation, "tokens"),
       card("Prompts", s.prompts, "count"),
@@ -57,10 +86,14 @@
       card("Lines +/−", `+${s.lines_of_code.added} / −${s.lines_of_code.removed}`, "text"),
       card("Commits", s.commits, "count"),
     );
-    const items = data.timeline.map((e) => el("li", { class: "ev-" + e.name, "data-event": e.name },
-      el("span", { class: "when", title: new Date(e.time_ns / 1e6).toString() }, clock(e.time_ns)),
-      el("span", { class: "what" }, LABELS[e.name] || client(e.name)),
-      el("span", { class: "fields" }, describe(e.fields))));
+    const items = runs(data.timeline).map((run) => {
+      const e = run[0];
+      const what = LABELS[e.name] || client(e.name.replace(/_/g, " "));
+      return el("li", { class: "ev-" + e.name + (BAD.has(e.name) ? " bad" : ""), "data-event": e.name, "data-count": String(run.length) },
+        el("span", { class: "when", title: new Date(e.time_ns / 1e6).toString() }, clock(e.time_ns)),
+        el("span", { class: "what" }, what, run.length > 1 ? ` ×${run.length}` : ""),
+        el("span", { class: "fields" }, run.length > 1 ? together(run) : describe(e.fields)));
+    });
     $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No events recorded for this session.")]));
     if (data.pruned) {  // its older points and events are past --retention: the timeline starts later
       $("pruned").textContent = "Only this session's data from " + new Date(data.raw_since_ns / 1e6).toLocaleString() +
