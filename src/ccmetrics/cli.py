@@ -168,6 +168,24 @@ def _read_access(config: Config, read: Callable[[AccessStore], T], default: T) -
         return read(access)
 
 
+def _change_access(config: Config, change: Callable[[AccessStore], None], missing: str) -> None:
+    """Apply ``change`` to the data directory's access file; ``missing``: what to say when there is none.
+    A refused change (a token, person or alias that cannot be) is the command's error."""
+    from .access.people import PersonError
+    from .access.store import AccessStore, AliasError
+    from .access.tokens import TokenError
+
+    try:
+        access = AccessStore(config.access_path, create=False)
+    except FileNotFoundError:
+        raise click.ClickException(f"{missing}: none exists in {config.data_dir}") from None
+    with contextlib.closing(access):
+        try:
+            change(access)
+        except (TokenError, PersonError, AliasError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
 def _echo_table(rows: Sequence[Sequence[str]]) -> None:
     """Rows as aligned columns, the first row the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -260,19 +278,8 @@ def _when(ns: int | None, none: str = "-") -> str:
 @settings_options("data_dir")
 def token_revoke(name: str, data_dir: str | None) -> None:
     """Delete a token; a running server refuses it within seconds."""
-    from .access.store import AccessStore
-    from .access.tokens import TokenError
-
     config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        raise click.ClickException(f"no token named {name!r}: no token exists in {config.data_dir}") from None
-    with contextlib.closing(access):
-        try:
-            access.revoke(name)
-        except TokenError as exc:
-            raise click.ClickException(str(exc)) from None
+    _change_access(config, lambda access: access.revoke(name), f"no token named {name!r}")
     click.echo(f"Token {name!r} revoked.")
 
 
@@ -360,19 +367,8 @@ def user_list(data_dir: str | None, as_json: bool) -> None:
 @settings_options("data_dir")
 def user_remove(name: str, data_dir: str | None) -> None:
     """Remove a person; their sessions end, within seconds on a running server."""
-    from .access.people import PersonError
-    from .access.store import AccessStore
-
     config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        raise click.ClickException(f"no person named {name!r}: nobody exists in {config.data_dir}") from None
-    with contextlib.closing(access):
-        try:
-            access.remove_person(name)
-        except PersonError as exc:
-            raise click.ClickException(str(exc)) from None
+    _change_access(config, lambda access: access.remove_person(name), f"no person named {name!r}")
     click.echo(f"{name!r} removed; their sessions have ended.")
 
 
@@ -383,20 +379,13 @@ def user_remove(name: str, data_dir: str | None) -> None:
 def user_passwd(name: str, password_stdin: bool, data_dir: str | None) -> None:
     """Set a person's password; their sessions end, within seconds on a running server."""
     from .access.people import PersonError
-    from .access.store import AccessStore
 
-    config = Config.from_options(data_dir=data_dir)
-    try:
-        access = AccessStore(config.access_path, create=False)
-    except FileNotFoundError:
-        raise click.ClickException(f"no person named {name!r}: nobody exists in {config.data_dir}") from None
-    with contextlib.closing(access):
-        try:
-            if access.person(name) is None:
-                raise PersonError(f"no person named {name!r}: `ccmetrics user list` shows their names")
-            access.set_password(name, _password(password_stdin))
-        except PersonError as exc:
-            raise click.ClickException(str(exc)) from None
+    def change(access: AccessStore) -> None:
+        if access.person(name) is None:
+            raise PersonError(f"no person named {name!r}: `ccmetrics user list` shows their names")
+        access.set_password(name, _password(password_stdin))
+
+    _change_access(Config.from_options(data_dir=data_dir), change, f"no person named {name!r}")
     click.echo(f"Password of {name!r} changed; their sessions have ended.")
 
 

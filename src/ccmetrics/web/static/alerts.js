@@ -15,15 +15,7 @@
     $("alerts-error").hidden = !text;
   }
 
-  async function send(method, url, body) {
-    const headers = { Accept: "application/json" };
-    if (csrf) headers["X-CSRF-Token"] = csrf;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
-    return answer;
-  }
+  const send = (method, url, body) => ccm.send(method, url, body, csrf);
 
   const when = (ns) => (ns ? ccm.format(ns, "time") : "—");
   const labels = (object) => Object.entries(object).map(([k, v]) => `${k}=${v}`).join(", ") || "—";
