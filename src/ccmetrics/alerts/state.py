@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..store.schema import apply_migrations
 from .evaluate import Labels, Observations
 from .rules import Rule, Rules
 
@@ -88,17 +89,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> None:
     (current,) = conn.execute("PRAGMA user_version").fetchone()
-    for version in range(current, len(MIGRATIONS)):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    apply_migrations(conn, MIGRATIONS, current)
 
 
 def labels_json(labels: Labels | Mapping[str, str]) -> str:

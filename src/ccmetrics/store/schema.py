@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 # Attributes common enough to deserve their own column (fast filters and breakdowns). Every attribute,
 # these included, is also kept whole in the ``attrs`` JSON of its row.
@@ -441,16 +442,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute(
             "VACUUM"
         )  # instant on an empty file; needed as journal_mode = WAL has written its header
-    for version in range(current, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in statements(MIGRATIONS[version]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    apply_migrations(conn, MIGRATIONS, current)
     check_columns(conn)
     return int(current)
 
@@ -486,6 +478,21 @@ def check_columns(conn: sqlite3.Connection) -> None:
             f"the schema lacks {', '.join(missing)}: a column named in store/schema.py's constants needs a "
             "migration of its own, appended to MIGRATIONS"
         )
+
+
+def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[str], current: int) -> None:
+    """Run the migrations after ``current`` (the file's user_version), each in a transaction of its own with
+    the version it brings the file to: a migration is applied whole or not at all."""
+    for version in range(current, len(migrations)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements(migrations[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 def statements(script: str) -> list[str]:
