@@ -117,7 +117,10 @@ def main() -> None:
 
         ccusage = args.ccusage.split() if args.ccusage else ["npx", "-y", "ccusage@20"]
         env_ccusage = {**os.environ, "CLAUDE_CONFIG_DIR": str(corpus), "HOME": str(work / "home")}
+        # Compiled, as pip installs a package: a hook's re-import should not be timed compiling ccmetrics.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
         env_ccm = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        env_ccm.pop("PYTHONDONTWRITEBYTECODE", None)
         ccm = [sys.executable, "-m", "ccmetrics", "import", "--json", str(projects)]
         if args.workers:
             ccm += ["--workers", str(args.workers)]

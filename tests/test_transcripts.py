@@ -17,7 +17,7 @@ import pytest
 from ccmetrics.store import open_reader
 from ccmetrics.store.filters import Filters
 from ccmetrics.store.summary import summary
-from ccmetrics.transcripts import importer
+from ccmetrics.transcripts import counting
 from ccmetrics.transcripts.importer import default_paths, import_transcripts
 
 from .conftest import FIXTURES
@@ -180,7 +180,7 @@ def test_each_message_once_with_its_final_usage(tmp_path: Path) -> None:
     assert stored(db)["tokens"] == result.tokens
     assert stored(db)["sessions"] == 2
     # the unpriced message adds no cost: the others are priced by the table
-    rates = importer.prices.rates("claude-sonnet-4-5-20250929")
+    rates = counting.prices.rates("claude-sonnet-4-5-20250929")
     assert rates is not None
     priced = [(100, 40), (100, 7), (100, 2), (100, 9)]
     expected = sum(rates.cost(i, o, 1000, 50, 0) for i, o in priced)
@@ -223,7 +223,7 @@ def test_claude_codes_own_cost_is_kept_and_cache_writes_priced_by_their_tier(tmp
         assistant("m3", request="r3", input=10, cache_read=250_000, write_5m=0, output=0),  # long context
     )
     result = import_transcripts(tmp_path / "db", [projects])
-    rates = importer.prices.rates("claude-sonnet-4-5-20250929")
+    rates = counting.prices.rates("claude-sonnet-4-5-20250929")
     assert rates is not None and rates.long is not None
     one_hour = 1000 * rates.cache_write_1h
     long = 10 * rates.long.input + 250_000 * rates.long.cache_read
@@ -259,7 +259,7 @@ def test_a_file_growing_while_it_is_read(tmp_path: Path, monkeypatch: pytest.Mon
     projects = tmp_path / "projects"
     db = tmp_path / "ccmetrics.db"
     path = write(projects / "p" / "s-1.jsonl", assistant("m1", output=1))
-    real_summarize = importer.summarize
+    real_summarize = counting.summarize
 
     def summarize_then_grow(*args: Any) -> Any:
         summary = real_summarize(*args)
@@ -268,9 +268,9 @@ def test_a_file_growing_while_it_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         )  # written after the read, before the commit
         return summary
 
-    monkeypatch.setattr(importer, "summarize", summarize_then_grow)
+    monkeypatch.setattr(counting, "summarize", summarize_then_grow)
     assert import_transcripts(db, [projects]).messages == 1
-    monkeypatch.setattr(importer, "summarize", real_summarize)
+    monkeypatch.setattr(counting, "summarize", real_summarize)
     assert import_transcripts(db, [projects]).messages == 1  # m2, found next time
     assert stored(db)["tokens"]["output"] == 3
 
@@ -287,7 +287,7 @@ def test_a_rewritten_file_is_read_again_and_counts_nothing_twice(tmp_path: Path)
 
 
 def test_workers_count_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(counting, "PARALLEL_BYTES", 0)
     projects = tmp_path / "projects"
     shutil.copytree(TRANSCRIPTS, projects)
     write(projects / "p" / "s-9.jsonl", assistant("m1", session="s-9"))
@@ -325,7 +325,7 @@ def test_many_requests_below_the_long_context_threshold_are_priced_below_it(tmp_
     ]
     write(projects / "p" / "s-1.jsonl", *lines)
     result = import_transcripts(tmp_path / "db", [projects])
-    rates = importer.prices.rates("claude-sonnet-4-5-20250929")
+    rates = counting.prices.rates("claude-sonnet-4-5-20250929")
     assert rates is not None and rates.threshold == 200_000
     assert result.cost_usd == pytest.approx(30 * rates.cost(1_000, 10, 99_000, 0, 0))
 

@@ -2,76 +2,24 @@
 
 Each file is read from where the last import stopped (its size, mtime and offset are stored in the same
 transaction as the points made of it), so importing unchanged history again reads nothing, and a file that
-grew is read from its last complete line. The files are read by worker processes (see scan.py), each
-returning what its files' messages add up to per session, model, project, branch and hour; this process
-counts each message once across files and imports (by message.id and requestId, with its largest output),
-prices what Claude Code did not, and writes points through the store's one writer.
+grew is read from its last complete line. What is new is found by files.py; it is read, counted once and
+written by counting.py, imported only when there is something to read.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
-import fcntl
-import multiprocessing
-import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..records import Batch, Point, TranscriptProgress
-from ..store.schema import SCHEMA_VERSION
-from ..store.sources import SOURCE, TRANSCRIPT
-from ..store.writer import WriteResult
-from . import prices
-from .scan import FileSummary as FileSummary
+from .files import default_paths, find_files, import_lock, read_state, unread
 
-if TYPE_CHECKING:
-    from ..store import Store
-from .scan import GroupKey, Message, Sums, add_up, scan_file, summarize
-
-SCOPE = "ccmetrics.transcripts"
 TYPES = ("input", "output", "cacheRead", "cacheCreation")
-PARALLEL_BYTES = 32 << 20  # below this, reading in worker processes costs more than it saves
-RUN_TAG = 1_000_000  # an import's number goes in the sub-millisecond digits of its points' times
 BATCHES = 8  # a large import is written in about this many transactions, each as its files are read
 
 Progress = Callable[[int, int], None]  # bytes read so far, bytes to read
-
-
-def default_paths(env: dict[str, str] | None = None, home: Path | None = None) -> list[Path]:
-    """Where Claude Code keeps transcripts: ``~/.claude/projects``, ``~/.config/claude/projects`` and the
-    ``projects`` of each folder ``CLAUDE_CONFIG_DIR`` names (comma-separated)."""
-    env = dict(os.environ) if env is None else env
-    home = Path.home() if home is None else home
-    found = [home / ".claude" / "projects", home / ".config" / "claude" / "projects"]
-    for folder in env.get("CLAUDE_CONFIG_DIR", "").split(","):
-        if folder.strip():
-            root = Path(folder.strip()).expanduser()
-            found.append(root if root.name == "projects" else root / "projects")
-    unique: list[Path] = []
-    for path in found:
-        if path not in unique:
-            unique.append(path)
-    return unique
-
-
-def find_files(paths: list[Path]) -> list[str]:
-    """Every ``.jsonl`` under the paths (or the paths themselves, when files), sorted."""
-    found: set[str] = set()
-    for path in paths:
-        if path.is_file():
-            found.add(str(path.resolve()))
-        elif path.is_dir():
-            for folder, _, names in os.walk(path):
-                found.update(os.path.join(folder, n) for n in names if n.endswith(".jsonl"))
-    return sorted(found)
 
 
 @dataclass
@@ -108,42 +56,6 @@ class ImportResult:
         }
 
 
-@contextlib.contextmanager
-def _import_lock(db_path: Path) -> Iterator[None]:
-    """One import at a time per database: two would each count what the other had not stored yet."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_path.with_name(db_path.name + ".import-lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@dataclass
-class _State:
-    files: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # path: size, mtime_ns, offset
-    run: int = 0  # the last import's number
-    any_message: bool = False  # whether any message was counted before
-
-
-def _state(db_path: Path) -> _State:
-    """How far the imports before read."""
-    if not db_path.exists():
-        return _State()
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version < SCHEMA_VERSION:
-            return _State()  # upgraded when the store opens; nothing was imported before this version
-        files = {p: (s, m, o) for p, s, m, o in conn.execute("SELECT * FROM transcript_files")}
-        (run,) = conn.execute("SELECT coalesce(max(id), 0) FROM transcript_runs").fetchone()
-        any_message = conn.execute("SELECT 1 FROM transcript_messages LIMIT 1").fetchone() is not None
-        return _State(files, int(run), any_message)
-    finally:
-        conn.close()
-
-
 def import_transcripts(
     db_path: Path,
     paths: list[Path] | None = None,
@@ -155,343 +67,29 @@ def import_transcripts(
     started = time.perf_counter()
     files = find_files(default_paths() if paths is None else paths)
     result = ImportResult(files=len(files))
-    with _import_lock(db_path):
-        state = _state(db_path)
-        plan: list[tuple[str, int, int]] = []  # path, offset, bytes to read
-        for path in files:
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            size, mtime_ns, offset = state.files.get(path, (-1, -1, 0))
-            if size == st.st_size and mtime_ns == st.st_mtime_ns:
-                continue
-            if st.st_size < offset or (size == st.st_size and mtime_ns != st.st_mtime_ns):
-                offset = 0  # rewritten: read again from the start (what was counted stays counted once)
-            plan.append((path, offset, st.st_size - offset))
-        if not plan:
-            result.seconds = time.perf_counter() - started
-            return result
-        counting = _Counting(db_path, state.any_message, state.run + 1, result)
-        # Files are counted and written in groups as the workers finish them: the writer stores one group
-        # while the workers read the next, and an import cut short keeps the groups it wrote.
-        per_batch = max(sum(n for _, _, n in plan) // BATCHES, 1)
-        with _Writing(db_path) as writing:
-            group: list[FileSummary] = []
-            size = 0
-            for summary in _read(plan, workers, progress):
-                group.append(summary)
-                size += summary.size - summary.start
-                if size >= per_batch:
+    with import_lock(db_path):
+        state = read_state(db_path)
+        plan = unread(files, state)
+        if plan:
+            from .counting import Counting, Writing, read_summaries
+
+            counting = Counting(db_path, state.any_message, state.run + 1, result)
+            # Files are counted and written in groups as the workers finish them: the writer stores one group
+            # while the workers read the next, and an import cut short keeps the groups it wrote.
+            per_batch = max(sum(u.length for u in plan) // BATCHES, 1)
+            with Writing(db_path) as writing:
+                group = []
+                size = 0
+                for summary in read_summaries(plan, workers, progress):
+                    group.append(summary)
+                    size += summary.size - summary.start
+                    if size >= per_batch:
+                        writing.write(counting.batch(group))
+                        group, size = [], 0
+                if group:
                     writing.write(counting.batch(group))
-                    group, size = [], 0
-            if group:
-                writing.write(counting.batch(group))
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _read(
-    plan: list[tuple[str, int, int]], workers: int | None, progress: Progress | None
-) -> Iterator[FileSummary]:
-    """Each file's summary, as soon as it is read."""
-    total = sum(n for _, _, n in plan)
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    done = 0
-    if workers <= 1 or total < PARALLEL_BYTES or len(plan) < 2:
-        prices.preload()
-        for path, offset, size in plan:
-            yield summarize(path, offset, _session_of(path))
-            done += size
-            if progress:
-                progress(done, total)
-        return
-    # Largest first, so the workers finish together. The price table loads meanwhile, once the workers are
-    # started: forked, as this process runs no other thread yet (they would not want its copy).
-    plan = sorted(plan, key=lambda p: -p[2])
-    with _pool(workers) as pool:
-        futures = {
-            pool.submit(summarize, path, offset, _session_of(path)): size for path, offset, size in plan
-        }
-        prices.preload()
-        for future in as_completed(futures):
-            yield future.result()
-            done += futures[future]
-            if progress:
-                progress(done, total)
-
-
-def _pool(workers: int) -> Executor:
-    method = "fork" if threading.active_count() == 1 else "forkserver"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-
-
-def _session_of(path: str) -> str:
-    """A transcript's session, for records that do not name theirs: the file's, or its parent session's
-    for a subagent's file (``<session>/subagents/agent-*.jsonl``)."""
-    p = Path(path)
-    if p.parent.name == "subagents":
-        return p.parent.parent.name
-    return p.stem
-
-
-class _Counting:
-    """Each message counted once: across files, and against the imports before (their message keys)."""
-
-    def __init__(self, db_path: Path, any_known: bool, run: int, result: ImportResult) -> None:
-        self.db_path = db_path
-        self.any_known = any_known
-        self.run = run
-        self.result = result
-        self.seen: dict[int, int] = {}  # key: largest output counted, in this import
-        self.changed: dict[int, int] = {}  # the same, for the messages of the batch being made
-        self.sessions_counted: set[str] = set()  # sessions this import gave a session.count
-        self.sessions_seen: set[str] = set()  # sessions with messages in this import
-
-    def batch(self, summaries: list[FileSummary]) -> Batch:
-        """The points and progress of these files: one transaction, with a number of its own."""
-        groups: dict[GroupKey, Sums] = {}
-        known = self._known(summaries)
-        self.changed = {}
-        files: list[tuple[str, int, int, int]] = []
-        for summary in summaries:
-            self.result.files_read += 1
-            self.result.bytes_read += summary.size - summary.start
-            self.result.skipped += summary.skipped
-            self.result.bad_lines += summary.bad_lines
-            files.append((summary.path, summary.size, summary.mtime_ns, summary.offset))
-            keys = summary.keys
-            if not (known.keys().isdisjoint(keys) and self.seen.keys().isdisjoint(keys)):
-                found = self._recount(summary, known)
-            else:
-                found = summary.groups
-                counted = dict(zip(keys, summary.outputs, strict=True))
-                self.seen.update(counted)
-                self.changed.update(counted)
-                self.result.messages += len(keys)
-            for key, sums in found.items():
-                mine = groups.get(key)
-                if mine is None:
-                    groups[key] = list(sums)
-                else:
-                    _add(mine, sums)
-        progress = TranscriptProgress(
-            self.run,
-            time.time_ns(),
-            prices.table_version(),
-            files,
-            sorted(self.changed.items()),  # in key order: fast to insert
-        )
-        self.result.price_table = progress.price_table
-        batch = Batch("transcripts", points=self._points(groups), transcript=progress)
-        self.run += 1
-        return batch
-
-    def _known(self, summaries: list[FileSummary]) -> dict[int, int]:
-        """The output counted for each of these messages by imports before, for those counted before."""
-        if not self.any_known:
-            return {}
-        keys = [k for s in summaries for k in s.keys]
-        found: dict[int, int] = {}
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
-        try:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                found.update(
-                    conn.execute(
-                        "SELECT key, output FROM transcript_messages WHERE key IN "
-                        f"({','.join('?' * len(chunk))})",
-                        chunk,
-                    ).fetchall()
-                )
-        finally:
-            conn.close()
-        return found
-
-    def _recount(self, summary: FileSummary, known: dict[int, int]) -> dict[GroupKey, Sums]:
-        """The file read again here, message by message: some of its messages were counted already."""
-        scan = scan_file(summary.path, summary.start, _session_of(summary.path))
-        fresh: list[Message] = []
-        for m in scan.messages:
-            counted = self.seen.get(m.key, known.get(m.key))
-            if counted is None:
-                fresh.append(m)
-                self.result.messages += 1
-                self.seen[m.key] = self.changed[m.key] = m.output
-            elif m.output > counted:  # a later record of a message counted before: only the output it adds
-                self.result.updated += 1
-                self.seen[m.key] = self.changed[m.key] = m.output
-                extra = _cost(m.model, m.input, m.output, m.cache_read, m.cache_write_5m, m.cache_write_1h)
-                before = _cost(m.model, m.input, counted, m.cache_read, m.cache_write_5m, m.cache_write_1h)
-                cost = None if extra is None or before is None else extra - before
-                fresh.append(
-                    m._replace(
-                        input=0,
-                        output=m.output - counted,
-                        cache_read=0,
-                        cache_write_5m=0,
-                        cache_write_1h=0,
-                        cost_usd=cost,
-                    )
-                )
-        return add_up(fresh)
-
-    def _points(self, groups: dict[GroupKey, Sums]) -> list[Point]:
-        """Per session, model, project, branch and hour: a point of each token type and one of cost."""
-        merged: dict[tuple[str, str, str, str, int], Sums] = {}
-        costs: dict[tuple[str, str, str, str, int], float | None] = {}
-        for (session, model, cwd, branch, hour, long, claude_priced), sums in groups.items():
-            key = (session, model, cwd, branch, hour)
-            mine = merged.get(key)
-            if mine is None:
-                merged[key] = list(sums)
-            else:
-                _add(mine, sums)
-            if claude_priced:
-                cost: float | None = sums[5]
-            else:
-                rates = prices.rates(model)
-                if rates is None:
-                    self.result.unpriced[model] = self.result.unpriced.get(model, 0) + sums[6]
-                    cost = None
-                else:
-                    cost = rates.cost_of(long, *sums[:5])  # each message's own side of the threshold
-            if cost is not None:
-                costs[key] = (costs.get(key) or 0.0) + cost
-            else:
-                costs.setdefault(key, None)
-        points: list[Point] = []
-        tag = self.run % RUN_TAG
-        sessions: dict[str, tuple[int, dict[str, str]]] = {}  # each one's first point, and where it ran
-        for key, sums in merged.items():
-            session, model, cwd, branch, _ = key
-            # Where a session ran is said once, on its session.count point (see sources.py): on every point,
-            # each project and branch would make families of their own, for a breakdown by session anyway.
-            attrs = {"session.id": session, "model": model, SOURCE: TRANSCRIPT}
-            start, end = sums[7], sums[8] + tag
-            if session not in sessions or start < sessions[session][0]:
-                place = {"session.id": session, SOURCE: TRANSCRIPT}
-                if cwd:
-                    place["project"] = project_of(cwd)
-                    place["cwd"] = cwd
-                if branch:
-                    place["git.branch"] = branch
-                sessions[session] = (start, place)
-            counts = (sums[0], sums[1], sums[2], sums[3] + sums[4])
-            for kind, count in zip(TYPES, counts, strict=True):
-                self.result.tokens[kind] += count
-                if count:
-                    points.append(
-                        _point(
-                            "claude_code.token.usage", "tokens", {**attrs, "type": kind}, start, end, count
-                        )
-                    )
-            cost = costs.get(key)
-            if cost is not None:
-                self.result.cost_usd += cost
-                points.append(_point("claude_code.cost.usage", "USD", attrs, start, end, cost))
-        # Counted once, at its first message found: not if an import before told of it, nor a batch before
-        # of this one (which may not be committed yet)
-        new = self._new_sessions(set(sessions) - self.sessions_counted)
-        self.sessions_counted |= new
-        for session in new:
-            at, place = sessions[session]
-            points.append(_point("claude_code.session.count", "", place, at, at + tag, 1))
-        self.sessions_seen |= sessions.keys()
-        self.result.sessions = len(self.sessions_seen)
-        return points
-
-    def _new_sessions(self, sessions: set[str]) -> set[str]:
-        """The sessions no import told about before."""
-        known: set[str] = set()
-        if self.db_path.exists():
-            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
-            try:
-                for session in sessions:
-                    row = conn.execute(
-                        "SELECT 1 FROM transcript_sessions WHERE session_id = ?", (session,)
-                    ).fetchone()
-                    if row:
-                        known.add(session)
-            except sqlite3.OperationalError:
-                pass  # a database from before transcripts: none known
-            finally:
-                conn.close()
-        return sessions - known
-
-
-def _point(metric: str, unit: str, attrs: dict[str, str], start: int, end: int, value: float) -> Point:
-    return Point(metric, unit, "sum", "delta", True, SCOPE, attrs, start, end, float(value))
-
-
-def _add(mine: Sums, sums: Sums) -> None:
-    for i in range(7):
-        mine[i] += sums[i]
-    mine[7] = min(mine[7], sums[7])
-    mine[8] = max(mine[8], sums[8])
-
-
-def _cost(model: str, *counts: int) -> float | None:
-    rates = prices.rates(model)
-    return None if rates is None else rates.cost(*counts)
-
-
-_projects: dict[str, str] = {}
-
-
-def project_of(cwd: str) -> str:
-    """The git repository holding ``cwd`` (its top folder), else ``cwd`` itself."""
-    found = _projects.get(cwd)
-    if found is None:
-        found = cwd
-        folder = Path(cwd)
-        for candidate in (folder, *folder.parents):
-            if (candidate / ".git").exists():
-                found = str(candidate)
-                break
-        _projects[cwd] = found
-    return found
-
-
-class _Writing:
-    """Batches handed to the store's writer as they are made, written while the next is read: the store and
-    an event loop on a thread of their own, opened with the first batch."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        self.store: Store | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
-        self.pending: list[concurrent.futures.Future[WriteResult]] = []
-
-    def write(self, batch: Batch) -> None:
-        if not batch.points and not (batch.transcript and batch.transcript.files):
-            return
-        if self.loop is None:
-            from ..store import Store
-
-            self.loop = asyncio.new_event_loop()
-            self.thread = threading.Thread(target=self.loop.run_forever, name="ccmetrics-import", daemon=True)
-            self.thread.start()
-            self.store = Store(self.db_path)
-        assert self.store is not None
-        self.pending.append(asyncio.run_coroutine_threadsafe(self.store.write(batch), self.loop))
-
-    def __enter__(self) -> _Writing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            problems = [p for future in self.pending for p in future.result().problems]
-        finally:
-            if self.store is not None:
-                self.store.close()
-            if self.loop is not None and self.thread is not None:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self.thread.join()
-                self.loop.close()
-        if problems:
-            raise RuntimeError("; ".join(problems))
 
 
 def watch(
