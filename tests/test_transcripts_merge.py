@@ -106,3 +106,41 @@ def test_transcripts_first_then_telemetry(in_process, tmp_path: Path) -> None:
     send_telemetry(in_process)  # an exporter's retry
     import_transcripts(in_process.store.path, [tmp_path / "projects"])
     check_counted_once(in_process)
+
+
+def test_filtering_by_where_sessions_ran(in_process, tmp_path: Path) -> None:
+    """A project or branch filter finds a session's usage wherever it is counted from: the telemetry session
+    by the place its transcript names, the transcript's own by its points; events too."""
+    projects = shifted_transcripts(tmp_path / "projects")
+    elsewhere = projects / "-home-dev-src-hello" / f"{TRANSCRIPT_ONLY}.jsonl"
+    text = elsewhere.read_text()
+    assert '"cwd":"/home/dev/src/hello"' in text and '"gitBranch":"master"' in text
+    text = text.replace('"cwd":"/home/dev/src/hello"', '"cwd":"/home/dev/src/other"')
+    elsewhere.write_text(text.replace('"gitBranch":"master"', '"gitBranch":"fix/login"'))
+    send_telemetry(in_process)
+    import_transcripts(in_process.store.path, [projects])
+
+    def tokens(*filters: str) -> dict[str, int]:
+        return in_process.summary(filter=list(filters))["tokens"]
+
+    assert tokens() == SERVED
+    assert tokens("project=/home/dev/src/hello") == TELEMETRY
+    assert tokens("project=/home/dev/src/other") == TRANSCRIPT
+    assert tokens("git.branch=fix/login") == TRANSCRIPT
+    assert tokens("git.branch=master", "project=/home/dev/src/hello") == TELEMETRY
+    assert tokens("project=/nowhere") == dict.fromkeys(SERVED, 0)
+    hello = in_process.summary(filter="project=/home/dev/src/hello")
+    assert hello["sessions"] == 1
+    assert round(hello["cost_usd"], 6) == 0.044672
+    # the telemetry session's events are found by its transcript's project, and only they are
+    everyone, other = in_process.summary(), in_process.summary(filter="project=/home/dev/src/other")
+    assert everyone["prompts"] > 0 and everyone["api_requests"] > 0
+    for name in ("prompts", "api_requests"):
+        assert (hello[name], other[name]) == (everyone[name], 0), name
+    # the filters offer the places, with the values the transcripts told of
+    keys = in_process.get_json("/api/filters")["keys"]
+    assert {"project", "git.branch"} <= set(keys)
+    values = in_process.get_json("/api/filters", key="project")["values"]
+    assert sorted(values) == ["/home/dev/src/hello", "/home/dev/src/other"]
+    branches = in_process.get_json("/api/filters", key="git.branch", q="FIX")["values"]
+    assert branches == ["fix/login"]

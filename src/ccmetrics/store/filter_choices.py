@@ -45,6 +45,15 @@ def filter_options(
     # ccmetrics.source) are not offered: left out here, as a condition in SQL costs more than the query
     rows, more = _most_common(conn, queries.KEYS_TO_FILTER, q, limit + OWN_KEYS, email=email)
     rows = [row for row in rows if not str(row[0]).startswith("ccmetrics.")]
+    # Where sessions ran: offered once a transcript told of one, whichever source counts its usage
+    places = [
+        (key,)
+        for key, column in queries.SESSION_PLACES.items()
+        if (not q or q.lower() in key)
+        and (key,) not in rows
+        and conn.execute(f"SELECT 1 FROM transcript_sessions WHERE {column} IS NOT NULL LIMIT 1").fetchone()
+    ]
+    rows = places + rows
     keys, keys_cut = rows[:limit], more or len(rows) > limit
     names = people.names(user for user, _ in users)
     return {
@@ -76,7 +85,11 @@ def attribute_values(
     """Values of an attribute key: at most ``limit``, the most common first, only those containing ``q``
     when given; ``truncated`` says there were more. The values of ``user.id`` come with their names
     (``names``, by id). With ``email``, only those of that user.email's data."""
-    rows, cut = _most_common(conn, queries.VALUES_TO_FILTER, q, limit, key=key, email=email)
+    if key in queries.SESSION_PLACES:  # from what transcripts told of every session, not only their own usage
+        sql = queries.PLACE_VALUES_TO_FILTER.format(column=queries.SESSION_PLACES[key])
+        rows, cut = _most_common(conn, sql, q, limit, email=email)
+    else:
+        rows, cut = _most_common(conn, queries.VALUES_TO_FILTER, q, limit, key=key, email=email)
     values = [row[0] for row in rows]
     answer: dict[str, Any] = {"key": key, "values": values, "truncated": cut}
     if key == USER_ID:

@@ -66,6 +66,19 @@ def all_of(conditions: Iterable[Condition]) -> Condition:
     return Condition(" AND ".join(c.sql for c in parts), tuple(p for c in parts for p in c.params))
 
 
+# Where a session ran, as its transcript tells (transcript_sessions' columns): a filter on one is a filter on
+# sessions, read from raw points and events as session.id is, so that a telemetry session's usage is found by
+# the project its transcript names (only a transcript's own session.count carries the place as attributes).
+SESSION_PLACES = {"project": "project", "cwd": "cwd", "git.branch": "git_branch"}
+
+
+def _in_place(session_id: str, key: str, value: str) -> Condition:
+    return Condition(
+        f"{session_id} IN (SELECT session_id FROM transcript_sessions WHERE {SESSION_PLACES[key]} = ?)",
+        (value,),
+    )
+
+
 # The family id column a metric filter is aimed at: a rollup's, or raw points' series (the unary plus keeps
 # SQLite on the time index when only a few minutes of points are wanted), or a plain series row.
 MetricFamilyColumn = Literal["r.family_id", "+s.family_id", "s.family_id"]
@@ -82,7 +95,7 @@ class MetricFilter:
 
     @property
     def raw_only(self) -> bool:
-        return any(key in NOT_IN_FAMILY for key, _ in self.attrs)
+        return any(key in NOT_IN_FAMILY or key in SESSION_PLACES for key, _ in self.attrs)
 
     @property
     def session(self) -> str | None:
@@ -96,6 +109,8 @@ class MetricFilter:
     def _condition(family_id: MetricFamilyColumn, key: str, value: str) -> Condition:
         if key == "session.id":
             return Condition("s.session_id = ?", (value,))
+        if key in SESSION_PLACES:
+            return _in_place("s.session_id", key, value)
         if key in NOT_IN_FAMILY:
             return Condition("CAST(json_extract(s.attrs, ?) AS TEXT) = ?", (json_path(key), value))
         return Condition(
@@ -125,6 +140,8 @@ class EventFilter:
                 f"{family_id} IN (SELECT family_id FROM event_family_attrs WHERE key = ? AND value = ?)",
                 (key, value),
             )
+        if key in SESSION_PLACES:
+            return _in_place("(SELECT value FROM strings WHERE id = e.session)", key, value)
         if key in EVENT_STRINGS:
             return Condition(f"e.{EVENT_STRINGS[key]} = (SELECT id FROM strings WHERE value = ?)", (value,))
         return Condition("CAST(json_extract(e.attrs, ?) AS TEXT) = ?", (json_path(key), value))
@@ -458,6 +475,14 @@ VALUES_TO_FILTER = f"""
     WHERE key = :key AND (:text IS NULL OR instr(lower(value), :text) > 0)
       AND {_OF_EMAIL.format(id="family_id")}
     GROUP BY value ORDER BY COUNT(*) DESC, value LIMIT :limit
+"""
+# The values of a place sessions ran in (SESSION_PLACES), the most common first, as VALUES_TO_FILTER.
+PLACE_VALUES_TO_FILTER = """
+    SELECT {column} FROM transcript_sessions
+    WHERE {column} IS NOT NULL AND (:text IS NULL OR instr(lower({column}), :text) > 0)
+      AND (:email IS NULL OR session_id IN (SELECT s.session_id FROM series s WHERE s.family_id IN
+           (SELECT family_id FROM family_attrs WHERE key = 'user.email' AND value = :email)))
+    GROUP BY 1 ORDER BY COUNT(*) DESC, 1 LIMIT :limit
 """
 # Events in order, each with its family's name and attributes, its own, its session and prompt ids, its
 # measures and its body: those of one session (through events_by_session), or of a time range.

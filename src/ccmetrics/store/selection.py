@@ -138,7 +138,9 @@ class Selection:
         dimensions = frozenset(
             key
             for key, _ in attrs
-            if key not in NOT_IN_FAMILY and (key in EVENT_DIMENSIONS or self._is_event_dimension(key))
+            if key not in NOT_IN_FAMILY
+            and key not in queries.SESSION_PLACES
+            and (key in EVENT_DIMENSIONS or self._is_event_dimension(key))
         )
         return EventFilter(attrs, dimensions)
 
@@ -310,7 +312,9 @@ class Selection:
         keys = [
             key
             for key, _ in self.filters.attrs
-            if key not in NOT_IN_FAMILY and (family_keys or key in self.event_filter.dimensions)
+            if key not in NOT_IN_FAMILY
+            and key not in queries.SESSION_PLACES
+            and (family_keys or key in self.event_filter.dimensions)
         ]
         if not keys or self.conn.execute(has_families, (name,)).fetchone() is None:
             return ()
