@@ -174,10 +174,9 @@ def _lines_with_usage(
     pos = 0
     while pos < end:
         stop = find(b"\n", pos, end)
-        head = data[pos : min(stop, pos + 512)]
-        at = head.find(b'"type":"')
-        if at > 0 and b"{" not in head[1:at] and b"[" not in head[1:at]:
-            if not head.startswith(b'assistant"', at + 8):
+        at = find(b'"type":"', pos + 1, min(stop, pos + 512))
+        if at > 0 and find(b"{", pos + 1, at) == -1 and find(b"[", pos + 1, at) == -1:
+            if not data.startswith(b'assistant"', at + 8):
                 pos = stop + 1
                 continue
         elif find(MARKER, pos, stop) == -1:
