@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ccmetrics.records import Batch, Point
@@ -25,17 +26,21 @@ from ccmetrics.store.forgetting import Forgetting, file_request
 from ccmetrics.store.schema import DAY_NS, HOUR_NS
 from ccmetrics.store.summary import summary
 
+from .alert_traffic import cost_body
 from .conftest import ServerProcess
 from .otlp_builders import attrs, log_request, sum_request
 from .team_month import generate
+from .test_alerts_serve import INTERVAL, alerts, rules_file, wait_until
 from .test_backup import Senders
+from .webhook import Webhook
 
 SECOND = 1_000_000_000
 USER_ID = "uid-forget-8c1f0e"
 EMAIL = "forget.me.zyx@example.com"
 NAME = "Forget Me Zyx"
 SECRETS = (USER_ID, EMAIL, NAME)
-BYSTANDER = {"user.id": "uid-bystander", "user.email": "by.stander@example.com"}
+BY_EMAIL = "by.stander@example.com"
+BYSTANDER = {"user.id": "uid-bystander", "user.email": BY_EMAIL}
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
@@ -362,3 +367,37 @@ def test_a_session_of_days_and_weeks_that_have_ended_leaves_their_sums_as_if_nev
             after = got
     assert after == got
     assert after[0]["cost_usd"] == 2.75
+
+
+def test_forgetting_a_person_takes_their_alerts_with_them(start_server: Any, tmp_path: Path) -> None:
+    """Their firing alert, its history and the notifications that named them go from the page's API and
+    from every byte of alerts.db, while the server runs and evaluates; another person's alert stays."""
+    hook = Webhook()
+    try:
+        server = start_server(None, "--alerts", str(rules_file(tmp_path, hook.url, window=600)))
+        post(
+            server,
+            "/v1/metrics",
+            ExportMetricsServiceRequest.FromString(cost_body(2.0, session="s-theirs", user=EMAIL)),
+        )
+        post(
+            server,
+            "/v1/metrics",
+            ExportMetricsServiceRequest.FromString(cost_body(3.0, session="s-by", user=BY_EMAIL)),
+        )
+        hook.wait_for(1, timeout=10)
+        firing = wait_until(lambda: len(alerts(server)["firing"]) == 2, 10, "both alerts firing")
+        assert firing and EMAIL in server.get("/api/alerts").text
+        done = ccmetrics("forget", "--user", EMAIL, "--yes", "--data-dir", str(server.data_dir))
+        assert done.returncode == 0, done.stderr
+        assert "alerts" in done.stdout
+        time.sleep(4 * INTERVAL)  # evaluations after it: nothing of theirs comes back
+        state = alerts(server)
+        assert [a["labels"]["user.email"] for a in state["firing"]] == [BY_EMAIL]
+        assert [h["labels"]["user.email"] for h in state["history"]] == [BY_EMAIL]
+        assert EMAIL not in server.get("/api/alerts").text
+        assert server.stop() == 0
+        assert EMAIL.encode() not in file_bytes(server.data_dir / "alerts.db")
+        assert BY_EMAIL.encode() in file_bytes(server.data_dir / "alerts.db")
+    finally:
+        hook.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from .alerts import state as alert_state
 from .running import ServerRunning, no_server
 from .store import open_reader, read_transaction
 from .store.committer import connect
@@ -59,6 +60,7 @@ def forget(data_dir: Path, kind: str, value: str, yes: bool) -> dict[str, int]:
     finally:
         conn.close()
     removed["aliases"] = _forget_aliases(data_dir, who)
+    removed["alerts"] = alert_state.forget(data_dir / "alerts.db", who or {value})
     _audit(data_dir, kind, removed)
     listed = ", ".join(f"{n:,} {table}" for table, n in sorted(removed.items()) if n)
     click.echo(f"removed {listed or 'nothing'}")

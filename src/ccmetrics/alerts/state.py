@@ -92,6 +92,46 @@ def migrate(conn: sqlite3.Connection) -> None:
     apply_migrations(conn, MIGRATIONS, current)
 
 
+# Rows that name someone: a label (or a silence's matcher) equal to one of :who (a JSON list), or, in text
+# made from labels (annotations, a notification's title and body), one of them quoted.
+_LABELLED = "EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN (SELECT value FROM json_each(:who)))"
+_QUOTED = "EXISTS (SELECT 1 FROM json_each(:who) w WHERE instr({column}, w.value) > 0)"
+_NAMING = {
+    "alerts": f"{_LABELLED.format(column='labels')} OR {_QUOTED.format(column='annotations')}",
+    "history": f"{_LABELLED.format(column='labels')} OR {_QUOTED.format(column='annotations')}",
+    "silences": f"{_LABELLED.format(column='matchers')} OR {_QUOTED.format(column='comment')}",
+    "notifications": f"{_QUOTED.format(column='title')} OR {_QUOTED.format(column='body')}",
+}
+
+
+def forget(path: Path, who: set[str]) -> int:
+    """Delete every alert, transition, silence and notification that names one of ``who`` (a person's ids,
+    emails and names, or a session's id), leaving no copy in the file; returns how many rows went. Run once
+    the telemetry store has forgotten them: an alert of theirs then finds nothing to hold on, and resolves
+    unsaid, its row gone."""
+    if not path.exists() or not who:
+        return 0
+    conn = connect(path)
+    try:
+        migrate(conn)
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            params = {"who": json.dumps(sorted(who))}
+            removed = sum(
+                conn.execute(f"DELETE FROM {table} WHERE {naming}", params).rowcount
+                for table, naming in _NAMING.items()
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no copy of a deleted page left in the log
+        return removed
+    finally:
+        conn.close()
+
+
 def labels_json(labels: Labels | Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(dict(labels).items())), separators=(",", ":"))
 
