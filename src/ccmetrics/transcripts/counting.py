@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 SCOPE = "ccmetrics.transcripts"
 PARALLEL_BYTES = 32 << 20  # below this, reading in worker processes costs more than it saves
+TASKS_PER_WORKER = 16  # the files are handed to the workers in about this many tasks each
 RUN_TAG = 1_000_000  # an import's number goes in the sub-millisecond digits of its points' times
 
 
@@ -49,17 +50,23 @@ def read_summaries(
             if progress:
                 progress(done, total)
         return
-    # Largest first, so the workers finish together. The price table loads meanwhile, once the workers are
-    # started: forked, as this process runs no other thread yet (they would not want its copy).
+    # Largest first, so the workers finish together; handed out some dozens of files at a time, as a task's
+    # round trip costs this process more than reading a small file costs a worker. The price table loads
+    # meanwhile, once the workers are started: forked, as this process runs no other thread yet (they would
+    # not want its copy).
     plan = sorted(plan, key=lambda u: -u.length)
     with _pool(workers) as pool:
-        futures = {pool.submit(summarize, u.path, u.offset, _session_of(u.path)): u.length for u in plan}
+        summaries = pool.map(_summarize, plan, chunksize=max(1, len(plan) // (workers * TASKS_PER_WORKER)))
         prices.preload()
-        for future in as_completed(futures):
-            yield future.result()
-            done += futures[future]
+        for summary in summaries:
+            yield summary
+            done += summary.size - summary.start
             if progress:
                 progress(done, total)
+
+
+def _summarize(unread: Unread) -> FileSummary:
+    return summarize(unread.path, unread.offset, _session_of(unread.path))
 
 
 def _pool(workers: int) -> Executor:
