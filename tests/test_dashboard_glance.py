@@ -248,6 +248,10 @@ def test_dashboard_at_a_glance(loaded, page):
     assert panels["sessions"]["previous"] == 1
     assert len(panels["cost"]["spark"]) == len(panels["cost_over_time"]["times"])
     assert sum(panels["commits"]["spark"]) == panels["commits"]["value"] == 9
+    # An average's sparkline: the mean of each bucket with prompts in it, none where there are none
+    lengths = [x for x in panels["avg_prompt_length"]["spark"] if x is not None]
+    assert lengths and len(lengths) < len(panels["avg_prompt_length"]["spark"])
+    assert min(lengths) <= panels["avg_prompt_length"]["value"] <= max(lengths)
     assert "previous" not in dashboard(server, since="24h")["panels"]["cost"]
     # A few hours of data in a 7-day view: charted over the hours there are, not as a spike at the end.
     week = dashboard(server, since="7d")["panels"]["tokens_over_time"]
@@ -258,7 +262,7 @@ def test_dashboard_at_a_glance(loaded, page):
     wait_stat(page, "commits", "9")
     page.wait_for_selector('[data-panel="cost"] .delta:not([hidden]) .up')
     assert "was $0.5000" in page.locator('section[data-panel="cost"] .delta').inner_text()
-    for panel in ("sessions", "commits", "lines_net", "cost", "active_time"):
+    for panel in ("sessions", "commits", "lines_net", "cost", "active_time", "avg_prompt_length"):
         assert page.locator(f'section[data-panel="{panel}"] .spark polyline').count() == 1, panel
     # Empty panels say so, in a short panel, instead of bare axes.
     errors = page.locator('section[data-panel="api_errors_by_status"]')

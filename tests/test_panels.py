@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,6 +16,7 @@ from ccmetrics.panels import PANELS
 from .conftest import fixture_exports
 from .e2e.ground_truth import flatten
 from .in_process import InProcessServer
+from .otlp_builders import log_request
 from .panel_truth import check_panels, expected_panels
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")
@@ -118,3 +121,28 @@ def test_session_page_data_is_the_session_in_order(loaded):
     assert detail["summary"]["cost_usd"] == pytest.approx(0.044672)
     assert detail["session"]["user_id"] == next(p.attrs["user.id"] for p in points)
     assert all("prompt" not in e["fields"] for e in detail["timeline"])
+
+
+def test_the_average_prompt_length_sparkline_is_each_buckets_mean(in_process: InProcessServer) -> None:
+    hour = 3_600_000_000_000
+    start = (time.time_ns() // hour - 30) * hour  # whole hours, a day and more ago: read from the rollups too
+    prompts = [(start + 10, 10), (start + 20, 30), (start + 5 * hour, 7), (start + 29 * hour + 1, 100)]
+    request = log_request(
+        [(at, "user_prompt", {"prompt_length": str(n), "session.id": "s"}) for at, n in prompts]
+    )
+    response = in_process.otlp.post(
+        "/v1/logs", content=request.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
+    )
+    assert response.status_code == 200, response.text
+    iso = lambda ns: datetime.fromtimestamp(ns / 1e9, UTC).isoformat()  # noqa: E731
+    since, until = iso(start), iso(start + 30 * hour)
+    spark = in_process.get_json("/api/panels/avg_prompt_length", since=since, until=until)["data"]["spark"]
+    chart = in_process.get_json("/api/panels/cost_over_time", since=since, until=until)["data"]
+    times, bucket = chart["times"], chart["bucket_ns"]
+    assert len(spark) == len(times)
+    expected = []
+    for t in times:
+        lengths = [n for at, n in prompts if t <= at < t + bucket]
+        expected.append(sum(lengths) / len(lengths) if lengths else None)
+    assert spark == expected
+    assert sorted(x for x in spark if x is not None) == [7.0, 20.0, 100.0]  # (10 + 30) / 2 in one bucket

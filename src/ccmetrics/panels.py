@@ -20,7 +20,7 @@ import functools
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,7 @@ class Panel:
     metrics: tuple[Metric, ...] = ()
     events: tuple[str, ...] = ()
     # A headline stat: its values over the range for a sparkline, and its value in the previous period.
-    spark: Callable[[PanelRequest], list[float]] | None = None
+    spark: Callable[[PanelRequest], Sequence[float | None]] | None = None
     compare: bool = False
 
     def data(self, view: PanelRequest, spark: bool = True) -> dict[str, Any]:
@@ -253,6 +253,12 @@ def _series(v: PanelRequest, metric: Metric, by: str = "type", **where: str) -> 
         if bucket in index and all(value_of_by == wanted for wanted in where.values()):
             out[index[bucket]] += value
     return out
+
+
+def _prompt_length_series(v: PanelRequest) -> list[float | None]:
+    """The average prompt length per time bucket; none in a bucket without prompts."""
+    means = v.selection.event_means(USER_PROMPT, "prompt_length", v.bucket_ns)
+    return [means.get(t) for t in v.times()]
 
 
 def _net_lines_series(v: PanelRequest) -> list[float]:
@@ -675,6 +681,7 @@ PANELS: tuple[Panel, ...] = (
             ),
         ),
         compare=True,
+        spark=_prompt_length_series,
     ),
     # Row 2: efficiency
     P(

@@ -302,6 +302,29 @@ def event_sums(part: RangePart, filters: EventFilter) -> Query:
     )
 
 
+def event_measure_timeline(
+    part: RangePart, filters: EventFilter, name: str, measure: str, bucket_ns: int
+) -> Query:
+    """One event's measure (one of EVENT_MEASURES) per time bucket of a part of the range: ``(bucket start,
+    sum, count)``."""
+    since_until = bounds(part.since_ns, part.until_ns)
+    of_name = "IN (SELECT id FROM event_families WHERE name = ?)"
+    if part.source == "raw":
+        where = filters.on("e.family_id")
+        return Query(
+            f"SELECT e.time_ns - e.time_ns % ?, TOTAL(e.{measure}), COUNT(e.{measure}) FROM events e "
+            f"WHERE e.time_ns >= ? AND e.time_ns < ? AND e.family_id {of_name} AND {where.sql} GROUP BY 1",
+            (bucket_ns, *since_until, name, *where.params),
+        )
+    where = filters.on("r.family_id")
+    return Query(
+        f"SELECT r.start_ns - r.start_ns % ?, SUM(r.{measure}_sum), SUM(r.{measure}_count) "
+        f"FROM {EVENT_ROLLUPS[part.source]} r WHERE r.start_ns >= ? AND r.start_ns < ? "
+        f"AND r.family_id {of_name} AND {where.sql} GROUP BY 1",
+        (bucket_ns, *since_until, name, *where.params),
+    )
+
+
 def event_samples(
     name: str, level: int, since_ns: int | None, until_ns: int | None, filters: EventFilter
 ) -> Query:

@@ -270,6 +270,19 @@ class Selection:
         return _sum_by(counts, self.family_cache.keys(self.conn, "event_families", counts, by))
 
     @memoized
+    def event_means(self, name: str, measure: str, bucket_ns: int) -> dict[int, float]:
+        """An event measure's mean per time bucket (by its start), in the buckets that have one."""
+        filters = self.event_filter
+        totals: dict[int, float] = defaultdict(float)
+        counts: dict[int, int] = defaultdict(int)
+        for part in self._parts(filters.raw_only, bucket_ns):
+            query = queries.event_measure_timeline(part, filters, name, measure, bucket_ns)
+            for bucket, total, count in self._rows(part, query):
+                totals[bucket] += total or 0
+                counts[bucket] += count or 0
+        return {bucket: totals[bucket] / count for bucket, count in counts.items() if count}
+
+    @memoized
     def event_stats(self, name: str, measure: str, by: tuple[str, ...] = ()) -> dict[Key, Stats]:
         """Count, sum and percentiles of an event measure (latency, duration, length), by attributes."""
         totals = self.event_family_totals(name)

@@ -362,14 +362,15 @@
       " ", el("span", { class: "was", title: "The previous period of the same length" }, was)];
   }
 
-  // A line of the values over the range, drawn as SVG (no chart for it); its peak reaches the top.
+  // A line of the values over the range, drawn as SVG (no chart for it); its peak reaches the top. A bucket
+  // without a value (an average with nothing to average) is passed over.
   function sparkline(values) {
     const ns = "http://www.w3.org/2000/svg", w = 100, h = 24;
-    const max = Math.max(...values.map(Math.abs), 1e-12), n = Math.max(values.length - 1, 1);
+    const max = Math.max(...values.map(v => Math.abs(v || 0)), 1e-12), n = Math.max(values.length - 1, 1);
     const svg = document.createElementNS(ns, "svg"), line = document.createElementNS(ns, "polyline");
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     svg.setAttribute("preserveAspectRatio", "none");
-    line.setAttribute("points", values.map((v, i) => `${((i / n) * w).toFixed(1)},${(h - 1 - (Math.max(v, 0) / max) * (h - 2)).toFixed(1)}`).join(" "));
+    line.setAttribute("points", values.map((v, i) => v === null ? "" : `${((i / n) * w).toFixed(1)},${(h - 1 - (Math.max(v, 0) / max) * (h - 2)).toFixed(1)}`).filter(Boolean).join(" "));
     svg.append(line);
     return svg;
   }
