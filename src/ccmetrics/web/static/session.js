@@ -71,7 +71,7 @@
     const t0 = trace.start_ns, total = Math.max(trace.end_ns - t0, 1), root = trace.spans[0];
     const rows = trace.spans.map((s) => {
       const f = s.fields, width = Math.max((s.end_ns - s.start_ns) / total * 100, 1);
-      const bar = el("span", { class: "bar" }), name = el("span", { class: "span-name" }, nameOf(s), " ",
+      const bar = el("span", { class: "bar" }), name = el("span", { class: "span-name" }, nameOf(s),
         client(f.tool_name || f.model || f.decision || ""));
       bar.style.left = Math.min((s.start_ns - t0) / total * 100, 100 - width) + "%";
       bar.style.width = width + "%";
