@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from claude_cli import Telemetry, make_home, make_repo, run_print
+from claude_cli import Telemetry, make_home, make_repo, run_interactive, run_print
 from fake_anthropic import bash, reply, write
 from ground_truth import attrs
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,6 +25,7 @@ TRACING = {
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_TRACES_EXPORT_INTERVAL": "500",
 }
+WAIT_S = 2.0  # how long the user takes to allow a tool
 
 
 def spans_sent(tee: OtlpTee) -> dict[str, dict[str, Any]]:
@@ -158,3 +159,47 @@ def test_a_real_sessions_spans_each_under_its_parent(
             True
         ] * runs
     assert not (tmp_path / "repo" / "notes.md").exists()
+
+
+def test_a_tool_waiting_for_the_users_permission(
+    claude_binary: Path,
+    fake_api: Any,
+    otlp_tee: OtlpTee,
+    ccmetrics_server: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    """Interactive, in tmux, in the mode that asks: the Write waits for the user's Yes, given after 2 s."""
+    repo = make_repo(tmp_path / "repo")
+    home = make_home(tmp_path, "asked", [repo])
+    fake = fake_api([write(str(repo / "notes.md"), "# notes\n"), reply("Wrote the notes 4711.")], seed=8)
+    before = set(spans_sent(otlp_tee))
+    result = run_interactive(
+        claude_binary,
+        home=home,
+        cwd=repo,
+        prompt="add notes",
+        answer_marker="Wrote the notes 4711",
+        api_base_url=fake.base_url,
+        telemetry=Telemetry(otlp_tee.http_endpoint, protocol="http/protobuf"),
+        extra_args=["--permission-mode", "default"],
+        extra_env=TRACING,
+        permission_after_s=WAIT_S,
+    )
+    assert result.exited and result.permissions_given == 1, result.screens[-1]
+    sent = {k: v for k, v in wait_for_spans(otlp_tee).items() if k not in before}
+    (session,) = {s["attrs"].get("session.id") for s in sent.values()}
+    response = httpx.get(f"{ccmetrics_server.url}/api/sessions/{session}", timeout=30)
+    response.raise_for_status()
+    spans = [s for t in response.json()["traces"] for s in t["spans"]]
+    assert sorted(s["span_id"] for s in spans) == sorted(sent)
+
+    (tool,) = [s for s in spans if s["name"] == "claude_code.tool"]
+    assert tool["fields"]["tool_name"] == "Write" and tool["depth"] == 1
+    assert {s["name"] for s in spans if s["span_id"] == tool["parent_span_id"]} == {"claude_code.interaction"}
+    below = {s["name"]: s for s in spans if s["parent_span_id"] == tool["span_id"]}
+    assert set(below) == {"claude_code.tool.blocked_on_user", "claude_code.tool.execution"}
+    wait, run = below["claude_code.tool.blocked_on_user"], below["claude_code.tool.execution"]
+    assert wait["fields"] == {"decision": "accept", "source": "user_temporary"}
+    assert wait["end_ns"] - wait["start_ns"] >= WAIT_S * 1e9 - 1_000_000  # the user's time, ms apart
+    assert wait["end_ns"] <= run["start_ns"] + 1_000_000 and run["fields"]["success"] is True
+    assert (repo / "notes.md").read_text() == "# notes\n"
