@@ -31,7 +31,8 @@ def hostile_exports(now_ns: int):
 
 
 def post(server, request) -> None:
-    kind = "metrics" if type(request).__name__.startswith("ExportMetrics") else "logs"
+    kinds = {"ExportMetrics": "metrics", "ExportLogs": "logs", "ExportTrace": "traces"}
+    kind = next(k for prefix, k in kinds.items() if type(request).__name__.startswith(prefix))
     import httpx
 
     response = httpx.post(

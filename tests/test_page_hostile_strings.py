@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from .browser import shot
-from .otlp_builders import SECOND, log_request, sum_request
+from .otlp_builders import SECOND, log_request, prompt_spans, sum_request, trace_request
 from .test_browser import post
 
 RLO = "\u202e"
@@ -92,6 +92,11 @@ def requests_for(s: dict[str, str], now_ns: int):
                     {**event, "tool_name": s["tool"], "success": "true", "duration_ms": 12},
                 ),
             ],
+            resource=resource,
+        ),
+        # A prompt's spans: the model on its LLM requests, the tool on its tool span.
+        trace_request(
+            prompt_spans(1 if s is A else 2, now_ns - 50 * SECOND, event, tool=s["tool"], model=s["model"]),
             resource=resource,
         ),
     )
@@ -290,7 +295,7 @@ def test_hostile_strings_keep_the_session_page_in_the_window(server, page, width
         found = check_layout_and_text(
             page,
             f"session {name} at {width} px",
-            {"bidi" if name == "a" else "long": {"session-id", "facts"}, other: {"timeline"}},
+            {"bidi" if name == "a" else "long": {"session-id", "facts"}, other: {"timeline", "traces"}},
         )
         shown = {f["value"] for f in found if f["place"] == "timeline"}
         assert {s["model"], s["tool"]} <= shown, f"session {name}: the timeline lacks its model or tool"

@@ -239,6 +239,10 @@ class InteractiveResult:
     duration_s: float
     screens: list[str]
     exited: bool
+    permissions_given: int = 0  # permission questions answered "Yes"
+
+
+PERMISSION_QUESTION = "Do you want to"  # "Do you want to create notes.md?", then "❯ 1. Yes"
 
 
 def run_interactive(
@@ -251,15 +255,18 @@ def run_interactive(
     api_base_url: str,
     telemetry: Telemetry | None,
     extra_args: list[str] = (),  # type: ignore[assignment]
+    extra_env: Mapping[str, str] | None = None,
     think_time_s: float = 1.5,
+    permission_after_s: float | None = None,
     timeout: float = 90,
 ) -> InteractiveResult:
     """Run the CLI in a detached tmux pane: wait for the prompt box, type PROMPT (pausing a little so the
     CLI accrues *user* active time), wait until ``answer_marker`` appears, then `/exit` and wait for the
-    process to leave (it flushes telemetry on exit)."""
+    process to leave (it flushes telemetry on exit). With ``permission_after_s``, each permission question
+    the CLI asks meanwhile is answered with its first choice (Yes) after that many seconds."""
     session = f"ccm-{uuid.uuid4().hex[:8]}"
     tmux = Tmux(session)
-    env = cli_env(home, api_base_url, telemetry)
+    env = cli_env(home, api_base_url, telemetry, extra_env)
     # tmux passes the server's environment, not ours: spell the environment out on the command line.
     done_flag = home / f".{session}.exited"
     cmd = " ".join(
@@ -298,13 +305,23 @@ def run_interactive(
         screens.append(tmux.wait_for(lambda s: prompt in s, timeout=10, what="the typed prompt to show"))
         time.sleep(think_time_s / 2)
         tmux.send_key("Enter")
-        screens.append(
-            tmux.wait_for(
-                lambda s: answer_marker in s,
-                timeout=max(1, deadline - time.monotonic()),
-                what=f"the answer {answer_marker!r}",
+        given = 0
+        while True:
+            screens.append(
+                tmux.wait_for(
+                    lambda s: (
+                        answer_marker in s or (permission_after_s is not None and PERMISSION_QUESTION in s)
+                    ),
+                    timeout=max(1, deadline - time.monotonic()),
+                    what=f"the answer {answer_marker!r}",
+                )
             )
-        )
+            if answer_marker in screens[-1]:
+                break
+            time.sleep(permission_after_s or 0)
+            tmux.send_key("Enter")
+            given += 1
+            tmux.wait_for(lambda s: PERMISSION_QUESTION not in s, timeout=10, what="the question to close")
         time.sleep(0.5)
         tmux.send_text("/exit")
         time.sleep(0.3)
@@ -315,7 +332,7 @@ def run_interactive(
         exited = done_flag.exists()
         if not exited:
             screens.append(tmux.capture())
-        return InteractiveResult(time.monotonic() - t0, screens, exited)
+        return InteractiveResult(time.monotonic() - t0, screens, exited, given)
     finally:
         tmux.kill()
 

@@ -155,6 +155,25 @@ IS_EVENT_DIMENSION = "SELECT 1 FROM event_family_attrs WHERE key = ? LIMIT 1"
 DAYS_CLOSED_UNTIL = "SELECT until_ns FROM closed_days"  # days before this have their daily sums
 RAW_SINCE = "SELECT raw_ns FROM kept_since"  # raw data before this may have been pruned (retention.py)
 SESSION_SPAN = "SELECT first_ns, last_ns FROM sessions WHERE session_id = ?"
+
+
+def session_spans(
+    session_id: str, since_ns: int, until_ns: int, limit: int, email: str | None = None
+) -> Query:
+    """The first ``limit`` spans of a session that start in a range (its own, from ``SESSION_SPAN``: spans
+    are read by time, through spans_by_time), in order; with ``email``, only that user.email's (a member's
+    own)."""
+    of_email = Condition("json_extract(attrs, '$.\"user.email\"') = ?", (email,))
+    if email is None:
+        of_email = Condition("1")
+    return Query(
+        "SELECT trace_id, span_id, parent_span_id, name, start_ns, end_ns, status_code, attrs FROM spans "
+        f"WHERE start_ns >= ? AND start_ns < ? AND session_id = ? AND {of_email.sql} "
+        "ORDER BY start_ns LIMIT ?",
+        (since_ns, until_ns, session_id, *of_email.params, limit),
+    )
+
+
 FIRST_POINT_TIME = "SELECT MIN(time_ns) FROM points"
 # The doctor's test export (``status.PROBE_EVENT``) is not Claude Code's data: with it alone, nothing is.
 HAS_CLAUDE_CODE_DATA = (

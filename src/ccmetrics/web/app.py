@@ -40,7 +40,7 @@ from ..store.people import NO_ALIASES, People
 from ..store.schema import DAY_NS
 from ..store.selection import Selection
 from ..store.summary import summary
-from ..store.timeline import session_timeline, stored_events
+from ..store.timeline import session_timeline, session_traces, stored_events
 from .admin import Admin
 from .alerts_api import routes as alert_routes
 from .auth import WebAccess, WebGate, WebGateMiddleware, reader_of
@@ -381,11 +381,15 @@ def create_app(
                 ]
             raw_since = selection.raw_since_ns()
             span = conn.execute(queries.SESSION_SPAN, (session_id,)).fetchone()
+            traces, traces_cut = session_traces(conn, session_id, email=reader.only_email)
             return {
                 "session_id": session_id,
                 "summary": totals,
                 "session": session,
                 "timeline": session_timeline(conn, session_id, email=reader.only_email),
+                # Its spans, trace by trace (each prompt is one), each span after its parent.
+                "traces": traces,
+                "traces_truncated": traces_cut,
                 # Its raw points and events from raw_since_ns on only: its timeline and numbers miss the rest.
                 "raw_since_ns": raw_since,
                 "pruned": bool(raw_since and span and span[0] < raw_since),

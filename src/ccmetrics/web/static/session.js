@@ -60,6 +60,34 @@
     return [...values].map(([k, vs]) => el("span", { class: "field" }, el("b", {}, k.replace(/_/g, " ")), client([...vs].join(", "), { class: "list" })));
   }
 
+  // Each trace (a prompt's) as a waterfall: a row per span, under its parent, its bar on the trace's time axis.
+  const SPANS = { interaction: "Prompt", llm_request: "LLM request", tool: "Tool", "tool.blocked_on_user": "Permission",
+    "tool.execution": "Run", hook: "Hook", "subagent.spawn": "Subagent", "mcp.rpc": "MCP call", compaction: "Compaction" };
+  const took = (ns) => ns < 1e10 ? format(ns / 1e6, "ms") : format(ns / 1e9, "seconds");
+  const kindOf = (s) => s.name.replace(/^claude_code\./, "");
+  const nameOf = (s) => SPANS[kindOf(s)] || client(kindOf(s));
+
+  function waterfall(trace) {
+    const t0 = trace.start_ns, total = Math.max(trace.end_ns - t0, 1), root = trace.spans[0];
+    const rows = trace.spans.map((s) => {
+      const f = s.fields, width = Math.max((s.end_ns - s.start_ns) / total * 100, 1);
+      const bar = el("span", { class: "bar" }), name = el("span", { class: "span-name" }, nameOf(s),
+        client(f.tool_name || f.model || f.decision || ""));
+      bar.style.left = Math.min((s.start_ns - t0) / total * 100, 100 - width) + "%";
+      bar.style.width = width + "%";
+      name.style.paddingLeft = Math.min(s.depth, 8) * 12 + "px";
+      const title = [s.name, ...Object.entries(f).map(([k, v]) => `${k}: ${v}`)].join("\n");
+      return el("details", { class: "span k-" + kindOf(s).replace(/\W/g, "_") + (s.error ? " bad" : ""),
+        "data-span": s.name, "data-depth": String(s.depth) },
+        el("summary", { title }, name, el("span", { class: "track" }, bar), el("span", { class: "took" }, took(s.end_ns - s.start_ns))),
+        el("div", { class: "fields" }, describe(f)));
+    });
+    const seq = root.fields["interaction.sequence"];
+    return el("section", { class: "trace", "data-trace": trace.trace_id },
+      el("h3", {}, nameOf(root), seq ? ` ${seq}` : "", " · ", clock(t0), " · ", took(trace.end_ns - t0),
+        ` · ${trace.spans.length} span${trace.spans.length > 1 ? "s" : ""}`), rows);
+  }
+
   async function main() {
     ccm.initTheme($("theme"));
     $("session-id").textContent = $("session-id").title = sessionId;
@@ -94,6 +122,10 @@
         el("span", { class: "what" }, what, run.length > 1 ? ` ×${run.length}` : ""),
         el("span", { class: "fields" }, run.length > 1 ? together(run) : describe(e.fields)));
     });
+    $("traces").replaceChildren(...(data.traces.length ? data.traces.map(waterfall) : [el("p", { class: "note" },
+      "No traces for this session: set ", el("code", {}, "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA=1"), " and ",
+      el("code", {}, "OTEL_TRACES_EXPORTER=otlp"), " to record them.")]),
+      data.traces_truncated ? el("p", { class: "note" }, "Only the session's first spans are shown.") : "");
     $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No events recorded for this session.")]));
     if (data.pruned) {  // its older points and events are past --retention: the timeline starts later
       $("pruned").textContent = "Only this session's data from " + new Date(data.raw_since_ns / 1e6).toLocaleString() +
