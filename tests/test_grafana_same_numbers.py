@@ -160,15 +160,18 @@ def check(prom: Prometheus, builtin: dict, variables: dict[str, str], t0: float,
                 got[legend(target["legendFormat"], series["metric"], renames)] += float(series["value"][1])
             want = {i["label"]: i["value"] for i in data["items"]}
             assert {k: v for k, v in got.items() if v} == {k: approx(v) for k, v in want.items()}, pid
-        else:  # leaderboards: one query per column, merged on the group label
+        else:  # tables: one query per column, merged on the labels it groups by (a user, a team, a dimension)
+            by = re.search(r"sum by \(([^)]*)\)", prom_targets[0]["expr"])[1].split(", ")
             rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
             names: dict[str, set[str | None]] = defaultdict(set)
             for target in prom_targets:
                 for series in prom.query(substitute(target["expr"], values), now):
-                    key = next(iter(series["metric"].values()), "unknown")
+                    labels = series["metric"]
+                    key = " · ".join(labels[k] for k in by if labels.get(k)) or "unknown"
                     rows[key][target["legendFormat"]] += float(series["value"][1])
-                    names[key].add(series["metric"].get("user_name"))
-            want = {r["key"]: r for r in data["rows"]}
+                    names[key].add(labels.get("user_name"))
+            # a leaderboard's row is keyed by its label's value, a dimension's by its values joined
+            want = {r["key"] if "key" in r else r["name"]: r for r in data["rows"]}
             assert set(rows) == set(want), pid
             if pid == "leaderboard_users":  # each user by the name the built-in board shows (/metrics' info)
                 assert {key: names[key] for key in rows} == {key: {want[key]["name"]} for key in rows}

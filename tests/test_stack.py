@@ -337,15 +337,7 @@ def test_dashboard_follows_grafanas_model(full):
             assert "$user" in target["expr"] and "$team" in target["expr"] and "$model" in target["expr"]
 
 
-NOT_EXPORTED = (
-    "cost_by_speed",
-    "cost_by_agent",
-    "cost_by_skill",
-    "cost_by_plugin",
-    "cost_by_mcp",
-    "sessions_by_start_type",
-    "accept_rate_by_source",
-)
+NOT_EXPORTED = ("accept_rate_by_source",)
 
 
 def test_dashboard_has_every_expressible_panel_with_the_same_title_unit_and_place(full):
@@ -356,7 +348,7 @@ def test_dashboard_has_every_expressible_panel_with_the_same_title_unit_and_plac
     for panel in PANELS:
         if not (panel.promql or panel.logql):
             # per-session rows (see README); the budgets of `serve --alerts` (the stack's are Alertmanager's)
-            # and the panels of attributes ccmetrics' /metrics does not export as labels (DEFAULT_LABELS);
+            # and the panel of an attribute ccmetrics' /metrics does not export as a label (DEFAULT_LABELS);
             # the source and project of a session are not in Prometheus
             assert panel.id in (
                 "recent_sessions",
