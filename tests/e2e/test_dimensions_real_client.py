@@ -275,3 +275,18 @@ def test_the_panels_of_the_dimensions_sent_appear(scenario: Scenario) -> None:
     assert shown["cost_by_effort"]
     # what no run sent has no rows: the page leaves the panel out (hide_empty)
     assert shown["cost_by_plugin"] == set() and shown["cost_by_speed"] == set()
+
+
+def test_the_page_shows_the_panels_of_the_dimensions_sent_and_leaves_the_others_out(
+    scenario: Scenario, page: Any
+) -> None:
+    dashboard(scenario, total_cost(scenario.points))
+    page.goto(scenario.server.url + "/")
+    page.wait_for_selector('section[data-panel="cost_by_mcp"]:not([hidden]) table')
+    for pid in ("cost_by_query_source", "cost_by_effort", "cost_by_agent", "cost_by_skill", "cost_by_mcp"):
+        assert page.locator(f'section[data-panel="{pid}"]').is_visible(), pid
+    for pid in ("cost_by_plugin", "cost_by_speed"):
+        assert page.locator(f'section[data-panel="{pid}"]').is_hidden(), pid
+    mcp = page.locator('section[data-panel="cost_by_mcp"] tbody').inner_text()
+    assert f"{SERVER} · lookup" in mcp and "custom · custom" in mcp
+    assert page.errors == []
