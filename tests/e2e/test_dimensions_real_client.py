@@ -1,12 +1,13 @@
 """The dimensions Claude Code 2.1 tags cost and tokens with, from the real CLI: an MCP server's tool, a
 project's skill and a custom subagent, each called through the CLI's own tools, as the fake API's script asks.
 
-Three real sessions (print mode) export through the recording tee into one server: one calls a tool of a real
-stdio MCP server (``mcp_server.py``, the ``mcp`` package), one invokes a skill of the project
+Four real sessions (print mode) export through the recording tee into one server. With
+``OTEL_LOG_TOOL_DETAILS=1``, which lets the CLI name them: one calls a tool of a real stdio MCP server
+(``mcp_server.py``, the ``mcp`` package), one invokes a skill of the project
 (``.claude/skills/<name>/SKILL.md``) through the Skill tool, one hands a task to a custom agent
-(``.claude/agents/<name>.md``) through the Agent tool. With ``OTEL_LOG_TOOL_DETAILS=1`` the CLI names them;
-a fourth session does all three without it. What the dashboard shows under each dimension must equal what the
-CLI sent (decoded by ``ground_truth``), and the panels must be there.
+(``.claude/agents/<name>.md``) through the Agent tool. The fourth does all three without it. What the
+dashboard shows under each dimension must equal what the CLI sent (decoded by ``ground_truth``), and the
+panels must be there, on the page too.
 """
 
 from __future__ import annotations
@@ -36,9 +37,7 @@ SERVER = "dims"  # the MCP server, as the CLI's configuration names it
 MCP_TOOL = f"mcp__{SERVER}__lookup"  # the name the CLI offers the server's tool ``lookup`` under
 SKILL = "release-notes"
 AGENT = "reviewer"
-AGENT_MARKER = (
-    "E2E-REVIEWER-SYSTEM-PROMPT"  # in the agent's definition: its system prompt, which the fake knows
-)
+AGENT_MARKER = "E2E-REVIEWER-SYSTEM-PROMPT"  # in the agent's definition, so in its system prompt
 SKILL_MD = f"""---
 name: {SKILL}
 description: Writes the release notes of this project. Use when asked for release notes.
@@ -242,8 +241,8 @@ def names(sc: Scenario, run: str, key: str) -> set[Any]:
 
 
 def test_what_the_cli_names_for_each_feature(scenario: Scenario) -> None:
-    """What 2.1.332 sends: the request after an MCP tool's result is the server's and tool's, the requests
-    after the Skill tool the skill's, a subagent's requests its agent's (query_source subagent); cost and
+    """What 2.1.332 sends: the request after an MCP tool's result is the server's and tool's, the request
+    after the Skill tool's the skill's, a subagent's requests its agent's (query_source subagent); cost and
     tokens alike. Without OTEL_LOG_TOOL_DETAILS an MCP server and tool and a custom agent are ``custom``; a
     project's skill keeps its name. No plugin, and no speed (only fast mode sends one)."""
     assert names(scenario, "mcp", "mcp_server.name") == {None, SERVER}
