@@ -176,13 +176,11 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         ),
         "leaderboard_users": board("user.id"),
         "leaderboard_groups": board(group_key),
-        "cost_by_query_source": _items(_by(points, cost, "query_source")),
-        "cost_by_effort": _items(_by(points, cost, "effort")),
         **{
-            f"cost_by_{name}": _items(
-                {k: v for k, v in _by(points, cost, *keys).items() if k[0] is not None}, join
-            )
+            f"cost_by_{name}": cost_and_tokens(points, keys)
             for name, keys in (
+                ("query_source", ("query_source",)),
+                ("effort", ("effort",)),
                 ("speed", ("speed",)),
                 ("agent", ("agent.name",)),
                 ("skill", ("skill.name",)),
@@ -194,7 +192,7 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
             {
                 k: v
                 for k, v in _by(points, "claude_code.session.count", "start_type").items()
-                if k[0] is not None
+                if k[0] not in (None, "")
             }
         ),
         "cost_per_commit": ratio(m(cost), m("claude_code.commit.count")),
@@ -213,6 +211,19 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "budgets": [],
         "budget_projection": {},
     }
+
+
+def cost_and_tokens(points: list[Point], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Cost and tokens (all types) per value of a dimension, from the points that carry it."""
+    join = lambda k: " · ".join(str(x) for x in k if x not in (None, ""))  # noqa: E731
+    cost = _by(points, "claude_code.cost.usage", *keys)
+    tokens = _by(points, "claude_code.token.usage", *keys)
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"cost_usd": 0.0, "tokens": 0.0})
+    for column, sums in (("cost_usd", cost), ("tokens", tokens)):
+        for key, value in sums.items():
+            if key[0] not in (None, ""):
+                out[join(key)][column] += value
+    return {name: row for name, row in out.items() if any(row.values())}
 
 
 def _count(events: list[Event], label) -> dict[str, int]:
@@ -253,6 +264,9 @@ def check_panels(dashboard: dict[str, Any], expected: dict[str, Any], panels: li
             assert got == {k: {f: _approx(v, f) for f, v in row.items()} for k, row in want.items()}, pid
         elif pid == "budgets":
             assert data["rows"] == want, pid
+        elif pid.startswith("cost_by_"):  # cost and tokens by a dimension
+            got = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in data["rows"]}
+            assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid
         elif pid.startswith("leaderboard"):
             got = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in data["rows"]}
             assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid

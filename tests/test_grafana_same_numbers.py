@@ -16,11 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from ccmetrics.panels import PANELS_BY_ID
 from ccmetrics.stack.grafana import RENAMES, dashboard
 
 from .conftest import IN_CI, fixture_exports, free_port, send
+from .otlp_builders import SECOND, sum_request
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")  # delta and cumulative, mixed in one store
 STEP_S = 2
@@ -160,15 +162,18 @@ def check(prom: Prometheus, builtin: dict, variables: dict[str, str], t0: float,
                 got[legend(target["legendFormat"], series["metric"], renames)] += float(series["value"][1])
             want = {i["label"]: i["value"] for i in data["items"]}
             assert {k: v for k, v in got.items() if v} == {k: approx(v) for k, v in want.items()}, pid
-        else:  # leaderboards: one query per column, merged on the group label
+        else:  # tables: one query per column, merged on the labels it groups by (a user, a team, a dimension)
+            by = re.search(r"sum by \(([^)]*)\)", prom_targets[0]["expr"])[1].split(", ")
             rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
             names: dict[str, set[str | None]] = defaultdict(set)
             for target in prom_targets:
                 for series in prom.query(substitute(target["expr"], values), now):
-                    key = next(iter(series["metric"].values()), "unknown")
+                    labels = series["metric"]
+                    key = " · ".join(labels[k] for k in by if labels.get(k)) or "unknown"
                     rows[key][target["legendFormat"]] += float(series["value"][1])
-                    names[key].add(series["metric"].get("user_name"))
-            want = {r["key"]: r for r in data["rows"]}
+                    names[key].add(labels.get("user_name"))
+            # a leaderboard's row is keyed by its label's value, a dimension's by its values joined
+            want = {r["key"] if "key" in r else r["name"]: r for r in data["rows"]}
             assert set(rows) == set(want), pid
             if pid == "leaderboard_users":  # each user by the name the built-in board shows (/metrics' info)
                 assert {key: names[key] for key in rows} == {key: {want[key]["name"]} for key in rows}
@@ -177,6 +182,40 @@ def check(prom: Prometheus, builtin: dict, variables: dict[str, str], t0: float,
                     assert value == approx(want[key][column]), (pid, key, column)
         checked.add(pid)
     return checked
+
+
+# Cost and tokens with the dimensions Claude Code 2.1 tags them with (the captures have only query_source and
+# effort), and a session started by resuming one: each dimension panel has rows to compare.
+DIMENSIONS = (
+    {"query_source": "subagent", "agent.name": "reviewer", "effort": "high", "speed": "fast"},
+    {"query_source": "subagent", "agent.name": "custom", "effort": "high"},
+    {"query_source": "main", "skill.name": "pdf", "plugin.name": "docs-kit", "marketplace.name": "acme"},
+    {"query_source": "main", "skill.name": "third-party", "plugin.name": "third-party"},
+    {"query_source": "main", "mcp_server.name": "github", "mcp_tool.name": "create_issue"},
+    {"query_source": "main", "mcp_server.name": "github", "mcp_tool.name": "list_issues"},
+    {"query_source": "main", "mcp_server.name": "custom"},
+)
+
+
+def dimension_exports() -> list[ExportMetricsServiceRequest]:
+    now = time.time_ns()
+    who = {"user.id": "u-dimensions", "session.id": "s-dimensions", "model": "claude-opus-4-5"}
+    resource = {"service.name": "claude-code", "team.id": "web"}
+    cost = [(now - SECOND, now, 0.01 * (i + 1), {**who, **d}) for i, d in enumerate(DIMENSIONS)]
+    tokens = [
+        (now - SECOND, now, 100 * (i + 1) + j, {**who, **d, "type": kind})
+        for i, d in enumerate(DIMENSIONS)
+        for j, kind in enumerate(("input", "output", "cacheRead"))
+    ]
+    return [
+        sum_request("claude_code.cost.usage", cost, unit="USD", resource=resource),
+        sum_request("claude_code.token.usage", tokens, unit="tokens", resource=resource),
+        sum_request(
+            "claude_code.session.count",
+            [(now - SECOND, now, 1, {**who, "start_type": "resume"})],
+            resource=resource,
+        ),
+    ]
 
 
 @pytest.fixture
@@ -190,6 +229,14 @@ def scraped(start_server, tmp_path):
         for capture in CAPTURES:
             for export in fixture_exports(capture):
                 assert send(server.otlp_http, export).status_code == 200
+        for request in dimension_exports():
+            answer = httpx.post(
+                f"{server.otlp_http}/v1/metrics",
+                content=request.SerializeToString(),
+                headers={"content-type": "application/x-protobuf"},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
         sent = time.time()
         prom.wait(lambda: float(prom.query("timestamp(up)", time.time())[0]["value"][1]) > sent + 1, "fresh")
         time.sleep(1)
@@ -207,6 +254,15 @@ def test_every_promql_panel_equals_the_builtin_panel(scraped):
     promql_panels = {p.id for p in PANELS_BY_ID.values() if p.promql}
     assert checked == promql_panels, promql_panels - checked
     assert len(checked) >= 24
+    # the dimension panels were compared on rows, not on nothing
+    for pid in ("cost_by_agent", "cost_by_skill", "cost_by_plugin", "cost_by_mcp", "cost_by_speed"):
+        assert builtin["panels"][pid]["rows"], pid
+    assert {r["name"] for r in builtin["panels"]["cost_by_mcp"]["rows"]} == {
+        "github · create_issue",
+        "github · list_issues",
+        "custom",
+    }
+    assert builtin["panels"]["sessions_by_start_type"]["items"]
 
 
 def test_variables_filter_like_the_builtin_filters(scraped):

@@ -124,8 +124,20 @@ SESSIONS = Metric("claude_code.session.count", "", ("start_type",))
 LINES = Metric("claude_code.lines_of_code.count", "", ("type",))  # its type: added or removed
 PULL_REQUESTS = Metric("claude_code.pull_request.count", "")
 COMMITS = Metric("claude_code.commit.count", "")
-COST = Metric("claude_code.cost.usage", "USD", ("model", "query_source", "effort"))
-TOKENS = Metric("claude_code.token.usage", "tokens", ("type", "model", "query_source", "effort"))
+# Cost and tokens also carry, from Claude Code 2.1 on and only where they apply, what made the request.
+ATTRIBUTION = (
+    "query_source",
+    "effort",
+    "speed",
+    "agent.name",
+    "skill.name",
+    "plugin.name",
+    "marketplace.name",
+    "mcp_server.name",
+    "mcp_tool.name",
+)
+COST = Metric("claude_code.cost.usage", "USD", ("model", *ATTRIBUTION))
+TOKENS = Metric("claude_code.token.usage", "tokens", ("type", "model", *ATTRIBUTION))
 DECISIONS = Metric("claude_code.code_edit_tool.decision", "", ("decision", "tool_name", "language", "source"))
 ACTIVE_TIME = Metric("claude_code.active_time.total", "s", ("type",))  # its type: user or cli
 CATALOGUE = (SESSIONS, LINES, PULL_REQUESTS, COMMITS, COST, TOKENS, DECISIONS, ACTIVE_TIME)
@@ -137,11 +149,16 @@ LINE_CHANGES = ("added", "removed")
 ACTIVE_TIME_TYPES = ("user", "cli")
 EDIT_DECISIONS = ("accept", "reject")  # values of ``decision``
 
-# The attributes that become labels on /metrics unless --metrics-labels says otherwise.
+# The attributes that become labels on /metrics unless --metrics-labels says otherwise: those the panels'
+# PromQL groups by, so that a Prometheus scraping /metrics shows the Grafana dashboard as one fed by a
+# Collector does (it keeps every attribute). The dimensions of cost and tokens have few values each: Claude
+# Code 2.1 names a custom agent and an MCP server and tool "custom" unless OTEL_LOG_TOOL_DETAILS=1, a
+# project's skills are a team's few, and /metrics shows at most prometheus.MAX_SERIES series in any case.
 DEFAULT_GROUP_KEY = "team.id"  # the resource attribute the "by team" panels break down by
 DEFAULT_LABELS = (
     "user.id,user.email,model,type,decision,tool_name,language,team.id,terminal.type,"
-    "query_source,effort,service.version"
+    "query_source,effort,service.version,speed,start_type,agent.name,skill.name,plugin.name,"
+    "mcp_server.name,mcp_tool.name"
 )
 
 # The events ccmetrics shows, by their names (``event.name``, without the ``claude_code.`` prefix).

@@ -270,10 +270,79 @@ def _dimension(v: PanelRequest, metric: Metric, by: tuple[str, ...]) -> dict[str
     """A counter by a dimension only some versions of Claude Code send (agent.name, skill.name...): only what
     carries it, so that a store without it has nothing to show (and the panel is left out)."""
     totals = v.selection.metric_totals(metric, by)
-    return _items(
-        {k: value for k, value in totals.items() if k and k[0] is not None},
-        lambda k: " · ".join(str(part) for part in k if part is not None),
+    return _items({k: value for k, value in totals.items() if _carries(k)}, _joined)
+
+
+def _carries(key: tuple) -> bool:
+    """Whether a key names a value of its first attribute (an empty one is none, as in Prometheus)."""
+    return bool(key) and key[0] not in (None, "")
+
+
+def _joined(key: tuple) -> str:
+    return " · ".join(str(part) for part in key if part not in (None, ""))
+
+
+def _cost_and_tokens(v: PanelRequest, by: tuple[str, ...], label: str) -> dict[str, Any]:
+    """Cost and tokens (all types) per value of a dimension only some versions of Claude Code send: only what
+    carries it, as in ``_dimension``. The TOP by cost, then by tokens; the rest in a row of others."""
+    columns = {"cost_usd": COST, "tokens": TOKENS}
+    sums: dict[str, dict[str, float]] = {c: defaultdict(float) for c in columns}
+    for column, metric in columns.items():
+        for key, value in v.selection.metric_totals(metric, by).items():
+            if _carries(key):
+                sums[column][_joined(key)] += value
+    cost, tokens = sums["cost_usd"], sums["tokens"]
+    names = [k for k in set(cost) | set(tokens) if cost.get(k) or tokens.get(k)]
+    order = lambda k: (-cost.get(k, 0.0), -tokens.get(k, 0.0), k)  # noqa: E731
+    shown = top(names, order)
+    rows: list[dict[str, Any]] = [
+        {"name": k, "cost_usd": cost.get(k, 0.0), "tokens": tokens.get(k, 0.0)}
+        for k in (sorted(names, key=order) if shown is None else shown)
+    ]
+    if shown is not None:
+        rest = len(names) - len(shown)
+        rows.append(
+            {
+                "name": others_label(rest),
+                **{c: _rest(math.fsum(sums[c].values()), math.fsum(row[c] for row in rows)) for c in columns},
+                "others": rest,
+            }
+        )
+    return {
+        "columns": [
+            {"key": "name", "label": label, "unit": "text"},
+            {"key": "cost_usd", "label": "Cost", "unit": "usd"},
+            {"key": "tokens", "label": "Tokens", "unit": "tokens"},
+        ],
+        "rows": rows,
+    }
+
+
+def _cost_and_tokens_promql(by: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The same per label set, from series that carry the dimension (a label Prometheus has empty is none)."""
+    labels = ", ".join(label_name(key) for key in by)
+    carries = "{" + label_name(by[0]) + '!=""}'
+    return tuple(
+        (f"sum by ({labels}) (increase({metric.prometheus}{carries}[$__range]))", column)
+        for column, metric in (("cost_usd", COST), ("tokens", TOKENS))
     )
+
+
+# The dimensions Claude Code 2.1 tags its cost and tokens with, beside model and type: (panel id, what the
+# title calls it, the name column's title, the attributes of one value).
+DIMENSIONS = (
+    ("query_source", "query source", "Query source", ("query_source",)),
+    ("effort", "effort", "Effort", ("effort",)),
+    ("speed", "speed", "Speed", ("speed",)),
+    ("agent", "agent", "Agent", ("agent.name",)),
+    ("skill", "skill", "Skill", ("skill.name",)),
+    ("plugin", "plugin", "Plugin", ("plugin.name",)),
+    ("mcp", "MCP server and tool", "MCP server · tool", ("mcp_server.name", "mcp_tool.name")),
+)
+DESCRIBED = {
+    "query_source": "what made the request: the main loop, a subagent, or an auxiliary query",
+    "effort": "the reasoning effort asked for",
+}
 
 
 def _accept_rates(v: PanelRequest, by: str) -> dict[str, Any]:
@@ -1136,62 +1205,25 @@ PANELS: tuple[Panel, ...] = (
         empty="Nothing in this range",
     ),
     # Row 10: cost breakdowns
-    P(
-        "cost_by_query_source",
-        "Cost by query source",
-        "USD by what made the request (main loop, agents...).",
-        "Cost breakdown",
-        "pie",
-        "usd",
-        lambda v: _items(v.selection.metric_totals(COST, ("query_source",))),
-        width=8,
-        height=6,
-        promql=(
-            (
-                f"sum by (query_source) (increase({COST.prometheus}[$__range]))",
-                "{{query_source}}",
-            ),
-        ),
-        hide_empty=True,
-        empty="No query sources in this range",
-    ),
-    P(
-        "cost_by_effort",
-        "Cost by effort",
-        "USD by reasoning effort.",
-        "Cost breakdown",
-        "pie",
-        "usd",
-        lambda v: _items(v.selection.metric_totals(COST, ("effort",))),
-        width=8,
-        height=6,
-        promql=((f"sum by (effort) (increase({COST.prometheus}[$__range]))", "{{effort}}"),),
-        hide_empty=True,
-        empty="No effort levels in this range",
-    ),
-    # Newer dimensions: each panel only when the data has its dimension. Not in Grafana: the labels are not
-    # among those ccmetrics' /metrics exports (metrics.DEFAULT_LABELS).
+    # Each panel only when the data has its dimension (older versions of Claude Code send none of them).
+    # Grafana's Prometheus has them as labels: the Collector keeps every attribute, and ccmetrics' /metrics
+    # exports them by default (metrics.DEFAULT_LABELS).
     *(
         P(
             f"cost_by_{name}",
-            f"Cost by {title}",
-            f"USD by {title}, where Claude Code names one.",
+            f"Cost and tokens by {title}",
+            f"USD and tokens (all types) by {DESCRIBED.get(name, title)}, where Claude Code names one.",
             "Cost breakdown",
-            "bar",
+            "table",
             "usd",
-            functools.partial(_dimension, metric=COST, by=by),
+            functools.partial(_cost_and_tokens, by=by, label=column),
             width=8,
             height=6,
+            promql=_cost_and_tokens_promql(by),
             hide_empty=True,
             empty=f"No {title} in this range",
         )
-        for name, title, by in (
-            ("speed", "speed", ("speed",)),
-            ("agent", "agent", ("agent.name",)),
-            ("skill", "skill", ("skill.name",)),
-            ("plugin", "plugin", ("plugin.name",)),
-            ("mcp", "MCP server and tool", ("mcp_server.name", "mcp_tool.name")),
-        )
+        for name, title, column, by in DIMENSIONS
     ),
     P(
         "sessions_by_start_type",
@@ -1203,6 +1235,12 @@ PANELS: tuple[Panel, ...] = (
         functools.partial(_dimension, metric=SESSIONS, by=("start_type",)),
         width=8,
         height=6,
+        promql=(
+            (
+                f'sum by (start_type) (increase({SESSIONS.prometheus}{{start_type!=""}}[$__range]))',
+                "{{start_type}}",
+            ),
+        ),
         hide_empty=True,
         empty="No session starts in this range",
         metrics=(SESSIONS,),

@@ -42,6 +42,11 @@ def reply(text: str) -> Turn:
     return Turn(text=text)
 
 
+def tool(name: str, text: str = "", **tool_input: Any) -> Turn:
+    """A call of any tool by the name the CLI offers it under: ``Skill``, ``Agent``, ``mcp__server__tool``."""
+    return Turn(text=text, tool=name, input=tool_input)
+
+
 def write(file_path: str, content: str) -> Turn:
     return Turn(tool="Write", input={"file_path": file_path, "content": content})
 
@@ -92,6 +97,7 @@ class Served:
     ephemeral_1h_input_tokens: int = 0
     stop_reason: str | None = None
     tool: str | None = None
+    agent: str | None = None  # the marker of the agent script played, if any
 
     @property
     def is_message(self) -> bool:
@@ -115,6 +121,9 @@ class FakeAnthropic:
     ``latency_s``      sleep this long before answering a successful /v1/messages request (stretches a run
                        over several telemetry export intervals).
     ``seed``           shifts the deterministic token numbers so that different fakes serve different usage.
+    ``agent_scripts``  scripts by a marker: a main-loop request whose system prompt holds the marker plays
+                       that script instead (a custom subagent's: the body of its definition is its system
+                       prompt, and its own conversation starts again at turn 0).
     """
 
     def __init__(
@@ -127,8 +136,10 @@ class FakeAnthropic:
         final_text: str = "Done.",
         side_text: str = "Scripted session",
         latency_s: float = 0.0,
+        agent_scripts: dict[str, list[Turn]] | None = None,
     ) -> None:
         self.script = list(script or [])
+        self.agent_scripts = {marker: list(turns) for marker, turns in (agent_scripts or {}).items()}
         self.not_found_models = set(not_found_models)
         self.overload_first = overload_first
         self.seed = seed
@@ -193,6 +204,12 @@ class FakeAnthropic:
             "cache_creation": sum(s.cache_creation_input_tokens for s in messages),
         }
 
+    def tools_offered(self) -> dict[str, dict[str, Any]]:
+        """Every tool the CLI offered in a main-loop request, by name: its input schema."""
+        with self._lock:
+            bodies = [r["body"] for r in self.requests if r["body"] and r["body"].get("tools")]
+        return {t["name"]: t.get("input_schema") or {} for b in bodies for t in b["tools"] if "name" in t}
+
     def errors_served(self) -> list[Served]:
         with self._lock:
             return [s for s in self.served if s.is_error]
@@ -255,11 +272,10 @@ class FakeAnthropic:
         if self.latency_s:
             time.sleep(self.latency_s)
         if main_loop:
-            t = (
-                self.script[turn]
-                if turn is not None and turn < len(self.script)
-                else Turn(text=self.final_text)
-            )
+            system = json.dumps(body.get("system") or "")
+            rec.agent = next((marker for marker in self.agent_scripts if marker in system), None)
+            script = self.script if rec.agent is None else self.agent_scripts[rec.agent]
+            t = script[turn] if turn is not None and turn < len(script) else Turn(text=self.final_text)
         else:
             t = Turn(text=self.side_text)
         usage = self._usage(seq)

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from fake_anthropic import FakeAnthropic, read, reply, write
+from fake_anthropic import FakeAnthropic, read, reply, tool, write
 from ground_truth import ground_truth
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -119,6 +119,18 @@ def test_fake_answers_non_streaming_requests_with_json() -> None:
         r = post(fake, {**MAIN, "stream": False})
         assert r.json()["content"] == [{"type": "text", "text": "plain"}]
         assert r.json()["usage"]["output_tokens"] == fake.served[0].output_tokens
+
+
+def test_fake_plays_an_agents_script_on_its_system_prompt_and_records_the_tools_offered() -> None:
+    agent = {"ZX-AGENT": [tool("Read", file_path="/tmp/a"), reply("agent done")]}
+    with FakeAnthropic([tool("mcp__s__t", key="k")], agent_scripts=agent) as fake:
+        main = post(fake, {**MAIN, "system": [{"type": "text", "text": "main loop"}]})
+        sub = post(fake, {**MAIN, "system": [{"type": "text", "text": "You review. ZX-AGENT"}]})
+        assert sse_events(main.text)[1]["content_block"]["name"] == "mcp__s__t"
+        assert json.loads(sse_events(main.text)[2]["delta"]["partial_json"]) == {"key": "k"}
+        assert sse_events(sub.text)[1]["content_block"]["name"] == "Read"  # the agent's turn 0
+        assert [(s.agent, s.tool) for s in fake.served] == [(None, "mcp__s__t"), ("ZX-AGENT", "Read")]
+        assert fake.tools_offered() == {"Write": {}}
 
 
 # ----------------------------------------------------------------------------------------- the tee

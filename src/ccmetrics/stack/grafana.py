@@ -161,7 +161,7 @@ def _transformations(panel: Panel, targets: list[dict[str, Any]]) -> list[dict[s
     return [
         {"id": "renameByRegex", "options": {"regex": f"^{old}$", "renamePattern": new}}
         for old, new in RENAMES.items()
-        if any("type" in t["legendFormat"] for t in targets)
+        if any("{{type}}" in t["legendFormat"] for t in targets)
     ]
 
 
