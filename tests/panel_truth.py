@@ -135,6 +135,25 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         return rates
 
     ratio = lambda a, b: a / b if b else None  # noqa: E731
+
+    def outcomes(key: str) -> dict[str, dict[str, float | None]]:
+        out = {}
+        for name in {p.attrs.get(key) for p in points if p.metric.startswith("claude_code.")}:
+            sel = [p for p in points if p.attrs.get(key) == name]
+            spent = _metric(sel, cost)
+            decided = _metric(sel, "claude_code.code_edit_tool.decision")
+            row = {
+                "cost_per_commit": ratio(spent, _metric(sel, "claude_code.commit.count")),
+                "cost_per_pull_request": ratio(spent, _metric(sel, "claude_code.pull_request.count")),
+                "cost_per_line": ratio(spent, _metric(sel, lines, type="added")),
+                "accept_rate": ratio(
+                    _metric(sel, "claude_code.code_edit_tool.decision", decision="accept"), decided
+                ),
+            }
+            if any(value is not None for value in row.values()):
+                out["unknown" if name is None else str(name)] = row
+        return out
+
     return {
         "sessions": m("claude_code.session.count"),
         "commits": m("claude_code.commit.count"),
@@ -200,6 +219,8 @@ def expected_panels(points: list[Point], events: list[Event], group_key: str = "
         "cost_per_line": ratio(m(cost), m(lines, type="added")),
         "accept_rate_by_language": accept_rates("language"),
         "accept_rate_by_source": accept_rates("source"),
+        "outcomes_users": outcomes("user.id"),
+        "outcomes_groups": outcomes(group_key),
         # transcripts: what is not marked as theirs is telemetry; none of this traffic is theirs
         "cost_by_source": _items(
             _by(points, cost, "ccmetrics.source"),
@@ -267,6 +288,11 @@ def check_panels(dashboard: dict[str, Any], expected: dict[str, Any], panels: li
         elif pid.startswith("cost_by_"):  # cost and tokens by a dimension
             got = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in data["rows"]}
             assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid
+        elif pid.startswith("outcomes"):
+            got = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in data["rows"]}
+            assert got == {
+                k: {f: None if v is None else _approx(v) for f, v in row.items()} for k, row in want.items()
+            }, pid
         elif pid.startswith("leaderboard"):
             got = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in data["rows"]}
             assert got == {k: {f: _approx(v) for f, v in row.items()} for k, row in want.items()}, pid

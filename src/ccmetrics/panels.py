@@ -360,6 +360,83 @@ def _per(v: PanelRequest, numerator: float, denominator: float) -> dict[str, Any
     return _stat(numbers.ratio(numerator, denominator))
 
 
+def _per_bucket(numerators: list[float], denominators: list[float]) -> list[float | None]:
+    """A ratio per time bucket (cost per commit...); none in a bucket without a denominator."""
+    return [numbers.ratio(n, d) for n, d in zip(numerators, denominators, strict=True)]
+
+
+OUTCOME_COLUMNS = (
+    ("cost_per_commit", "Cost per commit", "usd"),
+    ("cost_per_pull_request", "Cost per pull request", "usd"),
+    ("cost_per_line", "Cost per accepted line", "usd"),
+    ("accept_rate", "Accept rate", "percent"),
+)
+
+
+def _outcomes_by(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
+    """What each value of ``key`` (a person, a team) got for its spend: cost per commit, per pull request and
+    per accepted line, and the share of its edits accepted; none where it had nothing to divide by. The TOP
+    by cost, only those with an outcome."""
+    sel = v.selection
+
+    def by_key(totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True) -> dict:
+        out: dict[str, float] = defaultdict(float)
+        for k, value in totals.items():
+            if only(k):
+                out["unknown" if k[0] is None else str(k[0])] += value
+        return out
+
+    cost = by_key(sel.metric_totals(COST, (key,)))
+    commits = by_key(sel.metric_totals(COMMITS, (key,)))
+    pulls = by_key(sel.metric_totals(PULL_REQUESTS, (key,)))
+    lines = by_key(sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
+    decisions = sel.metric_totals(DECISIONS, (key, "decision"))
+    decided, accepted = by_key(decisions), by_key(decisions, lambda k: k[1] == "accept")
+    rows = {
+        k: {
+            "cost_per_commit": numbers.ratio(cost.get(k, 0.0), commits.get(k, 0.0)),
+            "cost_per_pull_request": numbers.ratio(cost.get(k, 0.0), pulls.get(k, 0.0)),
+            "cost_per_line": numbers.ratio(cost.get(k, 0.0), lines.get(k, 0.0)),
+            "accept_rate": numbers.ratio(accepted.get(k, 0.0), decided.get(k, 0.0)),
+        }
+        for k in set(cost) | set(decided)
+    }
+    keys = [k for k, row in rows.items() if any(value is not None for value in row.values())]
+    names = v.people.names(k for k in keys if k != "unknown") if key == "user.id" else {}
+    order = lambda k: (-cost.get(k, 0.0), names.get(k, k))  # noqa: E731
+    shown = top(keys, order)
+    return {
+        "columns": [
+            {"key": "name", "label": label, "unit": "text"},
+            *({"key": column, "label": title, "unit": unit} for column, title, unit in OUTCOME_COLUMNS),
+        ],
+        "rows": [
+            {"key": k, "name": names.get(k, k), **rows[k]}
+            for k in (sorted(keys, key=order) if shown is None else shown)
+        ],
+    }
+
+
+def _outcomes_promql(label: str, named: Callable[[str], str] = lambda q: q) -> tuple[tuple[str, str], ...]:
+    """The same per ``label``: a column only where its denominator is not 0 (as the built-in table's none)."""
+
+    def per(numerator: str, denominator: str) -> str:
+        return named(
+            f"sum by ({label}) (increase({numerator}[$__range])) / "
+            f"(sum by ({label}) (increase({denominator}[$__range])) > 0)"
+        )
+
+    accepted = f'sum by ({label}) (increase({DECISIONS.prometheus}{{decision="accept"}}[$__range]))'
+    decided = f"sum by ({label}) (increase({DECISIONS.prometheus}[$__range]))"
+    return (
+        (per(COST.prometheus, COMMITS.prometheus), "cost_per_commit"),
+        (per(COST.prometheus, PULL_REQUESTS.prometheus), "cost_per_pull_request"),
+        (per(COST.prometheus, f'{LINES.prometheus}{{type="added"}}'), "cost_per_line"),
+        # no accepted edit is a rate of 0, not none
+        (named(f"({accepted} or {decided} * 0) / ({decided} > 0)"), "accept_rate"),
+    )
+
+
 def _rate_promql(by: str) -> tuple[tuple[str, str], ...]:
     label = label_name(by)
     return (
@@ -1255,6 +1332,8 @@ PANELS: tuple[Panel, ...] = (
         "usd",
         lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(COMMITS)),
         metrics=(COMMITS,),
+        compare=True,
+        spark=lambda v: _per_bucket(_series(v, COST, "model"), _series(v, COMMITS)),
         promql=(
             (
                 f"sum(increase({COST.prometheus}[$__range])) / sum(increase({COMMITS.prometheus}[$__range]))",
@@ -1271,6 +1350,8 @@ PANELS: tuple[Panel, ...] = (
         "usd",
         lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(PULL_REQUESTS)),
         metrics=(PULL_REQUESTS,),
+        compare=True,
+        spark=lambda v: _per_bucket(_series(v, COST, "model"), _series(v, PULL_REQUESTS)),
         promql=(
             (
                 f"sum(increase({COST.prometheus}[$__range])) / "
@@ -1287,6 +1368,8 @@ PANELS: tuple[Panel, ...] = (
         "stat",
         "usd",
         lambda v: _per(v, v.selection.metric_total(COST), v.selection.metric_total(LINES, type="added")),
+        compare=True,
+        spark=lambda v: _per_bucket(_series(v, COST, "model"), _series(v, LINES, type="added")),
         promql=(
             (
                 f"sum(increase({COST.prometheus}[$__range])) / "
@@ -1321,6 +1404,34 @@ PANELS: tuple[Panel, ...] = (
         height=6,
         metrics=(DECISIONS,),
         empty="No edit decisions in this range",
+    ),
+    P(
+        "outcomes_users",
+        "Outcomes by person",
+        "Cost per commit, per pull request and per accepted line, and the share of edits accepted, per user.",
+        "Outcomes",
+        "table",
+        "usd",
+        lambda v: _outcomes_by(v, "user.id", "User"),
+        width=12,
+        height=8,
+        metrics=(COMMITS, PULL_REQUESTS, DECISIONS),
+        promql=_outcomes_promql("user_id", _named),
+        empty="No commits, pull requests, lines or edits in this range",
+    ),
+    P(
+        "outcomes_groups",
+        "Outcomes by team",
+        "The same per team (or the attribute the team leaderboard is grouped by).",
+        "Outcomes",
+        "table",
+        "usd",
+        lambda v: _outcomes_by(v, v.group_key, v.group_key),
+        width=12,
+        height=8,
+        metrics=(COMMITS, PULL_REQUESTS, DECISIONS),
+        promql=_outcomes_promql("team_id"),
+        empty="No commits, pull requests, lines or edits in this range",
     ),
     # Row 11: the budgets of `serve --alerts` (empty without them): their current period, whatever the range
     P(
