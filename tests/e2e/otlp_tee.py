@@ -99,6 +99,19 @@ class OtlpTee:
             self.records.append(rec)
             return rec
 
+    def wait_until_quiet(self, quiet_s: float = 1.5, timeout: float = 20) -> list[Recorded]:
+        """The CLI flushes on exit; give straggling exports a moment and return once nothing new arrives."""
+        deadline = time.monotonic() + timeout
+        last, last_change = len(self.snapshot()), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            n = len(self.snapshot())
+            if n != last:
+                last, last_change = n, time.monotonic()
+            elif time.monotonic() - last_change >= quiet_s:
+                break
+        return self.snapshot()
+
     def snapshot(self) -> list[Recorded]:
         with self._lock:
             return list(self.records)

@@ -95,18 +95,6 @@ def _agent_call(prompt: str) -> Turn:
     )
 
 
-def _wait_until_quiet(tee: OtlpTee, quiet_s: float = 1.5, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    last, last_change = len(tee.snapshot()), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        n = len(tee.snapshot())
-        if n != last:
-            last, last_change = n, time.monotonic()
-        elif time.monotonic() - last_change >= quiet_s:
-            return
-
-
 @pytest.fixture(scope="module")
 def scenario(
     claude_binary: Path,
@@ -170,7 +158,7 @@ def scenario(
     finally:
         for run in runs.values():
             run.fake.stop()
-    _wait_until_quiet(otlp_tee)
+    otlp_tee.wait_until_quiet()
     points, events = flatten(otlp_tee.snapshot())
     made = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
     yield Scenario(runs, points, events, ccmetrics_server, made)

@@ -75,21 +75,6 @@ class Scenario:
         return lambda a: a.get("user.id") == uid
 
 
-def _wait_until_quiet(tee: OtlpTee, quiet_s: float = 1.5, timeout: float = 20) -> list[Recorded]:
-    """The CLI flushes on exit; give straggling exports a moment and return once nothing new arrives."""
-    deadline = time.monotonic() + timeout
-    last = len(tee.snapshot())
-    last_change = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        n = len(tee.snapshot())
-        if n != last:
-            last, last_change = n, time.monotonic()
-        elif time.monotonic() - last_change >= quiet_s:
-            break
-    return tee.snapshot()
-
-
 @pytest.fixture(scope="module")
 def scenario(
     claude_binary: Path,
@@ -274,7 +259,7 @@ def scenario(
         for r in runs:
             r.fake.stop()
 
-    records = _wait_until_quiet(otlp_tee)
+    records = otlp_tee.wait_until_quiet()
     points, events = flatten(records)
     # user.id is derived by the CLI from its HOME; learn it from the session.count points of each run's user.
     user_ids: dict[str, str] = {}
