@@ -373,25 +373,29 @@ OUTCOME_COLUMNS = (
 )
 
 
+def _per_value(
+    totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True
+) -> dict[str, float]:
+    """Totals keyed by an attribute first (and others after it) added up per value of that attribute, as a
+    row's key ("unknown" where data has none); only the keys ``only`` keeps."""
+    out: dict[str, float] = defaultdict(float)
+    for k, value in totals.items():
+        if only(k):
+            out["unknown" if k[0] is None else str(k[0])] += value
+    return out
+
+
 def _outcomes_by(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     """What each value of ``key`` (a person, a team) got for its spend: cost per commit, per pull request and
     per accepted line, and the share of its edits accepted; none where it had nothing to divide by. The TOP
     by cost, only those with an outcome."""
     sel = v.selection
-
-    def by_key(totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True) -> dict:
-        out: dict[str, float] = defaultdict(float)
-        for k, value in totals.items():
-            if only(k):
-                out["unknown" if k[0] is None else str(k[0])] += value
-        return out
-
-    cost = by_key(sel.metric_totals(COST, (key,)))
-    commits = by_key(sel.metric_totals(COMMITS, (key,)))
-    pulls = by_key(sel.metric_totals(PULL_REQUESTS, (key,)))
-    lines = by_key(sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
+    cost = _per_value(sel.metric_totals(COST, (key,)))
+    commits = _per_value(sel.metric_totals(COMMITS, (key,)))
+    pulls = _per_value(sel.metric_totals(PULL_REQUESTS, (key,)))
+    lines = _per_value(sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
     decisions = sel.metric_totals(DECISIONS, (key, "decision"))
-    decided, accepted = by_key(decisions), by_key(decisions, lambda k: k[1] == "accept")
+    decided, accepted = _per_value(decisions), _per_value(decisions, lambda k: k[1] == "accept")
     rows = {
         k: {
             "cost_per_commit": numbers.ratio(cost.get(k, 0.0), commits.get(k, 0.0)),
@@ -675,18 +679,13 @@ def _leaderboard(v: PanelRequest, key: str, label: str) -> dict[str, Any]:
     """Cost, tokens, sessions, lines added and commits per value of ``key``: the TOP by cost, the rest in a
     row of others. Each column is added up per value first; rows are made only for the ones shown."""
     sel = v.selection
-    columns: dict[str, dict[str, float]] = {c: defaultdict(float) for c in LEADERBOARD_COLUMNS}
-
-    def add(column: str, totals: Mapping[tuple, float], only: Callable[[tuple], bool] = lambda k: True):
-        for k, value in totals.items():
-            if only(k):
-                columns[column]["unknown" if k[0] is None else str(k[0])] += value
-
-    add("cost_usd", sel.metric_totals(COST, (key,)))
-    add("tokens", sel.metric_totals(TOKENS, (key,)))
-    add("sessions", sel.metric_totals(SESSIONS, (key,)))
-    add("lines", sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added")
-    add("commits", sel.metric_totals(COMMITS, (key,)))
+    columns = {
+        "cost_usd": _per_value(sel.metric_totals(COST, (key,))),
+        "tokens": _per_value(sel.metric_totals(TOKENS, (key,))),
+        "sessions": _per_value(sel.metric_totals(SESSIONS, (key,))),
+        "lines": _per_value(sel.metric_totals(LINES, (key, "type")), lambda k: k[1] == "added"),
+        "commits": _per_value(sel.metric_totals(COMMITS, (key,))),
+    }
     unsplit = {c for c, m in LEADERBOARD_METRICS.items() if sel.unsplit(m)}
     keys = list(set().union(*columns.values()))
     # A user is shown by name (people.py); the row's key stays the id, which filters take.
