@@ -46,7 +46,7 @@ from .metrics import (
 from .store import numbers
 from .store.filters import Filters
 from .store.people import NO_ALIASES, People
-from .store.selection import Selection
+from .store.selection import Selection, memoized
 
 SECOND = 1_000_000_000
 BUCKETS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -1515,19 +1515,18 @@ def _by_source(selection: Selection) -> dict[tuple[str], float]:
 
 
 def _by_place(view: PanelRequest, key: str) -> dict[tuple[str], float]:
-    from .store.sources import by_place
-
-    filters = view.selection.filters
     out: dict[tuple[str], float] = defaultdict(float)
-    places = view.selection.__dict__.setdefault("_places", {})  # read once for both panels of a request
-    if (filters.since_ns, filters.until_ns) not in places:
-        places[(filters.since_ns, filters.until_ns)] = by_place(
-            view.selection.conn, filters.since_ns, filters.until_ns
-        )
-    for row in places[(filters.since_ns, filters.until_ns)][key]:
+    for row in _places(view.selection)[key]:
         label = row["name"] if key == "by_project" else f"{row['name']}: {row['git_branch'] or '-'}"
         out[(label,)] += row["cost_usd"]
     return dict(out)
+
+
+@memoized  # read once for both panels of a request
+def _places(selection: Selection) -> dict[str, list[Any]]:
+    from .store.sources import by_place
+
+    return by_place(selection.conn, selection.filters.since_ns, selection.filters.until_ns)
 
 
 PANELS_BY_ID = {panel.id: panel for panel in PANELS}
