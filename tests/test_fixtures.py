@@ -126,6 +126,19 @@ def test_report_summary_reads_the_same_numbers(server, tmp_path):
     )
     assert "$0.0447" in table.stdout and "Sessions" in table.stdout
 
+    # On a narrow terminal a model's name folds onto more lines, whole, rather than ending in an ellipsis.
+    narrow = subprocess.run(
+        [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "60", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    by_model = narrow[narrow.index("By model") : narrow.index("By user")].splitlines()
+    body = by_model[by_model.index(next(line for line in by_model if line.startswith("┡"))) + 1 : -1]
+    first_cells = [line.split("│")[1].strip() for line in body]
+    assert len(body) > 1 and "".join(first_cells) == "".join(m["model"] for m in server.summary()["by_model"])
+
 
 def test_report_on_a_database_from_an_older_ccmetrics_says_how_to_upgrade_it(tmp_path):
     """`report` reads without writing, so it never upgrades a database a server may still be using: it

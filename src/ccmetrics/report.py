@@ -28,6 +28,12 @@ def _others(row: dict[str, Any]) -> str | None:
     return f"others ({row['others']:,})" if row.get("others") else None
 
 
+def _name_column(table: Table, header: str) -> None:
+    """A left column of names that folds a long one onto more lines, where rich would end it in an ellipsis
+    ("claude-op…") and leave two models alike."""
+    table.add_column(header, overflow="fold")
+
+
 def print_summary(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     tokens, lines, decisions, active = (
@@ -61,12 +67,13 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
 
     if result["by_model"]:
         models = Table(title="By model", title_justify="left")
-        for column in ("model", "cost", "input", "output", "cache read", "cache created", "API requests"):
-            models.add_column(column, justify="left" if column == "model" else "right")
+        _name_column(models, "model")
+        for column in ("cost", "input", "output", "cache\nread", "cache\ncreated", "API\nrequests"):
+            models.add_column(column, justify="right")
         for row in result["by_model"]:
             t = row["tokens"]
             models.add_row(
-                _others(row) or row["model"],
+                Text(_others(row) or row["model"]),  # as plain text, never read as rich's markup
                 _money(row["cost_usd"]),
                 _number(t["input"]),
                 _number(t["output"]),
@@ -78,8 +85,9 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
 
     if result["by_user"]:
         users = Table(title="By user", title_justify="left")
-        for column in ("user", "sessions", "cost", "tokens", "lines +/-", "commits", "prompts"):
-            users.add_column(column, justify="left" if column == "user" else "right")
+        _name_column(users, "user")
+        for column in ("sessions", "cost", "tokens", "lines +/-", "commits", "prompts"):
+            users.add_column(column, justify="right")
         for row in result["by_user"]:
             # The name shown for the user (people.py); as plain text, never read as rich's markup.
             name = Text(_others(row) or row.get("user_name") or row["user_email"] or row["user_id"])
@@ -124,9 +132,11 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
     for key, title in (("by_project", "By project"), ("by_branch", "By project and branch")):
         if result.get(key):
             places = Table(title=title, title_justify="left")
-            for column in ("project", "branch", "sessions", "cost", "tokens"):
-                if column != "branch" or key == "by_branch":
-                    places.add_column(column, justify="left" if column in ("project", "branch") else "right")
+            _name_column(places, "project")
+            if key == "by_branch":
+                _name_column(places, "branch")
+            for column in ("sessions", "cost", "tokens"):
+                places.add_column(column, justify="right")
             for row in result[key][:20]:
                 cells: list[Text | str] = [Text(row["name"])]  # folder names: text, never markup
                 if key == "by_branch":
