@@ -117,23 +117,17 @@ def test_report_summary_reads_the_same_numbers(server, tmp_path):
     for args in ([], ["--filter", "team.id=web", "--since", "3650d"]):
         params = {"filter": "team.id=web", "since": "3650d"} if args else {}
         assert json.loads(server.report_json(*args)) == server.summary(**params)
-    table = subprocess.run(
-        [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
-    )
-    assert "$0.0447" in table.stdout and "Sessions" in table.stdout
 
+    def table(columns: int) -> str:
+        """What `ccmetrics report summary` prints on a terminal this wide."""
+        command = [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(server.data_dir)]
+        env = {"COLUMNS": str(columns), "PATH": "/usr/bin:/bin"}
+        return subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+
+    wide = table(120)
+    assert "$0.0447" in wide and "Sessions" in wide
     # On a narrow terminal a model's name folds onto more lines, whole, rather than ending in an ellipsis.
-    narrow = subprocess.run(
-        [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"COLUMNS": "60", "PATH": "/usr/bin:/bin"},
-    ).stdout
+    narrow = table(60)
     by_model = narrow[narrow.index("By model") : narrow.index("By user")].splitlines()
     body = by_model[by_model.index(next(line for line in by_model if line.startswith("┡"))) + 1 : -1]
     first_cells = [line.split("│")[1].strip() for line in body]
