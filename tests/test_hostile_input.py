@@ -505,3 +505,22 @@ def test_a_body_that_trickles_in_is_cut_off(start_server: Callable[..., ServerPr
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert 1.5 < took < 8, took
     assert_unchanged(server, before)
+
+
+# --- client strings in the terminal report are text ---------------------------------------------------------
+
+
+def test_client_strings_reach_the_terminal_report_as_text(server: ServerProcess) -> None:
+    # rich reads a str cell as markup: "[/]" closes nothing and ended the report with a MarkupError.
+    model, email = "[/]claude-[bold]x", "[red]ada[/red]@example.com"
+    request = cost_points([1.5], "markup", **{"model": model, "user.id": "ada", "user.email": email})
+    exported(
+        post(server, "/v1/metrics", request.SerializeToString()),
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    )
+    command = [sys.executable, "-m", "ccmetrics", "report", "summary", "--data-dir", str(server.data_dir)]
+    report = subprocess.run(
+        command, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    )
+    assert report.returncode == 0, report.stderr[-500:]
+    assert model in report.stdout and email in report.stdout, report.stdout
