@@ -4,7 +4,6 @@ spans the CLI sent, each under its parent, and their numbers are what the fake A
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +50,6 @@ def spans_sent(tee: OtlpTee) -> dict[str, dict[str, Any]]:
     return found
 
 
-def wait_for_spans(tee: OtlpTee, quiet_s: float = 1.5, timeout: float = 20) -> dict[str, dict[str, Any]]:
-    """The CLI flushes on exit; once nothing new has arrived for a moment, what it sent."""
-    deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        n = len(tee.snapshot())
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            break
-        time.sleep(0.2)
-    return spans_sent(tee)
-
-
 def test_a_real_sessions_spans_each_under_its_parent(
     claude_binary: Path,
     fake_api: Any,
@@ -90,7 +75,8 @@ def test_a_real_sessions_spans_each_under_its_parent(
         extra_env=TRACING,
     )
     assert result.returncode == 0, result.stderr
-    sent = wait_for_spans(otlp_tee)
+    otlp_tee.wait_until_quiet()  # the CLI flushes on exit
+    sent = spans_sent(otlp_tee)
     assert sent, "the CLI sent no spans"
     (session,) = {s["attrs"].get("session.id") for s in sent.values()}
     assert session
@@ -186,7 +172,8 @@ def test_a_tool_waiting_for_the_users_permission(
         permission_after_s=WAIT_S,
     )
     assert result.exited and result.permissions_given == 1, result.screens[-1]
-    sent = {k: v for k, v in wait_for_spans(otlp_tee).items() if k not in before}
+    otlp_tee.wait_until_quiet()
+    sent = {k: v for k, v in spans_sent(otlp_tee).items() if k not in before}
     (session,) = {s["attrs"].get("session.id") for s in sent.values()}
     response = httpx.get(f"{ccmetrics_server.url}/api/sessions/{session}", timeout=30)
     response.raise_for_status()
