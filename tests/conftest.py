@@ -296,14 +296,27 @@ def page(new_page: Callable[..., Any]) -> Any:
     return new_page()
 
 
+_SIGNAL_PATHS = {
+    "ExportMetricsServiceRequest": "/v1/metrics",
+    "ExportLogsServiceRequest": "/v1/logs",
+    "ExportTraceServiceRequest": "/v1/traces",
+}
+
+
 @dataclass(frozen=True)
 class Export:
-    """One OTLP/HTTP request the real CLI sent, as captured in ``tests/fixtures``."""
+    """One OTLP/HTTP request: as the real CLI sent it, captured in ``tests/fixtures``, or built by a test."""
 
     path: str
     content_type: str
     content_encoding: str | None
     body: bytes
+
+    @classmethod
+    def of(cls, request: Any) -> Export:
+        """A request message built by a test (``otlp_builders``), as OTLP/HTTP protobuf sends it."""
+        path = _SIGNAL_PATHS[type(request).__name__]
+        return cls(path, "application/x-protobuf", None, request.SerializeToString())
 
     @property
     def headers(self) -> dict[str, str]:

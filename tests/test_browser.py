@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from .browser import shot, stat, wait_stat
-from .conftest import fixture_exports, send
+from .conftest import Export, fixture_exports, send
 from .otlp_builders import SECOND, log_request, sum_request
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -31,16 +31,7 @@ def hostile_exports(now_ns: int):
 
 
 def post(server, request) -> None:
-    kinds = {"ExportMetrics": "metrics", "ExportLogs": "logs", "ExportTrace": "traces"}
-    kind = next(k for prefix, k in kinds.items() if type(request).__name__.startswith(prefix))
-    import httpx
-
-    response = httpx.post(
-        f"{server.otlp_http}/v1/{kind}",
-        content=request.SerializeToString(),
-        headers={"Content-Type": "application/x-protobuf"},
-        timeout=10,
-    )
+    response = server.send(Export.of(request))
     assert response.status_code == 200
 
 

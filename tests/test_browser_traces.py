@@ -10,11 +10,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from .browser import shot
-from .conftest import ServerProcess
+from .conftest import Export, ServerProcess
 from .otlp_builders import SECOND, prompt_spans, sum_request, trace_request
 
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
@@ -23,13 +22,8 @@ DEPTHS = [0, 1, 1, 2, 2, 1]
 NAMES = ["interaction", "llm_request", "tool", "tool.blocked_on_user", "tool.execution", "llm_request"]
 
 
-def post(server: ServerProcess, request: Any, path: str) -> None:
-    response = httpx.post(
-        server.otlp_http + path,
-        content=request.SerializeToString(),
-        headers={"Content-Type": "application/x-protobuf"},
-        timeout=10,
-    )
+def post(server: ServerProcess, request: Any) -> None:
+    response = server.send(Export.of(request))
     assert response.status_code == 200, response.text
 
 
@@ -39,11 +33,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     t0 = time.time_ns() - 600 * SECOND
     for session in (TRACED, UNTRACED):
         who = {"user.email": "dev@example.com", "session.id": session}
-        post(started, sum_request("claude_code.session.count", [(t0 - SECOND, t0, 1, who)]), "/v1/metrics")
+        post(started, sum_request("claude_code.session.count", [(t0 - SECOND, t0, 1, who)]))
     who = {"user.email": "dev@example.com", "session.id": TRACED}
-    post(started, trace_request(prompt_spans(1, t0 + 10 * SECOND, who)), "/v1/traces")
+    post(started, trace_request(prompt_spans(1, t0 + 10 * SECOND, who)))
     hostile = prompt_spans(2, t0 + 60 * SECOND, who, tool=XSS, model=XSS)
-    post(started, trace_request(hostile, error=frozenset({hostile[4][1]})), "/v1/traces")
+    post(started, trace_request(hostile, error=frozenset({hostile[4][1]})))
     yield started
     started.stop(signal.SIGKILL)
 

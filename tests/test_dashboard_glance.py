@@ -20,7 +20,7 @@ import pytest
 from ccmetrics.doctor import probe_requests
 
 from .browser import shot, wait_stat
-from .conftest import ServerProcess, fixture_exports, send
+from .conftest import Export, ServerProcess, fixture_exports, send
 from .otlp_builders import SECOND, log_request, sum_request
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "ccmetrics" / "web" / "static"
@@ -32,13 +32,7 @@ NARROW = {"width": 400, "height": 900}
 
 
 def post(server: ServerProcess, request: Any) -> None:
-    kind = "metrics" if type(request).__name__.startswith("ExportMetrics") else "logs"
-    response = httpx.post(
-        f"{server.otlp_http}/v1/{kind}",
-        content=request.SerializeToString(),
-        headers={"Content-Type": "application/x-protobuf"},
-        timeout=10,
-    )
+    response = server.send(Export.of(request))
     assert response.status_code == 200, response.text
 
 

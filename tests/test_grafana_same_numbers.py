@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from ccmetrics.panels import PANELS_BY_ID
 from ccmetrics.stack.grafana import RENAMES, dashboard
 
-from .conftest import IN_CI, fixture_exports, free_port, send
+from .conftest import IN_CI, Export, fixture_exports, free_port, send
 from .otlp_builders import SECOND, sum_request
 
 CAPTURES = ("http-protobuf-delta", "http-json-cumulative")  # delta and cumulative, mixed in one store
@@ -230,12 +230,7 @@ def scraped(start_server, tmp_path):
             for export in fixture_exports(capture):
                 assert send(server.otlp_http, export).status_code == 200
         for request in dimension_exports():
-            answer = httpx.post(
-                f"{server.otlp_http}/v1/metrics",
-                content=request.SerializeToString(),
-                headers={"content-type": "application/x-protobuf"},
-                timeout=10,
-            )
+            answer = server.send(Export.of(request))
             assert answer.status_code == 200, answer.text
         sent = time.time()
         prom.wait(lambda: float(prom.query("timestamp(up)", time.time())[0]["value"][1]) > sent + 1, "fresh")

@@ -13,7 +13,7 @@ import pytest
 
 from ccmetrics.panels import PANELS
 
-from .conftest import fixture_exports
+from .conftest import Export, fixture_exports
 from .e2e.ground_truth import flatten
 from .in_process import InProcessServer
 from .otlp_builders import log_request
@@ -130,9 +130,7 @@ def test_the_average_prompt_length_sparkline_is_each_buckets_mean(in_process: In
     request = log_request(
         [(at, "user_prompt", {"prompt_length": str(n), "session.id": "s"}) for at, n in prompts]
     )
-    response = in_process.otlp.post(
-        "/v1/logs", content=request.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
-    )
+    response = in_process.send(Export.of(request))
     assert response.status_code == 200, response.text
     iso = lambda ns: datetime.fromtimestamp(ns / 1e9, UTC).isoformat()  # noqa: E731
     since, until = iso(start), iso(start + 30 * hour)

@@ -11,6 +11,7 @@ from ccmetrics.access.people import WebRole
 from ccmetrics.access.store import AccessStore
 from ccmetrics.store.timeline import session_traces
 
+from .conftest import Export
 from .in_process import InProcessServer
 from .otlp_builders import SECOND, prompt_spans, sum_request, trace_request
 from .people import ALICE, BOB, PASSWORD, exports
@@ -18,15 +19,15 @@ from .people import ALICE, BOB, PASSWORD, exports
 PROTOBUF = {"content-type": "application/x-protobuf"}
 
 
-def send(server: InProcessServer, request: Any, path: str) -> None:
-    response = server.otlp.post(path, content=request.SerializeToString(), headers=PROTOBUF)
+def send(server: InProcessServer, request: Any) -> None:
+    response = server.send(Export.of(request))
     assert response.status_code == 200, response.text
 
 
 def session_started(server: InProcessServer, session: str, at_ns: int, email: str = ALICE) -> None:
     """What makes a session known: its session.count point."""
     who = {"user.email": email, "session.id": session}
-    send(server, sum_request("claude_code.session.count", [(at_ns - SECOND, at_ns, 1, who)]), "/v1/metrics")
+    send(server, sum_request("claude_code.session.count", [(at_ns - SECOND, at_ns, 1, who)]))
 
 
 def traces_of(server: InProcessServer, session: str) -> list[dict[str, Any]]:
@@ -56,9 +57,9 @@ def test_a_sessions_spans_trace_by_trace_each_under_its_parent(in_process: InPro
     # Two prompts, the later one sent first; spans of another session at the same time.
     second = prompt_spans(2, t0 + 60 * SECOND, who, tool="Bash")
     first = prompt_spans(1, t0 + 10 * SECOND, who)
-    send(in_process, trace_request(second, error=frozenset({second[4][1]})), "/v1/traces")
-    send(in_process, trace_request(first), "/v1/traces")
-    send(in_process, trace_request(prompt_spans(3, t0 + 10 * SECOND, {"session.id": "s2"})), "/v1/traces")
+    send(in_process, trace_request(second, error=frozenset({second[4][1]})))
+    send(in_process, trace_request(first))
+    send(in_process, trace_request(prompt_spans(3, t0 + 10 * SECOND, {"session.id": "s2"})))
 
     traces = traces_of(in_process, "s1")
     assert [t["trace_id"] for t in traces] == [f"{1:032x}", f"{2:032x}"]
@@ -98,14 +99,14 @@ def test_spans_without_their_parent_loops_and_too_many(in_process: InProcessServ
     who = {"session.id": "s1"}
     spans = prompt_spans(1, t0, who)
     trace_id = spans[0][0]
-    send(in_process, trace_request(spans[1:]), "/v1/traces")  # the interaction not (yet) sent
+    send(in_process, trace_request(spans[1:]))  # the interaction not (yet) sent
     # Two spans each other's parent, and one its own: shown all the same, after the rest.
     loop = [
         (trace_id, "aa" * 8, "bb" * 8, "claude_code.hook", t0 + 6 * SECOND, t0 + 7 * SECOND, who),
         (trace_id, "bb" * 8, "aa" * 8, "claude_code.hook", t0 + 6 * SECOND + 1, t0 + 7 * SECOND, who),
         (trace_id, "cc" * 8, "cc" * 8, "claude_code.hook", t0 + 8 * SECOND, 0, who),
     ]
-    send(in_process, trace_request(loop), "/v1/traces")
+    send(in_process, trace_request(loop))
     (trace,) = traces_of(in_process, "s1")
     assert rows(trace) == [
         ("llm_request", 0),
@@ -134,11 +135,11 @@ def test_a_member_sees_no_spans_of_others(in_process: InProcessServer) -> None:
     t = now - 300 * SECOND
     alice = {"session.id": "session-alice", "user.email": ALICE}
     bob = {"session.id": "session-bob", "user.email": BOB}
-    send(in_process, trace_request(prompt_spans(1, t, alice)), "/v1/traces")
-    send(in_process, trace_request(prompt_spans(2, t, bob)), "/v1/traces")
+    send(in_process, trace_request(prompt_spans(1, t, alice)))
+    send(in_process, trace_request(prompt_spans(2, t, bob)))
     # Spans of bob's that name alice's session, and spans that name nobody.
-    send(in_process, trace_request(prompt_spans(3, t, {**bob, "session.id": "session-alice"})), "/v1/traces")
-    send(in_process, trace_request(prompt_spans(4, t, {"session.id": "session-alice"})), "/v1/traces")
+    send(in_process, trace_request(prompt_spans(3, t, {**bob, "session.id": "session-alice"})))
+    send(in_process, trace_request(prompt_spans(4, t, {"session.id": "session-alice"})))
     assert len(traces_of(in_process, "session-alice")) == 3 and len(traces_of(in_process, "session-bob")) == 1
 
     access = AccessStore(in_process.store.path.parent / "access.db")
